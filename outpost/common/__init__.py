@@ -1,0 +1,1 @@
+"""Pieces shared by the SDK, the service and the endpoint. No I/O lives here."""

@@ -1,0 +1,31 @@
+"""Error codes shared by the service (JSON error bodies) and the clients."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    BAD_REQUEST = "BAD_REQUEST"
+    UNPROCESSABLE = "UNPROCESSABLE_ENTITY"
+    SEMANTICALLY_INVALID = "SEMANTICALLY_INVALID"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    FORBIDDEN = "FORBIDDEN"
+    FUNCTION_NOT_ALLOWED = "FUNCTION_NOT_ALLOWED"
+    NOT_FOUND = "NOT_FOUND"
+    TASK_PAYLOAD_TOO_LARGE = "TASK_PAYLOAD_TOO_LARGE"
+    LOCKED = "ENDPOINT_LOCKED"
+    RATE_LIMITED = "RATE_LIMITED"
+    INTERNAL = "INTERNAL_ERROR"
+
+
+class TaskErrorCode(StrEnum):
+    """``error_details.code`` of a failed task."""
+
+    EXECUTION = "TaskExecutionFailed"
+    SERIALIZATION = "SerializationError"
+    RESULT_TOO_LARGE = "MaxResultSizeExceeded"
+    WORKER_LOST = "WorkerLost"
+    ENDPOINT_LOST = "EndpointLostTask"
+    FUNCTION_NOT_ALLOWED = "FunctionNotAllowed"
+    WALLTIME = "WalltimeExceeded"

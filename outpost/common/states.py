@@ -1,0 +1,19 @@
+"""Task states, as the Globus Compute API names them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class TaskState(StrEnum):
+    WAITING_FOR_EP = "waiting-for-ep"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+
+    @property
+    def done(self) -> bool:
+        return self in (TaskState.SUCCESS, TaskState.FAILED)
+
+
+DONE_STATES = frozenset({TaskState.SUCCESS.value, TaskState.FAILED.value})

@@ -1,0 +1,1 @@
+"""The endpoint agent: runs tasks from the service on this machine."""

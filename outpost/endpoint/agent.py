@@ -1,0 +1,237 @@
+"""The endpoint agent: keeps the channel to the service open and feeds the engine.
+
+* Connects with the endpoint's own credential, reconnecting with backoff.
+* Acknowledges tasks once the engine holds them; a task it already holds or has a
+  result for (a redelivery) is acknowledged without running it again.
+* Writes each result to the spool before sending it; removes it on ``result_ack``;
+  sends whatever the spool holds after every (re)connect.
+* Sends a ``status`` heartbeat every ``heartbeat_period`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import random
+import socket
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from outpost import __version__
+from outpost.common import messages as m
+from outpost.common.errors import TaskErrorCode
+from outpost.endpoint.config import EndpointConfig
+from outpost.endpoint.engines import Engine
+from outpost.endpoint.spool import ResultSpool
+
+log = logging.getLogger(__name__)
+MAX_RESULTS_PER_FRAME = 2000
+
+
+class FatalChannelError(Exception):
+    """The service refused the endpoint's credential: reconnecting will not help."""
+
+
+class Agent:
+    def __init__(self, config: EndpointConfig, endpoint_id: str, channel_url: str, secret: str,
+                 engine: Engine, spool: ResultSpool) -> None:
+        self.config = config
+        self.endpoint_id = endpoint_id
+        self.channel_url = channel_url
+        self._secret = secret
+        self.engine = engine
+        self.spool = spool
+        self.held: set[str] = set()  # accepted by the engine, no result yet
+        self.allowed = {str(f) for f in config.allowed_functions} if config.allowed_functions else None
+        self._outbox: list[dict[str, Any]] = []
+        self._outbox_ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ws: ClientConnection | None = None
+        self.connected = asyncio.Event()
+        self._idle_beats = 0
+        self._stuck_beats = 0
+        self._results_seen = 0
+
+    # -- engine side (engine thread) -------------------------------------------------
+    def _from_engine(self, results: list[dict[str, Any]]) -> None:
+        self.spool.add(results)  # on disk before anything is sent
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._queue_results, results)
+
+    def _queue_results(self, results: list[dict[str, Any]]) -> None:
+        self._results_seen += len(results)
+        for r in results:
+            self.held.discard(r["task_id"])
+        self._outbox.extend(results)
+        self._outbox_ready.set()
+
+    # -- main loop -------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+        ws = self._ws
+        if ws is not None:
+            asyncio.ensure_future(ws.close())
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.engine.start(self._from_engine)
+        delay = 0.2
+        try:
+            while not self._stop.is_set():
+                try:
+                    async with connect(
+                        self.channel_url,
+                        additional_headers={"Authorization": f"Bearer {self._secret}"},
+                        max_size=None, compression=None, open_timeout=20,
+                        ping_interval=20, ping_timeout=60,
+                    ) as ws:
+                        self._ws = ws
+                        delay = 0.2
+                        await self._session(ws)
+                except InvalidStatus as e:
+                    status = e.response.status_code
+                    if status in (401, 403):
+                        raise FatalChannelError(
+                            f"the service refused this endpoint's credential (HTTP {status}); "
+                            "was the endpoint deleted? Run `outpost endpoint start` again to "
+                            "re-register"
+                        ) from None
+                    log.warning("channel refused (HTTP %s); retrying", status)
+                except (OSError, WebSocketException, TimeoutError) as e:
+                    log.warning("channel to %s unavailable: %s", self.channel_url, e)
+                finally:
+                    self._ws = None
+                    self.connected.clear()
+                if self._stop.is_set():
+                    break
+                jitter = delay * random.uniform(0.8, 1.2)
+                log.info("reconnecting in %.1f s", jitter)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), jitter)
+                except TimeoutError:
+                    pass
+                delay = min(delay * 2, 30.0)
+        finally:
+            self.engine.shutdown()
+
+    def _status_frame(self) -> dict[str, Any]:
+        st = self.engine.status()
+        return {
+            "type": m.STATUS,
+            "window": self.config.task_window,
+            "heartbeat_period": self.config.heartbeat_period,
+            "heartbeat_threshold": self.config.heartbeat_threshold,
+            "hostname": socket.gethostname(),
+            "local_user": getpass.getuser(),
+            "endpoint_version": __version__,
+            "outstanding_tasks": len(self.held),
+            "spooled_results": len(self.spool),
+            **st,
+        }
+
+    async def _session(self, ws: ClientConnection) -> None:
+        await ws.send(m.encode(self._status_frame()))
+        welcome = m.decode(await asyncio.wait_for(ws.recv(), 20))
+        if welcome["type"] != m.WELCOME:
+            raise WebSocketException(f"expected welcome, got {welcome['type']}")
+        self.connected.set()
+        log.info("connected to the service as endpoint %s", self.endpoint_id)
+        for chunk in self.spool.all(MAX_RESULTS_PER_FRAME):
+            await ws.send(m.encode({"type": m.RESULT, "results": chunk}))
+        sender = asyncio.create_task(self._send_results(ws))
+        beats = asyncio.create_task(self._heartbeats(ws))
+        try:
+            async for raw in ws:
+                if not isinstance(raw, bytes):
+                    continue
+                try:
+                    frame = m.decode(raw)
+                except m.FrameError as e:
+                    log.warning("dropped a bad frame from the service: %s", e)
+                    continue
+                kind = frame["type"]
+                if kind == m.TASK:
+                    await self._on_tasks(ws, frame["tasks"])
+                elif kind == m.RESULT_ACK:
+                    ids = [t for t in frame["task_ids"] if isinstance(t, str)]
+                    await asyncio.to_thread(self.spool.remove, ids)
+                elif kind == m.CANCEL:
+                    log.info("cancel requested for %d tasks (running tasks are not interrupted)",
+                             len(frame["task_ids"]))
+                else:
+                    log.info("ignored a %s frame", kind)
+        except ConnectionClosed as e:
+            log.warning("channel closed: %s", e)
+        finally:
+            sender.cancel()
+            beats.cancel()
+            await asyncio.gather(sender, beats, return_exceptions=True)
+
+    async def _on_tasks(self, ws: ClientConnection, tasks: list[dict[str, Any]]) -> None:
+        fresh, ack, resend, refused = [], [], [], []
+        for t in tasks:
+            tid = t.get("task_id")
+            if not isinstance(tid, str) or "payload" not in t or "function_id" not in t:
+                log.warning("dropped a malformed task")
+                continue
+            ack.append(tid)
+            if tid in self.held:
+                continue  # redelivered while still running here
+            if tid in self.spool:
+                r = self.spool.get(tid)
+                if r is not None:
+                    resend.append(r)
+                continue
+            if self.allowed is not None and t["function_id"] not in self.allowed:
+                refused.append(t)
+                continue
+            fresh.append(t)
+        if fresh:
+            self.held.update(t["task_id"] for t in fresh)
+            self.engine.submit(fresh)
+        if ack:
+            await ws.send(m.encode({"type": m.ACK, "task_ids": ack}))
+        if refused:
+            msg = "this function is not in the endpoint's allowed_functions"
+            self._from_engine([{
+                "task_id": t["task_id"], "task_group_id": t.get("task_group_id"),
+                "status": "failed", "exception": f"FunctionNotAllowed: {msg}",
+                "error_details": {"code": TaskErrorCode.FUNCTION_NOT_ALLOWED.value,
+                                  "user_message": msg},
+            } for t in refused])
+        if resend:
+            self._queue_results(resend)
+
+    async def _send_results(self, ws: ClientConnection) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            while self._outbox:
+                batch = self._outbox[:MAX_RESULTS_PER_FRAME]
+                del self._outbox[:MAX_RESULTS_PER_FRAME]
+                try:
+                    await ws.send(m.encode({"type": m.RESULT, "results": batch}))
+                except ConnectionClosed:
+                    return  # still spooled: sent again after the reconnect
+
+    async def _heartbeats(self, ws: ClientConnection) -> None:
+        cfg = self.config
+        seen = self._results_seen
+        while True:
+            await asyncio.sleep(cfg.heartbeat_period)
+            frame = self._status_frame()
+            await ws.send(m.encode(frame))
+            busy = bool(frame["pending_tasks"] or self.held)
+            progressed, seen = self._results_seen != seen, self._results_seen
+            self._idle_beats = 0 if busy else self._idle_beats + 1
+            self._stuck_beats = self._stuck_beats + 1 if busy and not progressed else 0
+            if cfg.idle_heartbeats_soft and self._idle_beats >= cfg.idle_heartbeats_soft:
+                log.info("idle for %d heartbeats; stopping", self._idle_beats)
+                self.stop()
+            if cfg.idle_heartbeats_hard and self._stuck_beats >= cfg.idle_heartbeats_hard:
+                log.warning("no task finished for %d heartbeats; stopping", self._stuck_beats)
+                self.stop()

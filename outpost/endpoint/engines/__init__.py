@@ -1,0 +1,31 @@
+"""Engines run tasks: threads, local worker processes (and, later, Parsl HTEX)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from outpost.endpoint.config import (
+    EndpointConfig,
+    ProcessPoolEngineConfig,
+    ThreadPoolEngineConfig,
+)
+from outpost.endpoint.engines.base import Engine, ResultCallback
+from outpost.endpoint.engines.processes import ProcessPoolEngine
+from outpost.endpoint.engines.threads import ThreadPoolEngine
+from outpost.endpoint.execution import Limits
+
+__all__ = ["Engine", "ProcessPoolEngine", "ResultCallback", "ThreadPoolEngine", "build_engine"]
+
+
+def build_engine(config: EndpointConfig, workdir: Path) -> Engine:
+    limits = Limits(
+        result_size_limit=config.result_size_limit,
+        allowed_serializers=tuple(config.allowed_serializers) if config.allowed_serializers else None,
+        sandbox_root=str(workdir / "tasks") if config.task_sandbox else None,
+    )
+    ec = config.engine
+    if isinstance(ec, ThreadPoolEngineConfig):
+        return ThreadPoolEngine(ec.max_workers, limits)
+    if isinstance(ec, ProcessPoolEngineConfig):
+        return ProcessPoolEngine(ec.workers(), limits, ec.max_tasks_per_batch, config.environment)
+    raise ValueError(f"unknown engine {ec!r}")

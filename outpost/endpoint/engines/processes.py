@@ -1,0 +1,235 @@
+"""``ProcessPoolEngine``: tasks run in local worker processes.
+
+Unlike ``concurrent.futures.ProcessPoolExecutor``, a worker that dies (segfault,
+``os._exit``, out-of-memory kill) fails only the task it was running, with a reason, and
+is replaced; the other tasks it held run again elsewhere. Tasks go to workers in batches
+sized to the backlog, so one task costs one pipe message when idle and a fraction of
+one under load.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+from collections import deque
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from outpost.common.errors import TaskErrorCode
+from outpost.endpoint.engines import _worker
+from outpost.endpoint.engines.base import Engine, ResultCallback
+from outpost.endpoint.execution import Limits
+
+log = logging.getLogger(__name__)
+_ctx = mp.get_context("spawn")
+
+
+class _Worker:
+    def __init__(self, index: int, limits: Limits, environment: dict[str, str]) -> None:
+        self.index = index
+        task_r, self.task_w = _ctx.Pipe(duplex=False)
+        self.result_r, result_w = _ctx.Pipe(duplex=False)
+        self.proc = _ctx.Process(
+            target=_worker.main, args=(task_r, result_w, limits, environment),
+            name=f"outpost-worker-{index}", daemon=True,
+        )
+        self.proc.start()
+        task_r.close()
+        result_w.close()
+        self.outstanding: deque[dict[str, Any]] = deque()
+        self.known: set[str] = set()  # function ids whose code this worker has seen
+        self.feed: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.feeder = threading.Thread(target=self._feed, name=f"outpost-feed-{index}", daemon=True)
+        self.feeder.start()
+
+    def _feed(self) -> None:
+        while True:
+            item = self.feed.get()
+            try:
+                self.task_w.send(item)
+            except (OSError, ValueError):
+                return  # the worker died; the engine's loop handles it
+            if item is None:
+                return
+
+    def send(self, tasks: list[dict[str, Any]]) -> None:
+        self.outstanding.extend(tasks)
+        self.feed.put(tasks)
+
+    def stop(self) -> None:
+        self.feed.put(None)
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(timeout=5)
+        for c in (self.task_w, self.result_r):
+            c.close()
+
+
+def _death_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class ProcessPoolEngine(Engine):
+    def __init__(self, max_workers: int, limits: Limits, max_batch: int = 64,
+                 environment: dict[str, str] | None = None) -> None:
+        self.max_workers = max_workers
+        self.limits = limits
+        self.max_batch = max_batch
+        self.environment = dict(environment or {})
+        self._workers: list[_Worker] = []
+        self._queue: deque[dict[str, Any]] = deque()
+        self._codes: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        self._on_results: ResultCallback | None = None
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self, on_results: ResultCallback) -> None:
+        self._on_results = on_results
+        self._workers = [_Worker(i, self.limits, self.environment) for i in range(self.max_workers)]
+        self._thread = threading.Thread(target=self._loop, name="outpost-engine", daemon=True)
+        self._thread.start()
+
+    def submit(self, tasks: list[dict[str, Any]]) -> None:
+        with self._lock:
+            for t in tasks:
+                code = t.get("function_code")
+                if code is not None:
+                    self._codes[t["function_id"]] = code
+                self._queue.append(t)
+        os.write(self._wake_w, b"x")
+
+    def status(self) -> dict[str, int]:
+        with self._lock:
+            busy = sum(1 for w in self._workers if w.outstanding)
+            held = len(self._queue) + sum(len(w.outstanding) for w in self._workers)
+        return {"total_workers": self.max_workers, "idle_workers": self.max_workers - busy,
+                "pending_tasks": held}
+
+    def shutdown(self) -> None:
+        self._stopping = True
+        os.write(self._wake_w, b"x")
+        for w in self._workers:
+            w.stop()
+        for w in self._workers:
+            w.proc.join(timeout=3)
+            w.kill()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # -- the engine thread -----------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stopping:
+            by_obj: dict[Any, tuple[str, _Worker]] = {}
+            for w in self._workers:
+                by_obj[w.result_r] = ("results", w)
+                by_obj[w.proc.sentinel] = ("died", w)
+            ready = wait([*by_obj, self._wake_r], timeout=1.0)
+            if self._stopping:
+                return
+            for obj in ready:
+                if obj == self._wake_r:
+                    os.read(self._wake_r, 65536)
+                    continue
+                kind, w = by_obj[obj]
+                if kind == "results":
+                    try:
+                        results = w.result_r.recv()
+                    except (EOFError, OSError):
+                        continue  # the sentinel reports the death
+                    self._finished(w, results)
+                elif w in self._workers and not self._stopping:
+                    self._replace(w)
+            self._dispatch()
+
+    def _finished(self, w: _Worker, results: list[dict[str, Any]]) -> None:
+        with self._lock:
+            done = {r["task_id"] for r in results}
+            w.outstanding = deque(t for t in w.outstanding if t["task_id"] not in done)
+        assert self._on_results is not None
+        self._on_results(results)
+
+    def _replace(self, dead: _Worker) -> None:
+        # Read whatever results it managed to send before dying.
+        while True:
+            try:
+                if not dead.result_r.poll():
+                    break
+                self._finished(dead, dead.result_r.recv())
+            except (EOFError, OSError):
+                break
+        dead.proc.join(timeout=1)
+        reason = _death_reason(dead.proc.exitcode)
+        log.warning("worker %d %s; starting a new one", dead.index, reason)
+        lost = list(dead.outstanding)
+        dead.outstanding.clear()
+        dead.kill()
+        with self._lock:
+            self._workers[self._workers.index(dead)] = _Worker(dead.index, self.limits,
+                                                               self.environment)
+            if len(lost) == 1 or (lost and lost[0].get("_suspect")):
+                culprit, rest = lost[0], lost[1:]
+            else:
+                culprit, rest = None, lost
+            for t in rest:
+                t["_suspect"] = True  # run alone next time, to find which one kills workers
+            self._queue.extendleft(reversed(rest))
+        if culprit is not None:
+            msg = (f"the worker process running this task {reason} (the function crashed "
+                   "the interpreter, called os._exit, or ran out of memory)")
+            assert self._on_results is not None
+            self._on_results([{
+                "task_id": culprit["task_id"],
+                "task_group_id": culprit.get("task_group_id"),
+                "status": "failed",
+                "exception": f"WorkerLost: {msg}",
+                "error_details": {"code": TaskErrorCode.WORKER_LOST.value, "user_message": msg},
+            }])
+
+    def _dispatch(self) -> None:
+        with self._lock:
+            if not self._queue:
+                return
+            n = len(self._workers)
+            cap = 2 * self.max_batch
+            for w in sorted(self._workers, key=lambda x: len(x.outstanding)):
+                if not self._queue:
+                    break
+                if self._queue[0].get("_suspect"):
+                    if not w.outstanding:
+                        w.send([self._with_code(self._queue.popleft(), w)])
+                    continue
+                room = cap - len(w.outstanding)
+                chunk = min(room, self.max_batch, max(1, math.ceil(len(self._queue) / n)))
+                batch = []
+                while self._queue and len(batch) < chunk and not self._queue[0].get("_suspect"):
+                    batch.append(self._with_code(self._queue.popleft(), w))
+                if batch:
+                    w.send(batch)
+
+    def _with_code(self, task: dict[str, Any], w: _Worker) -> dict[str, Any]:
+        """Send a function's code to each worker once; workers cache it by id."""
+        fid = task["function_id"]
+        if fid in w.known:
+            if "function_code" in task:
+                task = {k: v for k, v in task.items() if k != "function_code"}
+            return task
+        w.known.add(fid)
+        if "function_code" not in task:
+            code = self._codes.get(fid)
+            if code is not None:
+                task = {**task, "function_code": code}
+        return task

@@ -1,0 +1,126 @@
+"""Running one task: deserialize, call, serialize the result (or the error).
+
+Runs inside a worker (a thread or a worker process). Deserialized functions are cached
+per worker by function id, so a function is loaded once, not once per task.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dill
+
+from outpost import __version__
+from outpost.common.errors import TaskErrorCode
+from outpost.common.packing import unpack_buffers
+from outpost.common.serialize import DEFAULT_CODE, DEFAULT_DATA, deserialize, serialize
+
+
+@dataclass(frozen=True)
+class Limits:
+    result_size_limit: int = 10 * 1024 * 1024
+    allowed_serializers: tuple[str, ...] | None = None
+    sandbox_root: str | None = None
+    set_task_env: bool = True
+
+
+_FUNCTIONS: dict[str, Callable[..., Any]] = {}
+_DETAILS = {
+    "os": platform.platform(),
+    "python_version": platform.python_version(),
+    "dill_version": dill.__version__,
+    "outpost_version": __version__,
+}
+
+
+def _failure(task: dict[str, Any], code: TaskErrorCode, text: str, message: str) -> dict[str, Any]:
+    return {
+        "task_id": task["task_id"],
+        "task_group_id": task.get("task_group_id"),
+        "status": "failed",
+        "exception": text,
+        "error_details": {"code": code.value, "user_message": message},
+        "details": _DETAILS,
+    }
+
+
+def _load_function(task: dict[str, Any], allowed: tuple[str, ...] | None) -> Callable[..., Any]:
+    fid = task["function_id"]
+    fn = _FUNCTIONS.get(fid)
+    if fn is None:
+        code = task.get("function_code")
+        if code is None:
+            raise LookupError(f"function {fid} was not sent with the task")
+        parts = unpack_buffers(code)
+        fn = deserialize(parts[0], allowed)
+        if len(_FUNCTIONS) > 1024:
+            _FUNCTIONS.clear()
+        _FUNCTIONS[fid] = fn
+    return fn
+
+
+def _user_traceback(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    if tb is not None:
+        tb = tb.tb_next  # drop run_task's own frame: show the user's code only
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def run_task(task: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    """Run ``task`` (task_id, function_id, function_code?, payload) and return a result."""
+    try:
+        fn = _load_function(task, limits.allowed_serializers)
+        args_s, kwargs_s = unpack_buffers(task["payload"])
+        args = deserialize(args_s, limits.allowed_serializers)
+        kwargs = deserialize(kwargs_s, limits.allowed_serializers)
+    except Exception as e:  # noqa: BLE001
+        text = f"{type(e).__name__}: {e}"
+        return _failure(task, TaskErrorCode.SERIALIZATION,
+                        f"the endpoint could not load the task: {text}", text)
+    if limits.set_task_env:
+        os.environ["OUTPOST_TASK_ID"] = task["task_id"]
+    cwd = None
+    if limits.sandbox_root:
+        sandbox = Path(limits.sandbox_root) / task["task_id"]
+        sandbox.mkdir(parents=True, exist_ok=True)
+        os.environ["OUTPOST_TASK_SANDBOX_DIR"] = str(sandbox)
+        cwd = os.getcwd()
+        os.chdir(sandbox)
+    start = time.time()
+    try:
+        value = fn(*args, **kwargs)
+    except BaseException as e:  # noqa: BLE001 - SystemExit in user code is a task failure too
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        return _failure(task, TaskErrorCode.EXECUTION, _user_traceback(e),
+                        f"{type(e).__name__}: {e}")
+    finally:
+        if cwd is not None:
+            os.chdir(cwd)
+    end = time.time()
+    try:
+        data = serialize(value, DEFAULT_CODE if callable(value) else DEFAULT_DATA)
+    except Exception as e:  # noqa: BLE001
+        msg = (f"the function returned a {type(value).__name__} that cannot be serialized: "
+               f"{e}. Return plain data (numbers, strings, lists, dicts, numpy arrays) instead.")
+        return _failure(task, TaskErrorCode.SERIALIZATION, msg, msg)
+    if len(data) > limits.result_size_limit:
+        msg = (f"Task result of {len(data)}B exceeded current limit of "
+               f"{limits.result_size_limit}B; write large results to a file and return its path")
+        return _failure(task, TaskErrorCode.RESULT_TOO_LARGE, msg, msg)
+    return {
+        "task_id": task["task_id"],
+        "task_group_id": task.get("task_group_id"),
+        "status": "success",
+        "result": data,
+        "details": {**_DETAILS, "execution_start": start, "execution_end": end,
+                    "pid": os.getpid(), "python": sys.version.split()[0]},
+    }

@@ -1,0 +1,141 @@
+"""An endpoint's directory: ``$OUTPOST_HOME/NAME/`` with its config, id, log and pid."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from outpost.endpoint.config import DEFAULT_CONFIG_YAML, EndpointConfig, load_config
+from outpost.sdk.config import outpost_home
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class EndpointDirError(Exception):
+    pass
+
+
+@dataclass
+class EndpointDir:
+    name: str
+
+    def __post_init__(self) -> None:
+        if not NAME_RE.match(self.name) or self.name in ("service",):
+            raise EndpointDirError(
+                f"endpoint name {self.name!r} is not allowed: use letters, digits, '.', '_' "
+                "and '-', starting with a letter or digit ('service' is reserved)"
+            )
+
+    @property
+    def path(self) -> Path:
+        return outpost_home() / self.name
+
+    config_path = property(lambda self: self.path / "config.yaml")
+    id_path = property(lambda self: self.path / "endpoint.json")
+    log_path = property(lambda self: self.path / "endpoint.log")
+    pid_path = property(lambda self: self.path / "endpoint.pid")
+    spool_path = property(lambda self: self.path / "spool.db")
+
+    def exists(self) -> bool:
+        return self.config_path.exists()
+
+    def create(self) -> None:
+        if self.exists():
+            raise EndpointDirError(f"endpoint {self.name!r} already exists at {self.path}")
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.path, 0o700)
+        self.config_path.write_text(DEFAULT_CONFIG_YAML.format(name=self.name))
+
+    def config(self) -> EndpointConfig:
+        if not self.exists():
+            raise EndpointDirError(
+                f"no endpoint named {self.name!r}; create it with `outpost endpoint configure {self.name}`"
+            )
+        return load_config(self.config_path)
+
+    def endpoint_id(self) -> str | None:
+        try:
+            return str(json.loads(self.id_path.read_text())["endpoint_id"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def save_id(self, endpoint_id: str) -> None:
+        self.id_path.write_text(json.dumps({"endpoint_id": endpoint_id}) + "\n")
+
+    def pid(self) -> int | None:
+        """The running agent's pid, or None (a stale pid file is removed)."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            self.pid_path.unlink(missing_ok=True)
+            return None
+        except PermissionError:
+            pass
+        return pid
+
+    def write_pid(self) -> None:
+        self.pid_path.write_text(f"{os.getpid()}\n")
+
+    def clear_pid(self) -> None:
+        try:
+            if int(self.pid_path.read_text().strip()) == os.getpid():
+                self.pid_path.unlink()
+        except (OSError, ValueError):
+            pass
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """SIGTERM the agent, then SIGKILL after ``timeout``; False if it was not running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                break
+            time.sleep(0.1)
+        else:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        self.pid_path.unlink(missing_ok=True)
+        return True
+
+    def delete(self) -> None:
+        shutil.rmtree(self.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def all_endpoints() -> list[EndpointDir]:
+    home = outpost_home()
+    if not home.is_dir():
+        return []
+    out = []
+    for p in sorted(home.iterdir()):
+        if (p / "config.yaml").exists() and NAME_RE.match(p.name):
+            out.append(EndpointDir(p.name))
+    return out

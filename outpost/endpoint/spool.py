@@ -1,0 +1,68 @@
+"""The result spool: every result is on disk until the service acknowledges it.
+
+A SQLite file (WAL) beside the endpoint's config. Results are written in batches from
+the engine's thread before they are sent, and removed when ``result_ack`` arrives; after
+a crash or a lost connection the endpoint sends whatever is left.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+
+class ResultSpool:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS results (task_id TEXT PRIMARY KEY, body BLOB NOT NULL)"
+        )
+        self._lock = threading.Lock()
+        self._ids: set[str] = {r[0] for r in self._db.execute("SELECT task_id FROM results")}
+
+    def add(self, results: list[dict[str, Any]]) -> None:
+        rows = [(r["task_id"], msgpack.packb(r, use_bin_type=True)) for r in results]
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?)", rows)
+            self._db.execute("COMMIT")
+            self._ids.update(r[0] for r in rows)
+
+    def remove(self, task_ids: list[str]) -> None:
+        with self._lock:
+            present = [t for t in task_ids if t in self._ids]
+            if not present:
+                return
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM results WHERE task_id = ?", [(t,) for t in present])
+            self._db.execute("COMMIT")
+            self._ids.difference_update(present)
+
+    def __contains__(self, task_id: str) -> bool:
+        return task_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def get(self, task_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT body FROM results WHERE task_id = ?", (task_id,)).fetchone()
+        return msgpack.unpackb(row[0], raw=False) if row else None
+
+    def all(self, chunk: int = 1000) -> Iterator[list[dict[str, Any]]]:
+        with self._lock:
+            bodies = [r[0] for r in self._db.execute("SELECT body FROM results")]
+        for i in range(0, len(bodies), chunk):
+            yield [msgpack.unpackb(b, raw=False) for b in bodies[i : i + chunk]]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,153 @@
+"""Run a service and endpoints as real local processes (demo, tests, benchmarks).
+
+Everything listens on 127.0.0.1 and lives under one directory, which is also the
+``OUTPOST_HOME`` of the processes started here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _outpost(*args: str) -> list[str]:
+    return [sys.executable, "-m", "outpost", *args]
+
+
+@dataclass
+class LocalService:
+    home: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    extra_args: tuple[str, ...] = ()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "service"
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "OUTPOST_HOME": str(self.home), "OUTPOST_SERVICE_URL": self.url}
+
+    def start(self, timeout: float = 30.0) -> LocalService:
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = open(self.home / "service.log", "ab")  # noqa: SIM115 - child owns it
+        self.proc = subprocess.Popen(
+            _outpost("service", "start", "--port", str(self.port), "--data-dir", str(self.data_dir),
+                     *self.extra_args),
+            stdout=log, stderr=log, env=self.env(), start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited with {self.proc.returncode}; "
+                                   f"see {self.home / 'service.log'}")
+            try:
+                if httpx.get(self.url + "/v2/version", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"service did not answer within {timeout} s")
+
+    def add_user(self, username: str) -> str:
+        out = subprocess.run(
+            _outpost("service", "user", "add", username, "--data-dir", str(self.data_dir)),
+            env=self.env(), check=True, capture_output=True, text=True,
+        )
+        return out.stdout.strip()
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@dataclass
+class LocalEndpoint:
+    service: LocalService
+    name: str
+    token: str
+    config: str | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    endpoint_id: str | None = None
+
+    def env(self) -> dict[str, str]:
+        return {**self.service.env(), "OUTPOST_TOKEN": self.token}
+
+    @property
+    def path(self) -> Path:
+        return self.service.home / self.name
+
+    def configure(self) -> LocalEndpoint:
+        if not (self.path / "config.yaml").exists():
+            subprocess.run(_outpost("endpoint", "configure", self.name), env=self.env(),
+                           check=True, capture_output=True)
+        if self.config is not None:
+            (self.path / "config.yaml").write_text(self.config)
+        return self
+
+    def start(self, timeout: float = 60.0) -> LocalEndpoint:
+        self.configure()
+        log = open(self.service.home / f"{self.name}.out", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            _outpost("endpoint", "start", self.name), stdout=subprocess.PIPE, stderr=log,
+            env=self.env(), start_new_session=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode().strip()
+        if not line:
+            self.proc.wait(timeout=10)
+            raise RuntimeError(f"endpoint {self.name} did not start; see {log.name}")
+        self.endpoint_id = line
+        self._wait_online(timeout)
+        return self
+
+    def _wait_online(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        headers = {"Authorization": f"Bearer {self.token}"}
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"endpoint {self.name} exited with {self.proc.returncode}")
+            r = httpx.get(f"{self.service.url}/v2/endpoints/{self.endpoint_id}/status",
+                          headers=headers, timeout=5)
+            if r.status_code == 200 and r.json()["status"] == "online":
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"endpoint {self.name} not online within {timeout} s")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            if sig == signal.SIGKILL:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            else:
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None

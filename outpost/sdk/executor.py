@@ -1,0 +1,244 @@
+"""``Executor``: a ``concurrent.futures.Executor`` that runs functions on an endpoint.
+
+Submissions are queued and sent in batches by a background thread (one HTTP request
+carries up to ``batch_size`` tasks); results are pushed by the service over one
+WebSocket and resolve the futures as they arrive.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from outpost.common.serialize import deserialize, pack_payload
+from outpost.sdk.batch import Batch
+from outpost.sdk.client import Client
+from outpost.sdk.errors import OutpostError, TaskExecutionFailed
+from outpost.sdk.future import ComputeFuture
+from outpost.sdk.results import ResultListener
+
+log = logging.getLogger(__name__)
+_STOP = object()
+
+
+class Executor(concurrent.futures.Executor):
+    """Run Python functions on an Outpost endpoint.
+
+    >>> with Executor(endpoint_id=EP) as ex:
+    ...     print(ex.submit(pow, 2, 10).result())
+    ...     print(list(ex.map(abs, [-1, -2])))
+    1024
+    [1, 2]
+    """
+
+    def __init__(
+        self,
+        endpoint_id: str | None = None,
+        client: Client | None = None,
+        task_group_id: str | None = None,
+        user_endpoint_config: dict[str, Any] | None = None,
+        resource_specification: dict[str, Any] | None = None,
+        batch_size: int = 512,
+        service_url: str | None = None,
+        token: str | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.client = client or Client(service_url, token)
+        self.endpoint_id = str(endpoint_id) if endpoint_id else None
+        self.task_group_id = str(task_group_id or uuid.uuid4())
+        self.user_endpoint_config = user_endpoint_config
+        self.resource_specification = resource_specification
+        self.batch_size = batch_size
+        self._functions: dict[Any, str] = {}
+        self._futures: dict[str, ComputeFuture] = {}
+        self._early: dict[str, dict[str, Any]] = {}
+        self._posting = 0
+        self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._submitter: threading.Thread | None = None
+        self._listener = ResultListener(self.client.transport, self._on_results, self._pending_ids)
+        self._shutdown = False
+
+    # -- submitting ------------------------------------------------------------------
+    def register_function(self, fn: Callable[..., Any]) -> str:
+        key = fn if _hashable(fn) else id(fn)
+        fid = self._functions.get(key)
+        if fid is None:
+            fid = self.client.register_function(fn)
+            self._functions[key] = fid
+        return fid
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ComputeFuture:
+        return self.submit_to_registered_function(self.register_function(fn), args, kwargs)
+
+    def submit_to_registered_function(
+        self,
+        function_id: str,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> ComputeFuture:
+        if self._shutdown:
+            raise RuntimeError("cannot submit after shutdown()")
+        if not self.endpoint_id:
+            raise ValueError("no endpoint: set Executor(endpoint_id=...) or .endpoint_id")
+        fut = ComputeFuture()
+        payload = pack_payload(tuple(args or ()), dict(kwargs or {}))
+        self._ensure_threads()
+        self._queue.put((str(function_id), payload, fut))
+        return fut
+
+    def _ensure_threads(self) -> None:
+        if self._submitter is not None:
+            return
+        with self._start_lock:
+            if self._submitter is not None:
+                return
+            if not self._listener.watch(self.task_group_id):
+                log.warning("result stream not confirmed; results will be polled until it is")
+            self._submitter = threading.Thread(
+                target=self._submit_loop, name="outpost-submit", daemon=True
+            )
+            self._submitter.start()
+
+    def _submit_loop(self) -> None:
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            batch = [item]
+            while len(batch) < self.batch_size:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._post(batch)
+
+    def _post(self, items: list[tuple[str, str, ComputeFuture]]) -> None:
+        live = [it for it in items if it[2].set_running_or_notify_cancel()]
+        if not live:
+            return
+        b = Batch(self.task_group_id, self.user_endpoint_config, self.resource_specification)
+        for fid, payload, _ in live:
+            b.add_payload(fid, payload)
+        with self._lock:
+            self._posting += 1
+        try:
+            answer = self.client.batch_run(str(self.endpoint_id), b)
+            by_fn = {k: iter(v) for k, v in answer["tasks"].items()}
+            with self._lock:
+                for fid, _, fut in live:
+                    tid = next(by_fn[fid])
+                    fut.task_id = tid
+                    self._futures[tid] = fut
+            early = []
+            with self._lock:
+                for _, _, fut in live:
+                    doc = self._early.pop(str(fut.task_id), None)
+                    if doc is not None:
+                        early.append(doc)
+            if early:
+                self._on_results(early)
+        except Exception as e:  # noqa: BLE001 - the error belongs to these futures
+            err = e if isinstance(e, OutpostError) else OutpostError(f"submit failed: {e}")
+            for _, _, fut in live:
+                if not fut.done():
+                    fut.set_exception(err)
+        finally:
+            with self._lock:
+                self._posting -= 1
+                if not self._posting:
+                    self._early.clear()
+
+    # -- results ---------------------------------------------------------------------
+    def _pending_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._futures)
+
+    def _on_results(self, docs: list[dict[str, Any]]) -> None:
+        for doc in docs:
+            tid = doc.get("task_id")
+            with self._lock:
+                fut = self._futures.pop(tid, None)  # type: ignore[arg-type]
+                if fut is None:
+                    if self._posting and tid:
+                        self._early[tid] = doc
+                    continue
+            if fut.done():
+                continue
+            try:
+                if doc.get("status") == "success":
+                    fut.set_result(deserialize(doc["result"]))
+                else:
+                    fut.set_exception(TaskExecutionFailed(
+                        doc.get("exception") or doc.get("reason") or "task failed",
+                        doc.get("completion_t"), doc.get("details"),
+                    ))
+            except Exception as e:  # noqa: BLE001 - e.g. the result does not deserialize here
+                fut.set_exception(OutpostError(f"task {tid}: cannot load its result: {e}"))
+
+    def reload_tasks(self, task_group_id: str | None = None) -> list[ComputeFuture]:
+        """Futures for every task of a task group (default: this Executor's), e.g. after a
+        restart of the submitting program. Finished tasks resolve at once."""
+        gid = str(task_group_id or self.task_group_id)
+        info = self.client.get_taskgroup_tasks(gid)
+        futures = []
+        with self._lock:
+            for t in info.get("tasks", []):
+                fut = self._futures.get(t["id"]) or ComputeFuture(t["id"])
+                fut.set_running_or_notify_cancel() if not fut.running() else None
+                self._futures[t["id"]] = fut
+                futures.append(fut)
+        self.task_group_id = gid
+        self._listener.watch(gid)
+        self._listener._send_watch(gid, [f.task_id for f in futures if f.task_id])
+        return futures
+
+    # -- shutdown --------------------------------------------------------------------
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if self._shutdown:
+            return
+        self._shutdown = True
+        if cancel_futures:
+            drained = []
+            while True:
+                try:
+                    drained.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            for item in drained:
+                if item is not _STOP:
+                    item[2].cancel()
+        self._queue.put(_STOP)
+
+        def finish() -> None:
+            if self._submitter is not None:
+                self._submitter.join()
+            with self._lock:
+                pending = list(self._futures.values())
+            concurrent.futures.wait(pending)
+            self._listener.stop()
+
+        if wait:
+            finish()
+        else:
+            threading.Thread(target=finish, name="outpost-shutdown", daemon=True).start()
+
+
+def _hashable(obj: Any) -> bool:
+    try:
+        hash(obj)
+    except TypeError:
+        return False
+    return True

@@ -1,0 +1,143 @@
+"""Result delivery for the Executor: a WebSocket the service pushes results into.
+
+One connection serves every task group the Executor watches. If the connection breaks
+it is opened again and each group is watched again with the ids still pending, so
+results that finished in between are sent at once. While no connection can be made,
+pending tasks are polled over REST (``/v2/batch_status``) so work still completes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+from websockets.exceptions import WebSocketException
+from websockets.sync.client import ClientConnection, connect
+
+from outpost.sdk.http import Transport
+
+log = logging.getLogger(__name__)
+Docs = list[dict[str, Any]]
+
+
+class ResultListener:
+    def __init__(
+        self,
+        transport: Transport,
+        on_results: Callable[[Docs], None],
+        pending_ids: Callable[[], list[str]],
+        poll_interval: float = 2.0,
+    ) -> None:
+        self._transport = transport
+        self._on_results = on_results
+        self._pending_ids = pending_ids
+        self._poll_interval = poll_interval
+        self._groups: set[str] = set()
+        self._watching: set[str] = set()
+        self._ws: ClientConnection | None = None
+        self._send_lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="outpost-results", daemon=True)
+            self._thread.start()
+
+    def watch(self, group_id: str, timeout: float = 10.0) -> bool:
+        """Watch a group; True once the service confirmed (False: polling instead)."""
+        self.start()
+        self._groups.add(group_id)
+        self._send_watch(group_id, [])
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while group_id not in self._watching and not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+        return group_id in self._watching
+
+    def stop(self) -> None:
+        self._stop.set()
+        ws = self._ws
+        if ws is not None:
+            ws.close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _send_watch(self, group_id: str, task_ids: list[str]) -> None:
+        ws = self._ws
+        if ws is None:
+            return
+        try:
+            with self._send_lock:
+                ws.send(msgpack.packb(
+                    {"type": "watch", "task_group_id": group_id, "task_ids": task_ids},
+                    use_bin_type=True,
+                ))
+        except (WebSocketException, OSError):
+            pass  # the reader notices and reconnects
+
+    def _run(self) -> None:
+        delay = 0.1
+        headers = {"Authorization": f"Bearer {self._transport.token}"}
+        url = self._transport.ws_url + "/v3/results"
+        while not self._stop.is_set():
+            try:
+                with connect(url, additional_headers=headers, max_size=None,
+                             open_timeout=10, compression=None) as ws:
+                    self._ws = ws
+                    delay = 0.1
+                    pending = self._pending_ids()
+                    for g in list(self._groups):
+                        self._send_watch(g, pending)
+                    self._read(ws)
+            except (WebSocketException, OSError, TimeoutError) as e:
+                if self._stop.is_set():
+                    break
+                log.info("result stream unavailable (%s); polling meanwhile", e)
+            finally:
+                self._ws = None
+                with self._changed:
+                    self._watching.clear()
+                    self._changed.notify_all()
+            if self._stop.wait(delay):
+                break
+            self._poll()
+            delay = min(delay * 2, 10.0)
+
+    def _read(self, ws: ClientConnection) -> None:
+        while not self._stop.is_set():
+            try:
+                raw = ws.recv(timeout=1.0)
+            except TimeoutError:
+                continue
+            frame = msgpack.unpackb(raw, raw=False) if isinstance(raw, bytes) else {}
+            kind = frame.get("type")
+            if kind == "results":
+                self._on_results(frame["results"])
+            elif kind == "watching":
+                with self._changed:
+                    self._watching.add(frame["task_group_id"])
+                    self._changed.notify_all()
+            elif kind == "error":
+                log.warning("result stream: %s", frame.get("reason"))
+
+    def _poll(self) -> None:
+        ids = self._pending_ids()
+        for i in range(0, len(ids), 1000):
+            try:
+                docs = self._transport.post("/v2/batch_status", json={"task_ids": ids[i:i + 1000]})
+            except Exception as e:  # noqa: BLE001 - keep trying; the service may be restarting
+                log.info("polling for results failed: %s", e)
+                return
+            done = [d for d in docs["results"].values() if d.get("status") in ("success", "failed")
+                    and "task_id" in d and ("result" in d or "exception" in d)]
+            if done:
+                self._on_results(done)

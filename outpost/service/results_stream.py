@@ -1,0 +1,118 @@
+"""Result streams for SDK clients: one WebSocket, many task groups, pushed results.
+
+Client -> service (msgpack maps):
+  {type: "watch", task_group_id, task_ids?}   start receiving the group's results; any of
+                                               ``task_ids`` already finished are sent at once
+  {type: "unwatch", task_group_id}
+Service -> client:
+  {type: "watching", task_group_id}            the subscription is in place
+  {type: "results", results: [task doc, ...]}
+  {type: "error", reason}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from outpost.service.state import ServiceState
+from outpost.service.store import tasks as task_store
+from outpost.service.taskdoc import task_doc
+
+log = logging.getLogger(__name__)
+MAX_CATCHUP = 100_000
+
+
+class ResultStream:
+    def __init__(self, state: ServiceState, ws: WebSocket, user: dict[str, Any]) -> None:
+        self.state, self.ws, self.user = state, ws, user
+        self._pending: list[dict[str, Any]] = []
+        self._wake = asyncio.Event()
+        self._unsubs: dict[str, Callable[[], None]] = {}
+        self._control: list[dict[str, Any]] = []
+
+    def _push(self, docs: list[dict[str, Any]]) -> None:
+        self._pending.extend(docs)
+        self._wake.set()
+
+    def _say(self, frame: dict[str, Any]) -> None:
+        self._control.append(frame)
+        self._wake.set()
+
+    async def run(self) -> None:
+        sender = asyncio.create_task(self._send_loop())
+        try:
+            while True:
+                msg = await self.ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    return
+                raw = msg.get("bytes")
+                try:
+                    frame = msgpack.unpackb(raw, raw=False) if raw is not None else None
+                except Exception:  # noqa: BLE001
+                    frame = None
+                if not isinstance(frame, dict):
+                    self._say({"type": "error", "reason": "frames are msgpack maps"})
+                    continue
+                await self._handle(frame)
+        except WebSocketDisconnect:
+            return
+        finally:
+            for unsub in self._unsubs.values():
+                unsub()
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+
+    async def _handle(self, frame: dict[str, Any]) -> None:
+        kind, gid = frame.get("type"), frame.get("task_group_id")
+        if kind not in ("watch", "unwatch") or not isinstance(gid, str):
+            self._say({"type": "error", "reason": "expected {type: watch|unwatch, task_group_id}"})
+            return
+        if kind == "unwatch":
+            unsub = self._unsubs.pop(gid, None)
+            if unsub:
+                unsub()
+            return
+        try:
+            uuid.UUID(gid)
+        except ValueError:
+            self._say({"type": "error", "reason": f"task_group_id {gid!r} is not a UUID"})
+            return
+        group = await self.state.read(task_store.get_group, gid)
+        if group is not None and group["owner_id"] != self.user["id"]:
+            self._say({"type": "error", "task_group_id": gid,
+                       "reason": f"task group {gid} not found (or not visible to you)"})
+            return
+        # A group that does not exist yet is fine: the client subscribes before submitting.
+        if gid not in self._unsubs:
+            self._unsubs[gid] = self.state.broker.subscribe(gid, self._push)
+        self._say({"type": "watching", "task_group_id": gid})
+        ids = [t for t in frame.get("task_ids") or () if isinstance(t, str)][:MAX_CATCHUP]
+        if ids:
+            rows = await self.state.read(task_store.get_tasks, ids)
+            done = [task_doc(r) for r in rows
+                    if r["owner_id"] == self.user["id"] and r["status"] in ("success", "failed")]
+            if done:
+                self._push(done)
+
+    async def _send_loop(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                control, self._control = self._control, []
+                for frame in control:
+                    await self.ws.send_bytes(msgpack.packb(frame, use_bin_type=True))
+                while self._pending:
+                    batch, self._pending = self._pending[:5000], self._pending[5000:]
+                    await self.ws.send_bytes(
+                        msgpack.packb({"type": "results", "results": batch}, use_bin_type=True)
+                    )
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return

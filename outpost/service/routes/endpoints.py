@@ -1,0 +1,233 @@
+"""``/v3/endpoints`` (registration) and ``/v2/endpoints`` (lookup, status, delete)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from outpost.common.errors import ErrorCode
+from outpost.service.auth import current_user
+from outpost.service.errors import APIError, not_found
+from outpost.service.routes import parse_uuid, state_of
+from outpost.service.store import catalog
+
+router = APIRouter()
+LOCK_SECONDS = 300
+
+
+class EndpointRegistration(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    endpoint_name: str = Field(min_length=1, max_length=255)
+    endpoint_id: str | None = None
+    display_name: str | None = Field(default=None, max_length=255)
+    description: str | None = None
+    multi_user: bool = False
+    metadata: dict[str, Any] | None = None
+    allowed_functions: list[str] | None = None
+    authentication_policy: str | None = None
+    public: bool | None = None
+    endpoint_config: dict[str, Any] | None = None
+    user_config_template: str | None = None
+    user_config_schema: dict[str, Any] | None = None
+
+
+def _fields(body: EndpointRegistration) -> dict[str, Any]:
+    allowed = None
+    if body.allowed_functions is not None:
+        allowed = [parse_uuid(f, "allowed function id") for f in body.allowed_functions]
+    meta = body.metadata or {}
+    return {
+        "name": body.endpoint_name,
+        "display_name": body.display_name,
+        "description": body.description,
+        "multi_user": body.multi_user,
+        # A multi-user endpoint is public by default: the identity mapping decides who runs.
+        "public": body.multi_user if body.public is None else body.public,
+        "meta": meta,
+        "allowed_functions": allowed,
+        "authentication_policy": body.authentication_policy,
+        "endpoint_config": body.endpoint_config,
+        "user_config_template": body.user_config_template,
+        "user_config_schema": body.user_config_schema,
+        "hostname": meta.get("hostname"),
+        "local_user": meta.get("local_user"),
+        "endpoint_version": meta.get("endpoint_version"),
+    }
+
+
+def _credentials(request: Request, eid: str, secret: str) -> dict[str, Any]:
+    base = str(request.base_url).rstrip("/")
+    ws_base = "ws" + base[4:] if base.startswith("http") else base
+    return {
+        "endpoint_id": eid,
+        "channel_url": f"{ws_base}/v3/endpoints/{eid}/channel",
+        "channel_secret": secret,
+    }
+
+
+async def owned_endpoint(request: Request, endpoint_id: str, user: dict[str, Any]) -> dict[str, Any]:
+    eid = parse_uuid(endpoint_id, "endpoint id")
+    ep = await state_of(request).endpoint(eid)
+    if ep is None or ep["owner_id"] != user["id"]:
+        raise not_found("endpoint", eid)
+    return ep
+
+
+async def visible_endpoint(request: Request, endpoint_id: str, user: dict[str, Any]) -> dict[str, Any]:
+    eid = parse_uuid(endpoint_id, "endpoint id")
+    ep = await state_of(request).endpoint(eid)
+    if ep is None or (ep["owner_id"] != user["id"] and not ep["public"]):
+        raise not_found("endpoint", eid)
+    return ep
+
+
+@router.post("/v3/endpoints")
+async def register_endpoint(
+    body: EndpointRegistration, request: Request, user: dict[str, Any] = Depends(current_user)
+) -> dict[str, Any]:
+    if body.endpoint_id:
+        return await _reregister(parse_uuid(body.endpoint_id, "endpoint_id"), body, request, user)
+    state = state_of(request)
+    fields, uid = _fields(body), user["id"]
+    eid, secret = await state.write(lambda c: catalog.create_endpoint(c, uid, **fields))
+    return _credentials(request, eid, secret)
+
+
+@router.put("/v3/endpoints/{endpoint_id}")
+async def reregister_endpoint(
+    endpoint_id: str,
+    body: EndpointRegistration,
+    request: Request,
+    user: dict[str, Any] = Depends(current_user),
+) -> dict[str, Any]:
+    return await _reregister(parse_uuid(endpoint_id, "endpoint id"), body, request, user)
+
+
+async def _reregister(
+    eid: str, body: EndpointRegistration, request: Request, user: dict[str, Any]
+) -> dict[str, Any]:
+    state = state_of(request)
+    ep = await state.read(catalog.get_endpoint, eid)
+    fields, uid = _fields(body), user["id"]
+    if ep is None:
+        if await state.read(catalog.endpoint_exists, eid):
+            raise APIError(409, ErrorCode.BAD_REQUEST,
+                           f"endpoint {eid} was deleted; its id cannot be reused")
+        _, secret = await state.write(
+            lambda c: catalog.create_endpoint(c, uid, endpoint_id=eid, **fields)
+        )
+        return _credentials(request, eid, secret)
+    if ep["owner_id"] != uid:
+        raise not_found("endpoint", eid)
+    if ep["locked_until"] and ep["locked_until"] > time.time():
+        raise APIError(423, ErrorCode.LOCKED,
+                       f"endpoint {eid} is locked until {ep['locked_until']:.0f}; try again later")
+    secret = await state.write(lambda c: catalog.update_endpoint(c, eid, **fields))
+    state.endpoint_cache.invalidate(eid)
+    return _credentials(request, eid, secret)
+
+
+@router.get("/v2/endpoints")
+async def list_endpoints(
+    request: Request, role: str = "owner", user: dict[str, Any] = Depends(current_user)
+) -> list[dict[str, Any]]:
+    if role not in ("owner", "any"):
+        raise APIError(400, ErrorCode.BAD_REQUEST, "role must be 'owner' or 'any'")
+    state = state_of(request)
+    rows = await state.read(catalog.list_endpoints, user["id"], role)
+    return [
+        {
+            "uuid": r["id"],
+            "name": r["name"],
+            "display_name": r["display_name"] or r["name"],
+            "owner": r["owner_id"],
+            "status": "online" if state.endpoint_online(r["id"]) else "offline",
+        }
+        for r in rows
+    ]
+
+
+@router.get("/v2/endpoints/{endpoint_id}")
+async def get_endpoint(
+    endpoint_id: str, request: Request, user: dict[str, Any] = Depends(current_user)
+) -> dict[str, Any]:
+    ep = await visible_endpoint(request, endpoint_id, user)
+    return {
+        "uuid": ep["id"],
+        "name": ep["name"],
+        "display_name": ep["display_name"] or ep["name"],
+        "owner": ep["owner_id"],
+        "multi_user": ep["multi_user"],
+        "public": ep["public"],
+        "endpoint_config": ep["endpoint_config"],
+        "user_config_template": ep["user_config_template"],
+        "user_config_schema": ep["user_config_schema"],
+        "description": ep["description"],
+        "hostname": ep["hostname"],
+        "local_user": ep["local_user"],
+        "endpoint_version": ep["endpoint_version"],
+        "allowed_functions": ep["allowed_functions"],
+        "authentication_policy": ep["authentication_policy"],
+        "metadata": ep["meta"] or {},
+    }
+
+
+@router.get("/v2/endpoints/{endpoint_id}/status")
+async def endpoint_status(
+    endpoint_id: str, request: Request, user: dict[str, Any] = Depends(current_user)
+) -> dict[str, Any]:
+    ep = await visible_endpoint(request, endpoint_id, user)
+    state = state_of(request)
+    eid = ep["id"]
+    st = state.statuses.get(eid)
+    online = state.endpoint_online(eid)
+    session = state.sessions.get(eid)
+    info = st.info if st else {}
+    details = {
+        "total_workers": info.get("total_workers", 0),
+        "idle_workers": info.get("idle_workers", 0),
+        "pending_tasks": state.broker.queued(eid),
+        "outstanding_tasks": len(session.inflight) if session else 0,
+        "managers": info.get("managers", 1 if online else 0),
+        "last_heartbeat": st.last_seen if st else None,
+        "heartbeat_threshold": st.threshold if st else None,
+    }
+    return {"status": "online" if online else "offline", "details": details}
+
+
+@router.delete("/v2/endpoints/{endpoint_id}")
+async def delete_endpoint(
+    endpoint_id: str, request: Request, user: dict[str, Any] = Depends(current_user)
+) -> dict[str, Any]:
+    ep = await owned_endpoint(request, endpoint_id, user)
+    state, eid = state_of(request), ep["id"]
+    await state.write(lambda c: catalog.delete_endpoint(c, eid))
+    state.endpoint_cache.invalidate(eid)
+    session = state.sessions.get(eid)
+    if session is not None:
+        await session.close("endpoint deleted")
+    return {"result": 302, "endpoint_id": eid}
+
+
+@router.post("/v3/endpoints/{endpoint_id}/lock")
+async def lock_endpoint(
+    endpoint_id: str, request: Request, user: dict[str, Any] = Depends(current_user)
+) -> dict[str, Any]:
+    ep = await owned_endpoint(request, endpoint_id, user)
+    state, eid = state_of(request), ep["id"]
+    until = time.time() + LOCK_SECONDS
+    await state.write(lambda c: catalog.set_endpoint_fields(c, eid, locked_until=until))
+    state.endpoint_cache.invalidate(eid)
+    return {"endpoint_id": eid, "lock_expiration_timestamp": until}
+
+
+@router.get("/v3/endpoints/{endpoint_id}/allowed_functions")
+async def allowed_functions(
+    endpoint_id: str, request: Request, user: dict[str, Any] = Depends(current_user)
+) -> dict[str, Any]:
+    ep = await visible_endpoint(request, endpoint_id, user)
+    allowed = ep["allowed_functions"]
+    return {"endpoint_id": ep["id"], "restricted": allowed is not None, "functions": allowed or []}

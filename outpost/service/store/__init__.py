@@ -1,0 +1,1 @@
+"""The service's durable store: SQLAlchemy models, Alembic migrations, queries."""

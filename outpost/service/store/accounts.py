@@ -1,0 +1,141 @@
+"""Users, their linked identities and their bearer tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from outpost.service.store.models import Identity, Token, User
+
+users = User.__table__
+identities = Identity.__table__
+tokens = Token.__table__
+
+
+class AccountError(ValueError):
+    pass
+
+
+def hash_secret(secret: str) -> str:
+    """Tokens are 256 random bits, so one SHA-256 is enough (no salt or stretching)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def create_user(
+    conn: Connection, username: str, email: str | None = None, name: str | None = None
+) -> dict[str, Any]:
+    if conn.execute(select(users.c.id).where(users.c.username == username)).first():
+        raise AccountError(f"user {username!r} already exists")
+    uid = str(uuid.uuid4())
+    conn.execute(
+        insert(users).values(
+            id=uid, username=username, email=email, name=name, created_at=time.time()
+        )
+    )
+    # Every user has at least one identity: their own name.
+    conn.execute(
+        insert(identities).values(
+            id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"outpost:identity:{username}")),
+            user_id=uid,
+            username=username,
+            identity_provider=username.partition("@")[2] or None,
+            email=email,
+            name=name,
+        )
+    )
+    return get_user(conn, username)  # type: ignore[return-value]
+
+
+def get_user(conn: Connection, username: str) -> dict[str, Any] | None:
+    row = conn.execute(select(users).where(users.c.username == username)).mappings().first()
+    return dict(row) if row else None
+
+
+def get_user_by_id(conn: Connection, user_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(users).where(users.c.id == user_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def list_users(conn: Connection) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(select(users).order_by(users.c.username)).mappings()]
+
+
+def user_identities(conn: Connection, user_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(select(identities).where(identities.c.user_id == user_id)).mappings()
+    return [dict(r) for r in rows]
+
+
+def link_identity(
+    conn: Connection,
+    user_id: str,
+    username: str,
+    identity_provider: str | None = None,
+    email: str | None = None,
+) -> str:
+    if conn.execute(select(identities.c.id).where(identities.c.username == username)).first():
+        raise AccountError(f"identity {username!r} is already linked to a user")
+    iid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"outpost:identity:{username}"))
+    conn.execute(
+        insert(identities).values(
+            id=iid,
+            user_id=user_id,
+            username=username,
+            identity_provider=identity_provider or (username.partition("@")[2] or None),
+            email=email,
+        )
+    )
+    return iid
+
+
+def issue_token(conn: Connection, user_id: str) -> tuple[str, str]:
+    """A new token for the user: (token id, token). The token itself is not stored."""
+    token = new_secret()
+    token_id = secrets.token_hex(4)
+    conn.execute(
+        insert(tokens).values(
+            id=token_id, user_id=user_id, token_hash=hash_secret(token), created_at=time.time()
+        )
+    )
+    return token_id, token
+
+
+def list_tokens(conn: Connection, user_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(tokens.c.id, tokens.c.created_at, tokens.c.revoked_at)
+        .where(tokens.c.user_id == user_id)
+        .order_by(tokens.c.created_at)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def revoke_tokens(conn: Connection, user_id: str, token_id: str | None = None) -> int:
+    stmt = (
+        update(tokens)
+        .where(tokens.c.user_id == user_id, tokens.c.revoked_at.is_(None))
+        .values(revoked_at=time.time())
+    )
+    if token_id is not None:
+        stmt = stmt.where(tokens.c.id == token_id)
+    return conn.execute(stmt).rowcount
+
+
+def user_for_token(conn: Connection, token: str) -> dict[str, Any] | None:
+    row = (
+        conn.execute(
+            select(users)
+            .join(tokens, tokens.c.user_id == users.c.id)
+            .where(tokens.c.token_hash == hash_secret(token), tokens.c.revoked_at.is_(None))
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None

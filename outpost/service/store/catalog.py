@@ -1,0 +1,138 @@
+"""Functions and endpoints: what users register."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import Connection, insert, or_, select, update
+
+from outpost.service.store.accounts import hash_secret, new_secret
+from outpost.service.store.models import Endpoint, EndpointCredential, Function
+
+functions = Function.__table__
+endpoints = Endpoint.__table__
+credentials = EndpointCredential.__table__
+
+
+def create_function(conn: Connection, owner_id: str, **fields: Any) -> str:
+    fid = str(uuid.uuid4())
+    conn.execute(
+        insert(functions).values(id=fid, owner_id=owner_id, created_at=time.time(), **fields)
+    )
+    return fid
+
+
+def get_function(conn: Connection, function_id: str) -> dict[str, Any] | None:
+    row = (
+        conn.execute(
+            select(functions).where(functions.c.id == function_id, functions.c.deleted_at.is_(None))
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
+def get_functions(conn: Connection, ids: list[str]) -> dict[str, dict[str, Any]]:
+    rows = conn.execute(
+        select(functions).where(functions.c.id.in_(ids), functions.c.deleted_at.is_(None))
+    ).mappings()
+    return {r["id"]: dict(r) for r in rows}
+
+
+def delete_function(conn: Connection, function_id: str) -> None:
+    conn.execute(
+        update(functions).where(functions.c.id == function_id).values(deleted_at=time.time())
+    )
+
+
+def _issue_credential(conn: Connection, endpoint_id: str) -> str:
+    secret = new_secret()
+    conn.execute(
+        insert(credentials).values(
+            endpoint_id=endpoint_id, secret_hash=hash_secret(secret), created_at=time.time()
+        )
+    )
+    return secret
+
+
+def create_endpoint(
+    conn: Connection, owner_id: str, endpoint_id: str | None = None, **fields: Any
+) -> tuple[str, str]:
+    """Register an endpoint; returns (endpoint id, channel secret)."""
+    eid = endpoint_id or str(uuid.uuid4())
+    conn.execute(
+        insert(endpoints).values(id=eid, owner_id=owner_id, created_at=time.time(), **fields)
+    )
+    return eid, _issue_credential(conn, eid)
+
+
+def update_endpoint(conn: Connection, endpoint_id: str, **fields: Any) -> str:
+    """Re-register: update fields, revoke old channel secrets, issue a new one."""
+    if fields:
+        conn.execute(update(endpoints).where(endpoints.c.id == endpoint_id).values(**fields))
+    conn.execute(
+        update(credentials)
+        .where(credentials.c.endpoint_id == endpoint_id, credentials.c.revoked_at.is_(None))
+        .values(revoked_at=time.time())
+    )
+    return _issue_credential(conn, endpoint_id)
+
+
+def get_endpoint(conn: Connection, endpoint_id: str) -> dict[str, Any] | None:
+    row = (
+        conn.execute(
+            select(endpoints).where(endpoints.c.id == endpoint_id, endpoints.c.deleted_at.is_(None))
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
+def endpoint_exists(conn: Connection, endpoint_id: str) -> bool:
+    """True also for deleted endpoints: their ids are never reused."""
+    return conn.execute(select(endpoints.c.id).where(endpoints.c.id == endpoint_id)).first() is not None
+
+
+def list_endpoints(conn: Connection, user_id: str, role: str = "owner") -> list[dict[str, Any]]:
+    cond = endpoints.c.owner_id == user_id
+    if role == "any":
+        cond = or_(cond, endpoints.c.public.is_(True))
+    rows = conn.execute(
+        select(endpoints).where(cond, endpoints.c.deleted_at.is_(None)).order_by(endpoints.c.name)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def delete_endpoint(conn: Connection, endpoint_id: str) -> None:
+    now = time.time()
+    conn.execute(update(endpoints).where(endpoints.c.id == endpoint_id).values(deleted_at=now))
+    conn.execute(
+        update(credentials)
+        .where(credentials.c.endpoint_id == endpoint_id, credentials.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+
+
+def endpoint_for_secret(conn: Connection, secret: str) -> dict[str, Any] | None:
+    row = (
+        conn.execute(
+            select(endpoints)
+            .join(credentials, credentials.c.endpoint_id == endpoints.c.id)
+            .where(
+                credentials.c.secret_hash == hash_secret(secret),
+                credentials.c.revoked_at.is_(None),
+                endpoints.c.deleted_at.is_(None),
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
+def set_endpoint_fields(conn: Connection, endpoint_id: str, **fields: Any) -> None:
+    conn.execute(update(endpoints).where(endpoints.c.id == endpoint_id).values(**fields))

@@ -1,0 +1,158 @@
+"""Tasks and task groups: the hot-path queries, all batched."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, insert, select, update
+
+from outpost.common.states import DONE_STATES, TaskState
+from outpost.service.store.models import Task, TaskGroup
+
+tasks = Task.__table__
+groups = TaskGroup.__table__
+
+_DOC_COLUMNS = [
+    tasks.c.id,
+    tasks.c.owner_id,
+    tasks.c.endpoint_id,
+    tasks.c.function_id,
+    tasks.c.task_group_id,
+    tasks.c.status,
+    tasks.c.result,
+    tasks.c.exception,
+    tasks.c.error_details,
+    tasks.c.details,
+    tasks.c.retries,
+    tasks.c.created_at,
+    tasks.c.running_at,
+    tasks.c.completed_at,
+]
+
+
+def ensure_group(conn: Connection, group_id: str, owner_id: str, ws_queue: bool, now: float) -> bool:
+    """Create the group if new. False if it exists and belongs to someone else."""
+    row = conn.execute(select(groups.c.owner_id).where(groups.c.id == group_id)).first()
+    if row is None:
+        conn.execute(
+            insert(groups).values(
+                id=group_id, owner_id=owner_id, create_websockets_queue=ws_queue, created_at=now
+            )
+        )
+        return True
+    return bool(row[0] == owner_id)
+
+
+def get_group(conn: Connection, group_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(groups).where(groups.c.id == group_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def group_tasks(conn: Connection, group_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(tasks.c.id, tasks.c.created_at, tasks.c.status)
+        .where(tasks.c.task_group_id == group_id)
+        .order_by(tasks.c.created_at)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def insert_tasks(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(tasks), rows)
+
+
+def mark_running(conn: Connection, task_ids: list[str], now: float) -> None:
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.id.in_(task_ids), tasks.c.status == TaskState.WAITING_FOR_EP.value)
+        .values(status=TaskState.RUNNING.value, running_at=now)
+    )
+
+
+def unfinished_ids(conn: Connection, endpoint_id: str, task_ids: list[str]) -> set[str]:
+    rows = conn.execute(
+        select(tasks.c.id).where(
+            tasks.c.id.in_(task_ids),
+            tasks.c.endpoint_id == endpoint_id,
+            tasks.c.status.not_in(DONE_STATES),
+        )
+    )
+    return {r[0] for r in rows}
+
+
+def store_results(
+    conn: Connection, endpoint_id: str, results: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Store finished tasks of one endpoint; a result for a task already finished (or
+    one that is not this endpoint's) is ignored.
+
+    Each result: task_id, status, result, exception, error_details, details, completed_at.
+    Returns the results that were new.
+    """
+    fresh_ids = unfinished_ids(conn, endpoint_id, [r["task_id"] for r in results])
+    fresh = [r for r in results if r["task_id"] in fresh_ids]
+    if fresh:
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.id == bindparam("task_id"))
+            .values(
+                status=bindparam("status"),
+                result=bindparam("result"),
+                exception=bindparam("exception"),
+                error_details=bindparam("error_details"),
+                details=bindparam("details"),
+                completed_at=bindparam("completed_at"),
+                payload=None,
+            ),
+            [
+                {
+                    "task_id": r["task_id"],
+                    "status": r["status"],
+                    "result": r.get("result"),
+                    "exception": r.get("exception"),
+                    "error_details": r.get("error_details"),
+                    "details": r.get("details"),
+                    "completed_at": r["completed_at"],
+                }
+                for r in fresh
+            ],
+        )
+    return fresh
+
+
+def add_retries(conn: Connection, task_ids: list[str]) -> None:
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.id.in_(task_ids))
+        .values(retries=tasks.c.retries + 1, status=TaskState.WAITING_FOR_EP.value)
+    )
+
+
+def get_task(conn: Connection, task_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(*_DOC_COLUMNS).where(tasks.c.id == task_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def get_tasks(conn: Connection, task_ids: list[str]) -> list[dict[str, Any]]:
+    rows = conn.execute(select(*_DOC_COLUMNS).where(tasks.c.id.in_(task_ids))).mappings()
+    return [dict(r) for r in rows]
+
+
+def unfinished_tasks(conn: Connection) -> list[dict[str, Any]]:
+    """Every task not yet finished, oldest first: reloaded into the broker at start."""
+    rows = conn.execute(
+        select(
+            tasks.c.id,
+            tasks.c.endpoint_id,
+            tasks.c.function_id,
+            tasks.c.task_group_id,
+            tasks.c.payload,
+            tasks.c.status,
+            tasks.c.retries,
+            tasks.c.resource_specification,
+        )
+        .where(tasks.c.status.not_in(DONE_STATES))
+        .order_by(tasks.c.created_at)
+    ).mappings()
+    return [dict(r) for r in rows]
