@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Outpost developer entry point. Installs what it needs, then runs it.
+#   ./dev.sh demo    service + endpoint + a function, result printed
+#   ./dev.sh test    the whole test suite (lint, unit, in-process API, end to end,
+#                    globus-compute-sdk compatibility)
+#   ./dev.sh bench   the benchmarks (benchmarks/README.md)
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+VENV=.venv
+COMPAT_VENV=.venv-compat
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "need root to run: $*" >&2; return 1; fi
+}
+
+apt_install() {
+  # Debian packages, installed only when missing.
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+ensure_python() {
+  command -v "$PY" >/dev/null || apt_install python3
+  if ! "$PY" -c 'import venv, ensurepip' 2>/dev/null; then
+    apt_install python3-venv
+  fi
+  "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+    echo "Outpost needs Python >= 3.11 (found $("$PY" --version))" >&2; exit 1; }
+}
+
+ensure_venv() {  # $1: extras ("" or "test")
+  ensure_python
+  if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV"
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/pip" install -q --upgrade pip
+  fi
+  local spec="."
+  [ -n "${1:-}" ] && spec=".[$1]"
+  local stamp="$VENV/.installed-${1:-base}"
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    say "installing Outpost into $VENV"
+    "$VENV/bin/pip" install -q -e "$spec"
+    touch "$stamp"
+  fi
+}
+
+ensure_compat_venv() {
+  # globus-compute-sdk lives in its own environment, as a user would install it.
+  if [ ! -x "$COMPAT_VENV/bin/python" ]; then
+    say "creating $COMPAT_VENV with globus-compute-sdk 4.19.0"
+    "$PY" -m venv "$COMPAT_VENV"
+    "$COMPAT_VENV/bin/pip" install -q --upgrade pip
+  fi
+  "$COMPAT_VENV/bin/python" -c 'import globus_compute_sdk' 2>/dev/null ||
+    "$COMPAT_VENV/bin/pip" install -q "globus-compute-sdk==4.19.0"
+}
+
+cmd=${1:-help}
+shift || true
+case "$cmd" in
+  demo)
+    ensure_venv ""
+    exec "$VENV/bin/outpost" demo "$@"
+    ;;
+  test)
+    ensure_venv test
+    ensure_compat_venv
+    say "ruff"
+    "$VENV/bin/ruff" check outpost tests benchmarks
+    say "mypy (outpost/common, outpost/sdk)"
+    "$VENV/bin/mypy" outpost/common outpost/sdk
+    say "pytest"
+    export OUTPOST_COMPAT_PYTHON="$PWD/$COMPAT_VENV/bin/python"
+    exec "$VENV/bin/pytest" -q "$@"
+    ;;
+  bench)
+    ensure_venv test
+    exec "$VENV/bin/python" benchmarks/run_all.py "$@"
+    ;;
+  *)
+    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+    ;;
+esac

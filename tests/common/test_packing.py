@@ -1,0 +1,19 @@
+import pytest
+
+from outpost.common.packing import PackingError, pack_buffers, unpack_buffers
+
+
+def test_round_trip_counts_characters_not_bytes() -> None:
+    parts = ["00\nabc\n", "", "ünïcödé\n\n", "12\n34"]
+    packed = pack_buffers(parts)
+    assert packed.startswith("7\n00\nabc\n0\n9\nü")
+    assert unpack_buffers(packed) == parts
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [("5\nabc", "claims 5"), ("x\nabc", "bad length"), ("abc", "no length header")],
+)
+def test_malformed(bad: str, message: str) -> None:
+    with pytest.raises(PackingError, match=message):
+        unpack_buffers(bad)
