@@ -117,7 +117,7 @@ async def test_allowed_functions_enforced_at_submit(service) -> None:
         assert r.status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/v2/tasks/x", "/v2/taskgroup/%00", "/v2/endpoints/..%2f"])
+@pytest.mark.parametrize("path", ["/v2/tasks/x", "/v2/taskgroup/%00", "/v2/endpoints/%20x", "/v2/functions/--"])
 async def test_garbage_ids_never_500(service, path) -> None:
     async with service.client(service.add_user("alice")) as c:
         r = await c.get(path)
