@@ -91,7 +91,10 @@ class ConfigError(ValueError):
 def _describe(e: ValidationError, source: str) -> str:
     lines = [f"{source} is not a valid endpoint config:"]
     for err in e.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).endswith("Config"))
+        parts = [str(p) for p in err["loc"]]
+        if len(parts) > 1 and parts[0] == "engine":
+            del parts[1]  # the discriminator tag pydantic adds (e.g. "ThreadPoolEngine")
+        loc = ".".join(parts)
         if err["type"] == "extra_forbidden":
             lines.append(f"  - {loc}: unknown option (check the spelling; see `outpost endpoint configure --help`)")
         else:

@@ -1,0 +1,115 @@
+"""Nothing is lost: endpoints killed mid-task, services restarted with tasks queued."""
+
+import signal
+import time
+
+import pytest
+
+from outpost import Client, TaskExecutionFailed
+from outpost.local import LocalEndpoint, LocalService
+from tests.conftest import FAST_ENDPOINT
+
+
+def slow(x, seconds=0.3):
+    import time
+    time.sleep(seconds)
+    return x
+
+
+@pytest.fixture
+def svc(tmp_path):
+    s = LocalService(tmp_path).start()
+    yield s
+    s.stop()
+
+
+def _wait_status(client, tids, timeout=90.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        res = client.get_batch_result(tids)
+        if all(not r["pending"] for r in res.values()):
+            return res
+        assert time.monotonic() < deadline, f"{sum(r['pending'] for r in res.values())} still pending"
+        time.sleep(0.1)
+
+
+def test_endpoint_sigkilled_with_tasks_in_flight(svc) -> None:
+    token = svc.add_user("alice")
+    ep = LocalEndpoint(svc, "ep", token, config=FAST_ENDPOINT).start()
+    c = Client(svc.url, token)
+    fid = c.register_function(slow)
+    batch = c.create_batch()
+    for i in range(20):
+        batch.add(fid, (i,))
+    tids = c.batch_run(ep.endpoint_id, batch)["tasks"][fid]
+    time.sleep(1.0)  # some done, some running, most held by the endpoint
+    ep.stop(signal.SIGKILL)
+    assert c.get_endpoint_status(ep.endpoint_id)["status"] == "offline"
+    ep.start()
+    res = _wait_status(c, tids)
+    assert [res[t]["status"] for t in tids] == ["success"] * 20
+    assert [res[t]["result"] for t in tids] == list(range(20))
+    ep.stop()
+
+
+def test_task_lost_more_than_max_retries_fails_with_a_reason(svc) -> None:
+    token = svc.add_user("alice")
+    ep = LocalEndpoint(svc, "ep", token, config=FAST_ENDPOINT).start()
+    c = Client(svc.url, token)
+    tid = c.run(1, 60, endpoint_id=ep.endpoint_id, function_id=c.register_function(slow))
+    for _ in range(2):  # default max_retries_on_system_failure is 1
+        deadline = time.monotonic() + 30
+        while c.get_task(tid)["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        ep.stop(signal.SIGKILL)
+        ep.start()
+    with pytest.raises(TaskExecutionFailed, match="lost this task 2 time"):
+        deadline = time.monotonic() + 30
+        while c.get_task(tid)["pending"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    ep.stop()
+
+
+def test_service_restart_with_tasks_queued_and_running(svc) -> None:
+    token = svc.add_user("alice")
+    ep = LocalEndpoint(svc, "ep", token, config=FAST_ENDPOINT).start()
+    c = Client(svc.url, token)
+    fid = c.register_function(slow)
+    ep.stop()  # queued while the endpoint is away...
+    batch = c.create_batch()
+    for i in range(30):
+        batch.add(fid, (i, 0.05))
+    queued = c.batch_run(ep.endpoint_id, batch)["tasks"][fid]
+    svc.stop()  # ...and the service restarts
+    svc.start()
+    ep.start()
+    res = _wait_status(c, queued)
+    assert [res[t]["result"] for t in queued] == list(range(30))
+
+    # Restart the service while the endpoint is connected and running tasks.
+    batch = c.create_batch()
+    for i in range(10):
+        batch.add(fid, (i, 0.5))
+    running = c.batch_run(ep.endpoint_id, batch)["tasks"][fid]
+    time.sleep(0.7)
+    svc.stop()
+    svc.start()
+    res = _wait_status(c, running)
+    assert [res[t]["result"] for t in running] == list(range(10))
+    ep.stop()
+
+
+def test_executor_survives_a_service_restart(svc) -> None:
+    from outpost import Executor
+
+    token = svc.add_user("alice")
+    ep = LocalEndpoint(svc, "ep", token, config=FAST_ENDPOINT).start()
+    with Executor(endpoint_id=ep.endpoint_id, service_url=svc.url, token=token) as ex:
+        futs = [ex.submit(slow, i, 0.2) for i in range(10)]
+        time.sleep(0.5)
+        svc.stop()
+        svc.start()
+        assert [f.result(timeout=90) for f in futs] == list(range(10))
+    ep.stop()

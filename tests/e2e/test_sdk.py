@@ -1,0 +1,165 @@
+"""The SDK against a real service and endpoint process on loopback."""
+
+import os
+import time
+
+import pytest
+
+from outpost import ShellFunction, ShellResult, TaskExecutionFailed, TaskPending
+from outpost.sdk.errors import OutpostAPIError
+
+
+def add(a, b=10):
+    return a + b
+
+
+def fails(msg):
+    raise RuntimeError(f"remote says {msg}")
+
+
+def whoami(_=None):
+    import os
+    return os.getpid(), os.environ.get("OUTPOST_TASK_ID")
+
+
+def kill_self():
+    import os
+    os.kill(os.getpid(), 9)
+
+
+def returns_generator():
+    return (i for i in range(2))
+
+
+def slow(x):
+    import time
+    time.sleep(x)
+    return x
+
+
+def test_executor_submit_map_and_task_ids(stack) -> None:
+    with stack.executor() as ex:
+        fut = ex.submit(add, 1, b=2)
+        assert fut.result(timeout=60) == 3
+        assert fut.task_id and len(fut.task_id) == 36
+        assert list(ex.map(add, range(5), range(5))) == [0, 2, 4, 6, 8]
+
+
+def test_many_futures_from_one_stream(stack) -> None:
+    with stack.executor(batch_size=100) as ex:
+        futs = [ex.submit(add, i) for i in range(1000)]
+        assert [f.result(timeout=120) for f in futs] == [i + 10 for i in range(1000)]
+        assert len({f.task_id for f in futs}) == 1000
+
+
+def test_remote_exception_has_the_remote_traceback(stack) -> None:
+    with stack.executor() as ex:
+        fut = ex.submit(fails, "hello")
+        with pytest.raises(TaskExecutionFailed) as e:
+            fut.result(timeout=60)
+    text = str(e.value)
+    assert "Traceback" in text and "RuntimeError: remote says hello" in text
+    assert 'raise RuntimeError(f"remote says {msg}")' in text
+
+
+def test_task_id_env_and_worker_processes(stack) -> None:
+    with stack.executor() as ex:
+        futs = [ex.submit(whoami) for _ in range(20)]
+        got = [f.result(timeout=60) for f in futs]
+    assert all(tid == f.task_id for (_, tid), f in zip(got, futs, strict=True))
+    assert os.getpid() not in {p for p, _ in got}
+
+
+def test_worker_killing_task_and_unpicklable_result_fail_clearly(stack) -> None:
+    with stack.executor() as ex:
+        killer = ex.submit(kill_self)
+        unpicklable = ex.submit(returns_generator)
+        fine = [ex.submit(add, i) for i in range(10)]
+        with pytest.raises(TaskExecutionFailed, match="SIGKILL"):
+            killer.result(timeout=60)
+        with pytest.raises(TaskExecutionFailed, match="cannot be serialized"):
+            unpicklable.result(timeout=60)
+        assert [f.result(timeout=60) for f in fine] == [i + 10 for i in range(10)]
+        assert ex.submit(add, 1).result(timeout=60) == 11
+
+
+def test_shell_function(stack) -> None:
+    with stack.executor() as ex:
+        ok = ex.submit(ShellFunction("echo hello {name}; echo oops >&2"), name="world").result(timeout=60)
+        assert isinstance(ok, ShellResult)
+        assert ok.returncode == 0 and ok.stdout == "hello world\n" and ok.stderr == "oops\n"
+        assert ok.cmd == "echo hello world; echo oops >&2"
+        bad = ex.submit(ShellFunction("exit 7")).result(timeout=60)
+        assert bad.returncode == 7 and bad.exception_name == "subprocess.CalledProcessError"
+        t0 = time.monotonic()
+        late = ex.submit(ShellFunction("sleep 30", walltime=0.5)).result(timeout=60)
+        assert late.returncode == 124 and late.exception_name == "subprocess.TimeoutExpired"
+        assert time.monotonic() - t0 < 20
+
+
+def test_client_calls(stack) -> None:
+    c = stack.client()
+    fid = c.register_function(add)
+    assert c.get_function(fid)["function_name"] == "add"
+    tid = c.run(5, endpoint_id=stack.endpoint_id, function_id=fid)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            assert c.get_result(tid) == 15
+            break
+        except TaskPending as e:
+            assert e.reason in ("waiting-for-ep", "running")
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    task = c.get_task(tid)
+    assert task["pending"] is False and task["status"] == "success" and task["result"] == 15
+
+    batch = c.create_batch()
+    for i in range(3):
+        batch.add(fid, args=(i,), kwargs={"b": 100})
+    ids = c.batch_run(stack.endpoint_id, batch)["tasks"][fid]
+    deadline = time.monotonic() + 60
+    while True:
+        res = c.get_batch_result(ids)
+        if not any(r["pending"] for r in res.values()):
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert [res[i]["result"] for i in ids] == [100, 101, 102]
+
+    status = c.get_endpoint_status(stack.endpoint_id)
+    assert status["status"] == "online" and status["details"]["total_workers"] == 2
+    meta = c.get_endpoint_metadata(stack.endpoint_id)
+    assert meta["uuid"] == stack.endpoint_id and meta["hostname"]
+    assert stack.endpoint_id in [e["uuid"] for e in c.get_endpoints()]
+    c.delete_function(fid)
+    with pytest.raises(OutpostAPIError) as e:
+        c.get_function(fid)
+    assert e.value.http_status == 404
+
+
+def test_failed_task_via_client_raises(stack) -> None:
+    c = stack.client()
+    tid = c.run("x", endpoint_id=stack.endpoint_id, function_id=c.register_function(fails))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            c.get_result(tid)
+        except TaskPending:
+            time.sleep(0.05)
+            continue
+        except TaskExecutionFailed as e:
+            assert "remote says x" in str(e)
+            return
+    pytest.fail("task did not finish")
+
+
+def test_reload_tasks_from_another_executor(stack) -> None:
+    with stack.executor() as ex:
+        futs = [ex.submit(slow, 0.01 * i) for i in range(5)]
+        group = ex.task_group_id
+        [f.result(timeout=60) for f in futs]
+    with stack.executor(task_group_id=group) as again:
+        reloaded = again.reload_tasks()
+        assert sorted(f.task_id for f in reloaded) == sorted(f.task_id for f in futs)
+        assert sorted(f.result(timeout=60) for f in reloaded) == [0.01 * i for i in range(5)]

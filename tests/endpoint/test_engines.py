@@ -1,0 +1,90 @@
+import os
+import queue
+import time
+
+import pytest
+
+from outpost.common.serialize import deserialize, pack_function, pack_payload
+from outpost.endpoint.engines import ProcessPoolEngine, ThreadPoolEngine
+from outpost.endpoint.execution import Limits
+
+
+def square(x):
+    return x * x
+
+
+def die(x):
+    os._exit(3) if x == "exit" else os.kill(os.getpid(), 9)
+
+
+def pid(_):
+    return os.getpid()
+
+
+def _tasks(fn, args, prefix="t"):
+    code = pack_function(fn)
+    return [{"task_id": f"{prefix}{i}", "function_id": fn.__name__, "function_code": code,
+             "payload": pack_payload((a,), {})} for i, a in enumerate(args)]
+
+
+def _collect(engine, n, timeout=30.0):
+    q: queue.SimpleQueue = queue.SimpleQueue()
+    engine.start(lambda rs: [q.put(r) for r in rs])
+    return q
+
+
+def _drain(q, n, timeout=30.0):
+    out, deadline = {}, time.monotonic() + timeout
+    while len(out) < n:
+        r = q.get(timeout=max(0.1, deadline - time.monotonic()))
+        out[r["task_id"]] = r
+    return out
+
+
+@pytest.mark.parametrize("engine_cls", ["threads", "processes"])
+def test_many_tasks(engine_cls) -> None:
+    engine = ThreadPoolEngine(2, Limits()) if engine_cls == "threads" else ProcessPoolEngine(2, Limits())
+    q = _collect(engine, 0)
+    try:
+        engine.submit(_tasks(square, range(300)))
+        out = _drain(q, 300)
+        assert {deserialize(out[f"t{i}"]["result"]) for i in range(300)} == {i * i for i in range(300)}
+        st = engine.status()
+        assert st["total_workers"] == 2 and st["pending_tasks"] == 0
+    finally:
+        engine.shutdown()
+
+
+@pytest.mark.parametrize("how", ["kill", "exit"])
+def test_a_task_that_kills_its_worker_fails_alone(how) -> None:
+    engine = ProcessPoolEngine(2, Limits(), max_batch=8)
+    q = _collect(engine, 0)
+    try:
+        engine.submit(_tasks(square, range(20), "a") + _tasks(die, [how], "bad") + _tasks(square, range(20), "b"))
+        out = _drain(q, 41)
+        bad = out["bad0"]
+        assert bad["status"] == "failed" and bad["error_details"]["code"] == "WorkerLost"
+        assert ("SIGKILL" if how == "kill" else "code 3") in bad["exception"]
+        assert all(out[f"a{i}"]["status"] == "success" for i in range(20))
+        assert all(out[f"b{i}"]["status"] == "success" for i in range(20))
+        # The pool was refilled: later tasks still run on two live workers.
+        engine.submit(_tasks(pid, range(50), "p"))
+        pids = {deserialize(r["result"]) for r in _drain(q, 50).values()}
+        assert 1 <= len(pids) <= 2
+    finally:
+        engine.shutdown()
+
+
+def test_worker_environment() -> None:
+    def env(_):
+        import os
+        return os.environ.get("OUTPOST_TEST_VAR"), os.environ.get("OUTPOST_TASK_ID")
+
+    engine = ProcessPoolEngine(1, Limits(), environment={"OUTPOST_TEST_VAR": "yes"})
+    q = _collect(engine, 0)
+    try:
+        engine.submit(_tasks(env, [0], "e"))
+        r = _drain(q, 1)["e0"]
+        assert deserialize(r["result"]) == ("yes", "e0")
+    finally:
+        engine.shutdown()

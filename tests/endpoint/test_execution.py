@@ -1,0 +1,74 @@
+import os
+
+from outpost.common.serialize import deserialize, pack_function, pack_payload
+from outpost.endpoint.execution import Limits, run_task
+
+
+def _task(fn, *args, **kwargs):
+    return {"task_id": "t1", "function_id": f"f-{fn.__name__}", "function_code": pack_function(fn),
+            "payload": pack_payload(args, kwargs), "task_group_id": "g"}
+
+
+def add(a, b=1):
+    return a + b
+
+
+def boom():
+    raise ValueError("boom-42")
+
+
+def gen():
+    return (i for i in range(3))
+
+
+def big():
+    return "x" * 5000
+
+
+def task_id():
+    return os.environ.get("OUTPOST_TASK_ID")
+
+
+def test_success() -> None:
+    r = run_task(_task(add, 2, b=5), Limits())
+    assert r["status"] == "success" and deserialize(r["result"]) == 7
+    assert r["task_group_id"] == "g"
+
+
+def test_exception_carries_the_user_traceback() -> None:
+    r = run_task(_task(boom), Limits())
+    assert r["status"] == "failed"
+    assert "Traceback" in r["exception"] and "boom-42" in r["exception"]
+    assert "raise ValueError" in r["exception"]
+    assert "run_task" not in r["exception"]
+    assert r["error_details"]["code"] == "TaskExecutionFailed"
+
+
+def test_unpicklable_result() -> None:
+    r = run_task(_task(gen), Limits())
+    assert r["status"] == "failed" and "cannot be serialized" in r["exception"]
+
+
+def test_result_size_limit() -> None:
+    r = run_task(_task(big), Limits(result_size_limit=1000))
+    assert r["status"] == "failed"
+    assert r["error_details"]["code"] == "MaxResultSizeExceeded"
+    assert "exceeded current limit of 1000B" in r["exception"]
+
+
+def test_bad_payload_is_a_failed_task() -> None:
+    t = _task(add, 1)
+    t["payload"] = "garbage"
+    r = run_task(t, Limits())
+    assert r["status"] == "failed" and r["error_details"]["code"] == "SerializationError"
+
+
+def test_serializer_allow_list() -> None:
+    r = run_task(_task(add, 1), Limits(allowed_serializers=("st",)))
+    assert r["status"] == "failed" and "not allowed" in r["exception"]
+
+
+def test_task_id_in_environment_and_sandbox(tmp_path) -> None:
+    r = run_task(_task(task_id), Limits(sandbox_root=str(tmp_path)))
+    assert deserialize(r["result"]) == "t1"
+    assert (tmp_path / "t1").is_dir()
