@@ -27,6 +27,7 @@ from outpost.service.taskdoc import task_doc
 
 log = logging.getLogger(__name__)
 HELLO_TIMEOUT = 15.0
+RUNNING_DELAY = 0.2
 
 
 class ChannelClosed(Exception):
@@ -46,6 +47,7 @@ class EndpointSession:
         self._send_lock = asyncio.Lock()
         self._ops: set[asyncio.Task[Any]] = set()
         self._closing: str | None = None
+        self._running_flush: asyncio.Task[None] | None = None
         self.consumer = state.broker.consumer(self.endpoint_id)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -76,6 +78,8 @@ class EndpointSession:
         finally:
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
+            if self._running_flush is not None:
+                self._running_flush.cancel()
             if self._ops:
                 await asyncio.gather(*self._ops, return_exceptions=True)
             await self._give_back()
@@ -99,7 +103,7 @@ class EndpointSession:
         acked = [x for x in msgs if x.get("acked")]
         for x in acked:
             x["retries"] = x.get("retries", 0) + 1
-            x["acked"] = False
+            x["acked"] = x["marked"] = False
         if acked:
             ids = [x["task_id"] for x in acked]
             await self.state.write(lambda c: task_store.add_retries(c, ids))
@@ -132,8 +136,10 @@ class EndpointSession:
     def _op_done(self, task: asyncio.Task[Any]) -> None:
         self._ops.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("endpoint %s: frame handling failed", self.endpoint_id,
-                      exc_info=task.exception())
+            log.error("endpoint %s: frame handling failed; closing the channel so the "
+                      "endpoint reconnects and sends its spooled results again",
+                      self.endpoint_id, exc_info=task.exception())
+            asyncio.create_task(self.close("internal error; please reconnect"))
 
     async def _receive_loop(self) -> None:
         while True:
@@ -238,11 +244,27 @@ class EndpointSession:
 
     async def _on_ack(self, task_ids: list[Any]) -> None:
         ids = [t for t in task_ids if isinstance(t, str) and t in self.inflight]
+        now = time.time()
         for t in ids:
-            self.inflight[t]["acked"] = True
-        if ids:
-            now = time.time()
-            await self.state.write(lambda c: task_store.mark_running(c, ids, now))
+            self.inflight[t]["acked"] = now
+        if ids and self._running_flush is None:
+            self._running_flush = asyncio.create_task(self._flush_running())
+
+    async def _flush_running(self) -> None:
+        """Record 'running' a moment later, for tasks still running then: most quick tasks
+        finish first, and their 'running' write is skipped."""
+        try:
+            await asyncio.sleep(RUNNING_DELAY)
+        finally:
+            self._running_flush = None
+        batch: dict[float, list[str]] = {}
+        for tid, x in self.inflight.items():
+            acked = x.get("acked")
+            if acked and not x.get("marked"):
+                x["marked"] = True
+                batch.setdefault(acked, []).append(tid)
+        for at, ids in batch.items():
+            await self.state.write(lambda c, ids=ids, at=at: task_store.mark_running(c, ids, at))
 
     async def _on_results(self, results: list[Any]) -> None:
         now = time.time()
@@ -273,7 +295,8 @@ class EndpointSession:
         if not rows:
             return
         eid = self.endpoint_id
-        fresh = await self.state.write(lambda c: task_store.store_results(c, eid, rows))
+        known = {r["task_id"] for r in rows if r["task_id"] in self.inflight}
+        fresh = await self.state.write(lambda c: task_store.store_results(c, eid, rows, known))
         ids = [r["task_id"] for r in rows]
         self.state.recently_done.add_many(ids)
         for t in ids:

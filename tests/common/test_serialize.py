@@ -63,3 +63,29 @@ def test_task_buffer_has_three_parts() -> None:
     assert s.deserialize(fn_s)(*s.deserialize(a_s), **s.deserialize(k_s)) == 4
     with pytest.raises(s.SerializationError, match="function, args and kwargs"):
         s.unpack_task(code, "")
+
+
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+
+def test_fast_data_path_keeps_dill_semantics() -> None:
+    import dill
+
+    # Plain data: exactly dill's bytes.
+    for obj in [(1, "a"), {"k": [1.5, None, b"x"]}, 2**70]:
+        assert s.serialize(obj) == "00\n" + __import__("codecs").encode(dill.dumps(obj), "base64").decode()
+    # Lambdas and closures fall back to dill.
+    assert s.deserialize(s.serialize((lambda v: v + 1,)))[0](1) == 2
+    # Objects of classes defined in __main__ must go by value (dill), not by reference.
+    import __main__
+
+    cls = type("MainThing", (), {"__module__": "__main__"})
+    __main__.MainThing = cls
+    try:
+        text = s.serialize(cls())
+    finally:
+        del __main__.MainThing
+    assert s.deserialize(text).__class__.__name__ == "MainThing"
+    assert s.deserialize(s.serialize(Point(3))).x == 3

@@ -82,20 +82,28 @@ def unfinished_ids(conn: Connection, endpoint_id: str, task_ids: list[str]) -> s
 
 
 def store_results(
-    conn: Connection, endpoint_id: str, results: list[dict[str, Any]]
+    conn: Connection, endpoint_id: str, results: list[dict[str, Any]],
+    known_fresh: set[str] | frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
     """Store finished tasks of one endpoint; a result for a task already finished (or
     one that is not this endpoint's) is ignored.
 
     Each result: task_id, status, result, exception, error_details, details, completed_at.
-    Returns the results that were new.
+    ``known_fresh``: ids the caller knows are this endpoint's unfinished tasks (those it
+    sent and has no result for), which saves a query. Returns the results that were new.
     """
-    fresh_ids = unfinished_ids(conn, endpoint_id, [r["task_id"] for r in results])
-    fresh = [r for r in results if r["task_id"] in fresh_ids]
+    unsure = [r["task_id"] for r in results if r["task_id"] not in known_fresh]
+    fresh_ids = unfinished_ids(conn, endpoint_id, unsure) if unsure else set()
+    fresh = [r for r in results if r["task_id"] in known_fresh or r["task_id"] in fresh_ids]
     if fresh:
         conn.execute(
             update(tasks)
-            .where(tasks.c.id == bindparam("task_id"))
+            .where(
+                tasks.c.id == bindparam("task_id"),
+                tasks.c.endpoint_id == endpoint_id,
+                tasks.c.status != TaskState.SUCCESS.value,
+                tasks.c.status != TaskState.FAILED.value,
+            )
             .values(
                 status=bindparam("status"),
                 result=bindparam("result"),
