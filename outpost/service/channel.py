@@ -48,6 +48,8 @@ class EndpointSession:
         self._ops: set[asyncio.Task[Any]] = set()
         self._closing: str | None = None
         self._running_flush: asyncio.Task[None] | None = None
+        self._results: list[dict[str, Any]] = []
+        self._results_ready = asyncio.Event()
         self.consumer = state.broker.consumer(self.endpoint_id)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -73,11 +75,17 @@ class EndpointSession:
         await self._send({"type": m.WELCOME, "endpoint_id": self.endpoint_id})
         log.info("endpoint %s connected (window %d)", self.endpoint_id, self.window)
         sender = asyncio.create_task(self._send_loop())
+        storer = asyncio.create_task(self._store_loop())
         try:
             await self._receive_loop()
         finally:
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
+            if self._results:
+                self._results_ready.set()
+                await asyncio.sleep(0)
+            storer.cancel()
+            await asyncio.gather(storer, return_exceptions=True)
             if self._running_flush is not None:
                 self._running_flush.cancel()
             if self._ops:
@@ -158,7 +166,7 @@ class EndpointSession:
                 st.last_seen = time.time()
             kind = frame["type"]
             if kind == m.RESULT:
-                self._spawn(self._on_results(frame["results"]))
+                self._on_results(frame["results"])
             elif kind == m.ACK:
                 self._spawn(self._on_ack(frame["task_ids"]))
             elif kind == m.STATUS:
@@ -266,7 +274,8 @@ class EndpointSession:
         for at, ids in batch.items():
             await self.state.write(lambda c, ids=ids, at=at: task_store.mark_running(c, ids, at))
 
-    async def _on_results(self, results: list[Any]) -> None:
+    def _on_results(self, results: list[Any]) -> None:
+        """Queue results for the storing task, which takes all queued at once."""
         now = time.time()
         rows = []
         for r in results:
@@ -289,7 +298,25 @@ class EndpointSession:
                 "task_group_id": held["task_group_id"] if held else r.get("task_group_id"),
                 "endpoint_id": self.endpoint_id,
             })
-        await self._store(rows)
+        if rows:
+            self._results.extend(rows)
+            self._results_ready.set()
+
+    async def _store_loop(self) -> None:
+        while True:
+            await self._results_ready.wait()
+            self._results_ready.clear()
+            while self._results:
+                rows, self._results = self._results[:5000], self._results[5000:]
+                try:
+                    await self._store(rows)
+                except (WebSocketDisconnect, RuntimeError, OSError):
+                    return  # stored; the endpoint resends unacknowledged results anyway
+                except Exception:
+                    log.exception("endpoint %s: storing results failed; closing the channel "
+                                  "so the endpoint sends them again", self.endpoint_id)
+                    await self.close("internal error; please reconnect")
+                    return
 
     async def _store(self, rows: list[dict[str, Any]]) -> None:
         if not rows:

@@ -102,14 +102,19 @@ async def submit(
                 "user_endpoint_config": body.user_endpoint_config,
             })
 
+    known_owner = state.group_owners.get(gid)
+    if known_owner is not None and known_owner != uid:
+        raise not_found("task group", gid)
+
     def store(conn: Any) -> bool:
-        if not task_store.ensure_group(conn, gid, uid, body.create_queue, now):
+        if known_owner is None and not task_store.ensure_group(conn, gid, uid, body.create_queue, now):
             return False
         task_store.insert_tasks(conn, rows)
         return True
 
     if not await state.write(store):
         raise not_found("task group", gid)
+    state.group_owners.set(gid, uid)
     # Stored: from here on the tasks survive a crash (they are reloaded at start).
     state.broker.enqueue(eid, [
         {"task_id": r["id"], "function_id": r["function_id"], "task_group_id": gid,

@@ -57,27 +57,50 @@ def group_tasks(conn: Connection, group_id: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+# Hot-path statements are built once: building a statement costs more than running it.
+_INSERT = insert(tasks)
+_MARK_RUNNING = (
+    update(tasks)
+    .where(tasks.c.id.in_(bindparam("ids", expanding=True)),
+           tasks.c.status == TaskState.WAITING_FOR_EP.value)
+    .values(status=TaskState.RUNNING.value, running_at=bindparam("now"))
+)
+_UNFINISHED = select(tasks.c.id).where(
+    tasks.c.id.in_(bindparam("ids", expanding=True)),
+    tasks.c.endpoint_id == bindparam("endpoint_id"),
+    tasks.c.status.not_in(DONE_STATES),
+)
+_STORE_RESULT = (
+    update(tasks)
+    .where(
+        tasks.c.id == bindparam("task_id"),
+        tasks.c.endpoint_id == bindparam("ep"),
+        tasks.c.status != TaskState.SUCCESS.value,
+        tasks.c.status != TaskState.FAILED.value,
+    )
+    .values(
+        status=bindparam("status"),
+        result=bindparam("result"),
+        exception=bindparam("exception"),
+        error_details=bindparam("error_details"),
+        details=bindparam("details"),
+        completed_at=bindparam("completed_at"),
+        payload=None,
+    )
+)
+
+
 def insert_tasks(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if rows:
-        conn.execute(insert(tasks), rows)
+        conn.execute(_INSERT, rows)
 
 
 def mark_running(conn: Connection, task_ids: list[str], now: float) -> None:
-    conn.execute(
-        update(tasks)
-        .where(tasks.c.id.in_(task_ids), tasks.c.status == TaskState.WAITING_FOR_EP.value)
-        .values(status=TaskState.RUNNING.value, running_at=now)
-    )
+    conn.execute(_MARK_RUNNING, {"ids": task_ids, "now": now})
 
 
 def unfinished_ids(conn: Connection, endpoint_id: str, task_ids: list[str]) -> set[str]:
-    rows = conn.execute(
-        select(tasks.c.id).where(
-            tasks.c.id.in_(task_ids),
-            tasks.c.endpoint_id == endpoint_id,
-            tasks.c.status.not_in(DONE_STATES),
-        )
-    )
+    rows = conn.execute(_UNFINISHED, {"ids": task_ids, "endpoint_id": endpoint_id})
     return {r[0] for r in rows}
 
 
@@ -97,24 +120,10 @@ def store_results(
     fresh = [r for r in results if r["task_id"] in known_fresh or r["task_id"] in fresh_ids]
     if fresh:
         conn.execute(
-            update(tasks)
-            .where(
-                tasks.c.id == bindparam("task_id"),
-                tasks.c.endpoint_id == endpoint_id,
-                tasks.c.status != TaskState.SUCCESS.value,
-                tasks.c.status != TaskState.FAILED.value,
-            )
-            .values(
-                status=bindparam("status"),
-                result=bindparam("result"),
-                exception=bindparam("exception"),
-                error_details=bindparam("error_details"),
-                details=bindparam("details"),
-                completed_at=bindparam("completed_at"),
-                payload=None,
-            ),
+            _STORE_RESULT,
             [
                 {
+                    "ep": endpoint_id,
                     "task_id": r["task_id"],
                     "status": r["status"],
                     "result": r.get("result"),
