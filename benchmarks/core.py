@@ -38,8 +38,9 @@ def main() -> None:
                 t0 = time.perf_counter()
                 ex.submit(noop).result()
                 lat.append((time.perf_counter() - t0) * 1000)
-        with Executor(endpoint_id=ep.endpoint_id, service_url=svc.url, token=token,
-                      batch_size=args.batch_size) as ex:
+        with Executor(
+            endpoint_id=ep.endpoint_id, service_url=svc.url, token=token, batch_size=args.batch_size
+        ) as ex:
             ex.submit(noop).result()
             t0 = time.perf_counter()
             futs = [ex.submit(noop) for _ in range(args.tasks)]
@@ -49,14 +50,21 @@ def main() -> None:
         mem = rss_mib(svc.proc.pid) + rss_mib(ep.proc.pid)
     p50, p99 = percentile(lat, 50), percentile(lat, 99)
     rate = args.tasks / took
-    table("Outpost core (embedded default)", [
-        ("no-op round trip p50", f"{p50:.2f} ms", "≤ 5 ms", "yes" if p50 <= 5 else "NO"),
-        ("no-op round trip p99", f"{p99:.2f} ms", "≤ 20 ms", "yes" if p99 <= 20 else "NO"),
-        (f"throughput, {args.tasks} no-op tasks", f"{rate:,.0f} tasks/s", "≥ 3,000 tasks/s",
-         "yes" if rate >= 3000 else "NO"),
-        ("failed tasks", str(failed), "0", "yes" if failed == 0 else "NO"),
-        ("service + endpoint RSS after", f"{mem:.0f} MiB", "-", "-"),
-    ])
+    table(
+        "Outpost core (embedded default)",
+        [
+            ("no-op round trip p50", f"{p50:.2f} ms", "≤ 5 ms", "yes" if p50 <= 5 else "NO"),
+            ("no-op round trip p99", f"{p99:.2f} ms", "≤ 20 ms", "yes" if p99 <= 20 else "NO"),
+            (
+                f"throughput, {args.tasks} no-op tasks",
+                f"{rate:,.0f} tasks/s",
+                "≥ 3,000 tasks/s",
+                "yes" if rate >= 3000 else "NO",
+            ),
+            ("failed tasks", str(failed), "0", "yes" if failed == 0 else "NO"),
+            ("service + endpoint RSS after", f"{mem:.0f} MiB", "-", "-"),
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -24,10 +24,15 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--token", prompt=True, hide_input=True,
-              help="Bearer token from `outpost service user add` (prompted if omitted).")
-@click.option("--service", "service_url", default=None,
-              help="Service URL (default: http://127.0.0.1:5000).")
+@click.option(
+    "--token",
+    prompt=True,
+    hide_input=True,
+    help="Bearer token from `outpost service user add` (prompted if omitted).",
+)
+@click.option(
+    "--service", "service_url", default=None, help="Service URL (default: http://127.0.0.1:5000)."
+)
 @click.option("--no-check", is_flag=True, help="Store without contacting the service.")
 def login(token: str, service_url: str | None, no_check: bool) -> None:
     """Store a token in ~/.outpost/credentials.json (mode 0600).

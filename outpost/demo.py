@@ -36,8 +36,7 @@ def run_demo(keep: bool = False) -> None:
             endpoint = LocalEndpoint(service, "demo-endpoint", token).start()
         console.print(f"[green]✓[/] endpoint {endpoint.endpoint_id} online")
         t0 = time.perf_counter()
-        with Executor(endpoint_id=endpoint.endpoint_id, service_url=service.url,
-                      token=token) as ex:
+        with Executor(endpoint_id=endpoint.endpoint_id, service_url=service.url, token=token) as ex:
             fut = ex.submit(where_am_i, 12)
             result = fut.result(timeout=60)
         took = (time.perf_counter() - t0) * 1000

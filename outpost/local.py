@@ -50,15 +50,26 @@ class LocalService:
         self.home.mkdir(parents=True, exist_ok=True)
         log = open(self.home / "service.log", "ab")  # noqa: SIM115 - child owns it
         self.proc = subprocess.Popen(
-            _outpost("service", "start", "--port", str(self.port), "--data-dir", str(self.data_dir),
-                     *self.extra_args),
-            stdout=log, stderr=log, env=self.env(), start_new_session=True,
+            _outpost(
+                "service",
+                "start",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+                *self.extra_args,
+            ),
+            stdout=log,
+            stderr=log,
+            env=self.env(),
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"service exited with {self.proc.returncode}; "
-                                   f"see {self.home / 'service.log'}")
+                raise RuntimeError(
+                    f"service exited with {self.proc.returncode}; see {self.home / 'service.log'}"
+                )
             try:
                 if httpx.get(self.url + "/v2/version", timeout=1).status_code == 200:
                     return self
@@ -70,7 +81,10 @@ class LocalService:
     def add_user(self, username: str) -> str:
         out = subprocess.run(
             _outpost("service", "user", "add", username, "--data-dir", str(self.data_dir)),
-            env=self.env(), check=True, capture_output=True, text=True,
+            env=self.env(),
+            check=True,
+            capture_output=True,
+            text=True,
         )
         return out.stdout.strip()
 
@@ -103,8 +117,12 @@ class LocalEndpoint:
 
     def configure(self) -> LocalEndpoint:
         if not (self.path / "config.yaml").exists():
-            subprocess.run(_outpost("endpoint", "configure", self.name), env=self.env(),
-                           check=True, capture_output=True)
+            subprocess.run(
+                _outpost("endpoint", "configure", self.name),
+                env=self.env(),
+                check=True,
+                capture_output=True,
+            )
         if self.config is not None:
             (self.path / "config.yaml").write_text(self.config)
         return self
@@ -113,8 +131,11 @@ class LocalEndpoint:
         self.configure()
         log = open(self.service.home / f"{self.name}.out", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            _outpost("endpoint", "start", self.name), stdout=subprocess.PIPE, stderr=log,
-            env=self.env(), start_new_session=True,
+            _outpost("endpoint", "start", self.name),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=self.env(),
+            start_new_session=True,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode().strip()
@@ -132,8 +153,11 @@ class LocalEndpoint:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"endpoint {self.name} exited with {self.proc.returncode}")
-            r = httpx.get(f"{self.service.url}/v2/endpoints/{self.endpoint_id}/status",
-                          headers=headers, timeout=5)
+            r = httpx.get(
+                f"{self.service.url}/v2/endpoints/{self.endpoint_id}/status",
+                headers=headers,
+                timeout=5,
+            )
             if r.status_code == 200 and r.json()["status"] == "online":
                 return
             time.sleep(0.05)

@@ -53,8 +53,11 @@ class InProcessService:
 
     def client(self, token: str | None = None) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
-                                 base_url="http://outpost.test", headers=headers)
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app),
+            base_url="http://outpost.test",
+            headers=headers,
+        )
 
 
 @pytest.fixture
@@ -80,8 +83,9 @@ class Stack:
     def executor(self, **kw: Any) -> Any:
         from outpost import Executor
 
-        return Executor(endpoint_id=self.endpoint_id, service_url=self.service.url,
-                        token=self.token, **kw)
+        return Executor(
+            endpoint_id=self.endpoint_id, service_url=self.service.url, token=self.token, **kw
+        )
 
     def client(self) -> Any:
         from outpost import Client

@@ -36,8 +36,15 @@ class FatalChannelError(Exception):
 
 
 class Agent:
-    def __init__(self, config: EndpointConfig, endpoint_id: str, channel_url: str, secret: str,
-                 engine: Engine, spool: ResultSpool) -> None:
+    def __init__(
+        self,
+        config: EndpointConfig,
+        endpoint_id: str,
+        channel_url: str,
+        secret: str,
+        engine: Engine,
+        spool: ResultSpool,
+    ) -> None:
         self.config = config
         self.endpoint_id = endpoint_id
         self.channel_url = channel_url
@@ -45,7 +52,9 @@ class Agent:
         self.engine = engine
         self.spool = spool
         self.held: set[str] = set()  # accepted by the engine, no result yet
-        self.allowed = {str(f) for f in config.allowed_functions} if config.allowed_functions else None
+        self.allowed = (
+            {str(f) for f in config.allowed_functions} if config.allowed_functions else None
+        )
         self._outbox: list[dict[str, Any]] = []
         self._outbox_ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -86,8 +95,11 @@ class Agent:
                     async with connect(
                         self.channel_url,
                         additional_headers={"Authorization": f"Bearer {self._secret}"},
-                        max_size=None, compression=None, open_timeout=20,
-                        ping_interval=20, ping_timeout=60,
+                        max_size=None,
+                        compression=None,
+                        open_timeout=20,
+                        ping_interval=20,
+                        ping_timeout=60,
                     ) as ws:
                         self._ws = ws
                         delay = 0.2
@@ -160,8 +172,10 @@ class Agent:
                     ids = [t for t in frame["task_ids"] if isinstance(t, str)]
                     await asyncio.to_thread(self.spool.remove, ids)
                 elif kind == m.CANCEL:
-                    log.info("cancel requested for %d tasks (running tasks are not interrupted)",
-                             len(frame["task_ids"]))
+                    log.info(
+                        "cancel requested for %d tasks (running tasks are not interrupted)",
+                        len(frame["task_ids"]),
+                    )
                 else:
                     log.info("ignored a %s frame", kind)
         except ConnectionClosed as e:
@@ -197,12 +211,21 @@ class Agent:
             await ws.send(m.encode({"type": m.ACK, "task_ids": ack}))
         if refused:
             msg = "this function is not in the endpoint's allowed_functions"
-            self._from_engine([{
-                "task_id": t["task_id"], "task_group_id": t.get("task_group_id"),
-                "status": "failed", "exception": f"FunctionNotAllowed: {msg}",
-                "error_details": {"code": TaskErrorCode.FUNCTION_NOT_ALLOWED.value,
-                                  "user_message": msg},
-            } for t in refused])
+            self._from_engine(
+                [
+                    {
+                        "task_id": t["task_id"],
+                        "task_group_id": t.get("task_group_id"),
+                        "status": "failed",
+                        "exception": f"FunctionNotAllowed: {msg}",
+                        "error_details": {
+                            "code": TaskErrorCode.FUNCTION_NOT_ALLOWED.value,
+                            "user_message": msg,
+                        },
+                    }
+                    for t in refused
+                ]
+            )
         if resend:
             self._queue_results(resend)
 

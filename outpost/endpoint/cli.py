@@ -56,7 +56,9 @@ def _setup_logging(d: EndpointDir, foreground: bool) -> None:
     if foreground:
         handlers.append(logging.StreamHandler(sys.stderr))
     logging.basicConfig(
-        level=logging.INFO, handlers=handlers, force=True,
+        level=logging.INFO,
+        handlers=handlers,
+        force=True,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
 
@@ -64,8 +66,13 @@ def _setup_logging(d: EndpointDir, foreground: bool) -> None:
 @endpoint.command()
 @click.argument("name")
 @click.option("--detach", is_flag=True, help="Run in the background; the log goes to endpoint.log.")
-@click.option("--service", "service_url", envvar="OUTPOST_SERVICE_URL", default=None,
-              help="Service URL (default: from `outpost login`).")
+@click.option(
+    "--service",
+    "service_url",
+    envvar="OUTPOST_SERVICE_URL",
+    default=None,
+    help="Service URL (default: from `outpost login`).",
+)
 def start(name: str, detach: bool, service_url: str | None) -> None:
     """Register NAME with the service (the first time) and serve its tasks.
 
@@ -101,8 +108,14 @@ def _start_detached(d: EndpointDir, service_url: str | None) -> None:
     if service_url:
         cmd += ["--service", service_url]
     with open(d.log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=log, start_new_session=True, env=os.environ.copy())
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            start_new_session=True,
+            env=os.environ.copy(),
+        )
     assert proc.stdout is not None
     line = proc.stdout.readline().decode().strip()
     if not line:
@@ -141,16 +154,23 @@ def list_() -> None:
     table = Table("name", "endpoint id", "status", "pid")
     for d in all_endpoints():
         pid = d.pid()
-        table.add_row(d.name, d.endpoint_id() or "(never started)",
-                      "running" if pid else "stopped", str(pid or ""))
+        table.add_row(
+            d.name,
+            d.endpoint_id() or "(never started)",
+            "running" if pid else "stopped",
+            str(pid or ""),
+        )
     Console().print(table)
 
 
 @endpoint.command()
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--keep-registration", is_flag=True,
-              help="Only delete local files; leave the endpoint registered with the service.")
+@click.option(
+    "--keep-registration",
+    is_flag=True,
+    help="Only delete local files; leave the endpoint registered with the service.",
+)
 def delete(name: str, yes: bool, keep_registration: bool) -> None:
     """Stop NAME, unregister it from the service and delete its directory."""
     d = _dir(name)

@@ -50,7 +50,8 @@ class EndpointConfig(_Strict):
         default_factory=lambda: ProcessPoolEngineConfig(type="ProcessPoolEngine")
     )
     allowed_functions: list[UUID] | None = Field(
-        default=None, description="only these function ids may run (checked here and by the service)"
+        default=None,
+        description="only these function ids may run (checked here and by the service)",
     )
     allowed_serializers: list[str] | None = Field(
         default=None, description="serialization strategy ids accepted, e.g. ['01', '00']"
@@ -63,7 +64,11 @@ class EndpointConfig(_Strict):
         default=0, ge=0, description="stop after this many idle heartbeats with no tasks (0: never)"
     )
     idle_heartbeats_hard: int = Field(
-        default=0, ge=0, description="stop after this many heartbeats in which held tasks made no progress (0: never)"
+        default=0,
+        ge=0,
+        description=(
+            "stop after this many heartbeats in which held tasks made no progress (0: never)"
+        ),
     )
     endpoint_setup: str | None = Field(default=None, description="shell command run before start")
     endpoint_teardown: str | None = Field(default=None, description="shell command run after stop")
@@ -96,7 +101,10 @@ def _describe(e: ValidationError, source: str) -> str:
             del parts[1]  # the discriminator tag pydantic adds (e.g. "ThreadPoolEngine")
         loc = ".".join(parts)
         if err["type"] == "extra_forbidden":
-            lines.append(f"  - {loc}: unknown option (check the spelling; see `outpost endpoint configure --help`)")
+            lines.append(
+                f"  - {loc}: unknown option (check the spelling; "
+                "see the config reference in README.md)"
+            )
         else:
             lines.append(f"  - {loc or 'config'}: {err['msg']}")
     return "\n".join(lines)

@@ -83,8 +83,9 @@ def run_task(task: dict[str, Any], limits: Limits) -> dict[str, Any]:
         kwargs = deserialize(kwargs_s, limits.allowed_serializers)
     except Exception as e:  # noqa: BLE001
         text = f"{type(e).__name__}: {e}"
-        return _failure(task, TaskErrorCode.SERIALIZATION,
-                        f"the endpoint could not load the task: {text}", text)
+        return _failure(
+            task, TaskErrorCode.SERIALIZATION, f"the endpoint could not load the task: {text}", text
+        )
     if limits.set_task_env:
         os.environ["OUTPOST_TASK_ID"] = task["task_id"]
     cwd = None
@@ -100,8 +101,9 @@ def run_task(task: dict[str, Any], limits: Limits) -> dict[str, Any]:
     except BaseException as e:  # noqa: BLE001 - SystemExit in user code is a task failure too
         if isinstance(e, KeyboardInterrupt):
             raise
-        return _failure(task, TaskErrorCode.EXECUTION, _user_traceback(e),
-                        f"{type(e).__name__}: {e}")
+        return _failure(
+            task, TaskErrorCode.EXECUTION, _user_traceback(e), f"{type(e).__name__}: {e}"
+        )
     finally:
         if cwd is not None:
             os.chdir(cwd)
@@ -109,18 +111,27 @@ def run_task(task: dict[str, Any], limits: Limits) -> dict[str, Any]:
     try:
         data = serialize(value, DEFAULT_CODE if callable(value) else DEFAULT_DATA)
     except Exception as e:  # noqa: BLE001
-        msg = (f"the function returned a {type(value).__name__} that cannot be serialized: "
-               f"{e}. Return plain data (numbers, strings, lists, dicts, numpy arrays) instead.")
+        msg = (
+            f"the function returned a {type(value).__name__} that cannot be serialized: "
+            f"{e}. Return plain data (numbers, strings, lists, dicts, numpy arrays) instead."
+        )
         return _failure(task, TaskErrorCode.SERIALIZATION, msg, msg)
     if len(data) > limits.result_size_limit:
-        msg = (f"Task result of {len(data)}B exceeded current limit of "
-               f"{limits.result_size_limit}B; write large results to a file and return its path")
+        msg = (
+            f"Task result of {len(data)}B exceeded current limit of "
+            f"{limits.result_size_limit}B; write large results to a file and return its path"
+        )
         return _failure(task, TaskErrorCode.RESULT_TOO_LARGE, msg, msg)
     return {
         "task_id": task["task_id"],
         "task_group_id": task.get("task_group_id"),
         "status": "success",
         "result": data,
-        "details": {**_DETAILS, "execution_start": start, "execution_end": end,
-                    "pid": os.getpid(), "python": sys.version.split()[0]},
+        "details": {
+            **_DETAILS,
+            "execution_start": start,
+            "execution_end": end,
+            "pid": os.getpid(),
+            "python": sys.version.split()[0],
+        },
     }

@@ -55,7 +55,8 @@ class EndpointDir:
     def config(self) -> EndpointConfig:
         if not self.exists():
             raise EndpointDirError(
-                f"no endpoint named {self.name!r}; create it with `outpost endpoint configure {self.name}`"
+                f"no endpoint named {self.name!r}; "
+                f"create it with `outpost endpoint configure {self.name}`"
             )
         return load_config(self.config_path)
 

@@ -60,13 +60,18 @@ def _hook(command: str | None, what: str) -> None:
         raise RuntimeError(f"{what} exited with code {done.returncode}")
 
 
-def serve(d: EndpointDir, config: EndpointConfig, service_url: str,
-          creds: dict[str, Any]) -> None:
+def serve(d: EndpointDir, config: EndpointConfig, service_url: str, creds: dict[str, Any]) -> None:
     _hook(config.endpoint_setup, "endpoint_setup")
     engine = build_engine(config, d.path)
     spool = ResultSpool(d.spool_path)
-    agent = Agent(config, creds["endpoint_id"], channel_url(service_url, creds["endpoint_id"]),
-                  creds["channel_secret"], engine, spool)
+    agent = Agent(
+        config,
+        creds["endpoint_id"],
+        channel_url(service_url, creds["endpoint_id"]),
+        creds["channel_secret"],
+        engine,
+        spool,
+    )
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -54,7 +54,9 @@ class ResultSpool:
 
     def get(self, task_id: str) -> dict[str, Any] | None:
         with self._lock:
-            row = self._db.execute("SELECT body FROM results WHERE task_id = ?", (task_id,)).fetchone()
+            row = self._db.execute(
+                "SELECT body FROM results WHERE task_id = ?", (task_id,)
+            ).fetchone()
         return msgpack.unpackb(row[0], raw=False) if row else None
 
     def all(self, chunk: int = 1000) -> Iterator[list[dict[str, Any]]]:

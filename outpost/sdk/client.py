@@ -37,8 +37,9 @@ def interpret(doc: dict[str, Any]) -> dict[str, Any]:
     if status == "success" and "result" in doc:
         out["result"] = deserialize(doc["result"])
     elif "exception" in doc:
-        out["exception"] = TaskExecutionFailed(doc["exception"], doc.get("completion_t"),
-                                               doc.get("details"))
+        out["exception"] = TaskExecutionFailed(
+            doc["exception"], doc.get("completion_t"), doc.get("details")
+        )
     else:
         out["reason"] = doc.get("reason", "unknown")
     return out
@@ -54,23 +55,32 @@ class Client:
     42
     """
 
-    def __init__(self, service_url: str | None = None, token: str | None = None,
-                 timeout: float = 60.0) -> None:
+    def __init__(
+        self, service_url: str | None = None, token: str | None = None, timeout: float = 60.0
+    ) -> None:
         url, tok = config.resolve(service_url, token)
         self.transport = Transport(url, tok, timeout)
         self.service_url = url
 
     # -- functions -------------------------------------------------------------------
-    def register_function(self, function: Callable[..., Any], function_name: str | None = None,
-                          description: str | None = None, public: bool = False) -> str:
+    def register_function(
+        self,
+        function: Callable[..., Any],
+        function_name: str | None = None,
+        description: str | None = None,
+        public: bool = False,
+    ) -> str:
         body = {
             "function_name": function_name or getattr(function, "__name__", "function"),
             "function_code": pack_function(function),
             "serialized": True,
             "description": description,
             "public": public,
-            "meta": {"python_version": platform.python_version(), "sdk_version": __version__,
-                     "serde_identifier": "01"},
+            "meta": {
+                "python_version": platform.python_version(),
+                "sdk_version": __version__,
+                "serde_identifier": "01",
+            },
         }
         return str(self.transport.post("/v3/functions", json=body)["function_uuid"])
 
@@ -99,12 +109,16 @@ class Client:
         )
 
     # -- tasks -----------------------------------------------------------------------
-    def create_batch(self, task_group_id: str | None = None,
-                     user_endpoint_config: dict[str, Any] | None = None,
-                     resource_specification: dict[str, Any] | None = None,
-                     create_websocket_queue: bool = False) -> Batch:
-        return Batch(task_group_id, user_endpoint_config, resource_specification,
-                     create_websocket_queue)
+    def create_batch(
+        self,
+        task_group_id: str | None = None,
+        user_endpoint_config: dict[str, Any] | None = None,
+        resource_specification: dict[str, Any] | None = None,
+        create_websocket_queue: bool = False,
+    ) -> Batch:
+        return Batch(
+            task_group_id, user_endpoint_config, resource_specification, create_websocket_queue
+        )
 
     def batch_run(self, endpoint_id: str, batch: Batch) -> dict[str, Any]:
         """Submit a batch; returns ``{request_id, task_group_id, endpoint_id, tasks}``."""

@@ -181,10 +181,13 @@ class Executor(concurrent.futures.Executor):
                 if doc.get("status") == "success":
                     fut.set_result(deserialize(doc["result"]))
                 else:
-                    fut.set_exception(TaskExecutionFailed(
-                        doc.get("exception") or doc.get("reason") or "task failed",
-                        doc.get("completion_t"), doc.get("details"),
-                    ))
+                    fut.set_exception(
+                        TaskExecutionFailed(
+                            doc.get("exception") or doc.get("reason") or "task failed",
+                            doc.get("completion_t"),
+                            doc.get("details"),
+                        )
+                    )
             except Exception as e:  # noqa: BLE001 - e.g. the result does not deserialize here
                 fut.set_exception(OutpostError(f"task {tid}: cannot load its result: {e}"))
 

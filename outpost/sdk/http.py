@@ -20,7 +20,10 @@ class Transport:
         self.base_url, self.token = base_url, token
         self._http = httpx.Client(
             base_url=base_url,
-            headers={"Authorization": f"Bearer {token}", "User-Agent": f"outpost-sdk/{__version__}"},
+            headers={
+                "Authorization": f"Bearer {token}",
+                "User-Agent": f"outpost-sdk/{__version__}",
+            },
             timeout=timeout,
         )
 

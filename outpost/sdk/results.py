@@ -77,10 +77,12 @@ class ResultListener:
             return
         try:
             with self._send_lock:
-                ws.send(msgpack.packb(
-                    {"type": "watch", "task_group_id": group_id, "task_ids": task_ids},
-                    use_bin_type=True,
-                ))
+                ws.send(
+                    msgpack.packb(
+                        {"type": "watch", "task_group_id": group_id, "task_ids": task_ids},
+                        use_bin_type=True,
+                    )
+                )
         except (WebSocketException, OSError):
             pass  # the reader notices and reconnects
 
@@ -90,8 +92,13 @@ class ResultListener:
         url = self._transport.ws_url + "/v3/results"
         while not self._stop.is_set():
             try:
-                with connect(url, additional_headers=headers, max_size=None,
-                             open_timeout=10, compression=None) as ws:
+                with connect(
+                    url,
+                    additional_headers=headers,
+                    max_size=None,
+                    open_timeout=10,
+                    compression=None,
+                ) as ws:
                     self._ws = ws
                     delay = 0.1
                     pending = self._pending_ids()
@@ -133,11 +140,18 @@ class ResultListener:
         ids = self._pending_ids()
         for i in range(0, len(ids), 1000):
             try:
-                docs = self._transport.post("/v2/batch_status", json={"task_ids": ids[i:i + 1000]})
+                docs = self._transport.post(
+                    "/v2/batch_status", json={"task_ids": ids[i : i + 1000]}
+                )
             except Exception as e:  # noqa: BLE001 - keep trying; the service may be restarting
                 log.info("polling for results failed: %s", e)
                 return
-            done = [d for d in docs["results"].values() if d.get("status") in ("success", "failed")
-                    and "task_id" in d and ("result" in d or "exception" in d)]
+            done = [
+                d
+                for d in docs["results"].values()
+                if d.get("status") in ("success", "failed")
+                and "task_id" in d
+                and ("result" in d or "exception" in d)
+            ]
             if done:
                 self._on_results(done)

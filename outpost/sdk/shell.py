@@ -75,11 +75,16 @@ def _open_output(path: str | None, suffix: str) -> Any:
     return tempfile.NamedTemporaryFile("a+", prefix=prefix, suffix=suffix, delete=True)
 
 
-def _run(cmd: str, out: str | None, err: str | None, walltime: float | None,
-         lines: int) -> ShellResult:
+def _run(
+    cmd: str, out: str | None, err: str | None, walltime: float | None, lines: int
+) -> ShellResult:
     with _open_output(out, ".stdout") as fo, _open_output(err, ".stderr") as fe:
         proc = subprocess.Popen(
-            cmd, shell=True, executable="/bin/bash", stdout=fo, stderr=fe,
+            cmd,
+            shell=True,
+            executable="/bin/bash",
+            stdout=fo,
+            stderr=fe,
             start_new_session=True,
         )
         exception_name = None

@@ -62,7 +62,9 @@ class EndpointSession:
             self.consumer.close()
             return
         if hello["type"] != m.STATUS:
-            log.warning("endpoint %s: first frame was %s, not status", self.endpoint_id, hello["type"])
+            log.warning(
+                "endpoint %s: first frame was %s, not status", self.endpoint_id, hello["type"]
+            )
             self.consumer.close()
             return
         previous = state.sessions.get(self.endpoint_id)
@@ -118,7 +120,9 @@ class EndpointSession:
         self.consumer.requeue(msgs)
         log.info(
             "endpoint %s: %d tasks back in the queue (%d had been accepted)",
-            self.endpoint_id, len(msgs), len(acked),
+            self.endpoint_id,
+            len(msgs),
+            len(acked),
         )
 
     # -- I/O -----------------------------------------------------------------------
@@ -144,9 +148,12 @@ class EndpointSession:
     def _op_done(self, task: asyncio.Task[Any]) -> None:
         self._ops.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("endpoint %s: frame handling failed; closing the channel so the "
-                      "endpoint reconnects and sends its spooled results again",
-                      self.endpoint_id, exc_info=task.exception())
+            log.error(
+                "endpoint %s: frame handling failed; closing the channel so the "
+                "endpoint reconnects and sends its spooled results again",
+                self.endpoint_id,
+                exc_info=task.exception(),
+            )
             asyncio.create_task(self.close("internal error; please reconnect"))
 
     async def _receive_loop(self) -> None:
@@ -222,9 +229,12 @@ class EndpointSession:
                 self.sent_functions.add(fid)
             out.append(task)
         if lost:
-            await self._fail(lost, TaskErrorCode.ENDPOINT_LOST,
-                             f"the endpoint lost this task {limit + 1} time(s) (it stopped or its "
-                             "connection broke while the task ran); not retrying")
+            await self._fail(
+                lost,
+                TaskErrorCode.ENDPOINT_LOST,
+                f"the endpoint lost this task {limit + 1} time(s) (it stopped or its "
+                "connection broke while the task ran); not retrying",
+            )
         if gone:
             await self._fail(gone, TaskErrorCode.EXECUTION, "the function was deleted")
         if out:
@@ -243,8 +253,11 @@ class EndpointSession:
         if st is not None:
             st.threshold, st.window = self.threshold, self.window
             st.info = {k: v for k, v in frame.items() if k != "type"}
-        meta = {k: frame[k] for k in ("hostname", "local_user", "endpoint_version")
-                if isinstance(frame.get(k), str)}
+        meta = {
+            k: frame[k]
+            for k in ("hostname", "local_user", "endpoint_version")
+            if isinstance(frame.get(k), str)
+        }
         if meta:
             eid = self.endpoint_id
             await self.state.write(lambda c: catalog.set_endpoint_fields(c, eid, **meta))
@@ -287,17 +300,19 @@ class EndpointSession:
                 log.warning("endpoint %s: result with bad status %r", self.endpoint_id, status)
                 continue
             held = self.inflight.get(r["task_id"])
-            rows.append({
-                "task_id": r["task_id"],
-                "status": status,
-                "result": r.get("result"),
-                "exception": r.get("exception"),
-                "error_details": r.get("error_details"),
-                "details": r.get("details"),
-                "completed_at": now,
-                "task_group_id": held["task_group_id"] if held else r.get("task_group_id"),
-                "endpoint_id": self.endpoint_id,
-            })
+            rows.append(
+                {
+                    "task_id": r["task_id"],
+                    "status": status,
+                    "result": r.get("result"),
+                    "exception": r.get("exception"),
+                    "error_details": r.get("error_details"),
+                    "details": r.get("details"),
+                    "completed_at": now,
+                    "task_group_id": held["task_group_id"] if held else r.get("task_group_id"),
+                    "endpoint_id": self.endpoint_id,
+                }
+            )
         if rows:
             self._results.extend(rows)
             self._results_ready.set()
@@ -313,8 +328,11 @@ class EndpointSession:
                 except (WebSocketDisconnect, RuntimeError, OSError):
                     return  # stored; the endpoint resends unacknowledged results anyway
                 except Exception:
-                    log.exception("endpoint %s: storing results failed; closing the channel "
-                                  "so the endpoint sends them again", self.endpoint_id)
+                    log.exception(
+                        "endpoint %s: storing results failed; closing the channel "
+                        "so the endpoint sends them again",
+                        self.endpoint_id,
+                    )
                     await self.close("internal error; please reconnect")
                     return
 
@@ -338,15 +356,17 @@ class EndpointSession:
                 self.state.broker.publish_results(docs)
 
     async def _fail(self, msgs: list[dict[str, Any]], code: TaskErrorCode, reason: str) -> None:
-        await self._store([
-            {
-                "task_id": x["task_id"],
-                "status": TaskState.FAILED.value,
-                "exception": f"{code.value}: {reason}",
-                "error_details": {"code": code.value, "user_message": reason},
-                "completed_at": time.time(),
-                "task_group_id": x["task_group_id"],
-                "endpoint_id": self.endpoint_id,
-            }
-            for x in msgs
-        ])
+        await self._store(
+            [
+                {
+                    "task_id": x["task_id"],
+                    "status": TaskState.FAILED.value,
+                    "exception": f"{code.value}: {reason}",
+                    "error_details": {"code": code.value, "user_message": reason},
+                    "completed_at": time.time(),
+                    "task_group_id": x["task_group_id"],
+                    "endpoint_id": self.endpoint_id,
+                }
+                for x in msgs
+            ]
+        )

@@ -20,11 +20,15 @@ def _default_data_dir() -> Path:
 
 
 data_dir_option = click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
     help="Service state directory (default: $OUTPOST_DATA_DIR or ~/.outpost/service).",
 )
 db_option = click.option(
-    "--database-url", envvar="OUTPOST_DATABASE_URL", default=None,
+    "--database-url",
+    envvar="OUTPOST_DATABASE_URL",
+    default=None,
     help="SQLAlchemy URL (default: SQLite in the data directory).",
 )
 
@@ -32,7 +36,9 @@ db_option = click.option(
 def _settings(data_dir: Path | None, database_url: str | None, **kw: Any) -> ServiceSettings:
     from outpost.service.settings import ServiceSettings
 
-    return ServiceSettings(data_dir=data_dir or _default_data_dir(), database_url=database_url, **kw)
+    return ServiceSettings(
+        data_dir=data_dir or _default_data_dir(), database_url=database_url, **kw
+    )
 
 
 @click.group()
@@ -50,17 +56,42 @@ def service() -> None:
 @click.option("--port", default=5000, show_default=True, help="Port to listen on.")
 @data_dir_option
 @db_option
-@click.option("--sync", "sqlite_sync", type=click.Choice(["normal", "full"]), default="normal",
-              show_default=True,
-              help="SQLite durability: 'normal' survives a killed process, 'full' a power cut.")
-@click.option("--max-payload", default=10_000_000, show_default=True,
-              help="Largest submit request body in bytes (413 above).")
-@click.option("--max-retries", default=1, show_default=True,
-              help="Times a task lost with its endpoint is sent again before it fails.")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
-def start(host: str, port: int, data_dir: Path | None, database_url: str | None,
-          sqlite_sync: str, max_payload: int, max_retries: int, log_level: str) -> None:
+@click.option(
+    "--sync",
+    "sqlite_sync",
+    type=click.Choice(["normal", "full"]),
+    default="normal",
+    show_default=True,
+    help="SQLite durability: 'normal' survives a killed process, 'full' a power cut.",
+)
+@click.option(
+    "--max-payload",
+    default=10_000_000,
+    show_default=True,
+    help="Largest submit request body in bytes (413 above).",
+)
+@click.option(
+    "--max-retries",
+    default=1,
+    show_default=True,
+    help="Times a task lost with its endpoint is sent again before it fails.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def start(
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    database_url: str | None,
+    sqlite_sync: str,
+    max_payload: int,
+    max_retries: int,
+    log_level: str,
+) -> None:
     """Run the service in the foreground (Ctrl-C stops it).
 
     The database is created and migrated on start. Unfinished tasks from a previous run
@@ -70,14 +101,28 @@ def start(host: str, port: int, data_dir: Path | None, database_url: str | None,
 
     from outpost.service.app import create_app
 
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = _settings(data_dir, database_url, sqlite_synchronous=sqlite_sync.upper(),
-                         max_payload_bytes=max_payload, max_retries_on_system_failure=max_retries)
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    settings = _settings(
+        data_dir,
+        database_url,
+        sqlite_synchronous=sqlite_sync.upper(),
+        max_payload_bytes=max_payload,
+        max_retries_on_system_failure=max_retries,
+    )
     app = create_app(settings)
     click.echo(f"Outpost service on http://{host}:{port} (data: {settings.data_dir})", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
-                ws_max_size=1 << 30, ws_ping_interval=20, ws_ping_timeout=60)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        ws_max_size=1 << 30,
+        ws_ping_interval=20,
+        ws_ping_timeout=60,
+    )
 
 
 def _with_conn(data_dir: Path | None, database_url: str | None, fn: Any) -> Any:
@@ -115,8 +160,13 @@ def user() -> None:
 @click.option("--name", default=None, help="The user's full name.")
 @data_dir_option
 @db_option
-def user_add(username: str, email: str | None, name: str | None, data_dir: Path | None,
-             database_url: str | None) -> None:
+def user_add(
+    username: str,
+    email: str | None,
+    name: str | None,
+    data_dir: Path | None,
+    database_url: str | None,
+) -> None:
     """Create USERNAME and print a new bearer token (alone on stdout, shown once)."""
     from outpost.service.store import accounts
 
@@ -159,8 +209,10 @@ def user_tokens(username: str, data_dir: Path | None, database_url: str | None) 
 
     for t in _with_conn(data_dir, database_url, op):
         state = "revoked" if t["revoked_at"] else "active"
-        click.echo(f"{t['id']}  {time.strftime('%Y-%m-%d %H:%M', time.localtime(t['created_at']))}"
-                   f"  {state}")
+        click.echo(
+            f"{t['id']}  {time.strftime('%Y-%m-%d %H:%M', time.localtime(t['created_at']))}"
+            f"  {state}"
+        )
 
 
 @user.command("revoke")
@@ -168,8 +220,9 @@ def user_tokens(username: str, data_dir: Path | None, database_url: str | None) 
 @click.option("--token-id", default=None, help="Revoke only this token (see `user tokens`).")
 @data_dir_option
 @db_option
-def user_revoke(username: str, token_id: str | None, data_dir: Path | None,
-                database_url: str | None) -> None:
+def user_revoke(
+    username: str, token_id: str | None, data_dir: Path | None, database_url: str | None
+) -> None:
     """Revoke USERNAME's tokens (all, or one with --token-id).
 
     A running service notices within its auth cache time (5 s).

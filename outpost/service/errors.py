@@ -41,7 +41,9 @@ def install(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         json_broken = any(e.get("type") == "json_invalid" for e in errors)
-        status, code = (400, ErrorCode.BAD_REQUEST) if json_broken else (422, ErrorCode.UNPROCESSABLE)
+        status, code = (
+            (400, ErrorCode.BAD_REQUEST) if json_broken else (422, ErrorCode.UNPROCESSABLE)
+        )
         reason = "; ".join(_describe(e) for e in errors[:10])
         if json_broken:
             reason = "request body is not valid JSON: " + reason

@@ -86,8 +86,13 @@ class ResultStream:
             return
         group = await self.state.read(task_store.get_group, gid)
         if group is not None and group["owner_id"] != self.user["id"]:
-            self._say({"type": "error", "task_group_id": gid,
-                       "reason": f"task group {gid} not found (or not visible to you)"})
+            self._say(
+                {
+                    "type": "error",
+                    "task_group_id": gid,
+                    "reason": f"task group {gid} not found (or not visible to you)",
+                }
+            )
             return
         # A group that does not exist yet is fine: the client subscribes before submitting.
         if gid not in self._unsubs:
@@ -96,8 +101,11 @@ class ResultStream:
         ids = [t for t in frame.get("task_ids") or () if isinstance(t, str)][:MAX_CATCHUP]
         if ids:
             rows = await self.state.read(task_store.get_tasks, ids)
-            done = [task_doc(r) for r in rows
-                    if r["owner_id"] == self.user["id"] and r["status"] in ("success", "failed")]
+            done = [
+                task_doc(r)
+                for r in rows
+                if r["owner_id"] == self.user["id"] and r["status"] in ("success", "failed")
+            ]
             if done:
                 self._push(done)
 

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-
 @dataclass
 class ServiceSettings:
     data_dir: Path

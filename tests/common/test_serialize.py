@@ -36,7 +36,10 @@ def test_combined_code_layout() -> None:
 
 
 def test_all_data_strategies() -> None:
-    assert s.serialize([1, 2], s.STRATEGIES["13"]) == "13\n9\n11\n[1, 2]32\n00\ngASVCQAAAAAAAABdlChLAUsCZS4=\n"
+    assert (
+        s.serialize([1, 2], s.STRATEGIES["13"])
+        == "13\n9\n11\n[1, 2]32\n00\ngASVCQAAAAAAAABdlChLAUsCZS4=\n"
+    )
     assert s.deserialize("13\n9\n11\n[1, 2]32\n00\ngASVCQAAAAAAAABdlChLAUsCZS4=\n") == [1, 2]
 
 
@@ -75,7 +78,10 @@ def test_fast_data_path_keeps_dill_semantics() -> None:
 
     # Plain data: exactly dill's bytes.
     for obj in [(1, "a"), {"k": [1.5, None, b"x"]}, 2**70]:
-        assert s.serialize(obj) == "00\n" + __import__("codecs").encode(dill.dumps(obj), "base64").decode()
+        assert (
+            s.serialize(obj)
+            == "00\n" + __import__("codecs").encode(dill.dumps(obj), "base64").decode()
+        )
     # Lambdas and closures fall back to dill.
     assert s.deserialize(s.serialize((lambda v: v + 1,)))[0](1) == 2
     # Objects of classes defined in __main__ must go by value (dill), not by reference.

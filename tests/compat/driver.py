@@ -29,6 +29,7 @@ POLL = 0.1
 
 # -- user functions (defined in __main__, so dill pickles them by value) -------------
 
+
 def add(a, b):
     return a + b
 
@@ -47,6 +48,7 @@ def fails():
 
 # -- helpers ---------------------------------------------------------------------------
 
+
 class Timeout(Exception):
     pass
 
@@ -64,8 +66,9 @@ def wait_result(client: Any, task_id: str, timeout: float) -> tuple[Any, list[st
             if e.reason not in seen:
                 seen.append(e.reason)
         if time.monotonic() > deadline:
-            raise Timeout(f"task {task_id} still pending after {timeout} s "
-                          f"(pending reasons seen: {seen})")
+            raise Timeout(
+                f"task {task_id} still pending after {timeout} s (pending reasons seen: {seen})"
+            )
         time.sleep(POLL)
 
 
@@ -76,13 +79,21 @@ def wait_failure(client: Any, task_id: str, timeout: float) -> dict[str, Any]:
     try:
         value, seen = wait_result(client, task_id, timeout)
     except TaskExecutionFailed as e:
-        return {"outcome": "exception", "exc_type": type(e).__name__, "text": str(e),
-                "remote_data": e.remote_data, "completion_t": e.completion_t}
+        return {
+            "outcome": "exception",
+            "exc_type": type(e).__name__,
+            "text": str(e),
+            "remote_data": e.remote_data,
+            "completion_t": e.completion_t,
+        }
     except Timeout as e:
         return {"outcome": "timeout", "text": str(e)}
     except Exception as e:  # noqa: BLE001 - any other error is an observation too
-        return {"outcome": "other-error", "exc_type": type(e).__name__,
-                "text": "".join(traceback.format_exception(e))}
+        return {
+            "outcome": "other-error",
+            "exc_type": type(e).__name__,
+            "text": "".join(traceback.format_exception(e)),
+        }
     return {"outcome": "result", "result": repr(value), "pending_seen": seen}
 
 
@@ -107,6 +118,7 @@ def jsonable(value: Any) -> Any:
 
 # -- the checks ------------------------------------------------------------------------
 
+
 def run_checks(token: str, endpoint_id: str, timeout: float) -> dict[str, Any]:
     import globus_sdk
     from globus_compute_sdk import Client, ShellFunction
@@ -125,8 +137,9 @@ def run_checks(token: str, endpoint_id: str, timeout: float) -> dict[str, Any]:
         out[name] = obs
 
     def new_client() -> Any:
-        return Client(local_compute_services=True,
-                      authorizer=globus_sdk.AccessTokenAuthorizer(token))
+        return Client(
+            local_compute_services=True, authorizer=globus_sdk.AccessTokenAuthorizer(token)
+        )
 
     def client() -> Any:
         if "client" not in state:
@@ -141,8 +154,10 @@ def run_checks(token: str, endpoint_id: str, timeout: float) -> dict[str, Any]:
     # 1. Construction runs the version check against GET /v2/version.
     def c_client() -> dict[str, Any]:
         state["client"] = new_client()
-        return {"sdk_version": sdk_version,
-                "web_service_address": state["client"].web_service_address}
+        return {
+            "sdk_version": sdk_version,
+            "web_service_address": state["client"].web_service_address,
+        }
 
     # 2. Registration and reading the function back.
     def c_register() -> dict[str, Any]:
@@ -164,9 +179,13 @@ def run_checks(token: str, endpoint_id: str, timeout: float) -> dict[str, Any]:
         # get_task on the same Client answers from its cache once a task is done; a
         # fresh Client makes it fetch GET /v2/tasks/{id} from the service.
         fresh = new_client().get_task(tid)
-        return {"task_id": tid, "result": jsonable(result), "pending_seen": seen,
-                "get_task": {k: jsonable(v) for k, v in fresh.items()},
-                "cached_get_task": {k: jsonable(v) for k, v in c.get_task(tid).items()}}
+        return {
+            "task_id": tid,
+            "result": jsonable(result),
+            "pending_seen": seen,
+            "get_task": {k: jsonable(v) for k, v in fresh.items()},
+            "cached_get_task": {k: jsonable(v) for k, v in c.get_task(tid).items()},
+        }
 
     # 4. Three runs collected with get_batch_result.
     def c_batch_result() -> dict[str, Any]:
@@ -175,8 +194,10 @@ def run_checks(token: str, endpoint_id: str, timeout: float) -> dict[str, Any]:
         state["identity"] = f_id
         tids = [c.run(i, endpoint_id=endpoint_id, function_id=f_id) for i in (1, 2, 3)]
         res = wait_batch(c, tids, timeout)
-        return {"task_ids": tids,
-                "results": {t: {k: jsonable(v) for k, v in r.items()} for t, r in res.items()}}
+        return {
+            "task_ids": tids,
+            "results": {t: {k: jsonable(v) for k, v in r.items()} for t, r in res.items()},
+        }
 
     # 5. create_batch + batch_run.
     def c_batch_run() -> dict[str, Any]:
@@ -190,9 +211,12 @@ def run_checks(token: str, endpoint_id: str, timeout: float) -> dict[str, Any]:
         tasks = resp["tasks"]
         ordered = list(tasks.get(fid("add"), [])) + list(tasks.get(fid("identity"), []))
         res = wait_batch(c, ordered, timeout)
-        return {"response": jsonable(dict(resp)), "ordered_ids": ordered,
-                "results_in_order": [jsonable(res[t].get("result")) for t in ordered],
-                "expected": [a + b for a, b in inputs] + ["last"]}
+        return {
+            "response": jsonable(dict(resp)),
+            "ordered_ids": ordered,
+            "results_in_order": [jsonable(res[t].get("result")) for t in ordered],
+            "expected": [a + b for a, b in inputs] + ["last"],
+        }
 
     # 6. A failing function.
     def c_failure() -> dict[str, Any]:
@@ -204,8 +228,10 @@ def run_checks(token: str, endpoint_id: str, timeout: float) -> dict[str, Any]:
     # 7. Endpoint status and metadata.
     def c_endpoint() -> dict[str, Any]:
         c = client()
-        return {"status": jsonable(dict(c.get_endpoint_status(endpoint_id))),
-                "metadata": jsonable(dict(c.get_endpoint_metadata(endpoint_id)))}
+        return {
+            "status": jsonable(dict(c.get_endpoint_status(endpoint_id))),
+            "metadata": jsonable(dict(c.get_endpoint_metadata(endpoint_id))),
+        }
 
     # 8. Keyword arguments.
     def c_kwargs() -> dict[str, Any]:
@@ -213,8 +239,10 @@ def run_checks(token: str, endpoint_id: str, timeout: float) -> dict[str, Any]:
         f_id = c.register_function(with_kwargs)
         t_kw = c.run(5, endpoint_id=endpoint_id, function_id=f_id, b=10)
         t_default = c.run(5, endpoint_id=endpoint_id, function_id=f_id)
-        return {"with_b": jsonable(wait_result(c, t_kw, timeout)[0]),
-                "default_b": jsonable(wait_result(c, t_default, timeout)[0])}
+        return {
+            "with_b": jsonable(wait_result(c, t_kw, timeout)[0]),
+            "default_b": jsonable(wait_result(c, t_default, timeout)[0]),
+        }
 
     # 9. A real-SDK ShellFunction: pickled by reference to globus_compute_sdk, which the
     #    Outpost endpoint cannot import. It must fail clearly, not hang.
@@ -222,13 +250,23 @@ def run_checks(token: str, endpoint_id: str, timeout: float) -> dict[str, Any]:
         c = client()
         f_id = c.register_function(ShellFunction("echo hello-from-shell"))
         tid = c.run(endpoint_id=endpoint_id, function_id=f_id)
-        return {"task_id": tid, "function_name": c.get_function(f_id).get("function_name"),
-                **wait_failure(c, tid, timeout)}
+        return {
+            "task_id": tid,
+            "function_name": c.get_function(f_id).get("function_name"),
+            **wait_failure(c, tid, timeout),
+        }
 
-    for name, fn in [("client", c_client), ("register", c_register), ("run", c_run),
-                     ("batch_result", c_batch_result), ("batch_run", c_batch_run),
-                     ("failure", c_failure), ("endpoint", c_endpoint),
-                     ("kwargs", c_kwargs), ("shell_function", c_shell)]:
+    for name, fn in [
+        ("client", c_client),
+        ("register", c_register),
+        ("run", c_run),
+        ("batch_result", c_batch_result),
+        ("batch_run", c_batch_run),
+        ("failure", c_failure),
+        ("endpoint", c_endpoint),
+        ("kwargs", c_kwargs),
+        ("shell_function", c_shell),
+    ]:
         check(name, fn)
     return out
 

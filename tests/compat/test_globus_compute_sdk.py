@@ -70,17 +70,25 @@ def _port_free(port: int) -> bool:
 def _compat_python() -> str:
     py = os.environ.get("OUTPOST_COMPAT_PYTHON", "")
     _require(bool(py), "OUTPOST_COMPAT_PYTHON is not set (./dev.sh test sets it)")
-    _require(os.path.isfile(py) and os.access(py, os.X_OK),
-             f"OUTPOST_COMPAT_PYTHON={py} is not an executable file")
+    _require(
+        os.path.isfile(py) and os.access(py, os.X_OK),
+        f"OUTPOST_COMPAT_PYTHON={py} is not an executable file",
+    )
     probe = subprocess.run(
         [py, "-c", "import globus_compute_sdk.version as v; print(v.__version__)"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    _require(probe.returncode == 0,
-             f"{py} cannot import globus_compute_sdk: {probe.stderr.strip()[-500:]}")
+    _require(
+        probe.returncode == 0,
+        f"{py} cannot import globus_compute_sdk: {probe.stderr.strip()[-500:]}",
+    )
     version = probe.stdout.strip()
-    _require(version == SDK_VERSION,
-             f"{py} has globus-compute-sdk {version}, these tests need {SDK_VERSION}")
+    _require(
+        version == SDK_VERSION,
+        f"{py} has globus-compute-sdk {version}, these tests need {SDK_VERSION}",
+    )
     return py
 
 
@@ -125,24 +133,38 @@ def compat_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CompatSta
 def sdk(compat_stack: CompatStack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Run driver.py once with the real SDK; return its observations."""
     home = tmp_path_factory.mktemp("sdk-home")  # the SDK may write under ~
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("GLOBUS_", "OUTPOST_", "FUNCX_"))
-           and k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    env.update(HOME=str(home), PYTHONUNBUFFERED="1",
-               OUTPOST_COMPAT_TOKEN=compat_stack.token,
-               OUTPOST_COMPAT_ENDPOINT=compat_stack.endpoint_id,
-               OUTPOST_COMPAT_TIMEOUT=str(TASK_TIMEOUT))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GLOBUS_", "OUTPOST_", "FUNCX_"))
+        and k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+    }
+    env.update(
+        HOME=str(home),
+        PYTHONUNBUFFERED="1",
+        OUTPOST_COMPAT_TOKEN=compat_stack.token,
+        OUTPOST_COMPAT_ENDPOINT=compat_stack.endpoint_id,
+        OUTPOST_COMPAT_TIMEOUT=str(TASK_TIMEOUT),
+    )
     t0 = time.monotonic()
     try:
-        proc = subprocess.run([compat_stack.python, str(DRIVER)], env=env, cwd=home,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=DRIVER_TIMEOUT)
+        proc = subprocess.run(
+            [compat_stack.python, str(DRIVER)],
+            env=env,
+            cwd=home,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=DRIVER_TIMEOUT,
+        )
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"driver did not finish within {DRIVER_TIMEOUT} s; stderr:\n{e.stderr}")
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
-        pytest.fail(f"driver exited with {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}"
-                    f"\nstderr:\n{proc.stderr[-5000:]}")
+        pytest.fail(
+            f"driver exited with {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}"
+            f"\nstderr:\n{proc.stderr[-5000:]}"
+        )
     out: dict[str, Any] = json.loads(lines[-1])
     out["_meta"]["wall_seconds"] = round(time.monotonic() - t0, 3)
     out["_meta"]["stderr"] = proc.stderr
@@ -167,6 +189,7 @@ def is_uuid(value: Any) -> bool:
 
 # -- 1 ----------------------------------------------------------------------------------
 
+
 def test_client_construction_passes_version_check(sdk: dict[str, Any]) -> None:
     obs = observed(sdk, "client")
     assert obs["sdk_version"] == SDK_VERSION
@@ -174,6 +197,7 @@ def test_client_construction_passes_version_check(sdk: dict[str, Any]) -> None:
 
 
 # -- 2 ----------------------------------------------------------------------------------
+
 
 def test_register_function_and_get_function(sdk: dict[str, Any]) -> None:
     obs = observed(sdk, "register")
@@ -189,6 +213,7 @@ def test_register_function_and_get_function(sdk: dict[str, Any]) -> None:
 
 # -- 3 ----------------------------------------------------------------------------------
 
+
 def test_run_get_result_and_get_task(sdk: dict[str, Any]) -> None:
     obs = observed(sdk, "run")
     assert is_uuid(obs["task_id"])
@@ -200,11 +225,19 @@ def test_run_get_result_and_get_task(sdk: dict[str, Any]) -> None:
     assert float(fresh["completion_t"]) > 0
     assert obs["cached_get_task"]["status"] == "success"
     for reason in obs["pending_seen"]:  # TaskPending reasons are task states
-        assert reason in {"waiting-for-ep", "running", "received", "waiting-for-nodes",
-                          "waiting-for-launch", "execution-start", "execution-end"}, reason
+        assert reason in {
+            "waiting-for-ep",
+            "running",
+            "received",
+            "waiting-for-nodes",
+            "waiting-for-launch",
+            "execution-start",
+            "execution-end",
+        }, reason
 
 
 # -- 4 ----------------------------------------------------------------------------------
+
 
 def test_get_batch_result(sdk: dict[str, Any]) -> None:
     obs = observed(sdk, "batch_result")
@@ -219,6 +252,7 @@ def test_get_batch_result(sdk: dict[str, Any]) -> None:
 
 
 # -- 5 ----------------------------------------------------------------------------------
+
 
 def test_create_batch_and_batch_run(sdk: dict[str, Any], compat_stack: CompatStack) -> None:
     obs = observed(sdk, "batch_run")
@@ -238,6 +272,7 @@ def test_create_batch_and_batch_run(sdk: dict[str, Any], compat_stack: CompatSta
 
 # -- 6 ----------------------------------------------------------------------------------
 
+
 def test_failing_function_raises_task_execution_failed(sdk: dict[str, Any]) -> None:
     obs = observed(sdk, "failure")
     assert obs["outcome"] == "exception", obs
@@ -251,6 +286,7 @@ def test_failing_function_raises_task_execution_failed(sdk: dict[str, Any]) -> N
 
 # -- 7 ----------------------------------------------------------------------------------
 
+
 def test_endpoint_status_and_metadata(sdk: dict[str, Any], compat_stack: CompatStack) -> None:
     obs = observed(sdk, "endpoint")
     assert obs["status"]["status"] == "online"
@@ -259,6 +295,7 @@ def test_endpoint_status_and_metadata(sdk: dict[str, Any], compat_stack: CompatS
 
 # -- 8 ----------------------------------------------------------------------------------
 
+
 def test_kwargs(sdk: dict[str, Any]) -> None:
     obs = observed(sdk, "kwargs")
     assert obs["with_b"] == {"a": 5, "b": 10, "sum": 15}
@@ -266,6 +303,7 @@ def test_kwargs(sdk: dict[str, Any]) -> None:
 
 
 # -- 9 ----------------------------------------------------------------------------------
+
 
 def test_sdk_shell_function_fails_clearly(sdk: dict[str, Any]) -> None:
     """A globus_compute_sdk.ShellFunction is pickled by reference to its module, which the

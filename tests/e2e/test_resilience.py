@@ -12,6 +12,7 @@ from tests.conftest import FAST_ENDPOINT
 
 def slow(x, seconds=0.3):
     import time
+
     time.sleep(seconds)
     return x
 
@@ -29,7 +30,9 @@ def _wait_status(client, tids, timeout=90.0):
         res = client.get_batch_result(tids)
         if all(not r["pending"] for r in res.values()):
             return res
-        assert time.monotonic() < deadline, f"{sum(r['pending'] for r in res.values())} still pending"
+        assert time.monotonic() < deadline, (
+            f"{sum(r['pending'] for r in res.values())} still pending"
+        )
         time.sleep(0.1)
 
 

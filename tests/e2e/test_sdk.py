@@ -19,11 +19,13 @@ def fails(msg):
 
 def whoami(_=None):
     import os
+
     return os.getpid(), os.environ.get("OUTPOST_TASK_ID")
 
 
 def kill_self():
     import os
+
     os.kill(os.getpid(), 9)
 
 
@@ -33,6 +35,7 @@ def returns_generator():
 
 def slow(x):
     import time
+
     time.sleep(x)
     return x
 
@@ -85,7 +88,9 @@ def test_worker_killing_task_and_unpicklable_result_fail_clearly(stack) -> None:
 
 def test_shell_function(stack) -> None:
     with stack.executor() as ex:
-        ok = ex.submit(ShellFunction("echo hello {name}; echo oops >&2"), name="world").result(timeout=60)
+        ok = ex.submit(ShellFunction("echo hello {name}; echo oops >&2"), name="world").result(
+            timeout=60
+        )
         assert isinstance(ok, ShellResult)
         assert ok.returncode == 0 and ok.stdout == "hello world\n" and ok.stderr == "oops\n"
         assert ok.cmd == "echo hello world; echo oops >&2"

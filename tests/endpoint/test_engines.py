@@ -23,8 +23,15 @@ def pid(_):
 
 def _tasks(fn, args, prefix="t"):
     code = pack_function(fn)
-    return [{"task_id": f"{prefix}{i}", "function_id": fn.__name__, "function_code": code,
-             "payload": pack_payload((a,), {})} for i, a in enumerate(args)]
+    return [
+        {
+            "task_id": f"{prefix}{i}",
+            "function_id": fn.__name__,
+            "function_code": code,
+            "payload": pack_payload((a,), {}),
+        }
+        for i, a in enumerate(args)
+    ]
 
 
 def _collect(engine, n, timeout=30.0):
@@ -43,12 +50,16 @@ def _drain(q, n, timeout=30.0):
 
 @pytest.mark.parametrize("engine_cls", ["threads", "processes"])
 def test_many_tasks(engine_cls) -> None:
-    engine = ThreadPoolEngine(2, Limits()) if engine_cls == "threads" else ProcessPoolEngine(2, Limits())
+    engine = (
+        ThreadPoolEngine(2, Limits()) if engine_cls == "threads" else ProcessPoolEngine(2, Limits())
+    )
     q = _collect(engine, 0)
     try:
         engine.submit(_tasks(square, range(300)))
         out = _drain(q, 300)
-        assert {deserialize(out[f"t{i}"]["result"]) for i in range(300)} == {i * i for i in range(300)}
+        assert {deserialize(out[f"t{i}"]["result"]) for i in range(300)} == {
+            i * i for i in range(300)
+        }
         st = engine.status()
         assert st["total_workers"] == 2 and st["pending_tasks"] == 0
     finally:
@@ -60,7 +71,11 @@ def test_a_task_that_kills_its_worker_fails_alone(how) -> None:
     engine = ProcessPoolEngine(2, Limits(), max_batch=8)
     q = _collect(engine, 0)
     try:
-        engine.submit(_tasks(square, range(20), "a") + _tasks(die, [how], "bad") + _tasks(square, range(20), "b"))
+        engine.submit(
+            _tasks(square, range(20), "a")
+            + _tasks(die, [how], "bad")
+            + _tasks(square, range(20), "b")
+        )
         out = _drain(q, 41)
         bad = out["bad0"]
         assert bad["status"] == "failed" and bad["error_details"]["code"] == "WorkerLost"
@@ -78,6 +93,7 @@ def test_a_task_that_kills_its_worker_fails_alone(how) -> None:
 def test_worker_environment() -> None:
     def env(_):
         import os
+
         return os.environ.get("OUTPOST_TEST_VAR"), os.environ.get("OUTPOST_TASK_ID")
 
     engine = ProcessPoolEngine(1, Limits(), environment={"OUTPOST_TEST_VAR": "yes"})

@@ -5,8 +5,13 @@ from outpost.endpoint.execution import Limits, run_task
 
 
 def _task(fn, *args, **kwargs):
-    return {"task_id": "t1", "function_id": f"f-{fn.__name__}", "function_code": pack_function(fn),
-            "payload": pack_payload(args, kwargs), "task_group_id": "g"}
+    return {
+        "task_id": "t1",
+        "function_id": f"f-{fn.__name__}",
+        "function_code": pack_function(fn),
+        "payload": pack_payload(args, kwargs),
+        "task_group_id": "g",
+    }
 
 
 def add(a, b=1):

@@ -12,13 +12,17 @@ def double(x: int) -> int:
 
 
 async def register_function(client: httpx.AsyncClient, fn: Any = double, **extra: Any) -> str:
-    r = await client.post("/v3/functions", json={"function_name": fn.__name__,
-                                                 "function_code": pack_function(fn), **extra})
+    r = await client.post(
+        "/v3/functions",
+        json={"function_name": fn.__name__, "function_code": pack_function(fn), **extra},
+    )
     assert r.status_code == 200, r.text
     return str(r.json()["function_uuid"])
 
 
-async def register_endpoint(client: httpx.AsyncClient, name: str = "ep", **extra: Any) -> dict[str, Any]:
+async def register_endpoint(
+    client: httpx.AsyncClient, name: str = "ep", **extra: Any
+) -> dict[str, Any]:
     r = await client.post("/v3/endpoints", json={"endpoint_name": name, **extra})
     assert r.status_code == 200, r.text
     return r.json()  # type: ignore[no-any-return]

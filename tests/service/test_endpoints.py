@@ -26,7 +26,9 @@ async def test_get_list_status_delete(service) -> None:
         assert [e["uuid"] for e in listed] == [eid]
         st = (await c.get(f"/v2/endpoints/{eid}/status")).json()
         assert st["status"] == "offline"
-        assert {"total_workers", "idle_workers", "pending_tasks", "outstanding_tasks"} <= set(st["details"])
+        assert {"total_workers", "idle_workers", "pending_tasks", "outstanding_tasks"} <= set(
+            st["details"]
+        )
         assert (await c.delete(f"/v2/endpoints/{eid}")).status_code == 200
         assert (await c.get(f"/v2/endpoints/{eid}")).status_code == 404
         # A deleted endpoint's id cannot be registered again.
@@ -56,7 +58,9 @@ async def test_private_endpoint_is_invisible_to_others(service) -> None:
             r = await b.get(path)
             assert r.status_code == 404 and "private" not in r.text
         assert (await b.delete(f"/v2/endpoints/{private}")).status_code == 404
-        assert (await b.put(f"/v3/endpoints/{private}", json={"endpoint_name": "x"})).status_code == 404
+        assert (
+            await b.put(f"/v3/endpoints/{private}", json={"endpoint_name": "x"})
+        ).status_code == 404
         assert (await b.get(f"/v2/endpoints/{public}")).status_code == 200
         assert (await b.delete(f"/v2/endpoints/{public}")).status_code == 404
         anyrole = (await b.get("/v2/endpoints", params={"role": "any"})).json()
@@ -86,7 +90,9 @@ async def test_allowed_functions_and_lock(service) -> None:
 async def test_bad_role_and_bad_allowed_function_ids(service) -> None:
     async with service.client(service.add_user("alice")) as c:
         assert (await c.get("/v2/endpoints", params={"role": "all"})).status_code == 400
-        r = await c.post("/v3/endpoints", json={"endpoint_name": "x", "allowed_functions": ["nope"]})
+        r = await c.post(
+            "/v3/endpoints", json={"endpoint_name": "x", "allowed_functions": ["nope"]}
+        )
         assert r.status_code == 400 and "allowed function id" in r.json()["reason"]
         r = await c.post("/v3/endpoints", json={"endpoint_name": ""})
         assert r.status_code == 422 and "endpoint_name" in r.json()["reason"]

@@ -25,9 +25,14 @@ async def test_source_registration_is_stored_as_a_runnable_strategy(service) -> 
     from outpost.common.serialize import deserialize
 
     async with service.client(service.add_user("alice")) as c:
-        r = await c.post("/v3/functions", json={
-            "function_name": "triple", "function_code": "def triple(x):\n    return 3 * x\n",
-            "serialized": False})
+        r = await c.post(
+            "/v3/functions",
+            json={
+                "function_name": "triple",
+                "function_code": "def triple(x):\n    return 3 * x\n",
+                "serialized": False,
+            },
+        )
         assert r.status_code == 200, r.text
         code = (await c.get(f"/v2/functions/{r.json()['function_uuid']}")).json()["function_code"]
     assert deserialize(unpack_buffers(code)[0])(4) == 12
@@ -63,13 +68,16 @@ async def test_wrong_types_are_422_naming_the_field(service) -> None:
 
 async def test_malformed_json_is_400(service) -> None:
     async with service.client(service.add_user("alice")) as c:
-        r = await c.post("/v3/functions", content=b"{not json",
-                         headers={"Content-Type": "application/json"})
+        r = await c.post(
+            "/v3/functions", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
     assert r.status_code == 400
     assert "JSON" in r.json()["reason"]
 
 
-@pytest.mark.parametrize("fid, status", [("not-a-uuid", 400), ("00000000-0000-0000-0000-000000000000", 404)])
+@pytest.mark.parametrize(
+    "fid, status", [("not-a-uuid", 400), ("00000000-0000-0000-0000-000000000000", 404)]
+)
 async def test_bad_and_unknown_ids(service, fid, status) -> None:
     async with service.client(service.add_user("alice")) as c:
         r = await c.get(f"/v2/functions/{fid}")

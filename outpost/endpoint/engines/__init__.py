@@ -20,7 +20,9 @@ __all__ = ["Engine", "ProcessPoolEngine", "ResultCallback", "ThreadPoolEngine", 
 def build_engine(config: EndpointConfig, workdir: Path) -> Engine:
     limits = Limits(
         result_size_limit=config.result_size_limit,
-        allowed_serializers=tuple(config.allowed_serializers) if config.allowed_serializers else None,
+        allowed_serializers=tuple(config.allowed_serializers)
+        if config.allowed_serializers
+        else None,
         sandbox_root=str(workdir / "tasks") if config.task_sandbox else None,
     )
     ec = config.engine

@@ -28,8 +28,9 @@ def _die_with_parent() -> None:
         pass
 
 
-def main(tasks_in: Connection, results_out: Connection, limits: Limits,
-         environment: dict[str, str]) -> None:
+def main(
+    tasks_in: Connection, results_out: Connection, limits: Limits, environment: dict[str, str]
+) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(environment)

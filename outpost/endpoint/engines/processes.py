@@ -17,7 +17,7 @@ import queue
 import signal
 import threading
 from collections import deque
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from typing import Any
 
 from outpost.common.errors import TaskErrorCode
@@ -35,8 +35,10 @@ class _Worker:
         task_r, self.task_w = _ctx.Pipe(duplex=False)
         self.result_r, result_w = _ctx.Pipe(duplex=False)
         self.proc = _ctx.Process(
-            target=_worker.main, args=(task_r, result_w, limits, environment),
-            name=f"outpost-worker-{index}", daemon=True,
+            target=_worker.main,
+            args=(task_r, result_w, limits, environment),
+            name=f"outpost-worker-{index}",
+            daemon=True,
         )
         self.proc.start()
         task_r.close()
@@ -82,8 +84,13 @@ def _death_reason(code: int | None) -> str:
 
 
 class ProcessPoolEngine(Engine):
-    def __init__(self, max_workers: int, limits: Limits, max_batch: int = 64,
-                 environment: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        max_workers: int,
+        limits: Limits,
+        max_batch: int = 64,
+        environment: dict[str, str] | None = None,
+    ) -> None:
         self.max_workers = max_workers
         self.limits = limits
         self.max_batch = max_batch
@@ -116,8 +123,11 @@ class ProcessPoolEngine(Engine):
         with self._lock:
             busy = sum(1 for w in self._workers if w.outstanding)
             held = len(self._queue) + sum(len(w.outstanding) for w in self._workers)
-        return {"total_workers": self.max_workers, "idle_workers": self.max_workers - busy,
-                "pending_tasks": held}
+        return {
+            "total_workers": self.max_workers,
+            "idle_workers": self.max_workers - busy,
+            "pending_tasks": held,
+        }
 
     def shutdown(self) -> None:
         self._stopping = True
@@ -178,8 +188,9 @@ class ProcessPoolEngine(Engine):
         dead.outstanding.clear()
         dead.kill()
         with self._lock:
-            self._workers[self._workers.index(dead)] = _Worker(dead.index, self.limits,
-                                                               self.environment)
+            self._workers[self._workers.index(dead)] = _Worker(
+                dead.index, self.limits, self.environment
+            )
             if len(lost) == 1 or (lost and lost[0].get("_suspect")):
                 culprit, rest = lost[0], lost[1:]
             else:
@@ -188,16 +199,25 @@ class ProcessPoolEngine(Engine):
                 t["_suspect"] = True  # run alone next time, to find which one kills workers
             self._queue.extendleft(reversed(rest))
         if culprit is not None:
-            msg = (f"the worker process running this task {reason} (the function crashed "
-                   "the interpreter, called os._exit, or ran out of memory)")
+            msg = (
+                f"the worker process running this task {reason} (the function crashed "
+                "the interpreter, called os._exit, or ran out of memory)"
+            )
             assert self._on_results is not None
-            self._on_results([{
-                "task_id": culprit["task_id"],
-                "task_group_id": culprit.get("task_group_id"),
-                "status": "failed",
-                "exception": f"WorkerLost: {msg}",
-                "error_details": {"code": TaskErrorCode.WORKER_LOST.value, "user_message": msg},
-            }])
+            self._on_results(
+                [
+                    {
+                        "task_id": culprit["task_id"],
+                        "task_group_id": culprit.get("task_group_id"),
+                        "status": "failed",
+                        "exception": f"WorkerLost: {msg}",
+                        "error_details": {
+                            "code": TaskErrorCode.WORKER_LOST.value,
+                            "user_message": msg,
+                        },
+                    }
+                ]
+            )
 
     def _dispatch(self) -> None:
         with self._lock:

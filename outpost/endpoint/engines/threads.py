@@ -14,8 +14,9 @@ class ThreadPoolEngine(Engine):
     def __init__(self, max_workers: int, limits: Limits) -> None:
         self.max_workers = max_workers
         # OUTPOST_TASK_ID is process-wide, so threads do not set it.
-        self.limits = Limits(limits.result_size_limit, limits.allowed_serializers,
-                             None, set_task_env=False)
+        self.limits = Limits(
+            limits.result_size_limit, limits.allowed_serializers, None, set_task_env=False
+        )
         self._pool: ThreadPoolExecutor | None = None
         self._on_results: ResultCallback | None = None
         self._held = 0

@@ -15,7 +15,9 @@ def parse_uuid(value: str, what: str) -> str:
     try:
         return str(uuid.UUID(value))
     except (ValueError, AttributeError, TypeError):
-        raise APIError(400, ErrorCode.BAD_REQUEST, f"{what} {value!r} is not a valid UUID") from None
+        raise APIError(
+            400, ErrorCode.BAD_REQUEST, f"{what} {value!r} is not a valid UUID"
+        ) from None
 
 
 def state_of(request: Request) -> ServiceState:

@@ -68,7 +68,9 @@ def _credentials(request: Request, eid: str, secret: str) -> dict[str, Any]:
     }
 
 
-async def owned_endpoint(request: Request, endpoint_id: str, user: dict[str, Any]) -> dict[str, Any]:
+async def owned_endpoint(
+    request: Request, endpoint_id: str, user: dict[str, Any]
+) -> dict[str, Any]:
     eid = parse_uuid(endpoint_id, "endpoint id")
     ep = await state_of(request).endpoint(eid)
     if ep is None or ep["owner_id"] != user["id"]:
@@ -76,7 +78,9 @@ async def owned_endpoint(request: Request, endpoint_id: str, user: dict[str, Any
     return ep
 
 
-async def visible_endpoint(request: Request, endpoint_id: str, user: dict[str, Any]) -> dict[str, Any]:
+async def visible_endpoint(
+    request: Request, endpoint_id: str, user: dict[str, Any]
+) -> dict[str, Any]:
     eid = parse_uuid(endpoint_id, "endpoint id")
     ep = await state_of(request).endpoint(eid)
     if ep is None or (ep["owner_id"] != user["id"] and not ep["public"]):
@@ -114,8 +118,9 @@ async def _reregister(
     fields, uid = _fields(body), user["id"]
     if ep is None:
         if await state.read(catalog.endpoint_exists, eid):
-            raise APIError(409, ErrorCode.BAD_REQUEST,
-                           f"endpoint {eid} was deleted; its id cannot be reused")
+            raise APIError(
+                409, ErrorCode.BAD_REQUEST, f"endpoint {eid} was deleted; its id cannot be reused"
+            )
         _, secret = await state.write(
             lambda c: catalog.create_endpoint(c, uid, endpoint_id=eid, **fields)
         )
@@ -123,8 +128,11 @@ async def _reregister(
     if ep["owner_id"] != uid:
         raise not_found("endpoint", eid)
     if ep["locked_until"] and ep["locked_until"] > time.time():
-        raise APIError(423, ErrorCode.LOCKED,
-                       f"endpoint {eid} is locked until {ep['locked_until']:.0f}; try again later")
+        raise APIError(
+            423,
+            ErrorCode.LOCKED,
+            f"endpoint {eid} is locked until {ep['locked_until']:.0f}; try again later",
+        )
     secret = await state.write(lambda c: catalog.update_endpoint(c, eid, **fields))
     state.endpoint_cache.invalidate(eid)
     return _credentials(request, eid, secret)

@@ -33,13 +33,19 @@ class FunctionRegistration(BaseModel):
 
 def _checked_code(body: FunctionRegistration) -> str:
     if len(body.function_code) > MAX_FUNCTION_CODE:
-        raise APIError(413, ErrorCode.TASK_PAYLOAD_TOO_LARGE,
-                       f"function_code is over {MAX_FUNCTION_CODE} characters")
+        raise APIError(
+            413,
+            ErrorCode.TASK_PAYLOAD_TOO_LARGE,
+            f"function_code is over {MAX_FUNCTION_CODE} characters",
+        )
     if not body.serialized:
         # register_source_code(): plain source; store it as the "st" strategy would.
         if not body.function_name.isidentifier():
-            raise APIError(422, ErrorCode.UNPROCESSABLE,
-                           "function_name must be the Python name the source defines")
+            raise APIError(
+                422,
+                ErrorCode.UNPROCESSABLE,
+                "function_name must be the Python name the source defines",
+            )
         return pack_buffers([f"st\n{body.function_name}:{body.function_code}"])
     try:
         parts = unpack_buffers(body.function_code)
@@ -48,7 +54,8 @@ def _checked_code(body: FunctionRegistration) -> str:
         strategy_of(parts[0])
     except (PackingError, SerializationError) as e:
         raise APIError(
-            400, ErrorCode.BAD_REQUEST,
+            400,
+            ErrorCode.BAD_REQUEST,
             f"function_code is not a packed serialized function ({e}); "
             "send pack_buffers([serialize(fn)]) as the SDKs do",
         ) from None
@@ -77,7 +84,9 @@ async def register_function(
     return {"function_uuid": fid}
 
 
-async def visible_function(request: Request, function_id: str, user: dict[str, Any]) -> dict[str, Any]:
+async def visible_function(
+    request: Request, function_id: str, user: dict[str, Any]
+) -> dict[str, Any]:
     fid = parse_uuid(function_id, "function id")
     fn = await state_of(request).read(catalog.get_function, fid)
     if fn is None or (fn["owner_id"] != user["id"] and not fn["public"]):

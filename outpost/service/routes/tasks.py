@@ -36,7 +36,8 @@ class SubmitRequest(BaseModel):
 async def _read_limited(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     too_big = APIError(
-        413, ErrorCode.TASK_PAYLOAD_TOO_LARGE,
+        413,
+        ErrorCode.TASK_PAYLOAD_TOO_LARGE,
         f"submission is larger than the {limit} byte limit; send fewer or smaller tasks "
         "(large data belongs in files the function reads, not in arguments)",
     )
@@ -51,12 +52,18 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 def _validation_error(e: ValidationError) -> APIError:
     errs = e.errors()
     if any(x["type"] == "json_invalid" for x in errs):
-        return APIError(400, ErrorCode.BAD_REQUEST, f"request body is not valid JSON: {errs[0]['msg']}")
+        return APIError(
+            400, ErrorCode.BAD_REQUEST, f"request body is not valid JSON: {errs[0]['msg']}"
+        )
     reason = "; ".join(
         f"{'.'.join(str(p) for p in x['loc']) or 'body'}: {x['msg']}" for x in errs[:10]
     )
-    return APIError(422, ErrorCode.UNPROCESSABLE, reason,
-                    errors=[{"loc": list(x["loc"]), "msg": x["msg"]} for x in errs[:50]])
+    return APIError(
+        422,
+        ErrorCode.UNPROCESSABLE,
+        reason,
+        errors=[{"loc": list(x["loc"]), "msg": x["msg"]} for x in errs[:50]],
+    )
 
 
 @router.post("/v3/endpoints/{endpoint_id}/submit")
@@ -80,11 +87,16 @@ async def submit(
         if fn is None or (fn["owner_id"] != uid and not fn["public"]):
             raise not_found("function", fid)
         if allowed is not None and fid not in allowed:
-            raise APIError(403, ErrorCode.FUNCTION_NOT_ALLOWED,
-                           f"function {fid} is not in endpoint {eid}'s allowed_functions")
+            raise APIError(
+                403,
+                ErrorCode.FUNCTION_NOT_ALLOWED,
+                f"function {fid} is not in endpoint {eid}'s allowed_functions",
+            )
         fn_ids[key] = fid
 
-    gid = parse_uuid(body.task_group_id, "task_group_id") if body.task_group_id else str(uuid.uuid4())
+    gid = (
+        parse_uuid(body.task_group_id, "task_group_id") if body.task_group_id else str(uuid.uuid4())
+    )
     now = time.time()
     rows: list[dict[str, Any]] = []
     answer: dict[str, list[str]] = {}
@@ -94,20 +106,30 @@ async def submit(
         for payload in payloads:
             tid = str(uuid.uuid4())
             ids.append(tid)
-            rows.append({
-                "id": tid, "owner_id": uid, "endpoint_id": eid, "function_id": fn_ids[key],
-                "task_group_id": gid, "payload": payload,
-                "status": TaskState.WAITING_FOR_EP.value, "retries": 0, "created_at": now,
-                "resource_specification": spec,
-                "user_endpoint_config": body.user_endpoint_config,
-            })
+            rows.append(
+                {
+                    "id": tid,
+                    "owner_id": uid,
+                    "endpoint_id": eid,
+                    "function_id": fn_ids[key],
+                    "task_group_id": gid,
+                    "payload": payload,
+                    "status": TaskState.WAITING_FOR_EP.value,
+                    "retries": 0,
+                    "created_at": now,
+                    "resource_specification": spec,
+                    "user_endpoint_config": body.user_endpoint_config,
+                }
+            )
 
     known_owner = state.group_owners.get(gid)
     if known_owner is not None and known_owner != uid:
         raise not_found("task group", gid)
 
     def store(conn: Any) -> bool:
-        if known_owner is None and not task_store.ensure_group(conn, gid, uid, body.create_queue, now):
+        if known_owner is None and not task_store.ensure_group(
+            conn, gid, uid, body.create_queue, now
+        ):
             return False
         task_store.insert_tasks(conn, rows)
         return True
@@ -116,11 +138,20 @@ async def submit(
         raise not_found("task group", gid)
     state.group_owners.set(gid, uid)
     # Stored: from here on the tasks survive a crash (they are reloaded at start).
-    state.broker.enqueue(eid, [
-        {"task_id": r["id"], "function_id": r["function_id"], "task_group_id": gid,
-         "payload": r["payload"], "retries": 0, "resource_specification": spec}
-        for r in rows
-    ])
+    state.broker.enqueue(
+        eid,
+        [
+            {
+                "task_id": r["id"],
+                "function_id": r["function_id"],
+                "task_group_id": gid,
+                "payload": r["payload"],
+                "retries": 0,
+                "resource_specification": spec,
+            }
+            for r in rows
+        ],
+    )
     return {
         "request_id": str(uuid.uuid4()),
         "task_group_id": gid,
@@ -149,8 +180,9 @@ async def batch_status(
     body: BatchStatus, request: Request, user: dict[str, Any] = Depends(current_user)
 ) -> dict[str, Any]:
     if len(body.task_ids) > MAX_BATCH_STATUS:
-        raise APIError(422, ErrorCode.UNPROCESSABLE,
-                       f"at most {MAX_BATCH_STATUS} task ids per request")
+        raise APIError(
+            422, ErrorCode.UNPROCESSABLE, f"at most {MAX_BATCH_STATUS} task ids per request"
+        )
     ids = [parse_uuid(t, "task id") for t in body.task_ids]
     rows = await state_of(request).read(task_store.get_tasks, ids)
     found = {r["id"]: task_doc(r) for r in rows if r["owner_id"] == user["id"]}

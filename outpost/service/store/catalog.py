@@ -94,7 +94,10 @@ def get_endpoint(conn: Connection, endpoint_id: str) -> dict[str, Any] | None:
 
 def endpoint_exists(conn: Connection, endpoint_id: str) -> bool:
     """True also for deleted endpoints: their ids are never reused."""
-    return conn.execute(select(endpoints.c.id).where(endpoints.c.id == endpoint_id)).first() is not None
+    return (
+        conn.execute(select(endpoints.c.id).where(endpoints.c.id == endpoint_id)).first()
+        is not None
+    )
 
 
 def list_endpoints(conn: Connection, user_id: str, role: str = "owner") -> list[dict[str, Any]]:

@@ -30,7 +30,9 @@ _DOC_COLUMNS = [
 ]
 
 
-def ensure_group(conn: Connection, group_id: str, owner_id: str, ws_queue: bool, now: float) -> bool:
+def ensure_group(
+    conn: Connection, group_id: str, owner_id: str, ws_queue: bool, now: float
+) -> bool:
     """Create the group if new. False if it exists and belongs to someone else."""
     row = conn.execute(select(groups.c.owner_id).where(groups.c.id == group_id)).first()
     if row is None:
@@ -61,8 +63,10 @@ def group_tasks(conn: Connection, group_id: str) -> list[dict[str, Any]]:
 _INSERT = insert(tasks)
 _MARK_RUNNING = (
     update(tasks)
-    .where(tasks.c.id.in_(bindparam("ids", expanding=True)),
-           tasks.c.status == TaskState.WAITING_FOR_EP.value)
+    .where(
+        tasks.c.id.in_(bindparam("ids", expanding=True)),
+        tasks.c.status == TaskState.WAITING_FOR_EP.value,
+    )
     .values(status=TaskState.RUNNING.value, running_at=bindparam("now"))
 )
 _UNFINISHED = select(tasks.c.id).where(
@@ -105,7 +109,9 @@ def unfinished_ids(conn: Connection, endpoint_id: str, task_ids: list[str]) -> s
 
 
 def store_results(
-    conn: Connection, endpoint_id: str, results: list[dict[str, Any]],
+    conn: Connection,
+    endpoint_id: str,
+    results: list[dict[str, Any]],
     known_fresh: set[str] | frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
     """Store finished tasks of one endpoint; a result for a task already finished (or

@@ -32,7 +32,9 @@ class Writer:
     hand-offs. Under load the thread takes over, and batches.
     """
 
-    def __init__(self, engine: Engine, max_batch: int = 1000, inline_when_idle: bool = False) -> None:
+    def __init__(
+        self, engine: Engine, max_batch: int = 1000, inline_when_idle: bool = False
+    ) -> None:
         self._engine = engine
         self._max_batch = max_batch
         self._inline_when_idle = inline_when_idle
