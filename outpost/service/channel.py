@@ -341,7 +341,9 @@ class EndpointSession:
             return
         eid = self.endpoint_id
         known = {r["task_id"] for r in rows if r["task_id"] in self.inflight}
-        fresh = await self.state.write(lambda c: task_store.store_results(c, eid, rows, known))
+        fresh = await self.state.write(
+            lambda c: task_store.store_results(c, eid, rows, known), size=len(rows)
+        )
         ids = [r["task_id"] for r in rows]
         self.state.recently_done.add_many(ids)
         for t in ids:

@@ -87,8 +87,8 @@ class ServiceState:
             return run()
         return await asyncio.to_thread(run)
 
-    async def write(self, op: Callable[[Connection], T]) -> T:
-        return await self.writer.run(op)
+    async def write(self, op: Callable[[Connection], T], size: int = 1) -> T:
+        return await self.writer.run(op, size)
 
     async def endpoint(self, endpoint_id: str) -> dict[str, Any] | None:
         ep = self.endpoint_cache.get(endpoint_id)

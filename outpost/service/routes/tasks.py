@@ -134,7 +134,7 @@ async def submit(
         task_store.insert_tasks(conn, rows)
         return True
 
-    if not await state.write(store):
+    if not await state.write(store, size=len(rows)):
         raise not_found("task group", gid)
     state.group_owners.set(gid, uid)
     # Stored: from here on the tasks survive a crash (they are reloaded at start).

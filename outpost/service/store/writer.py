@@ -22,13 +22,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Op = Callable[[Connection], Any]
 _STOP = object()
+INLINE_MAX_ROWS = 16
 
 
 class Writer:
     """Group commit in a thread of its own.
 
-    With ``inline_when_idle`` (local SQLite), an operation that finds the writer idle
-    runs at once on the caller's thread: a local commit costs less than two thread
+    With ``inline_when_idle`` (local SQLite), a small operation that finds the writer
+    idle runs at once on the caller's thread: a local commit costs less than two thread
     hand-offs. Under load the thread takes over, and batches.
     """
 
@@ -44,8 +45,10 @@ class Writer:
         self._thread = threading.Thread(target=self._loop, name="outpost-db-writer", daemon=True)
         self._thread.start()
 
-    async def run(self, op: Callable[[Connection], T]) -> T:
-        if self._inline_when_idle and not self._busy:
+    async def run(self, op: Callable[[Connection], T], size: int = 1) -> T:
+        """Run ``op`` in a transaction; ``size`` (rows touched) keeps big writes off the
+        caller's thread, where they would stall the event loop."""
+        if self._inline_when_idle and not self._busy and size <= INLINE_MAX_ROWS:
             # Only the event loop hands work to the thread, so nothing can start there
             # while this runs.
             with self._engine.begin() as conn:

@@ -1,0 +1,17 @@
+"""Run every benchmark script in this directory, one after the other."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+SCRIPTS = ["core.py"]
+
+if __name__ == "__main__":
+    failed = 0
+    for name in SCRIPTS:
+        print(f"== {name}", flush=True)
+        failed |= subprocess.run([sys.executable, str(HERE / name), *sys.argv[1:]]).returncode
+    sys.exit(failed)
