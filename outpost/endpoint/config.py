@@ -82,9 +82,6 @@ class EndpointConfig(_Strict):
     task_sandbox: bool = Field(
         default=False, description="run each task in its own directory under tasks/"
     )
-    max_retries_on_system_failure: int = Field(
-        default=1, ge=0, description="informational; the service enforces it"
-    )
     multi_user: bool = False
     public: bool = False
 

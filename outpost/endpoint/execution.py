@@ -83,6 +83,12 @@ def run_task(task: dict[str, Any], limits: Limits) -> dict[str, Any]:
         kwargs = deserialize(kwargs_s, limits.allowed_serializers)
     except Exception as e:  # noqa: BLE001
         text = f"{type(e).__name__}: {e}"
+        if "globus_compute_sdk" in text:
+            text += (
+                " (this task was made with globus-compute-sdk classes such as its"
+                " ShellFunction; install globus-compute-sdk where the endpoint runs, or use"
+                " outpost.ShellFunction)"
+            )
         return _failure(
             task, TaskErrorCode.SERIALIZATION, f"the endpoint could not load the task: {text}", text
         )

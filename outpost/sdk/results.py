@@ -42,6 +42,7 @@ class ResultListener:
         self._send_lock = threading.Lock()
         self._changed = threading.Condition()
         self._stop = threading.Event()
+        self._failures = 0  # connection attempts that failed
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -56,7 +57,10 @@ class ResultListener:
         self._send_watch(group_id, [])
         deadline = time.monotonic() + timeout
         with self._changed:
+            failures = self._failures
             while group_id not in self._watching and not self._stop.is_set():
+                if self._failures > failures:
+                    return False  # the service is unreachable: poll until it is back
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -113,10 +117,15 @@ class ResultListener:
                 self._ws = None
                 with self._changed:
                     self._watching.clear()
+                    self._failures += 1
                     self._changed.notify_all()
-            if self._stop.wait(delay):
-                break
-            self._poll()
+            # Disconnected: poll for results until the next connection attempt.
+            next_try = time.monotonic() + delay
+            while not self._stop.is_set():
+                self._poll()
+                left = next_try - time.monotonic()
+                if left <= 0 or self._stop.wait(min(self._poll_interval, left)):
+                    break
             delay = min(delay * 2, 10.0)
 
     def _read(self, ws: ClientConnection) -> None:

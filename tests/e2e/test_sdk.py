@@ -168,3 +168,15 @@ def test_reload_tasks_from_another_executor(stack) -> None:
         reloaded = again.reload_tasks()
         assert sorted(f.task_id for f in reloaded) == sorted(f.task_id for f in futs)
         assert sorted(f.result(timeout=60) for f in reloaded) == [0.01 * i for i in range(5)]
+
+
+def test_executor_polls_when_the_result_stream_is_unreachable(stack, monkeypatch) -> None:
+    from outpost.local import free_port
+    from outpost.sdk.http import Transport
+
+    dead = f"ws://127.0.0.1:{free_port()}"
+    monkeypatch.setattr(Transport, "ws_url", property(lambda self: dead))
+    with stack.executor() as ex:
+        ex._listener._poll_interval = 0.2
+        futs = [ex.submit(add, i) for i in range(5)]
+        assert [f.result(timeout=60) for f in futs] == [10, 11, 12, 13, 14]

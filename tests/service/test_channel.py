@@ -1,0 +1,127 @@
+"""The endpoint channel over a real socket: credentials, bad frames, credit window."""
+
+import asyncio
+import time
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from outpost.common import messages as m
+from outpost.common.serialize import pack_function, pack_payload
+from outpost.local import LocalService
+
+
+def inc(x):
+    return x + 1
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    svc = LocalService(tmp_path_factory.mktemp("chan")).start()
+    token = svc.add_user("alice")
+    http = httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {token}"})
+    yield svc, http
+    http.close()
+    svc.stop()
+
+
+def _register(http):
+    creds = http.post("/v3/endpoints", json={"endpoint_name": "raw"}).json()
+    fid = http.post(
+        "/v3/functions", json={"function_name": "inc", "function_code": pack_function(inc)}
+    ).json()["function_uuid"]
+    return creds, fid
+
+
+def _ws_url(svc, eid):
+    return f"ws://127.0.0.1:{svc.port}/v3/endpoints/{eid}/channel"
+
+
+def test_bad_or_missing_credential_is_refused(live) -> None:
+    svc, http = live
+    creds, _ = _register(http)
+
+    async def attempt(headers):
+        async with connect(_ws_url(svc, creds["endpoint_id"]), additional_headers=headers):
+            pass
+
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Bearer {creds['channel_secret']}x"},
+    ):
+        with pytest.raises(InvalidStatus) as e:
+            asyncio.run(attempt(headers))
+        assert e.value.response.status_code == 403
+    # Another endpoint's secret does not open this endpoint's channel.
+    other, _ = _register(http)
+    with pytest.raises(InvalidStatus):
+        asyncio.run(attempt({"Authorization": f"Bearer {other['channel_secret']}"}))
+
+
+def test_window_bad_frames_acks_and_results(live) -> None:
+    svc, http = live
+    creds, fid = _register(http)
+    eid = creds["endpoint_id"]
+    body = {"tasks": {fid: [pack_payload((i,), {}) for i in range(10)]}}
+    ids = http.post(f"/v3/endpoints/{eid}/submit", json=body).json()["tasks"][fid]
+
+    async def endpoint():
+        auth = {"Authorization": f"Bearer {creds['channel_secret']}"}
+        async with connect(_ws_url(svc, eid), additional_headers=auth) as ws:
+            await ws.send(m.encode({"type": "status", "window": 3, "heartbeat_threshold": 30}))
+            assert m.decode(await ws.recv())["type"] == "welcome"
+            first = m.decode(await ws.recv())
+            assert first["type"] == "task" and len(first["tasks"]) == 3  # the credit window
+            assert "function_code" in first["tasks"][0]
+            assert "function_code" not in first["tasks"][1]  # sent once per connection
+            with pytest.raises(TimeoutError):  # nothing more until results free credit
+                await asyncio.wait_for(ws.recv(), 0.5)
+            # Garbage is dropped; the channel stays up.
+            await ws.send(b"\xc1 not msgpack")
+            await ws.send(m.encode({"type": "no-such-type"}))
+            await ws.send("text frame")
+            await ws.send(m.encode({"type": "result", "results": ["junk", {"task_id": 5}]}))
+            await ws.send(
+                m.encode({"type": "ack", "task_ids": [t["task_id"] for t in first["tasks"]]})
+            )
+            done = [
+                {"task_id": t["task_id"], "status": "success", "result": "00\ngAROLg==\n"}
+                for t in first["tasks"]
+            ]
+            await ws.send(m.encode({"type": "result", "results": done}))
+            got = m.decode(await ws.recv())
+            while got["type"] != "result_ack":
+                got = m.decode(await ws.recv())
+            assert sorted(got["task_ids"]) == sorted(t["task_id"] for t in first["tasks"])
+            nxt = m.decode(await ws.recv())
+            while nxt["type"] != "task":
+                nxt = m.decode(await ws.recv())
+            assert len(nxt["tasks"]) == 3
+            # A result for a task of another endpoint is not accepted.
+            await ws.send(
+                m.encode(
+                    {
+                        "type": "result",
+                        "results": [
+                            {
+                                "task_id": "00000000-0000-0000-0000-000000000000",
+                                "status": "success",
+                                "result": "x",
+                            }
+                        ],
+                    }
+                )
+            )
+            return [t["task_id"] for t in first["tasks"]]
+
+    finished = asyncio.run(endpoint())
+    docs = http.post("/v2/batch_status", json={"task_ids": ids}).json()["results"]
+    assert {t for t in ids if docs[t]["status"] == "success"} == set(finished)
+    # The 3 sent but unfinished went back to the queue when the channel closed.
+    deadline = time.monotonic() + 5
+    while http.get(f"/v2/endpoints/{eid}/status").json()["details"]["pending_tasks"] != 7:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
