@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from outpost.common.batching import next_batch
 from outpost.common.serialize import deserialize, pack_payload
 from outpost.sdk.batch import Batch
 from outpost.sdk.client import Client
@@ -108,22 +109,11 @@ class Executor(concurrent.futures.Executor):
             self._submitter.start()
 
     def _submit_loop(self) -> None:
-        stop = False
-        while not stop:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            batch = [item]
-            while len(batch) < self.batch_size:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                batch.append(nxt)
-            self._post(batch)
+        stopped = False
+        while not stopped:
+            batch, stopped = next_batch(self._queue, self.batch_size, _STOP)
+            if batch:
+                self._post(batch)
 
     def _post(self, items: list[tuple[str, str, ComputeFuture]]) -> None:
         live = [it for it in items if it[2].set_running_or_notify_cancel()]

@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
+from outpost.common.batching import next_batch
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Op = Callable[[Connection], Any]
@@ -69,28 +71,15 @@ class Writer:
         self._thread.join(timeout=30)
 
     def _loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            batch = [item]
-            stop = False
-            while len(batch) < self._max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                batch.append(nxt)
+        stopped = False
+        while not stopped:
+            batch, stopped = next_batch(self._queue, self._max_batch, _STOP)
             try:
-                self._commit(batch)
+                if batch:
+                    self._commit(batch)
             finally:
                 with self._busy_lock:
                     self._busy -= len(batch)
-            if stop:
-                return
 
     def _commit(self, batch: list[Any]) -> None:
         try:
