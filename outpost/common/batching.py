@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -27,3 +28,23 @@ def next_batch(q: queue.SimpleQueue[Any], max_n: int, stop: object) -> tuple[lis
             return batch, True
         batch.append(item)
     return batch, False
+
+
+def split_by_size(
+    items: list[T], size_of: Callable[[T], int], max_items: int, max_bytes: int
+) -> list[list[T]]:
+    """Consecutive groups of at most ``max_items`` items whose sizes add up to at most
+    ``max_bytes`` (an item larger than that on its own forms a group alone)."""
+    out: list[list[T]] = []
+    cur: list[T] = []
+    size = 0
+    for it in items:
+        n = size_of(it)
+        if cur and (len(cur) >= max_items or size + n > max_bytes):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(it)
+        size += n
+    if cur:
+        out.append(cur)
+    return out

@@ -27,6 +27,8 @@ from typing import Any
 
 import msgpack
 
+from outpost.common.batching import split_by_size
+
 TASK = "task"
 RESULT_ACK = "result_ack"
 CANCEL = "cancel"
@@ -72,3 +74,14 @@ def decode(data: bytes) -> dict[str, Any]:
     if missing:
         raise FrameError(f"{kind} frame lacks {', '.join(missing)}")
     return frame
+
+
+#: A frame carries up to this many bytes of task payloads or results; more are split.
+FRAME_BYTES = 8 * 1024 * 1024
+
+
+def chunks_by_size(
+    items: list[dict[str, Any]], field: str, max_items: int, max_bytes: int = FRAME_BYTES
+) -> list[list[dict[str, Any]]]:
+    """Frames of at most ``max_items`` items and about ``max_bytes`` bytes of ``field``."""
+    return split_by_size(items, lambda it: len(it.get(field) or ""), max_items, max_bytes)

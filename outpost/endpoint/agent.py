@@ -153,7 +153,8 @@ class Agent:
         self.connected.set()
         log.info("connected to the service as endpoint %s", self.endpoint_id)
         for chunk in self.spool.all(MAX_RESULTS_PER_FRAME):
-            await ws.send(m.encode({"type": m.RESULT, "results": chunk}))
+            for batch in m.chunks_by_size(chunk, "result", MAX_RESULTS_PER_FRAME):
+                await ws.send(m.encode({"type": m.RESULT, "results": batch}))
         sender = asyncio.create_task(self._send_results(ws))
         beats = asyncio.create_task(self._heartbeats(ws))
         try:
@@ -234,12 +235,12 @@ class Agent:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
             while self._outbox:
-                batch = self._outbox[:MAX_RESULTS_PER_FRAME]
-                del self._outbox[:MAX_RESULTS_PER_FRAME]
-                try:
-                    await ws.send(m.encode({"type": m.RESULT, "results": batch}))
-                except ConnectionClosed:
-                    return  # still spooled: sent again after the reconnect
+                pending, self._outbox = self._outbox, []
+                for batch in m.chunks_by_size(pending, "result", MAX_RESULTS_PER_FRAME):
+                    try:
+                        await ws.send(m.encode({"type": m.RESULT, "results": batch}))
+                    except ConnectionClosed:
+                        return  # still spooled: sent again after the reconnect
 
     async def _heartbeats(self, ws: ClientConnection) -> None:
         cfg = self.config

@@ -51,10 +51,14 @@ def configure(name: str) -> None:
     click.echo(f"Edit it if needed, then run: outpost endpoint start {name}")
 
 
-def _setup_logging(d: EndpointDir, foreground: bool) -> None:
-    handlers: list[logging.Handler] = [logging.FileHandler(d.log_path)]
-    if foreground:
-        handlers.append(logging.StreamHandler(sys.stderr))
+DETACHED_ENV = "OUTPOST_ENDPOINT_DETACHED"
+
+
+def _setup_logging(d: EndpointDir) -> None:
+    # Detached, stderr already is endpoint.log (so that crashes land there too).
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if not os.environ.get(DETACHED_ENV):
+        handlers.append(logging.FileHandler(d.log_path))
     logging.basicConfig(
         level=logging.INFO,
         handlers=handlers,
@@ -99,7 +103,7 @@ def start(name: str, detach: bool, service_url: str | None) -> None:
         raise click.ClickException(f"cannot register endpoint {name!r}: {e}") from None
     click.echo(creds["endpoint_id"])
     sys.stdout.flush()
-    _setup_logging(d, foreground=True)
+    _setup_logging(d)
     serve(d, config, client.service_url, creds)
 
 

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from outpost.common.batching import next_batch
+from outpost.common.batching import next_batch, split_by_size
 from outpost.common.serialize import deserialize, pack_payload
 from outpost.sdk.batch import Batch
 from outpost.sdk.client import Client
@@ -25,6 +25,8 @@ from outpost.sdk.results import ResultListener
 
 log = logging.getLogger(__name__)
 _STOP = object()
+#: Submit requests are split to stay below this many bytes of payloads.
+MAX_REQUEST_BYTES = 8_000_000
 
 
 class Executor(concurrent.futures.Executor):
@@ -112,8 +114,8 @@ class Executor(concurrent.futures.Executor):
         stopped = False
         while not stopped:
             batch, stopped = next_batch(self._queue, self.batch_size, _STOP)
-            if batch:
-                self._post(batch)
+            for part in split_by_size(batch, _payload_size, len(batch), MAX_REQUEST_BYTES):
+                self._post(part)
 
     def _post(self, items: list[tuple[str, str, ComputeFuture]]) -> None:
         live = [it for it in items if it[2].set_running_or_notify_cancel()]
@@ -227,6 +229,10 @@ class Executor(concurrent.futures.Executor):
             finish()
         else:
             threading.Thread(target=finish, name="outpost-shutdown", daemon=True).start()
+
+
+def _payload_size(item: tuple[str, str, ComputeFuture]) -> int:
+    return len(item[1]) + 64  # the payload and its share of the JSON around it
 
 
 def _hashable(obj: Any) -> bool:

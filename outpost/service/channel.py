@@ -237,8 +237,8 @@ class EndpointSession:
             )
         if gone:
             await self._fail(gone, TaskErrorCode.EXECUTION, "the function was deleted")
-        if out:
-            await self._send({"type": m.TASK, "tasks": out})
+        for frame in m.chunks_by_size(out, "payload", len(out) or 1):
+            await self._send({"type": m.TASK, "tasks": frame})
 
     # -- frames from the endpoint -------------------------------------------------
     async def _on_status(self, frame: dict[str, Any]) -> None:

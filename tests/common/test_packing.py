@@ -17,3 +17,13 @@ def test_round_trip_counts_characters_not_bytes() -> None:
 def test_malformed(bad: str, message: str) -> None:
     with pytest.raises(PackingError, match=message):
         unpack_buffers(bad)
+
+
+def test_frames_are_split_by_size_and_count() -> None:
+    from outpost.common.messages import chunks_by_size
+
+    items = [{"payload": "x" * 400} for _ in range(10)] + [{"payload": "y" * 5000}, {"payload": ""}]
+    frames = chunks_by_size(items, "payload", max_items=4, max_bytes=1000)
+    assert [len(f) for f in frames] == [2, 2, 2, 2, 2, 1, 1]
+    assert frames[-2] == [{"payload": "y" * 5000}]
+    assert sum(len(f) for f in chunks_by_size(items, "payload", max_items=100)) == 12

@@ -180,3 +180,22 @@ def test_executor_polls_when_the_result_stream_is_unreachable(stack, monkeypatch
         ex._listener._poll_interval = 0.2
         futs = [ex.submit(add, i) for i in range(5)]
         assert [f.result(timeout=60) for f in futs] == [10, 11, 12, 13, 14]
+
+
+def echo_len(data):
+    return data[::-1], len(data)
+
+
+def huge_result():
+    return "z" * (11 * 1024 * 1024)
+
+
+def test_megabyte_payloads_and_the_result_size_limit(stack) -> None:
+    blob = "ab" * (1024 * 1024)  # 2 MiB
+    with stack.executor() as ex:
+        futs = [ex.submit(echo_len, blob) for _ in range(6)]
+        for f in futs:
+            data, n = f.result(timeout=120)
+            assert n == len(blob) and data == blob[::-1]
+        with pytest.raises(TaskExecutionFailed, match="exceeded current limit"):
+            ex.submit(huge_result).result(timeout=60)
