@@ -191,13 +191,14 @@ class Executor(concurrent.futures.Executor):
         futures = []
         with self._lock:
             for t in info.get("tasks", []):
-                fut = self._futures.get(t["id"]) or ComputeFuture(t["id"])
-                fut.set_running_or_notify_cancel() if not fut.running() else None
-                self._futures[t["id"]] = fut
+                fut = self._futures.get(t["id"])
+                if fut is None:
+                    fut = self._futures[t["id"]] = ComputeFuture(t["id"])
+                    fut.set_running_or_notify_cancel()
                 futures.append(fut)
         self.task_group_id = gid
-        self._listener.watch(gid)
-        self._listener._send_watch(gid, [f.task_id for f in futures if f.task_id])
+        # Finished tasks are sent at once (catch-up); the rest as they finish.
+        self._listener.watch(gid, [str(f.task_id) for f in futures])
         return futures
 
     # -- shutdown --------------------------------------------------------------------

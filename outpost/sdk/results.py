@@ -50,11 +50,14 @@ class ResultListener:
             self._thread = threading.Thread(target=self._run, name="outpost-results", daemon=True)
             self._thread.start()
 
-    def watch(self, group_id: str, timeout: float = 10.0) -> bool:
-        """Watch a group; True once the service confirmed (False: polling instead)."""
+    def watch(
+        self, group_id: str, task_ids: list[str] | None = None, timeout: float = 10.0
+    ) -> bool:
+        """Watch a group; True once the service confirmed (False: polling instead).
+        Those of ``task_ids`` that already finished are sent at once."""
         self.start()
         self._groups.add(group_id)
-        self._send_watch(group_id, [])
+        self._send_watch(group_id, task_ids or [])
         deadline = time.monotonic() + timeout
         with self._changed:
             failures = self._failures
