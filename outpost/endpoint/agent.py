@@ -15,6 +15,7 @@ import getpass
 import logging
 import random
 import socket
+from collections import OrderedDict
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -29,6 +30,8 @@ from outpost.endpoint.spool import ResultSpool
 
 log = logging.getLogger(__name__)
 MAX_RESULTS_PER_FRAME = 2000
+#: Function codes kept; more than the service assumes we keep (2048 per connection).
+KEPT_FUNCTIONS = 4096
 
 
 class FatalChannelError(Exception):
@@ -62,6 +65,7 @@ class Agent:
         self._ws: ClientConnection | None = None
         self.connected = asyncio.Event()
         self._idle_beats = 0
+        self._codes: OrderedDict[str, str] = OrderedDict()  # function id -> code
         self._stuck_beats = 0
         self._results_seen = 0
 
@@ -152,6 +156,7 @@ class Agent:
             raise WebSocketException(f"expected welcome, got {welcome['type']}")
         self.connected.set()
         log.info("connected to the service as endpoint %s", self.endpoint_id)
+        self._outbox.clear()  # everything not acknowledged is in the spool, sent next
         for chunk in self.spool.all(MAX_RESULTS_PER_FRAME):
             for batch in m.chunks_by_size(chunk, "result", MAX_RESULTS_PER_FRAME):
                 await ws.send(m.encode({"type": m.RESULT, "results": batch}))
@@ -186,21 +191,36 @@ class Agent:
             beats.cancel()
             await asyncio.gather(sender, beats, return_exceptions=True)
 
-    async def _on_tasks(self, ws: ClientConnection, tasks: list[dict[str, Any]]) -> None:
-        fresh, ack, resend, refused = [], [], [], []
-        for t in tasks:
-            tid = t.get("task_id")
+    def _remember_code(self, fid: str, code: str) -> None:
+        self._codes[fid] = code
+        self._codes.move_to_end(fid)
+        if len(self._codes) > KEPT_FUNCTIONS:
+            self._codes.popitem(last=False)
+
+    async def _on_tasks(self, ws: ClientConnection, tasks: list[Any]) -> None:
+        fresh, ack, known, resend, refused = [], [], [], [], []
+        for t in tasks if isinstance(tasks, list) else []:
+            tid = t.get("task_id") if isinstance(t, dict) else None
             if not isinstance(tid, str) or "payload" not in t or "function_id" not in t:
                 log.warning("dropped a malformed task")
                 continue
+            fid = t["function_id"]
+            # The service sends a function's code once per connection, maybe with a task
+            # that is skipped below: keep it for the tasks that need it.
+            if isinstance(t.get("function_code"), str):
+                self._remember_code(fid, t["function_code"])
             ack.append(tid)
             if tid in self.held:
-                continue  # redelivered while still running here
+                known.append(tid)  # redelivered while still running here
+                continue
             if tid in self.spool:
+                known.append(tid)
                 r = self.spool.get(tid)
                 if r is not None:
                     resend.append(r)
                 continue
+            if "function_code" not in t and fid in self._codes:
+                t["function_code"] = self._codes[fid]
             if self.allowed is not None and t["function_id"] not in self.allowed:
                 refused.append(t)
                 continue
@@ -209,7 +229,7 @@ class Agent:
             self.held.update(t["task_id"] for t in fresh)
             self.engine.submit(fresh)
         if ack:
-            await ws.send(m.encode({"type": m.ACK, "task_ids": ack}))
+            await ws.send(m.encode({"type": m.ACK, "task_ids": ack, "known": known}))
         if refused:
             msg = "this function is not in the endpoint's allowed_functions"
             self._from_engine(

@@ -11,6 +11,7 @@ import platform
 import sys
 import time
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,8 @@ class Limits:
     set_task_env: bool = True
 
 
-_FUNCTIONS: dict[str, Callable[..., Any]] = {}
+_FUNCTIONS: OrderedDict[str, Callable[..., Any]] = OrderedDict()
+KEPT_FUNCTIONS = 1024
 _DETAILS = {
     "os": platform.platform(),
     "python_version": platform.python_version(),
@@ -61,9 +63,11 @@ def _load_function(task: dict[str, Any], allowed: tuple[str, ...] | None) -> Cal
             raise LookupError(f"function {fid} was not sent with the task")
         parts = unpack_buffers(code)
         fn = deserialize(parts[0], allowed)
-        if len(_FUNCTIONS) > 1024:
-            _FUNCTIONS.clear()
         _FUNCTIONS[fid] = fn
+        if len(_FUNCTIONS) > KEPT_FUNCTIONS:
+            _FUNCTIONS.popitem(last=False)
+    else:
+        _FUNCTIONS.move_to_end(fid)
     return fn
 
 

@@ -19,7 +19,7 @@ from outpost.common.batching import next_batch, split_by_size
 from outpost.common.serialize import deserialize, pack_payload
 from outpost.sdk.batch import Batch
 from outpost.sdk.client import Client
-from outpost.sdk.errors import OutpostError, TaskExecutionFailed
+from outpost.sdk.errors import OutpostAPIError, OutpostError, TaskExecutionFailed
 from outpost.sdk.future import ComputeFuture
 from outpost.sdk.results import ResultListener
 
@@ -126,6 +126,7 @@ class Executor(concurrent.futures.Executor):
             b.add_payload(fid, payload)
         with self._lock:
             self._posting += 1
+        generation = self._listener.generation
         try:
             answer = self.client.batch_run(str(self.endpoint_id), b)
             by_fn = {k: iter(v) for k, v in answer["tasks"].items()}
@@ -142,8 +143,19 @@ class Executor(concurrent.futures.Executor):
                         early.append(doc)
             if early:
                 self._on_results(early)
+            if self._listener.generation != generation:
+                # The stream reconnected while these were being submitted; its catch-up
+                # could not name them yet.
+                self._listener.catch_up(self.task_group_id, [str(f.task_id) for _, _, f in live])
         except Exception as e:  # noqa: BLE001 - the error belongs to these futures
-            err = e if isinstance(e, OutpostError) else OutpostError(f"submit failed: {e}")
+            err = (
+                e
+                if isinstance(e, OutpostAPIError)
+                else OutpostError(
+                    f"submit failed: {e} (if the service received the request, the tasks "
+                    f"may still run: see Executor.reload_tasks({self.task_group_id!r}))"
+                )
+            )
             for _, _, fut in live:
                 if not fut.done():
                     fut.set_exception(err)

@@ -43,6 +43,8 @@ class ResultListener:
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._failures = 0  # connection attempts that failed
+        #: Counts connections made; a change means results may have been missed meanwhile.
+        self.generation = 0
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -69,6 +71,10 @@ class ResultListener:
                     return False
                 self._changed.wait(left)
         return group_id in self._watching
+
+    def catch_up(self, group_id: str, task_ids: list[str]) -> None:
+        """Ask again for results of these tasks (sent at once if already finished)."""
+        self._send_watch(group_id, task_ids)
 
     def stop(self) -> None:
         self._stop.set()
@@ -107,6 +113,7 @@ class ResultListener:
                     compression=None,
                 ) as ws:
                     self._ws = ws
+                    self.generation += 1
                     delay = 0.1
                     pending = self._pending_ids()
                     for g in list(self._groups):

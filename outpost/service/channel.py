@@ -3,8 +3,8 @@
 Tasks flow out in ``task`` frames while the endpoint has credit (its ``window`` minus the
 tasks it holds); ``ack`` marks them running; ``result`` frames are stored, acknowledged
 with ``result_ack`` and fanned out to watchers. When the channel closes, every task sent
-and not finished goes back to the front of the queue; a task the endpoint had accepted
-counts one retry, and is failed once it has used ``max_retries_on_system_failure``.
+and not finished goes back to the front of the queue. What counts as a lost task, and
+when one fails, is in ``outcomes.py``.
 """
 
 from __future__ import annotations
@@ -12,22 +12,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from outpost.common import messages as m
 from outpost.common.errors import TaskErrorCode
-from outpost.common.states import TaskState
-from outpost.service.broker import ConsumerClosed
+from outpost.service import outcomes
+from outpost.service.broker import Consumer, ConsumerClosed
 from outpost.service.state import EndpointStatus, ServiceState
 from outpost.service.store import catalog
 from outpost.service.store import tasks as task_store
-from outpost.service.taskdoc import task_doc
 
 log = logging.getLogger(__name__)
 HELLO_TIMEOUT = 15.0
 RUNNING_DELAY = 0.2
+#: Function ids whose code this connection has sent; the endpoint keeps more (4096).
+SENT_FUNCTIONS = 2048
+CLOSED = (WebSocketDisconnect, RuntimeError, OSError)
 
 
 class ChannelClosed(Exception):
@@ -40,63 +43,75 @@ class EndpointSession:
         self.ws = ws
         self.endpoint_id: str = endpoint["id"]
         self.inflight: dict[str, dict[str, Any]] = {}
-        self.sent_functions: set[str] = set()
+        self.sent_functions: OrderedDict[str, None] = OrderedDict()
         self.window = 64
         self.threshold = state.settings.heartbeat_threshold
+        self.finished = asyncio.Event()
+        self.consumer: Consumer | None = None
         self._credit = asyncio.Event()
         self._send_lock = asyncio.Lock()
-        self._ops: set[asyncio.Task[Any]] = set()
         self._closing: str | None = None
         self._running_flush: asyncio.Task[None] | None = None
         self._results: list[dict[str, Any]] = []
         self._results_ready = asyncio.Event()
-        self.consumer = state.broker.consumer(self.endpoint_id)
+        self._receiving = True
+        self._meta: dict[str, str] = {}
 
     # -- lifecycle -----------------------------------------------------------------
     async def run(self) -> None:
-        state = self.state
         try:
             hello = await asyncio.wait_for(self._receive(), HELLO_TIMEOUT)
-        except (TimeoutError, ChannelClosed, m.FrameError) as e:
+            if hello["type"] != m.STATUS:
+                raise m.FrameError(f"first frame was {hello['type']}, not status")
+        except (TimeoutError, ChannelClosed, m.FrameError, *CLOSED) as e:
             log.warning("endpoint %s: no valid status frame first (%s)", self.endpoint_id, e)
-            self.consumer.close()
+            self.finished.set()
             return
-        if hello["type"] != m.STATUS:
-            log.warning(
-                "endpoint %s: first frame was %s, not status", self.endpoint_id, hello["type"]
-            )
-            self.consumer.close()
-            return
-        previous = state.sessions.get(self.endpoint_id)
+        try:
+            await self._take_over()
+            await self._on_status(hello)
+            await self._send({"type": m.WELCOME, "endpoint_id": self.endpoint_id})
+            log.info("endpoint %s connected (window %d)", self.endpoint_id, self.window)
+            sender = asyncio.create_task(self._send_loop())
+            storer = asyncio.create_task(self._store_loop())
+            try:
+                await self._receive_loop()
+            finally:
+                self._receiving = False
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+                self._results_ready.set()
+                await asyncio.gather(storer, return_exceptions=True)  # stores what is queued
+                if self._running_flush is not None:
+                    self._running_flush.cancel()
+        finally:
+            self._teardown()
+
+    async def _take_over(self) -> None:
+        """Replace an older connection of the same endpoint, after its teardown."""
+        previous = self.state.sessions.get(self.endpoint_id)
         if previous is not None:
             await previous.close("replaced by a newer connection of the same endpoint")
-        state.sessions[self.endpoint_id] = self
+            try:
+                await asyncio.wait_for(previous.finished.wait(), 30)
+            except TimeoutError:
+                log.error("endpoint %s: old connection did not finish", self.endpoint_id)
+        self.state.sessions[self.endpoint_id] = self
         now = time.time()
-        state.statuses[self.endpoint_id] = EndpointStatus(now, now, self.threshold)
-        await self._on_status(hello)
-        await self._send({"type": m.WELCOME, "endpoint_id": self.endpoint_id})
-        log.info("endpoint %s connected (window %d)", self.endpoint_id, self.window)
-        sender = asyncio.create_task(self._send_loop())
-        storer = asyncio.create_task(self._store_loop())
-        try:
-            await self._receive_loop()
-        finally:
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
-            if self._results:
-                self._results_ready.set()
-                await asyncio.sleep(0)
-            storer.cancel()
-            await asyncio.gather(storer, return_exceptions=True)
-            if self._running_flush is not None:
-                self._running_flush.cancel()
-            if self._ops:
-                await asyncio.gather(*self._ops, return_exceptions=True)
-            await self._give_back()
+        self.state.statuses[self.endpoint_id] = EndpointStatus(now, now, self.threshold)
+        self.consumer = self.state.broker.consumer(self.endpoint_id)
+
+    def _teardown(self) -> None:
+        if self.consumer is not None:
+            back = outcomes.give_back(self.state, self.inflight)
+            if back:
+                self.consumer.requeue(back)
+                log.info("endpoint %s: %d tasks back in the queue", self.endpoint_id, len(back))
             self.consumer.close()
-            if state.sessions.get(self.endpoint_id) is self:
-                del state.sessions[self.endpoint_id]
-            log.info("endpoint %s disconnected (%s)", self.endpoint_id, self._closing or "closed")
+        if self.state.sessions.get(self.endpoint_id) is self:
+            del self.state.sessions[self.endpoint_id]
+        self.finished.set()
+        log.info("endpoint %s disconnected (%s)", self.endpoint_id, self._closing or "closed")
 
     async def close(self, reason: str) -> None:
         self._closing = reason
@@ -104,26 +119,6 @@ class EndpointSession:
             await self.ws.close(code=1001, reason=reason[:120])
         except Exception:  # noqa: BLE001 - already closed
             pass
-
-    async def _give_back(self) -> None:
-        msgs = list(self.inflight.values())
-        self.inflight.clear()
-        if not msgs:
-            return
-        acked = [x for x in msgs if x.get("acked")]
-        for x in acked:
-            x["retries"] = x.get("retries", 0) + 1
-            x["acked"] = x["marked"] = False
-        if acked:
-            ids = [x["task_id"] for x in acked]
-            await self.state.write(lambda c: task_store.add_retries(c, ids))
-        self.consumer.requeue(msgs)
-        log.info(
-            "endpoint %s: %d tasks back in the queue (%d had been accepted)",
-            self.endpoint_id,
-            len(msgs),
-            len(acked),
-        )
 
     # -- I/O -----------------------------------------------------------------------
     async def _receive(self) -> dict[str, Any]:
@@ -140,22 +135,6 @@ class EndpointSession:
         async with self._send_lock:
             await self.ws.send_bytes(data)
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._ops.add(task)
-        task.add_done_callback(self._op_done)
-
-    def _op_done(self, task: asyncio.Task[Any]) -> None:
-        self._ops.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error(
-                "endpoint %s: frame handling failed; closing the channel so the "
-                "endpoint reconnects and sends its spooled results again",
-                self.endpoint_id,
-                exc_info=task.exception(),
-            )
-            asyncio.create_task(self.close("internal error; please reconnect"))
-
     async def _receive_loop(self) -> None:
         while True:
             try:
@@ -163,7 +142,7 @@ class EndpointSession:
             except TimeoutError:
                 await self.close(f"no heartbeat for {self.threshold:.0f} s")
                 return
-            except (ChannelClosed, WebSocketDisconnect, RuntimeError):
+            except (ChannelClosed, *CLOSED):
                 return
             except m.FrameError as e:
                 log.warning("endpoint %s: dropped a bad frame: %s", self.endpoint_id, e)
@@ -171,17 +150,42 @@ class EndpointSession:
             st = self.state.statuses.get(self.endpoint_id)
             if st is not None:
                 st.last_seen = time.time()
-            kind = frame["type"]
-            if kind == m.RESULT:
-                self._on_results(frame["results"])
-            elif kind == m.ACK:
-                self._spawn(self._on_ack(frame["task_ids"]))
-            elif kind == m.STATUS:
-                await self._on_status(frame)
-            else:
-                log.warning("endpoint %s: unexpected %s frame dropped", self.endpoint_id, kind)
+            try:
+                await self._handle(frame)
+            except CLOSED:
+                return
+            except Exception:
+                log.exception(
+                    "endpoint %s: handling a %s frame failed; closing the channel "
+                    "(the endpoint reconnects and resends)",
+                    self.endpoint_id,
+                    frame["type"],
+                )
+                await self.close("internal error; please reconnect")
+                return
+
+    async def _handle(self, frame: dict[str, Any]) -> None:
+        kind = frame["type"]
+        if kind == m.RESULT:
+            rows, ack, problems = outcomes.result_rows(
+                self.endpoint_id, self.inflight, frame["results"], time.time()
+            )
+            for p in problems[:5]:
+                log.warning("endpoint %s: %s", self.endpoint_id, p)
+            self._results.extend(rows)
+            self._results_ready.set()
+            if ack and len(ack) > len(rows):  # malformed ones are acknowledged at once
+                bad = set(ack) - {r["task_id"] for r in rows}
+                await self._send({"type": m.RESULT_ACK, "task_ids": sorted(bad)})
+        elif kind == m.ACK:
+            await self._on_ack(frame["task_ids"], frame.get("known", []))
+        elif kind == m.STATUS:
+            await self._on_status(frame)
+        else:
+            log.warning("endpoint %s: unexpected %s frame dropped", self.endpoint_id, kind)
 
     async def _send_loop(self) -> None:
+        assert self.consumer is not None
         max_frame = self.state.settings.max_frame_tasks
         try:
             while True:
@@ -194,47 +198,39 @@ class EndpointSession:
                 await self._dispatch(batch)
         except ConsumerClosed:
             return
-        except (WebSocketDisconnect, RuntimeError, OSError) as e:
+        except CLOSED as e:
             log.info("endpoint %s: send failed (%s)", self.endpoint_id, e)
+        except Exception:
+            log.exception("endpoint %s: dispatch failed; closing the channel", self.endpoint_id)
+            await self.close("internal error; please reconnect")
 
     async def _dispatch(self, batch: list[dict[str, Any]]) -> None:
         state = self.state
-        limit = state.settings.max_retries_on_system_failure
         out: list[dict[str, Any]] = []
-        lost: list[dict[str, Any]] = []
         gone: list[dict[str, Any]] = []
         for x in batch:
-            tid = x["task_id"]
+            tid, fid = x["task_id"], x["function_id"]
             if tid in state.recently_done:
                 self.inflight.pop(tid, None)
                 continue
-            if x.get("retries", 0) > limit:
-                lost.append(x)
-                continue
             task = {
                 "task_id": tid,
-                "function_id": x["function_id"],
+                "function_id": fid,
                 "payload": x["payload"],
                 "task_group_id": x["task_group_id"],
             }
             if x.get("resource_specification"):
                 task["resource_specification"] = x["resource_specification"]
-            fid = x["function_id"]
             if fid not in self.sent_functions:
                 code = await state.function_code(fid)
                 if code is None:
                     gone.append(x)
                     continue
                 task["function_code"] = code
-                self.sent_functions.add(fid)
+                self.sent_functions[fid] = None
+                if len(self.sent_functions) > SENT_FUNCTIONS:
+                    self.sent_functions.popitem(last=False)
             out.append(task)
-        if lost:
-            await self._fail(
-                lost,
-                TaskErrorCode.ENDPOINT_LOST,
-                f"the endpoint lost this task {limit + 1} time(s) (it stopped or its "
-                "connection broke while the task ran); not retrying",
-            )
         if gone:
             await self._fail(gone, TaskErrorCode.EXECUTION, "the function was deleted")
         for frame in m.chunks_by_size(out, "payload", len(out) or 1):
@@ -258,17 +254,29 @@ class EndpointSession:
             for k in ("hostname", "local_user", "endpoint_version")
             if isinstance(frame.get(k), str)
         }
-        if meta:
+        if meta and meta != self._meta:  # written when it changes, not every heartbeat
+            self._meta = meta
             eid = self.endpoint_id
             await self.state.write(lambda c: catalog.set_endpoint_fields(c, eid, **meta))
             self.state.endpoint_cache.invalidate(eid)
 
-    async def _on_ack(self, task_ids: list[Any]) -> None:
-        ids = [t for t in task_ids if isinstance(t, str) and t in self.inflight]
-        now = time.time()
-        for t in ids:
-            self.inflight[t]["acked"] = now
-        if ids and self._running_flush is None:
+    async def _on_ack(self, task_ids: Any, known: Any) -> None:
+        lost = outcomes.accept(self.inflight, task_ids, known, time.time())
+        if lost:
+            ids = [x["task_id"] for x in lost]
+            await self.state.write(lambda c: task_store.add_retries(c, ids))
+            limit = self.state.settings.max_retries_on_system_failure
+            over = [x for x in lost if x["retries"] > limit]
+            if over:
+                n = limit + 1
+                await self._fail(
+                    over,
+                    TaskErrorCode.ENDPOINT_LOST,
+                    f"the endpoint lost this task {n} time(s) (it stopped or "
+                    "restarted while the task ran); not retrying",
+                )
+                await self._send({"type": m.CANCEL, "task_ids": [x["task_id"] for x in over]})
+        if self._running_flush is None and self.inflight:
             self._running_flush = asyncio.create_task(self._flush_running())
 
     async def _flush_running(self) -> None:
@@ -287,88 +295,44 @@ class EndpointSession:
         for at, ids in batch.items():
             await self.state.write(lambda c, ids=ids, at=at: task_store.mark_running(c, ids, at))
 
-    def _on_results(self, results: list[Any]) -> None:
-        """Queue results for the storing task, which takes all queued at once."""
-        now = time.time()
-        rows = []
-        for r in results:
-            if not isinstance(r, dict) or not isinstance(r.get("task_id"), str):
-                log.warning("endpoint %s: dropped a malformed result", self.endpoint_id)
-                continue
-            status = r.get("status")
-            if status not in (TaskState.SUCCESS.value, TaskState.FAILED.value):
-                log.warning("endpoint %s: result with bad status %r", self.endpoint_id, status)
-                continue
-            held = self.inflight.get(r["task_id"])
-            rows.append(
-                {
-                    "task_id": r["task_id"],
-                    "status": status,
-                    "result": r.get("result"),
-                    "exception": r.get("exception"),
-                    "error_details": r.get("error_details"),
-                    "details": r.get("details"),
-                    "completed_at": now,
-                    "task_group_id": held["task_group_id"] if held else r.get("task_group_id"),
-                    "endpoint_id": self.endpoint_id,
-                }
-            )
-        if rows:
-            self._results.extend(rows)
-            self._results_ready.set()
-
+    # -- results ---------------------------------------------------------------------
     async def _store_loop(self) -> None:
-        while True:
+        """One task stores results, taking everything queued at once; at close it stores
+        what is left before the channel's tasks are given back."""
+        while self._receiving or self._results:
             await self._results_ready.wait()
             self._results_ready.clear()
             while self._results:
                 rows, self._results = self._results[:5000], self._results[5000:]
                 try:
                     await self._store(rows)
-                except (WebSocketDisconnect, RuntimeError, OSError):
-                    return  # stored; the endpoint resends unacknowledged results anyway
                 except Exception:
                     log.exception(
                         "endpoint %s: storing results failed; closing the channel "
                         "so the endpoint sends them again",
                         self.endpoint_id,
                     )
+                    self._results.clear()
                     await self.close("internal error; please reconnect")
                     return
 
     async def _store(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        eid = self.endpoint_id
-        known = {r["task_id"] for r in rows if r["task_id"] in self.inflight}
-        fresh = await self.state.write(
-            lambda c: task_store.store_results(c, eid, rows, known), size=len(rows)
-        )
-        ids = [r["task_id"] for r in rows]
-        self.state.recently_done.add_many(ids)
-        for t in ids:
-            self.inflight.pop(t, None)
+        await outcomes.store(self.state, self.endpoint_id, self.inflight, rows)
         self._credit.set()
-        self.consumer.done(ids)
+        assert self.consumer is not None
+        self.consumer.done([r["task_id"] for r in rows])
         try:
-            await self._send({"type": m.RESULT_ACK, "task_ids": ids})
-        finally:
-            docs = [task_doc(r) for r in fresh if r.get("task_group_id")]
-            if docs:
-                self.state.broker.publish_results(docs)
+            await self._send({"type": m.RESULT_ACK, "task_ids": [r["task_id"] for r in rows]})
+        except CLOSED:
+            pass  # stored; the endpoint sends them again and they are acknowledged then
 
     async def _fail(self, msgs: list[dict[str, Any]], code: TaskErrorCode, reason: str) -> None:
-        await self._store(
-            [
-                {
-                    "task_id": x["task_id"],
-                    "status": TaskState.FAILED.value,
-                    "exception": f"{code.value}: {reason}",
-                    "error_details": {"code": code.value, "user_message": reason},
-                    "completed_at": time.time(),
-                    "task_group_id": x["task_group_id"],
-                    "endpoint_id": self.endpoint_id,
-                }
-                for x in msgs
-            ]
+        await outcomes.store(
+            self.state,
+            self.endpoint_id,
+            self.inflight,
+            outcomes.failure_rows(self.endpoint_id, msgs, code, reason),
         )
+        self._credit.set()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -84,8 +85,13 @@ class ResultStream:
         except ValueError:
             self._say({"type": "error", "reason": f"task_group_id {gid!r} is not a UUID"})
             return
-        group = await self.state.read(task_store.get_group, gid)
-        if group is not None and group["owner_id"] != self.user["id"]:
+        # A client subscribes before it submits, so the group may not exist yet: then it
+        # is created now, for this user, so nobody else can claim it (and its results).
+        uid, now = self.user["id"], time.time()
+        owned = self.state.group_owners.get(gid) == uid or await self.state.write(
+            lambda c: task_store.ensure_group(c, gid, uid, False, now)
+        )
+        if not owned:
             self._say(
                 {
                     "type": "error",
@@ -94,11 +100,16 @@ class ResultStream:
                 }
             )
             return
-        # A group that does not exist yet is fine: the client subscribes before submitting.
+        self.state.group_owners.set(gid, uid)
         if gid not in self._unsubs:
             self._unsubs[gid] = self.state.broker.subscribe(gid, self._push)
         self._say({"type": "watching", "task_group_id": gid})
-        ids = [t for t in frame.get("task_ids") or () if isinstance(t, str)][:MAX_CATCHUP]
+        raw_ids = frame.get("task_ids")
+        ids = (
+            [t for t in raw_ids if isinstance(t, str)][:MAX_CATCHUP]
+            if isinstance(raw_ids, list)
+            else []
+        )
         if ids:
             rows = await self.state.read(task_store.get_tasks, ids)
             done = [
@@ -124,3 +135,6 @@ class ResultStream:
                     )
         except (WebSocketDisconnect, RuntimeError, OSError):
             return
+        except Exception:
+            log.exception("result stream: sending failed; closing it (the client reconnects)")
+            await self.ws.close(code=1011)

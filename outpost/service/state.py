@@ -135,12 +135,6 @@ class ServiceState:
         """At start: queue every unfinished task again (the broker holds nothing durable)."""
         with self.engine.connect() as conn:
             rows = task_store.unfinished_tasks(conn)
-        # Tasks that were running when the service stopped may be lost with their endpoint
-        # too: count one retry (an endpoint that still has them answers without rerunning).
-        running = [r["id"] for r in rows if r["status"] == "running"]
-        if running:
-            with self.engine.begin() as conn:
-                task_store.add_retries(conn, running)
         by_ep: dict[str, list[dict[str, Any]]] = {}
         for r in rows:
             by_ep.setdefault(r["endpoint_id"], []).append(
@@ -149,8 +143,11 @@ class ServiceState:
                     "function_id": r["function_id"],
                     "task_group_id": r["task_group_id"],
                     "payload": r["payload"],
-                    "retries": r["retries"] + (r["status"] == "running"),
+                    "retries": r["retries"],
                     "resource_specification": r["resource_specification"],
+                    # Accepted before the restart: if the endpoint now takes it as new, it
+                    # had lost it (see outcomes.py).
+                    "was_acked": r["status"] == "running",
                 }
             )
         for ep, msgs in by_ep.items():

@@ -55,23 +55,63 @@ def test_endpoint_sigkilled_with_tasks_in_flight(svc) -> None:
     ep.stop()
 
 
-def test_task_lost_more_than_max_retries_fails_with_a_reason(svc) -> None:
+def mark_and_sleep(path, seconds):
+    import time
+
+    with open(path, "a") as f:
+        f.write("started\n")
+    time.sleep(seconds)
+    return "finished"
+
+
+def test_task_lost_more_than_max_retries_fails_with_a_reason(svc, tmp_path) -> None:
     token = svc.add_user("alice")
     ep = LocalEndpoint(svc, "ep", token, config=FAST_ENDPOINT).start()
     c = Client(svc.url, token)
-    tid = c.run(1, 60, endpoint_id=ep.endpoint_id, function_id=c.register_function(slow))
-    for _ in range(2):  # default max_retries_on_system_failure is 1
+    marks = tmp_path / "marks"
+    tid = c.run(
+        str(marks), 60, endpoint_id=ep.endpoint_id, function_id=c.register_function(mark_and_sleep)
+    )
+    for runs in (1, 2):  # default max_retries_on_system_failure is 1: one loss is retried
         deadline = time.monotonic() + 30
-        while c.get_task(tid)["status"] != "running":
+        while not marks.exists() or len(marks.read_text().splitlines()) < runs:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         ep.stop(signal.SIGKILL)
         ep.start()
+    # The third endpoint process gets it as new: that is the second loss.
     with pytest.raises(TaskExecutionFailed, match="lost this task 2 time"):
         deadline = time.monotonic() + 30
         while c.get_task(tid)["pending"]:
             assert time.monotonic() < deadline
             time.sleep(0.05)
+    ep.stop()
+
+
+def test_long_task_survives_service_restarts(svc, tmp_path) -> None:
+    """A task the endpoint still holds is not counted as lost, however often the service
+    restarts while it runs."""
+    token = svc.add_user("alice")
+    ep = LocalEndpoint(svc, "ep", token, config=FAST_ENDPOINT).start()
+    c = Client(svc.url, token)
+    marks = tmp_path / "marks"
+    tid = c.run(
+        str(marks), 6, endpoint_id=ep.endpoint_id, function_id=c.register_function(mark_and_sleep)
+    )
+    deadline = time.monotonic() + 30
+    while not marks.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for _ in range(3):
+        svc.stop()
+        svc.start()
+        time.sleep(0.5)
+    deadline = time.monotonic() + 60
+    while c.get_task(tid)["pending"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert c.get_result(tid) == "finished"
+    assert marks.read_text().splitlines() == ["started"]  # ran once
     ep.stop()
 
 

@@ -16,6 +16,7 @@ import os
 import queue
 import signal
 import threading
+import time
 from collections import deque
 from multiprocessing.connection import wait
 from typing import Any
@@ -41,10 +42,10 @@ class _Worker:
             daemon=True,
         )
         self.proc.start()
+        self.started = time.monotonic()
         task_r.close()
         result_w.close()
         self.outstanding: deque[dict[str, Any]] = deque()
-        self.known: set[str] = set()  # function ids whose code this worker has seen
         self.feed: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.feeder = threading.Thread(target=self._feed, name=f"outpost-feed-{index}", daemon=True)
         self.feeder.start()
@@ -97,7 +98,6 @@ class ProcessPoolEngine(Engine):
         self.environment = dict(environment or {})
         self._workers: list[_Worker] = []
         self._queue: deque[dict[str, Any]] = deque()
-        self._codes: dict[str, str] = {}
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         self._on_results: ResultCallback | None = None
@@ -112,11 +112,7 @@ class ProcessPoolEngine(Engine):
 
     def submit(self, tasks: list[dict[str, Any]]) -> None:
         with self._lock:
-            for t in tasks:
-                code = t.get("function_code")
-                if code is not None:
-                    self._codes[t["function_id"]] = code
-                self._queue.append(t)
+            self._queue.extend(tasks)
         os.write(self._wake_w, b"x")
 
     def status(self) -> dict[str, int]:
@@ -143,27 +139,36 @@ class ProcessPoolEngine(Engine):
     # -- the engine thread -----------------------------------------------------------
     def _loop(self) -> None:
         while not self._stopping:
-            by_obj: dict[Any, tuple[str, _Worker]] = {}
-            for w in self._workers:
-                by_obj[w.result_r] = ("results", w)
-                by_obj[w.proc.sentinel] = ("died", w)
-            ready = wait([*by_obj, self._wake_r], timeout=1.0)
-            if self._stopping:
-                return
-            for obj in ready:
-                if obj == self._wake_r:
-                    os.read(self._wake_r, 65536)
-                    continue
-                kind, w = by_obj[obj]
-                if kind == "results":
-                    try:
-                        results = w.result_r.recv()
-                    except (EOFError, OSError):
-                        continue  # the sentinel reports the death
-                    self._finished(w, results)
-                elif w in self._workers and not self._stopping:
-                    self._replace(w)
-            self._dispatch()
+            try:
+                self._turn()
+            except Exception:
+                # The engine must outlive any one failure (a worker that cannot start, a
+                # full disk under the spool...); it retries on the next turn.
+                log.exception("engine loop error; continuing in 1 s")
+                time.sleep(1.0)
+
+    def _turn(self) -> None:
+        by_obj: dict[Any, tuple[str, _Worker]] = {}
+        for w in self._workers:
+            by_obj[w.result_r] = ("results", w)
+            by_obj[w.proc.sentinel] = ("died", w)
+        ready = wait([*by_obj, self._wake_r], timeout=1.0)
+        if self._stopping:
+            return
+        for obj in ready:
+            if obj == self._wake_r:
+                os.read(self._wake_r, 65536)
+                continue
+            kind, w = by_obj[obj]
+            if kind == "results":
+                try:
+                    results = w.result_r.recv()
+                except (EOFError, OSError):
+                    continue  # the sentinel reports the death
+                self._finished(w, results)
+            elif w in self._workers and not self._stopping:
+                self._replace(w)
+        self._dispatch()
 
     def _finished(self, w: _Worker, results: list[dict[str, Any]]) -> None:
         with self._lock:
@@ -183,14 +188,17 @@ class ProcessPoolEngine(Engine):
                 break
         dead.proc.join(timeout=1)
         reason = _death_reason(dead.proc.exitcode)
+        if time.monotonic() - dead.started < 1.0:
+            time.sleep(0.5)  # a worker that dies at once must not make a tight respawn loop
         log.warning("worker %d %s; starting a new one", dead.index, reason)
+        # Start the new worker first: if that fails, everything stays as it was and the
+        # engine loop tries again (the dead worker's sentinel is still ready).
+        fresh = _Worker(dead.index, self.limits, self.environment)
         lost = list(dead.outstanding)
         dead.outstanding.clear()
         dead.kill()
         with self._lock:
-            self._workers[self._workers.index(dead)] = _Worker(
-                dead.index, self.limits, self.environment
-            )
+            self._workers[self._workers.index(dead)] = fresh
             if len(lost) == 1 or (lost and lost[0].get("_suspect")):
                 culprit, rest = lost[0], lost[1:]
             else:
@@ -230,26 +238,12 @@ class ProcessPoolEngine(Engine):
                     break
                 if self._queue[0].get("_suspect"):
                     if not w.outstanding:
-                        w.send([self._with_code(self._queue.popleft(), w)])
+                        w.send([self._queue.popleft()])
                     continue
                 room = cap - len(w.outstanding)
                 chunk = min(room, self.max_batch, max(1, math.ceil(len(self._queue) / n)))
                 batch = []
                 while self._queue and len(batch) < chunk and not self._queue[0].get("_suspect"):
-                    batch.append(self._with_code(self._queue.popleft(), w))
+                    batch.append(self._queue.popleft())
                 if batch:
                     w.send(batch)
-
-    def _with_code(self, task: dict[str, Any], w: _Worker) -> dict[str, Any]:
-        """Send a function's code to each worker once; workers cache it by id."""
-        fid = task["function_id"]
-        if fid in w.known:
-            if "function_code" in task:
-                task = {k: v for k, v in task.items() if k != "function_code"}
-            return task
-        w.known.add(fid)
-        if "function_code" not in task:
-            code = self._codes.get(fid)
-            if code is not None:
-                task = {**task, "function_code": code}
-        return task

@@ -69,7 +69,7 @@ _MARK_RUNNING = (
     )
     .values(status=TaskState.RUNNING.value, running_at=bindparam("now"))
 )
-_UNFINISHED = select(tasks.c.id).where(
+_UNFINISHED = select(tasks.c.id, tasks.c.task_group_id).where(
     tasks.c.id.in_(bindparam("ids", expanding=True)),
     tasks.c.endpoint_id == bindparam("endpoint_id"),
     tasks.c.status.not_in(DONE_STATES),
@@ -103,9 +103,11 @@ def mark_running(conn: Connection, task_ids: list[str], now: float) -> None:
     conn.execute(_MARK_RUNNING, {"ids": task_ids, "now": now})
 
 
-def unfinished_ids(conn: Connection, endpoint_id: str, task_ids: list[str]) -> set[str]:
+def unfinished_groups(conn: Connection, endpoint_id: str, task_ids: list[str]) -> dict[str, str]:
+    """{task id: task group id} of those of ``task_ids`` that are this endpoint's and
+    not finished."""
     rows = conn.execute(_UNFINISHED, {"ids": task_ids, "endpoint_id": endpoint_id})
-    return {r[0] for r in rows}
+    return {r[0]: r[1] for r in rows}
 
 
 def store_results(
@@ -122,8 +124,14 @@ def store_results(
     sent and has no result for), which saves a query. Returns the results that were new.
     """
     unsure = [r["task_id"] for r in results if r["task_id"] not in known_fresh]
-    fresh_ids = unfinished_ids(conn, endpoint_id, unsure) if unsure else set()
-    fresh = [r for r in results if r["task_id"] in known_fresh or r["task_id"] in fresh_ids]
+    groups = unfinished_groups(conn, endpoint_id, unsure) if unsure else {}
+    fresh = []
+    for r in results:
+        if r["task_id"] in groups:
+            r["task_group_id"] = groups[r["task_id"]]
+        elif r["task_id"] not in known_fresh:
+            continue
+        fresh.append(r)
     if fresh:
         conn.execute(
             _STORE_RESULT,
@@ -145,10 +153,11 @@ def store_results(
 
 
 def add_retries(conn: Connection, task_ids: list[str]) -> None:
+    """Count one loss for each unfinished task of ``task_ids``."""
     conn.execute(
         update(tasks)
-        .where(tasks.c.id.in_(task_ids))
-        .values(retries=tasks.c.retries + 1, status=TaskState.WAITING_FOR_EP.value)
+        .where(tasks.c.id.in_(task_ids), tasks.c.status.not_in(DONE_STATES))
+        .values(retries=tasks.c.retries + 1)
     )
 
 

@@ -1,0 +1,122 @@
+"""What happens to tasks on one endpoint channel: acknowledgements, losses, results.
+
+Kept apart from the WebSocket plumbing in ``channel.py``. A task message in flight
+carries ``was_acked`` (an endpoint accepted it at some point) and ``retries`` (times an
+endpoint lost it). A loss is counted only when an endpoint accepts, as new, a task it
+had accepted before: a task the endpoint still holds, or has a result for in its spool,
+is acknowledged as ``known`` and costs nothing, however often the channel drops.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from outpost.common.errors import TaskErrorCode
+from outpost.common.states import TaskState
+from outpost.service.state import ServiceState
+from outpost.service.store import tasks as task_store
+from outpost.service.taskdoc import task_doc
+
+Msg = dict[str, Any]
+DONE = (TaskState.SUCCESS.value, TaskState.FAILED.value)
+
+
+def result_rows(
+    endpoint_id: str, inflight: dict[str, Msg], results: list[Any], now: float
+) -> tuple[list[Msg], list[str], list[str]]:
+    """Validate a result frame: (rows to store, ids to acknowledge, problems)."""
+    rows: list[Msg] = []
+    ack: list[str] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+    for r in results if isinstance(results, list) else []:
+        tid = r.get("task_id") if isinstance(r, dict) else None
+        if not isinstance(tid, str):
+            problems.append("a result without a task_id")
+            continue
+        ack.append(tid)  # acknowledged even if malformed, so the endpoint stops resending
+        if r.get("status") not in DONE:
+            problems.append(f"result for {tid} has status {r.get('status')!r}")
+            continue
+        if tid in seen:
+            continue
+        seen.add(tid)
+        held = inflight.get(tid)
+        rows.append(
+            {
+                "task_id": tid,
+                "status": r["status"],
+                "result": r.get("result") if r["status"] == TaskState.SUCCESS.value else None,
+                "exception": r.get("exception"),
+                "error_details": r.get("error_details"),
+                "details": r.get("details") if isinstance(r.get("details"), dict) else None,
+                "completed_at": now,
+                # Group ids come from the service's own records, never from the endpoint.
+                "task_group_id": held["task_group_id"] if held else None,
+                "endpoint_id": endpoint_id,
+            }
+        )
+    return rows, ack, problems
+
+
+def failure_rows(endpoint_id: str, msgs: list[Msg], code: TaskErrorCode, reason: str) -> list[Msg]:
+    now = time.time()
+    return [
+        {
+            "task_id": x["task_id"],
+            "status": TaskState.FAILED.value,
+            "exception": f"{code.value}: {reason}",
+            "error_details": {"code": code.value, "user_message": reason},
+            "completed_at": now,
+            "task_group_id": x["task_group_id"],
+            "endpoint_id": endpoint_id,
+        }
+        for x in msgs
+    ]
+
+
+async def store(
+    state: ServiceState, endpoint_id: str, inflight: dict[str, Msg], rows: list[Msg]
+) -> list[Msg]:
+    """Store results, forget the tasks, publish the new ones; returns the new ones."""
+    known = {r["task_id"] for r in rows if r["task_id"] in inflight}
+    fresh: list[Msg] = await state.write(
+        lambda c: task_store.store_results(c, endpoint_id, rows, known), size=len(rows)
+    )
+    ids = [r["task_id"] for r in rows]
+    state.recently_done.add_many(ids)
+    for t in ids:
+        inflight.pop(t, None)
+    docs = [task_doc(r) for r in fresh if r.get("task_group_id")]
+    if docs:
+        state.broker.publish_results(docs)
+    return fresh
+
+
+def accept(
+    inflight: dict[str, Msg], task_ids: list[Any], known: list[Any], now: float
+) -> list[Msg]:
+    """Record an ack; returns the tasks the endpoint had lost (accepted before, new now)."""
+    known_set = {k for k in known if isinstance(k, str)} if isinstance(known, list) else set()
+    lost = []
+    for tid in task_ids if isinstance(task_ids, list) else []:
+        x = inflight.get(tid) if isinstance(tid, str) else None
+        if x is None:
+            continue
+        if x.get("was_acked") and tid not in known_set:
+            x["retries"] = x.get("retries", 0) + 1
+            lost.append(x)
+        x["was_acked"] = True
+        x["acked"] = now
+    return lost
+
+
+def give_back(state: ServiceState, inflight: dict[str, Msg]) -> list[Msg]:
+    """Tasks to queue again when a channel closes (those not finished meanwhile)."""
+    msgs = [x for tid, x in inflight.items() if tid not in state.recently_done]
+    inflight.clear()
+    for x in msgs:
+        x.pop("acked", None)
+        x.pop("marked", None)
+    return msgs
