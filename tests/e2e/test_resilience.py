@@ -156,3 +156,32 @@ def test_executor_survives_a_service_restart(svc) -> None:
         svc.start()
         assert [f.result(timeout=90) for f in futs] == list(range(10))
     ep.stop()
+
+
+def test_results_spooled_across_an_outage_and_an_endpoint_restart(svc, tmp_path) -> None:
+    """Results finished while the service was down are sent from the spool; tasks
+    redelivered to a restarted endpoint are not run again; a new task of the same function
+    runs even though the function's code came with a skipped redelivery."""
+    token = svc.add_user("alice")
+    ep = LocalEndpoint(svc, "ep", token, config=FAST_ENDPOINT).start()
+    c = Client(svc.url, token)
+    fid = c.register_function(mark_and_sleep)
+    marks = tmp_path / "marks"
+    batch = c.create_batch()
+    batch.add(fid, (str(marks), 1.0))
+    batch.add(fid, (str(marks), 1.0))
+    first = c.batch_run(ep.endpoint_id, batch)["tasks"][fid]
+    deadline = time.monotonic() + 30
+    while not marks.exists() or len(marks.read_text().splitlines()) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    svc.stop()
+    time.sleep(2.0)  # both finish while the service is away: into the spool
+    ep.stop()
+    svc.start()
+    later = c.run(str(marks), 0.0, endpoint_id=ep.endpoint_id, function_id=fid)
+    ep.start()
+    res = _wait_status(c, [*first, later])
+    assert [res[t]["status"] for t in (*first, later)] == ["success"] * 3
+    assert len(marks.read_text().splitlines()) == 3  # each ran exactly once
+    ep.stop()

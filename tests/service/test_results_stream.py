@@ -1,0 +1,80 @@
+"""Result streams: a group belongs to whoever used it first, watching or submitting."""
+
+import uuid
+
+import httpx
+import msgpack
+import pytest
+from websockets.sync.client import connect
+
+from outpost.common.serialize import pack_function, pack_payload
+from outpost.local import LocalService
+
+
+def noop():
+    return None
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    svc = LocalService(tmp_path_factory.mktemp("rs")).start()
+    yield svc
+    svc.stop()
+
+
+def _stream(svc, token):
+    return connect(
+        f"ws://127.0.0.1:{svc.port}/v3/results",
+        additional_headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+def _watch(ws, gid):
+    ws.send(msgpack.packb({"type": "watch", "task_group_id": gid}))
+    return msgpack.unpackb(ws.recv(timeout=10))
+
+
+def test_a_group_watched_first_cannot_be_used_by_someone_else(live) -> None:
+    alice, mallory = live.add_user("alice"), live.add_user("mallory")
+    gid = str(uuid.uuid4())
+    with _stream(live, mallory) as ws:
+        assert _watch(ws, gid) == {"type": "watching", "task_group_id": gid}
+    a = httpx.Client(base_url=live.url, headers={"Authorization": f"Bearer {alice}"})
+    fid = a.post(
+        "/v3/functions", json={"function_name": "noop", "function_code": pack_function(noop)}
+    ).json()["function_uuid"]
+    eid = a.post("/v3/endpoints", json={"endpoint_name": "e"}).json()["endpoint_id"]
+    r = a.post(
+        f"/v3/endpoints/{eid}/submit",
+        json={"tasks": {fid: [pack_payload((), {})]}, "task_group_id": gid},
+    )
+    assert r.status_code == 404
+    # And the other way round: alice's group cannot be watched by mallory.
+    own = a.post(
+        f"/v3/endpoints/{eid}/submit", json={"tasks": {fid: [pack_payload((), {})]}}
+    ).json()["task_group_id"]
+    with _stream(live, mallory) as ws:
+        reply = _watch(ws, own)
+    assert reply["type"] == "error" and "not found" in reply["reason"]
+
+
+def test_bad_watch_frames_get_errors_not_a_crash(live) -> None:
+    token = live.add_user("bob")
+    frames = (
+        b"\xc1",
+        msgpack.packb([1, 2]),
+        msgpack.packb({"type": "watch", "task_group_id": "x"}),
+        msgpack.packb({"type": "watch", "task_group_id": str(uuid.uuid4()), "task_ids": 5}),
+    )
+    with _stream(live, token) as ws:
+        for frame in frames:
+            ws.send(frame)
+        replies = [msgpack.unpackb(ws.recv(timeout=10)) for _ in range(4)]
+    assert [r["type"] for r in replies] == ["error", "error", "error", "watching"]
+
+
+def test_no_token_no_stream(live) -> None:
+    from websockets.exceptions import InvalidStatus
+
+    with pytest.raises(InvalidStatus), connect(f"ws://127.0.0.1:{live.port}/v3/results"):
+        pass
