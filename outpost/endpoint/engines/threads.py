@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from outpost.endpoint.engines.base import Engine, ResultCallback
 from outpost.endpoint.execution import Limits, run_task
+
+log = logging.getLogger(__name__)
 
 
 class ThreadPoolEngine(Engine):
@@ -44,7 +47,10 @@ class ThreadPoolEngine(Engine):
                 self._running -= 1
                 self._held -= 1
         assert self._on_results is not None
-        self._on_results([result])
+        try:
+            self._on_results([result])
+        except Exception:  # the pool would swallow it and the task would hang silently
+            log.exception("could not record the result of task %s", task["task_id"])
 
     def status(self) -> dict[str, int]:
         with self._lock:
