@@ -51,8 +51,7 @@ def local_stack(config: str | None = None) -> Iterator[tuple[LocalService, str, 
         ep.start()
         yield svc, token, ep
     finally:
-        ep.stop()
-        svc.stop()
+        svc.close()
 
 
 def rss_mib(pid: int) -> float:

@@ -34,6 +34,7 @@ class LocalService:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     extra_args: tuple[str, ...] = ()
+    endpoints: list[LocalEndpoint] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -88,6 +89,12 @@ class LocalService:
         )
         return out.stdout.strip()
 
+    def close(self) -> None:
+        """Stop every endpoint started for this service, then the service."""
+        for ep in self.endpoints:
+            ep.stop()
+        self.stop()
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -107,6 +114,9 @@ class LocalEndpoint:
     config: str | None = None
     proc: subprocess.Popen[bytes] | None = None
     endpoint_id: str | None = None
+
+    def __post_init__(self) -> None:
+        self.service.endpoints.append(self)
 
     def env(self) -> dict[str, str]:
         return {**self.service.env(), "OUTPOST_TOKEN": self.token}

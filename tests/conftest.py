@@ -113,5 +113,4 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ep.start()
         yield Stack(svc, token, ep)
     finally:
-        ep.stop()
-        svc.stop()
+        svc.close()

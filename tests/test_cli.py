@@ -146,6 +146,8 @@ def test_endpoint_detach_stop_restart_delete(tmp_path) -> None:
         assert httpx.get(f"{svc.url}/v2/endpoints/{eid}", headers=headers).status_code == 404
         assert not (svc.home / "ep1").exists()
     finally:
+        if (svc.home / "ep1").exists():
+            run("endpoint", "stop", "ep1", env={"OUTPOST_HOME": str(svc.home)}, check=False)
         svc.stop()
 
 

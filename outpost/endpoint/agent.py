@@ -34,6 +34,16 @@ MAX_RESULTS_PER_FRAME = 2000
 KEPT_FUNCTIONS = 4096
 
 
+def _failed(task: dict[str, Any], code: TaskErrorCode, message: str) -> dict[str, Any]:
+    return {
+        "task_id": task["task_id"],
+        "task_group_id": task.get("task_group_id"),
+        "status": "failed",
+        "exception": f"{code.value}: {message}",
+        "error_details": {"code": code.value, "user_message": message},
+    }
+
+
 class FatalChannelError(Exception):
     """The service refused the endpoint's credential: reconnecting will not help."""
 
@@ -71,7 +81,12 @@ class Agent:
 
     # -- engine side (engine thread) -------------------------------------------------
     def _from_engine(self, results: list[dict[str, Any]]) -> None:
-        self.spool.add(results)  # on disk before anything is sent
+        try:
+            self.spool.add(results)  # on disk before anything is sent
+        except Exception:  # e.g. a full disk: send anyway rather than lose the results
+            log.exception(
+                "could not write %d results to the spool; sending them unspooled", len(results)
+            )
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._queue_results, results)
 
@@ -198,7 +213,7 @@ class Agent:
             self._codes.popitem(last=False)
 
     async def _on_tasks(self, ws: ClientConnection, tasks: list[Any]) -> None:
-        fresh, ack, known, resend, refused = [], [], [], [], []
+        fresh, ack, known, resend, refused, lost = [], [], [], [], [], []
         for t in tasks if isinstance(tasks, list) else []:
             tid = t.get("task_id") if isinstance(t, dict) else None
             if not isinstance(tid, str) or "payload" not in t or "function_id" not in t:
@@ -219,6 +234,10 @@ class Agent:
                 if r is not None:
                     resend.append(r)
                 continue
+            if isinstance(t.get("if_lost"), str):
+                ack.pop()  # not accepted: the service does not want it run again
+                lost.append(t)
+                continue
             if "function_code" not in t and fid in self._codes:
                 t["function_code"] = self._codes[fid]
             if self.allowed is not None and t["function_id"] not in self.allowed:
@@ -230,22 +249,12 @@ class Agent:
             self.engine.submit(fresh)
         if ack:
             await ws.send(m.encode({"type": m.ACK, "task_ids": ack, "known": known}))
+        if lost:
+            self._from_engine([_failed(t, TaskErrorCode.ENDPOINT_LOST, t["if_lost"]) for t in lost])
         if refused:
             msg = "this function is not in the endpoint's allowed_functions"
             self._from_engine(
-                [
-                    {
-                        "task_id": t["task_id"],
-                        "task_group_id": t.get("task_group_id"),
-                        "status": "failed",
-                        "exception": f"FunctionNotAllowed: {msg}",
-                        "error_details": {
-                            "code": TaskErrorCode.FUNCTION_NOT_ALLOWED.value,
-                            "user_message": msg,
-                        },
-                    }
-                    for t in refused
-                ]
+                [_failed(t, TaskErrorCode.FUNCTION_NOT_ALLOWED, msg) for t in refused]
             )
         if resend:
             self._queue_results(resend)

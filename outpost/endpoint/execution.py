@@ -43,7 +43,14 @@ _DETAILS = {
 }
 
 
+def _text(value: str) -> str:
+    """Text that any encoder takes (user messages may hold lone surrogates, e.g. from
+    undecodable file names)."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _failure(task: dict[str, Any], code: TaskErrorCode, text: str, message: str) -> dict[str, Any]:
+    text, message = _text(text), _text(message)
     return {
         "task_id": task["task_id"],
         "task_group_id": task.get("task_group_id"),

@@ -16,6 +16,24 @@ from typing import Any
 import msgpack
 
 
+def _pack(result: dict[str, Any]) -> bytes:
+    try:
+        return msgpack.packb(result, use_bin_type=True)  # type: ignore[no-any-return]
+    except (TypeError, ValueError):  # e.g. text with lone surrogates; keep what we can
+        clean = {k: _clean(v) for k, v in result.items()}
+        return msgpack.packb(clean, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value if isinstance(value, int | float | bool | type(None) | bytes) else repr(value)
+
+
 class ResultSpool:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -29,7 +47,7 @@ class ResultSpool:
         self._ids: set[str] = {r[0] for r in self._db.execute("SELECT task_id FROM results")}
 
     def add(self, results: list[dict[str, Any]]) -> None:
-        rows = [(r["task_id"], msgpack.packb(r, use_bin_type=True)) for r in results]
+        rows = [(r["task_id"], _pack(r)) for r in results]
         with self._lock:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?)", rows)

@@ -167,16 +167,13 @@ class EndpointSession:
     async def _handle(self, frame: dict[str, Any]) -> None:
         kind = frame["type"]
         if kind == m.RESULT:
-            rows, ack, problems = outcomes.result_rows(
+            rows, problems = outcomes.result_rows(
                 self.endpoint_id, self.inflight, frame["results"], time.time()
             )
             for p in problems[:5]:
                 log.warning("endpoint %s: %s", self.endpoint_id, p)
             self._results.extend(rows)
             self._results_ready.set()
-            if ack and len(ack) > len(rows):  # malformed ones are acknowledged at once
-                bad = set(ack) - {r["task_id"] for r in rows}
-                await self._send({"type": m.RESULT_ACK, "task_ids": sorted(bad)})
         elif kind == m.ACK:
             await self._on_ack(frame["task_ids"], frame.get("known", []))
         elif kind == m.STATUS:
@@ -206,6 +203,7 @@ class EndpointSession:
 
     async def _dispatch(self, batch: list[dict[str, Any]]) -> None:
         state = self.state
+        limit = state.settings.max_retries_on_system_failure
         out: list[dict[str, Any]] = []
         gone: list[dict[str, Any]] = []
         for x in batch:
@@ -221,6 +219,13 @@ class EndpointSession:
             }
             if x.get("resource_specification"):
                 task["resource_specification"] = x["resource_specification"]
+            if x.get("was_acked") and x.get("retries", 0) >= limit:
+                # One more loss would be one too many: the endpoint reports it back if it
+                # does not hold the task any more, instead of running it again.
+                task["if_lost"] = (
+                    f"the endpoint lost this task {x.get('retries', 0) + 1} time(s) (it "
+                    "stopped or restarted while the task ran); not retrying"
+                )
             if fid not in self.sent_functions:
                 code = await state.function_code(fid)
                 if code is None:
@@ -264,18 +269,8 @@ class EndpointSession:
         lost = outcomes.accept(self.inflight, task_ids, known, time.time())
         if lost:
             ids = [x["task_id"] for x in lost]
+            log.info("endpoint %s had lost %d task(s); they run again", self.endpoint_id, len(ids))
             await self.state.write(lambda c: task_store.add_retries(c, ids))
-            limit = self.state.settings.max_retries_on_system_failure
-            over = [x for x in lost if x["retries"] > limit]
-            if over:
-                n = limit + 1
-                await self._fail(
-                    over,
-                    TaskErrorCode.ENDPOINT_LOST,
-                    f"the endpoint lost this task {n} time(s) (it stopped or "
-                    "restarted while the task ran); not retrying",
-                )
-                await self._send({"type": m.CANCEL, "task_ids": [x["task_id"] for x in over]})
         if self._running_flush is None and self.inflight:
             self._running_flush = asyncio.create_task(self._flush_running())
 

@@ -9,6 +9,7 @@ is acknowledged as ``known`` and costs nothing, however often the channel drops.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -22,42 +23,73 @@ Msg = dict[str, Any]
 DONE = (TaskState.SUCCESS.value, TaskState.FAILED.value)
 
 
+def _json_or_none(value: Any) -> dict[str, Any] | None:
+    if not isinstance(value, dict):
+        return None
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return None
+    return value
+
+
+def _malformed(r: dict[str, Any]) -> str | None:
+    """Why a result cannot be stored as sent, or None."""
+    if r.get("status") not in DONE:
+        return f"status {r.get('status')!r} is not success or failed"
+    for key in ("result", "exception"):
+        if r.get(key) is not None and not isinstance(r[key], str):
+            return f"{key} is a {type(r[key]).__name__}, not text"
+    if r["status"] == TaskState.SUCCESS.value and not isinstance(r.get("result"), str):
+        return "a successful result without a result"
+    return None
+
+
 def result_rows(
     endpoint_id: str, inflight: dict[str, Msg], results: list[Any], now: float
-) -> tuple[list[Msg], list[str], list[str]]:
-    """Validate a result frame: (rows to store, ids to acknowledge, problems)."""
+) -> tuple[list[Msg], list[str]]:
+    """Validate a result frame: (rows to store, problems).
+
+    A result that cannot be stored as sent is stored as a failure that says why, so the
+    task finishes and the endpoint stops resending it.
+    """
     rows: list[Msg] = []
-    ack: list[str] = []
     problems: list[str] = []
     seen: set[str] = set()
     for r in results if isinstance(results, list) else []:
         tid = r.get("task_id") if isinstance(r, dict) else None
-        if not isinstance(tid, str):
-            problems.append("a result without a task_id")
-            continue
-        ack.append(tid)  # acknowledged even if malformed, so the endpoint stops resending
-        if r.get("status") not in DONE:
-            problems.append(f"result for {tid} has status {r.get('status')!r}")
-            continue
-        if tid in seen:
+        if not isinstance(tid, str) or tid in seen:
+            if not isinstance(tid, str):
+                problems.append("a result without a task_id")
             continue
         seen.add(tid)
         held = inflight.get(tid)
-        rows.append(
-            {
-                "task_id": tid,
-                "status": r["status"],
-                "result": r.get("result") if r["status"] == TaskState.SUCCESS.value else None,
-                "exception": r.get("exception"),
-                "error_details": r.get("error_details"),
-                "details": r.get("details") if isinstance(r.get("details"), dict) else None,
-                "completed_at": now,
-                # Group ids come from the service's own records, never from the endpoint.
-                "task_group_id": held["task_group_id"] if held else None,
-                "endpoint_id": endpoint_id,
-            }
-        )
-    return rows, ack, problems
+        row = {
+            "task_id": tid,
+            "status": r.get("status"),
+            "result": r.get("result"),
+            "exception": r.get("exception"),
+            "error_details": _json_or_none(r.get("error_details")),
+            "details": _json_or_none(r.get("details")),
+            "completed_at": now,
+            # Group ids come from the service's own records, never from the endpoint.
+            "task_group_id": held["task_group_id"] if held else None,
+            "endpoint_id": endpoint_id,
+        }
+        why = _malformed(r)
+        if why is not None:
+            problems.append(f"result for {tid}: {why}")
+            reason = f"the endpoint sent a malformed result ({why})"
+            row.update(
+                status=TaskState.FAILED.value,
+                result=None,
+                exception=reason,
+                error_details={"code": "MalformedResult", "user_message": reason},
+            )
+        elif row["status"] == TaskState.FAILED.value:
+            row["result"] = None
+        rows.append(row)
+    return rows, problems
 
 
 def failure_rows(endpoint_id: str, msgs: list[Msg], code: TaskErrorCode, reason: str) -> list[Msg]:
@@ -80,6 +112,10 @@ async def store(
     state: ServiceState, endpoint_id: str, inflight: dict[str, Msg], rows: list[Msg]
 ) -> list[Msg]:
     """Store results, forget the tasks, publish the new ones; returns the new ones."""
+    for r in rows:  # a task may have been sent since its result frame was read
+        held = inflight.get(r["task_id"])
+        if held is not None and r["task_group_id"] is None:
+            r["task_group_id"] = held["task_group_id"]
     known = {r["task_id"] for r in rows if r["task_id"] in inflight}
     fresh: list[Msg] = await state.write(
         lambda c: task_store.store_results(c, endpoint_id, rows, known), size=len(rows)

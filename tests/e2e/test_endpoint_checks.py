@@ -23,7 +23,7 @@ def cube(x):
 def svc(tmp_path):
     s = LocalService(tmp_path).start()
     yield s
-    s.stop()
+    s.close()
 
 
 def _wait(pred, timeout=30.0):

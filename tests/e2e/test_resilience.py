@@ -21,7 +21,7 @@ def slow(x, seconds=0.3):
 def svc(tmp_path):
     s = LocalService(tmp_path).start()
     yield s
-    s.stop()
+    s.close()
 
 
 def _wait_status(client, tids, timeout=90.0):
@@ -79,12 +79,15 @@ def test_task_lost_more_than_max_retries_fails_with_a_reason(svc, tmp_path) -> N
             time.sleep(0.05)
         ep.stop(signal.SIGKILL)
         ep.start()
-    # The third endpoint process gets it as new: that is the second loss.
+    # The third endpoint process does not have it: that is the second loss, reported
+    # without running the task a third time.
     with pytest.raises(TaskExecutionFailed, match="lost this task 2 time"):
         deadline = time.monotonic() + 30
         while c.get_task(tid)["pending"]:
             assert time.monotonic() < deadline
             time.sleep(0.05)
+    time.sleep(0.5)
+    assert len(marks.read_text().splitlines()) == 2
     ep.stop()
 
 

@@ -77,3 +77,20 @@ def test_task_id_in_environment_and_sandbox(tmp_path) -> None:
     r = run_task(_task(task_id), Limits(sandbox_root=str(tmp_path)))
     assert deserialize(r["result"]) == "t1"
     assert (tmp_path / "t1").is_dir()
+
+
+def undecodable():
+    raise RuntimeError("cannot parse " + os.fsdecode(b"data-\xff.csv"))
+
+
+def test_undecodable_text_in_an_exception_still_travels(tmp_path) -> None:
+    import msgpack
+
+    from outpost.endpoint.spool import ResultSpool
+
+    r = run_task(_task(undecodable), Limits())
+    assert r["status"] == "failed" and "data-\\udcff.csv" in r["exception"]
+    msgpack.packb(r)  # would raise on a lone surrogate
+    spool = ResultSpool(tmp_path / "spool.db")
+    spool.add([r, {"task_id": "t2", "status": "failed", "exception": "bad \udcff"}])
+    assert spool.get("t2")["exception"] == "bad \\udcff"

@@ -100,6 +100,15 @@ def test_window_bad_frames_acks_and_results(live) -> None:
             while nxt["type"] != "task":
                 nxt = m.decode(await ws.recv())
             assert len(nxt["tasks"]) == 3
+            # A result that cannot be stored as sent finishes the task as failed, saying why.
+            bogus = nxt["tasks"][0]["task_id"]
+            await ws.send(
+                m.encode({"type": "result", "results": [{"task_id": bogus, "status": "bogus"}]})
+            )
+            got = m.decode(await ws.recv())
+            while got["type"] != "result_ack":
+                got = m.decode(await ws.recv())
+            assert got["task_ids"] == [bogus]
             # A result for a task of another endpoint is not accepted.
             await ws.send(
                 m.encode(
@@ -115,13 +124,14 @@ def test_window_bad_frames_acks_and_results(live) -> None:
                     }
                 )
             )
-            return [t["task_id"] for t in first["tasks"]]
+            return [t["task_id"] for t in first["tasks"]], bogus
 
-    finished = asyncio.run(endpoint())
+    finished, bogus = asyncio.run(endpoint())
     docs = http.post("/v2/batch_status", json={"task_ids": ids}).json()["results"]
     assert {t for t in ids if docs[t]["status"] == "success"} == set(finished)
-    # The 3 sent but unfinished went back to the queue when the channel closed.
+    assert docs[bogus]["status"] == "failed" and "malformed" in docs[bogus]["exception"]
+    # The 2 sent but unfinished went back to the queue when the channel closed.
     deadline = time.monotonic() + 5
-    while http.get(f"/v2/endpoints/{eid}/status").json()["details"]["pending_tasks"] != 7:
+    while http.get(f"/v2/endpoints/{eid}/status").json()["details"]["pending_tasks"] != 6:
         assert time.monotonic() < deadline
         time.sleep(0.05)
