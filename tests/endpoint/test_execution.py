@@ -94,3 +94,20 @@ def test_undecodable_text_in_an_exception_still_travels(tmp_path) -> None:
     spool = ResultSpool(tmp_path / "spool.db")
     spool.add([r, {"task_id": "t2", "status": "failed", "exception": "bad \udcff"}])
     assert spool.get("t2")["exception"] == "bad \\udcff"
+
+
+def test_a_function_is_deserialized_once_per_worker(monkeypatch) -> None:
+    from outpost.endpoint import execution
+
+    calls = []
+    real = execution.deserialize
+    monkeypatch.setattr(
+        execution, "deserialize", lambda p, a=None: calls.append(p[:2]) or real(p, a)
+    )
+    task = _task(add, 1)
+    task["function_id"] = "cached-add"
+    for i in range(5):
+        r = run_task({**task, "task_id": f"t{i}", "payload": _task(add, i)["payload"]}, Limits())
+        assert deserialize(r["result"]) == i + 1
+    assert calls.count("01") == 1  # the function once; args and kwargs every time
+    assert calls.count("00") == 10

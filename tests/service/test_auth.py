@@ -40,3 +40,15 @@ async def test_token_is_stored_hashed(service) -> None:
         stored = [r[0] for r in conn.execute(text("select token_hash from tokens"))]
     assert token not in stored
     assert len(stored) == 1 and len(stored[0]) == 64
+
+
+async def test_store_is_sqlite_wal_migrated_by_alembic(service) -> None:
+    from sqlalchemy import text
+
+    from outpost.service.store.db import MIGRATIONS
+
+    with service.state.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        version = conn.execute(text("select version_num from alembic_version")).scalar()
+    heads = sorted(p.name.split("_")[0] for p in (MIGRATIONS / "versions").glob("0*.py"))
+    assert version == heads[-1]
