@@ -81,6 +81,7 @@ def service() -> None:
     default="info",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Log verbosity (one line per event, on stderr).",
 )
 def start(
     host: str,
