@@ -88,14 +88,19 @@ class EndpointSession:
             self._teardown()
 
     async def _take_over(self) -> None:
-        """Replace an older connection of the same endpoint, after its teardown."""
-        previous = self.state.sessions.get(self.endpoint_id)
-        if previous is not None:
+        """Replace an older connection of the same endpoint, after its teardown (and any
+        connection that took over meanwhile: the last to arrive wins)."""
+        while True:
+            previous = self.state.sessions.get(self.endpoint_id)
+            if previous is None or previous is self:
+                break
             await previous.close("replaced by a newer connection of the same endpoint")
             try:
                 await asyncio.wait_for(previous.finished.wait(), 30)
             except TimeoutError:
                 log.error("endpoint %s: old connection did not finish", self.endpoint_id)
+            if self.state.sessions.get(self.endpoint_id) is previous:
+                del self.state.sessions[self.endpoint_id]
         self.state.sessions[self.endpoint_id] = self
         now = time.time()
         self.state.statuses[self.endpoint_id] = EndpointStatus(now, now, self.threshold)

@@ -135,3 +135,37 @@ def test_window_bad_frames_acks_and_results(live) -> None:
     while http.get(f"/v2/endpoints/{eid}/status").json()["details"]["pending_tasks"] != 6:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_the_newest_connection_of_an_endpoint_wins(live) -> None:
+    svc, http = live
+    creds, fid = _register(http)
+    eid = creds["endpoint_id"]
+    auth = {"Authorization": f"Bearer {creds['channel_secret']}"}
+
+    async def hello(ws):
+        await ws.send(m.encode({"type": "status", "window": 10, "heartbeat_threshold": 30}))
+        assert m.decode(await ws.recv())["type"] == "welcome"
+
+    async def scenario():
+        old = await connect(_ws_url(svc, eid), additional_headers=auth)
+        await hello(old)
+        b = await connect(_ws_url(svc, eid), additional_headers=auth)
+        c = await connect(_ws_url(svc, eid), additional_headers=auth)
+        await asyncio.gather(hello(b), hello(c))
+        await asyncio.sleep(0.5)
+        http.post(f"/v3/endpoints/{eid}/submit", json={"tasks": {fid: [pack_payload((1,), {})]}})
+        got = {}
+        for name, ws in (("old", old), ("b", b), ("c", c)):
+            try:
+                frame = m.decode(await asyncio.wait_for(ws.recv(), 3))
+                got[name] = frame["type"]
+            except Exception as e:  # closed or silent
+                got[name] = type(e).__name__
+            await ws.close()
+        return got
+
+    got = asyncio.run(scenario())
+    assert list(got.values()).count("task") == 1, got
+    # The others were closed, not left connected and silent (they would reconnect then).
+    assert all(v.startswith("ConnectionClosed") for k, v in got.items() if v != "task"), got
