@@ -1,0 +1,147 @@
+"""Accepting a submission: checks, then every task stored before the answer.
+
+Shared by ``POST /v3/endpoints/{id}/submit`` and the result stream's ``submit`` frame.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from outpost.common.errors import ErrorCode
+from outpost.common.states import TaskState
+from outpost.service.errors import APIError, not_found
+from outpost.service.routes import parse_uuid
+from outpost.service.state import ServiceState
+from outpost.service.store import tasks as task_store
+
+
+class SubmitRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    tasks: dict[str, list[str]]
+    task_group_id: str | None = None
+    create_queue: bool = False
+    resource_specification: dict[str, Any] | None = None
+    user_endpoint_config: dict[str, Any] | None = None
+    user_runtime: dict[str, Any] | None = None
+    result_serializers: list[str] | None = None
+
+
+def validation_error(e: ValidationError) -> APIError:
+    errs = e.errors()
+    if any(x["type"] == "json_invalid" for x in errs):
+        return APIError(
+            400, ErrorCode.BAD_REQUEST, f"request body is not valid JSON: {errs[0]['msg']}"
+        )
+    reason = "; ".join(
+        f"{'.'.join(str(p) for p in x['loc']) or 'body'}: {x['msg']}" for x in errs[:10]
+    )
+    return APIError(
+        422,
+        ErrorCode.UNPROCESSABLE,
+        reason,
+        errors=[{"loc": list(x["loc"]), "msg": x["msg"]} for x in errs[:50]],
+    )
+
+
+def too_large(limit: int) -> APIError:
+    return APIError(
+        413,
+        ErrorCode.TASK_PAYLOAD_TOO_LARGE,
+        f"submission is larger than the {limit} byte limit; send fewer or smaller tasks "
+        "(large data belongs in files the function reads, not in arguments)",
+    )
+
+
+async def accept(
+    state: ServiceState, user: dict[str, Any], endpoint_id: str, body: SubmitRequest
+) -> dict[str, Any]:
+    """Check, store and queue a submission; returns the Globus-Compute-shaped answer."""
+    eid = parse_uuid(endpoint_id, "endpoint id")
+    ep = await state.endpoint(eid)
+    uid = user["id"]
+    if ep is None or (ep["owner_id"] != uid and not ep["public"]):
+        raise not_found("endpoint", eid)
+    allowed = ep["allowed_functions"]
+
+    fn_ids: dict[str, str] = {}
+    for key in body.tasks:
+        fid = parse_uuid(key, "function id")
+        fn = await state.function(fid)
+        if fn is None or (fn["owner_id"] != uid and not fn["public"]):
+            raise not_found("function", fid)
+        if allowed is not None and fid not in allowed:
+            raise APIError(
+                403,
+                ErrorCode.FUNCTION_NOT_ALLOWED,
+                f"function {fid} is not in endpoint {eid}'s allowed_functions",
+            )
+        fn_ids[key] = fid
+
+    gid = (
+        parse_uuid(body.task_group_id, "task_group_id") if body.task_group_id else str(uuid.uuid4())
+    )
+    now = time.time()
+    rows: list[dict[str, Any]] = []
+    answer: dict[str, list[str]] = {}
+    spec = body.resource_specification
+    for key, payloads in body.tasks.items():
+        ids = answer.setdefault(key, [])
+        for payload in payloads:
+            tid = str(uuid.uuid4())
+            ids.append(tid)
+            rows.append(
+                {
+                    "id": tid,
+                    "owner_id": uid,
+                    "endpoint_id": eid,
+                    "function_id": fn_ids[key],
+                    "task_group_id": gid,
+                    "payload": payload,
+                    "status": TaskState.WAITING_FOR_EP.value,
+                    "retries": 0,
+                    "created_at": now,
+                    "resource_specification": spec,
+                    "user_endpoint_config": body.user_endpoint_config,
+                }
+            )
+
+    known_owner = state.group_owners.get(gid)
+    if known_owner is not None and known_owner != uid:
+        raise not_found("task group", gid)
+
+    def store(conn: Any) -> bool:
+        if known_owner is None and not task_store.ensure_group(
+            conn, gid, uid, body.create_queue, now
+        ):
+            return False
+        task_store.insert_tasks(conn, rows)
+        return True
+
+    if not await state.write(store, size=len(rows)):
+        raise not_found("task group", gid)
+    state.group_owners.set(gid, uid)
+    # Stored: from here on the tasks survive a crash (they are reloaded at start).
+    state.broker.enqueue(
+        eid,
+        [
+            {
+                "task_id": r["id"],
+                "function_id": r["function_id"],
+                "task_group_id": gid,
+                "payload": r["payload"],
+                "retries": 0,
+                "resource_specification": spec,
+            }
+            for r in rows
+        ],
+    )
+    return {
+        "request_id": str(uuid.uuid4()),
+        "task_group_id": gid,
+        "endpoint_id": eid,
+        "tasks": answer,
+    }
