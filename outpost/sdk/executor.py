@@ -18,10 +18,10 @@ from typing import Any
 from outpost.common.batching import next_batch, split_by_size
 from outpost.common.serialize import deserialize, pack_payload
 from outpost.sdk.batch import Batch
-from outpost.sdk.client import Client
+from outpost.sdk.client import Client, user_runtime
 from outpost.sdk.errors import OutpostAPIError, OutpostError, TaskExecutionFailed
 from outpost.sdk.future import ComputeFuture
-from outpost.sdk.results import ResultListener
+from outpost.sdk.results import ResultListener, StreamUnavailable
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -128,7 +128,7 @@ class Executor(concurrent.futures.Executor):
             self._posting += 1
         generation = self._listener.generation
         try:
-            answer = self.client.batch_run(str(self.endpoint_id), b)
+            answer = self._send(b)
             by_fn = {k: iter(v) for k, v in answer["tasks"].items()}
             with self._lock:
                 for fid, _, fut in live:
@@ -164,6 +164,18 @@ class Executor(concurrent.futures.Executor):
                 self._posting -= 1
                 if not self._posting:
                     self._early.clear()
+
+    def _send(self, batch: Batch) -> dict[str, Any]:
+        """Over the result stream when it is up (no HTTP request per batch), else REST."""
+        eid = str(self.endpoint_id)
+        if self._listener.ready(self.task_group_id):
+            body = batch.prepare()
+            body["user_runtime"] = user_runtime()
+            try:
+                return self._listener.submit(eid, body)  # type: ignore[no-any-return]
+            except StreamUnavailable:
+                pass
+        return self.client.batch_run(eid, batch)
 
     # -- results ---------------------------------------------------------------------
     def _pending_ids(self) -> list[str]:

@@ -8,6 +8,7 @@ pending tasks are polled over REST (``/v2/batch_status``) so work still complete
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -18,10 +19,22 @@ import msgpack
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
+from outpost.sdk.errors import OutpostAPIError, OutpostError
 from outpost.sdk.http import Transport
 
 log = logging.getLogger(__name__)
 Docs = list[dict[str, Any]]
+
+
+class StreamUnavailable(Exception):
+    """The stream cannot take a submission now (nothing was sent)."""
+
+
+class _Reply:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.answer: Any = None
+        self.error: Exception | None = None
 
 
 class ResultListener:
@@ -45,6 +58,8 @@ class ResultListener:
         self._failures = 0  # connection attempts that failed
         #: Counts connections made; a change means results may have been missed meanwhile.
         self.generation = 0
+        self._refs = itertools.count()
+        self._submits: dict[int, _Reply] = {}
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -71,6 +86,46 @@ class ResultListener:
                     return False
                 self._changed.wait(left)
         return group_id in self._watching
+
+    def ready(self, group_id: str) -> bool:
+        """Connected, with ``group_id`` watched: submissions can go over the stream."""
+        return self._ws is not None and group_id in self._watching
+
+    def submit(self, endpoint_id: str, body: dict[str, Any], timeout: float = 120.0) -> Any:
+        """Submit over the stream (cheaper than an HTTP request); same answer and errors as
+        ``POST /v3/endpoints/{id}/submit``."""
+        ws = self._ws
+        if ws is None:
+            raise StreamUnavailable("result stream not connected")
+        ref = next(self._refs)
+        reply = _Reply()
+        self._submits[ref] = reply
+        try:
+            frame = {"type": "submit", "ref": ref, "endpoint_id": endpoint_id, "body": body}
+            try:
+                with self._send_lock:
+                    ws.send(msgpack.packb(frame, use_bin_type=True))
+            except (WebSocketException, OSError) as e:
+                raise StreamUnavailable(str(e)) from e  # not sent: safe to use HTTP instead
+            if not reply.done.wait(timeout):
+                raise OutpostError(
+                    f"no answer to a submission within {timeout:.0f} s; the "
+                    "tasks may have been accepted"
+                )
+            if reply.error is not None:
+                raise reply.error
+            return reply.answer
+        finally:
+            self._submits.pop(ref, None)
+
+    def _fail_submits(self) -> None:
+        for reply in list(self._submits.values()):
+            if not reply.done.is_set():
+                reply.error = OutpostError(
+                    "the connection to the service broke during a submission; the tasks may "
+                    "have been accepted"
+                )
+                reply.done.set()
 
     def catch_up(self, group_id: str, task_ids: list[str]) -> None:
         """Ask again for results of these tasks (sent at once if already finished)."""
@@ -125,6 +180,7 @@ class ResultListener:
                 log.info("result stream unavailable (%s); polling meanwhile", e)
             finally:
                 self._ws = None
+                self._fail_submits()
                 with self._changed:
                     self._watching.clear()
                     self._failures += 1
@@ -152,6 +208,19 @@ class ResultListener:
                 with self._changed:
                     self._watching.add(frame["task_group_id"])
                     self._changed.notify_all()
+            elif kind in ("submitted", "submit_error"):
+                reply = self._submits.get(frame.get("ref"))  # type: ignore[arg-type]
+                if reply is not None:
+                    if kind == "submitted":
+                        reply.answer = frame.get("answer")
+                    else:
+                        reply.error = OutpostAPIError(
+                            int(frame.get("status", 400)),
+                            str(frame.get("code")),
+                            str(frame.get("reason")),
+                            frame,
+                        )
+                    reply.done.set()
             elif kind == "error":
                 log.warning("result stream: %s", frame.get("reason"))
 

@@ -4,9 +4,11 @@ Client -> service (msgpack maps):
   {type: "watch", task_group_id, task_ids?}   start receiving the group's results; any of
                                                ``task_ids`` already finished are sent at once
   {type: "unwatch", task_group_id}
+  {type: "submit", ref, endpoint_id, body}     as POST /v3/endpoints/{id}/submit
 Service -> client:
   {type: "watching", task_group_id}            the subscription is in place
   {type: "results", results: [task doc, ...]}
+  {type: "submitted", ref, answer} | {type: "submit_error", ref, status, code, reason}
   {type: "error", reason}
 """
 
@@ -20,10 +22,15 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
+from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from outpost.common.errors import ErrorCode
+from outpost.service.auth import user_for
+from outpost.service.errors import APIError
 from outpost.service.state import ServiceState
 from outpost.service.store import tasks as task_store
+from outpost.service.submission import SubmitRequest, accept, too_large, validation_error
 from outpost.service.taskdoc import task_doc
 
 log = logging.getLogger(__name__)
@@ -31,8 +38,10 @@ MAX_CATCHUP = 100_000
 
 
 class ResultStream:
-    def __init__(self, state: ServiceState, ws: WebSocket, user: dict[str, Any]) -> None:
-        self.state, self.ws, self.user = state, ws, user
+    def __init__(
+        self, state: ServiceState, ws: WebSocket, user: dict[str, Any], token: str
+    ) -> None:
+        self.state, self.ws, self.user, self.token = state, ws, user, token
         self._pending: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
         self._unsubs: dict[str, Callable[[], None]] = {}
@@ -61,6 +70,9 @@ class ResultStream:
                 if not isinstance(frame, dict):
                     self._say({"type": "error", "reason": "frames are msgpack maps"})
                     continue
+                if frame.get("type") == "submit":
+                    await self._submit(frame, len(raw or b""))
+                    continue
                 await self._handle(frame)
         except WebSocketDisconnect:
             return
@@ -69,6 +81,38 @@ class ResultStream:
                 unsub()
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
+
+    async def _submit(self, frame: dict[str, Any], size: int) -> None:
+        """The same submission as ``POST /v3/endpoints/{id}/submit``, without the cost of
+        an HTTP request: answered by ``submitted`` or ``submit_error`` with the same ``ref``."""
+        ref = frame.get("ref")
+        try:
+            # The token is checked again (cached): revoking it stops an open stream too.
+            user = await user_for(self.state, self.token)
+            if user is None:
+                raise APIError(401, ErrorCode.UNAUTHORIZED, "token is unknown or revoked")
+            limit = self.state.settings.max_payload_bytes
+            if size > limit:
+                raise too_large(limit)
+            body = frame.get("body")
+            if not isinstance(body, dict):
+                raise APIError(400, ErrorCode.BAD_REQUEST, "a submit frame needs a body map")
+            try:
+                request = SubmitRequest.model_validate(body)
+            except ValidationError as e:
+                raise validation_error(e) from None
+            answer = await accept(self.state, user, str(frame.get("endpoint_id")), request)
+            self._say({"type": "submitted", "ref": ref, "answer": answer})
+        except APIError as e:
+            self._say(
+                {
+                    "type": "submit_error",
+                    "ref": ref,
+                    "status": e.status,
+                    "code": e.code,
+                    "reason": e.reason,
+                }
+            )
 
     async def _handle(self, frame: dict[str, Any]) -> None:
         kind, gid = frame.get("type"), frame.get("task_group_id")

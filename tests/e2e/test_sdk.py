@@ -199,3 +199,17 @@ def test_megabyte_payloads_and_the_result_size_limit(stack) -> None:
             assert n == len(blob) and data == blob[::-1]
         with pytest.raises(TaskExecutionFailed, match="exceeded current limit"):
             ex.submit(huge_result).result(timeout=60)
+
+
+def test_executor_submission_errors_reach_the_futures(stack) -> None:
+    import uuid
+
+    from outpost import Executor
+
+    with Executor(
+        endpoint_id=str(uuid.uuid4()), service_url=stack.service.url, token=stack.token
+    ) as ex:
+        fut = ex.submit(add, 1)
+        with pytest.raises(OutpostAPIError) as e:
+            fut.result(timeout=60)
+    assert e.value.http_status == 404 and "endpoint" in e.value.reason

@@ -1,5 +1,8 @@
 """Result streams: a group belongs to whoever used it first, watching or submitting."""
 
+import subprocess
+import sys
+import time
 import uuid
 
 import httpx
@@ -78,3 +81,69 @@ def test_no_token_no_stream(live) -> None:
 
     with pytest.raises(InvalidStatus), connect(f"ws://127.0.0.1:{live.port}/v3/results"):
         pass
+
+
+def test_submit_over_the_stream_matches_rest(live) -> None:
+    token = live.add_user("carol")
+    h = httpx.Client(base_url=live.url, headers={"Authorization": f"Bearer {token}"})
+    fid = h.post(
+        "/v3/functions", json={"function_name": "noop", "function_code": pack_function(noop)}
+    ).json()["function_uuid"]
+    eid = h.post("/v3/endpoints", json={"endpoint_name": "e"}).json()["endpoint_id"]
+    gid = str(uuid.uuid4())
+
+    def submit(ws, ref, endpoint_id, body):
+        ws.send(
+            msgpack.packb({"type": "submit", "ref": ref, "endpoint_id": endpoint_id, "body": body})
+        )
+        reply = msgpack.unpackb(ws.recv(timeout=10))
+        while reply["type"] == "watching":
+            reply = msgpack.unpackb(ws.recv(timeout=10))
+        assert reply["ref"] == ref
+        return reply
+
+    with _stream(live, token) as ws:
+        ok = submit(
+            ws,
+            1,
+            eid,
+            {
+                "tasks": {fid: [pack_payload((1,), {}), pack_payload((2,), {})]},
+                "task_group_id": gid,
+            },
+        )
+        assert ok["type"] == "submitted" and ok["answer"]["task_group_id"] == gid
+        ids = ok["answer"]["tasks"][fid]
+        assert len(ids) == 2
+        docs = h.post("/v2/batch_status", json={"task_ids": ids}).json()["results"]
+        assert {d["status"] for d in docs.values()} == {"waiting-for-ep"}  # stored
+        bad = submit(ws, 2, str(uuid.uuid4()), {"tasks": {fid: [pack_payload((), {})]}})
+        assert bad["type"] == "submit_error" and bad["status"] == 404
+        bad = submit(ws, 3, eid, {"tasks": {fid: "nope"}})
+        assert bad["status"] == 422 and "tasks" in bad["reason"]
+        bad = submit(ws, 4, eid, "not a map")
+        assert bad["status"] == 400
+        # Revoking the token stops submissions on an already open stream.
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "outpost",
+                "service",
+                "user",
+                "revoke",
+                "carol",
+                "--data-dir",
+                str(live.data_dir),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            r = submit(ws, 5, eid, {"tasks": {fid: [pack_payload((), {})]}})
+            if r["type"] == "submit_error":
+                assert r["status"] == 401
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.5)

@@ -29,9 +29,10 @@ async def endpoint_channel(ws: WebSocket, endpoint_id: str) -> None:
 @router.websocket("/v3/results")
 async def result_stream(ws: WebSocket) -> None:
     state: ServiceState = ws.app.state.outpost
-    user = await user_for(state, bearer(ws.headers.get("authorization")))
-    if user is None:
+    token = bearer(ws.headers.get("authorization"))
+    user = await user_for(state, token)
+    if user is None or token is None:
         await ws.close(code=POLICY_VIOLATION, reason="no, unknown or revoked bearer token")
         return
     await ws.accept()
-    await ResultStream(state, ws, user).run()
+    await ResultStream(state, ws, user, token).run()
