@@ -8,6 +8,7 @@ WebSocket and resolve the futures as they arrive.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import logging
 import queue
 import threading
@@ -169,12 +170,12 @@ class Executor(concurrent.futures.Executor):
         """Over the result stream when it is up (no HTTP request per batch), else REST."""
         eid = str(self.endpoint_id)
         if self._listener.ready(self.task_group_id):
-            body = batch.prepare()
-            body["user_runtime"] = user_runtime()
             try:
+                # Exactly what REST would carry (e.g. non-string keys become strings).
+                body = json.loads(json.dumps({**batch.prepare(), "user_runtime": user_runtime()}))
                 return self._listener.submit(eid, body)  # type: ignore[no-any-return]
-            except StreamUnavailable:
-                pass
+            except (StreamUnavailable, TypeError, ValueError):
+                pass  # REST gives the same answer, or the same error
         return self.client.batch_run(eid, batch)
 
     # -- results ---------------------------------------------------------------------

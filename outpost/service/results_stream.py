@@ -15,6 +15,7 @@ Service -> client:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -35,6 +36,7 @@ from outpost.service.taskdoc import task_doc
 
 log = logging.getLogger(__name__)
 MAX_CATCHUP = 100_000
+MARGIN = 1_000_000  # frame bytes allowed beyond the payload limit (the rest of the frame)
 
 
 class ResultStream:
@@ -63,6 +65,10 @@ class ResultStream:
                 if msg["type"] == "websocket.disconnect":
                     return
                 raw = msg.get("bytes")
+                if raw is not None and len(raw) > self.state.settings.max_payload_bytes + MARGIN:
+                    # Refused before decoding; closing fails the sender's submission at once.
+                    await self.ws.close(code=1009, reason="frame larger than the payload limit")
+                    return
                 try:
                     frame = msgpack.unpackb(raw, raw=False) if raw is not None else None
                 except Exception:  # noqa: BLE001
@@ -99,20 +105,31 @@ class ResultStream:
                 raise APIError(400, ErrorCode.BAD_REQUEST, "a submit frame needs a body map")
             try:
                 request = SubmitRequest.model_validate(body)
+                json.dumps([request.resource_specification, request.user_endpoint_config])
             except ValidationError as e:
                 raise validation_error(e) from None
+            except (TypeError, ValueError) as e:
+                raise APIError(
+                    422, ErrorCode.UNPROCESSABLE, f"body is not JSON data: {e}"
+                ) from None
             answer = await accept(self.state, user, str(frame.get("endpoint_id")), request)
             self._say({"type": "submitted", "ref": ref, "answer": answer})
         except APIError as e:
-            self._say(
-                {
-                    "type": "submit_error",
-                    "ref": ref,
-                    "status": e.status,
-                    "code": e.code,
-                    "reason": e.reason,
-                }
-            )
+            self._reply_error(ref, e.status, e.code, e.reason)
+        except Exception:
+            log.exception("result stream: a submission failed")
+            self._reply_error(ref, 500, ErrorCode.INTERNAL, "internal error; see the service log")
+
+    def _reply_error(self, ref: Any, status: int, code: str, reason: str) -> None:
+        self._say(
+            {
+                "type": "submit_error",
+                "ref": ref,
+                "status": status,
+                "code": code,
+                "reason": reason[:2000],
+            }
+        )
 
     async def _handle(self, frame: dict[str, Any]) -> None:
         kind, gid = frame.get("type"), frame.get("task_group_id")

@@ -213,3 +213,14 @@ def test_executor_submission_errors_reach_the_futures(stack) -> None:
         with pytest.raises(OutpostAPIError) as e:
             fut.result(timeout=60)
     assert e.value.http_status == 404 and "endpoint" in e.value.reason
+
+
+def test_executor_submits_json_shaped_bodies_over_the_stream(stack) -> None:
+    # An integer key is fine for REST (JSON makes it a string) but not as a msgpack map
+    # key on the service side; the Executor sends what REST would, and does not hang.
+    with stack.executor(user_endpoint_config={"workers": {1: "a"}}) as ex:
+        ex.submit(add, 1).result(timeout=60)  # connects the stream
+        assert ex._listener.ready(ex.task_group_id)
+        t0 = time.monotonic()
+        assert ex.submit(add, 2).result(timeout=60) == 12
+        assert time.monotonic() - t0 < 10

@@ -147,3 +147,27 @@ def test_submit_over_the_stream_matches_rest(live) -> None:
                 break
             assert time.monotonic() < deadline
             time.sleep(0.5)
+
+
+def test_bad_submit_frames_do_not_break_the_stream(live) -> None:
+    token = live.add_user("dave")
+    h = httpx.Client(base_url=live.url, headers={"Authorization": f"Bearer {token}"})
+    fid = h.post(
+        "/v3/functions", json={"function_name": "noop", "function_code": pack_function(noop)}
+    ).json()["function_uuid"]
+    eid = h.post("/v3/endpoints", json={"endpoint_name": "e"}).json()["endpoint_id"]
+    body = {"tasks": {fid: [pack_payload((), {})]}, "resource_specification": {"x": b"bytes"}}
+    with _stream(live, token) as ws:
+        ws.send(msgpack.packb({"type": "submit", "ref": 1, "endpoint_id": eid, "body": body}))
+        reply = msgpack.unpackb(ws.recv(timeout=10))
+        assert reply["type"] == "submit_error" and reply["status"] == 422
+        ok = {"tasks": {fid: [pack_payload((), {})]}}
+        ws.send(msgpack.packb({"type": "submit", "ref": 2, "endpoint_id": eid, "body": ok}))
+        assert msgpack.unpackb(ws.recv(timeout=10))["type"] == "submitted"
+    # A frame over the payload limit is refused before it is decoded: the stream closes.
+    from websockets.exceptions import ConnectionClosed
+
+    with _stream(live, token) as ws:
+        ws.send(b"\x00" * (10_000_000 + 2_000_000))
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
