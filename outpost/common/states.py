@@ -11,9 +11,5 @@ class TaskState(StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
 
-    @property
-    def done(self) -> bool:
-        return self in (TaskState.SUCCESS, TaskState.FAILED)
-
 
 DONE_STATES = frozenset({TaskState.SUCCESS.value, TaskState.FAILED.value})

@@ -73,7 +73,6 @@ class Agent:
         self._stop = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ws: ClientConnection | None = None
-        self.connected = asyncio.Event()
         self._idle_beats = 0
         self._codes: OrderedDict[str, str] = OrderedDict()  # function id -> code
         self._stuck_beats = 0
@@ -136,7 +135,6 @@ class Agent:
                     log.warning("channel to %s unavailable: %s", self.channel_url, e)
                 finally:
                     self._ws = None
-                    self.connected.clear()
                 if self._stop.is_set():
                     break
                 jitter = delay * random.uniform(0.8, 1.2)
@@ -169,7 +167,6 @@ class Agent:
         welcome = m.decode(await asyncio.wait_for(ws.recv(), 20))
         if welcome["type"] != m.WELCOME:
             raise WebSocketException(f"expected welcome, got {welcome['type']}")
-        self.connected.set()
         log.info("connected to the service as endpoint %s", self.endpoint_id)
         self._outbox.clear()  # everything not acknowledged is in the spool, sent next
         for chunk in self.spool.all(MAX_RESULTS_PER_FRAME):

@@ -102,8 +102,7 @@ class EndpointSession:
             if self.state.sessions.get(self.endpoint_id) is previous:
                 del self.state.sessions[self.endpoint_id]
         self.state.sessions[self.endpoint_id] = self
-        now = time.time()
-        self.state.statuses[self.endpoint_id] = EndpointStatus(now, now, self.threshold)
+        self.state.statuses[self.endpoint_id] = EndpointStatus(time.time(), self.threshold)
         self.consumer = self.state.broker.consumer(self.endpoint_id)
 
     def _teardown(self) -> None:
@@ -257,7 +256,7 @@ class EndpointSession:
         if isinstance(thr, int | float) and thr > 0:
             self.threshold = float(thr)
         if st is not None:
-            st.threshold, st.window = self.threshold, self.window
+            st.threshold = self.threshold
             st.info = {k: v for k, v in frame.items() if k != "type"}
         meta = {
             k: frame[k]

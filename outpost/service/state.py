@@ -30,10 +30,8 @@ T = TypeVar("T")
 class EndpointStatus:
     """What the last heartbeat of a connected endpoint said."""
 
-    connected_at: float
     last_seen: float
     threshold: float
-    window: int = 64
     info: dict[str, Any] = field(default_factory=dict)
 
     def online(self, now: float) -> bool:

@@ -15,6 +15,7 @@ from outpost.common.errors import ErrorCode
 from outpost.common.states import TaskState
 from outpost.service.errors import APIError, not_found
 from outpost.service.routes import parse_uuid
+from outpost.service.routes.endpoints import endpoint_visible_to
 from outpost.service.state import ServiceState
 from outpost.service.store import tasks as task_store
 
@@ -60,11 +61,8 @@ async def accept(
     state: ServiceState, user: dict[str, Any], endpoint_id: str, body: SubmitRequest
 ) -> dict[str, Any]:
     """Check, store and queue a submission; returns the Globus-Compute-shaped answer."""
-    eid = parse_uuid(endpoint_id, "endpoint id")
-    ep = await state.endpoint(eid)
-    uid = user["id"]
-    if ep is None or (ep["owner_id"] != uid and not ep["public"]):
-        raise not_found("endpoint", eid)
+    ep = await endpoint_visible_to(state, endpoint_id, user)
+    eid, uid = ep["id"], user["id"]
     allowed = ep["allowed_functions"]
 
     fn_ids: dict[str, str] = {}

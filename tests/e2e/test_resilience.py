@@ -64,6 +64,14 @@ def mark_and_sleep(path, seconds):
     return "finished"
 
 
+def _wait_started(marks, runs, timeout=30.0):
+    """Wait until ``mark_and_sleep`` has started ``runs`` times."""
+    deadline = time.monotonic() + timeout
+    while not marks.exists() or len(marks.read_text().splitlines()) < runs:
+        assert time.monotonic() < deadline, f"fewer than {runs} runs started"
+        time.sleep(0.05)
+
+
 def test_task_lost_more_than_max_retries_fails_with_a_reason(svc, tmp_path) -> None:
     token = svc.add_user("alice")
     ep = LocalEndpoint(svc, "ep", token, config=FAST_ENDPOINT).start()
@@ -73,10 +81,7 @@ def test_task_lost_more_than_max_retries_fails_with_a_reason(svc, tmp_path) -> N
         str(marks), 60, endpoint_id=ep.endpoint_id, function_id=c.register_function(mark_and_sleep)
     )
     for runs in (1, 2):  # default max_retries_on_system_failure is 1: one loss is retried
-        deadline = time.monotonic() + 30
-        while not marks.exists() or len(marks.read_text().splitlines()) < runs:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        _wait_started(marks, runs)
         ep.stop(signal.SIGKILL)
         ep.start()
     # The third endpoint process does not have it: that is the second loss, reported
@@ -101,10 +106,7 @@ def test_long_task_survives_service_restarts(svc, tmp_path) -> None:
     tid = c.run(
         str(marks), 6, endpoint_id=ep.endpoint_id, function_id=c.register_function(mark_and_sleep)
     )
-    deadline = time.monotonic() + 30
-    while not marks.exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    _wait_started(marks, 1)
     for _ in range(3):
         svc.stop()
         svc.start()
@@ -174,10 +176,7 @@ def test_results_spooled_across_an_outage_and_an_endpoint_restart(svc, tmp_path)
     batch.add(fid, (str(marks), 1.0))
     batch.add(fid, (str(marks), 1.0))
     first = c.batch_run(ep.endpoint_id, batch)["tasks"][fid]
-    deadline = time.monotonic() + 30
-    while not marks.exists() or len(marks.read_text().splitlines()) < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    _wait_started(marks, 2)
     svc.stop()
     time.sleep(2.0)  # both finish while the service is away: into the spool
     ep.stop()

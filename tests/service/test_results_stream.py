@@ -32,6 +32,15 @@ def _stream(svc, token):
     )
 
 
+def _function_and_endpoint(svc, token):
+    h = httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {token}"})
+    fid = h.post(
+        "/v3/functions", json={"function_name": "noop", "function_code": pack_function(noop)}
+    ).json()["function_uuid"]
+    eid = h.post("/v3/endpoints", json={"endpoint_name": "e"}).json()["endpoint_id"]
+    return h, fid, eid
+
+
 def _watch(ws, gid):
     ws.send(msgpack.packb({"type": "watch", "task_group_id": gid}))
     return msgpack.unpackb(ws.recv(timeout=10))
@@ -85,11 +94,7 @@ def test_no_token_no_stream(live) -> None:
 
 def test_submit_over_the_stream_matches_rest(live) -> None:
     token = live.add_user("carol")
-    h = httpx.Client(base_url=live.url, headers={"Authorization": f"Bearer {token}"})
-    fid = h.post(
-        "/v3/functions", json={"function_name": "noop", "function_code": pack_function(noop)}
-    ).json()["function_uuid"]
-    eid = h.post("/v3/endpoints", json={"endpoint_name": "e"}).json()["endpoint_id"]
+    h, fid, eid = _function_and_endpoint(live, token)
     gid = str(uuid.uuid4())
 
     def submit(ws, ref, endpoint_id, body):
@@ -151,11 +156,7 @@ def test_submit_over_the_stream_matches_rest(live) -> None:
 
 def test_bad_submit_frames_do_not_break_the_stream(live) -> None:
     token = live.add_user("dave")
-    h = httpx.Client(base_url=live.url, headers={"Authorization": f"Bearer {token}"})
-    fid = h.post(
-        "/v3/functions", json={"function_name": "noop", "function_code": pack_function(noop)}
-    ).json()["function_uuid"]
-    eid = h.post("/v3/endpoints", json={"endpoint_name": "e"}).json()["endpoint_id"]
+    h, fid, eid = _function_and_endpoint(live, token)
     body = {"tasks": {fid: [pack_payload((), {})]}, "resource_specification": {"x": b"bytes"}}
     with _stream(live, token) as ws:
         ws.send(msgpack.packb({"type": "submit", "ref": 1, "endpoint_id": eid, "body": body}))

@@ -12,6 +12,7 @@ from outpost.common.errors import ErrorCode
 from outpost.service.auth import current_user
 from outpost.service.errors import APIError, not_found
 from outpost.service.routes import parse_uuid, state_of
+from outpost.service.state import ServiceState
 from outpost.service.store import catalog
 
 router = APIRouter()
@@ -78,14 +79,21 @@ async def owned_endpoint(
     return ep
 
 
-async def visible_endpoint(
-    request: Request, endpoint_id: str, user: dict[str, Any]
+async def endpoint_visible_to(
+    state: ServiceState, endpoint_id: str, user: dict[str, Any]
 ) -> dict[str, Any]:
+    """The endpoint if ``user`` owns it or it is public; 404 otherwise."""
     eid = parse_uuid(endpoint_id, "endpoint id")
-    ep = await state_of(request).endpoint(eid)
+    ep = await state.endpoint(eid)
     if ep is None or (ep["owner_id"] != user["id"] and not ep["public"]):
         raise not_found("endpoint", eid)
     return ep
+
+
+async def visible_endpoint(
+    request: Request, endpoint_id: str, user: dict[str, Any]
+) -> dict[str, Any]:
+    return await endpoint_visible_to(state_of(request), endpoint_id, user)
 
 
 @router.post("/v3/endpoints")

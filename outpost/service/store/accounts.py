@@ -60,40 +60,8 @@ def get_user(conn: Connection, username: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-def get_user_by_id(conn: Connection, user_id: str) -> dict[str, Any] | None:
-    row = conn.execute(select(users).where(users.c.id == user_id)).mappings().first()
-    return dict(row) if row else None
-
-
 def list_users(conn: Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(select(users).order_by(users.c.username)).mappings()]
-
-
-def user_identities(conn: Connection, user_id: str) -> list[dict[str, Any]]:
-    rows = conn.execute(select(identities).where(identities.c.user_id == user_id)).mappings()
-    return [dict(r) for r in rows]
-
-
-def link_identity(
-    conn: Connection,
-    user_id: str,
-    username: str,
-    identity_provider: str | None = None,
-    email: str | None = None,
-) -> str:
-    if conn.execute(select(identities.c.id).where(identities.c.username == username)).first():
-        raise AccountError(f"identity {username!r} is already linked to a user")
-    iid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"outpost:identity:{username}"))
-    conn.execute(
-        insert(identities).values(
-            id=iid,
-            user_id=user_id,
-            username=username,
-            identity_provider=identity_provider or (username.partition("@")[2] or None),
-            email=email,
-        )
-    )
-    return iid
 
 
 def issue_token(conn: Connection, user_id: str) -> tuple[str, str]:

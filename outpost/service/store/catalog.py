@@ -35,13 +35,6 @@ def get_function(conn: Connection, function_id: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-def get_functions(conn: Connection, ids: list[str]) -> dict[str, dict[str, Any]]:
-    rows = conn.execute(
-        select(functions).where(functions.c.id.in_(ids), functions.c.deleted_at.is_(None))
-    ).mappings()
-    return {r["id"]: dict(r) for r in rows}
-
-
 def delete_function(conn: Connection, function_id: str) -> None:
     conn.execute(
         update(functions).where(functions.c.id == function_id).values(deleted_at=time.time())

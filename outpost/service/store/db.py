@@ -50,10 +50,6 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
-def sqlite_url(data_dir: Path) -> str:
-    return f"sqlite:///{data_dir / 'outpost.db'}"
-
-
 def open_database(url: str, synchronous: str = "NORMAL") -> Engine:
     engine = make_engine(url, synchronous)
     migrate(engine)

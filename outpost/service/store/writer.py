@@ -62,10 +62,6 @@ class Writer:
         self._queue.put((op, fut, loop))
         return await fut
 
-    def run_sync(self, op: Callable[[Connection], T]) -> T:
-        with self._engine.begin() as conn:
-            return op(conn)
-
     def close(self) -> None:
         self._queue.put(_STOP)
         self._thread.join(timeout=30)
@@ -85,26 +81,17 @@ class Writer:
         try:
             with self._engine.begin() as conn:
                 results = [op(conn) for op, _, _ in batch]
-        except Exception:
+        except Exception as exc:
             if len(batch) > 1:
                 log.warning("batched write failed; retrying %d operations one by one", len(batch))
                 for one in batch:
                     self._commit([one])
                 return
             _, fut, loop = batch[0]
-            exc = _current_exception()
             loop.call_soon_threadsafe(_set_exception, fut, exc)
             return
         for (_, fut, loop), res in zip(batch, results, strict=True):
             loop.call_soon_threadsafe(_set_result, fut, res)
-
-
-def _current_exception() -> BaseException:
-    import sys
-
-    exc = sys.exc_info()[1]
-    assert exc is not None
-    return exc
 
 
 def _set_result(fut: asyncio.Future[Any], res: Any) -> None:
