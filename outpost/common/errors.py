@@ -17,6 +17,8 @@ class ErrorCode(StrEnum):
     LOCKED = "ENDPOINT_LOCKED"
     RATE_LIMITED = "RATE_LIMITED"
     INTERNAL = "INTERNAL_ERROR"
+    USER_CONFIG_INVALID = "USER_ENDPOINT_CONFIG_INVALID"
+    USER_ENDPOINT_REFUSED = "USER_ENDPOINT_START_REFUSED"
 
 
 class TaskErrorCode(StrEnum):
@@ -29,3 +31,4 @@ class TaskErrorCode(StrEnum):
     ENDPOINT_LOST = "EndpointLostTask"
     FUNCTION_NOT_ALLOWED = "FunctionNotAllowed"
     WALLTIME = "WalltimeExceeded"
+    USER_ENDPOINT_FAILED = "UserEndpointStartFailed"

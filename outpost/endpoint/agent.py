@@ -13,18 +13,18 @@ from __future__ import annotations
 import asyncio
 import getpass
 import logging
-import random
 import socket
 from collections import OrderedDict
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from outpost import __version__
 from outpost.common import messages as m
 from outpost.common.errors import TaskErrorCode
 from outpost.endpoint.config import EndpointConfig
+from outpost.endpoint.connection import keep_connected
 from outpost.endpoint.engines import Engine
 from outpost.endpoint.spool import ResultSpool
 
@@ -42,10 +42,6 @@ def _failed(task: dict[str, Any], code: TaskErrorCode, message: str) -> dict[str
         "exception": f"{code.value}: {message}",
         "error_details": {"code": code.value, "user_message": message},
     }
-
-
-class FatalChannelError(Exception):
-    """The service refused the endpoint's credential: reconnecting will not help."""
 
 
 class Agent:
@@ -106,46 +102,15 @@ class Agent:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.engine.start(self._from_engine)
-        delay = 0.2
         try:
-            while not self._stop.is_set():
-                try:
-                    async with connect(
-                        self.channel_url,
-                        additional_headers={"Authorization": f"Bearer {self._secret}"},
-                        max_size=None,
-                        compression=None,
-                        open_timeout=20,
-                        ping_interval=20,
-                        ping_timeout=60,
-                    ) as ws:
-                        self._ws = ws
-                        delay = 0.2
-                        await self._session(ws)
-                except InvalidStatus as e:
-                    status = e.response.status_code
-                    if status in (401, 403):
-                        raise FatalChannelError(
-                            f"the service refused this endpoint's credential (HTTP {status}); "
-                            "was the endpoint deleted? Run `outpost endpoint start` again to "
-                            "re-register"
-                        ) from None
-                    log.warning("channel refused (HTTP %s); retrying", status)
-                except (OSError, WebSocketException, TimeoutError) as e:
-                    log.warning("channel to %s unavailable: %s", self.channel_url, e)
-                finally:
-                    self._ws = None
-                if self._stop.is_set():
-                    break
-                jitter = delay * random.uniform(0.8, 1.2)
-                log.info("reconnecting in %.1f s", jitter)
-                try:
-                    await asyncio.wait_for(self._stop.wait(), jitter)
-                except TimeoutError:
-                    pass
-                delay = min(delay * 2, 30.0)
+            await keep_connected(
+                self.channel_url, self._secret, self._session, self._stop, self._set_ws
+            )
         finally:
             self.engine.shutdown()
+
+    def _set_ws(self, ws: ClientConnection | None) -> None:
+        self._ws = ws
 
     def _status_frame(self) -> dict[str, Any]:
         st = self.engine.status()

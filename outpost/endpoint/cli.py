@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -14,6 +15,8 @@ from rich.table import Table
 
 from outpost.endpoint.config import ConfigError
 from outpost.endpoint.files import EndpointDir, EndpointDirError, all_endpoints
+from outpost.endpoint.multi_user import cli as mu_cli
+from outpost.endpoint.multi_user.config import MultiUserConfig
 from outpost.sdk import Client
 from outpost.sdk.errors import OutpostError
 
@@ -40,15 +43,37 @@ def endpoint() -> None:
 
 @endpoint.command()
 @click.argument("name")
-def configure(name: str) -> None:
-    """Create NAME's directory with a commented config.yaml to edit."""
+@click.option(
+    "--multi-user",
+    is_flag=True,
+    help="A multi-user endpoint: starts per-user endpoints as mapped local accounts.",
+)
+def configure(name: str, multi_user: bool) -> None:
+    """Create NAME's directory with a commented config.yaml to edit.
+
+    With --multi-user, also a user config template, its JSON schema and an example
+    identity mapping (see docs/multi-user.md).
+    """
     d = _dir(name)
     try:
-        d.create()
+        files = d.create_multi_user() if multi_user else (d.create() or [d.config_path])
     except EndpointDirError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"Created {d.config_path}")
-    click.echo(f"Edit it if needed, then run: outpost endpoint start {name}")
+    for f in files:
+        click.echo(f"Created {f}")
+    if multi_user:
+        click.echo(
+            "Next:\n"
+            f"  1. edit {d.config_path}\n"
+            f"  2. copy {d.path / 'example_identity_mapping_config.json'} to "
+            f"{d.path / 'identity_mapping_config.json'}, edit it, and set "
+            "identity_mapping_config_path in config.yaml (required as root)\n"
+            f"  3. edit the template and schema; check them with: outpost endpoint "
+            f"render-user-config {name} --user-config '{{}}'\n"
+            f"  4. start it as root: outpost endpoint start {name}"
+        )
+    else:
+        click.echo(f"Edit it if needed, then run: outpost endpoint start {name}")
 
 
 DETACHED_ENV = "OUTPOST_ENDPOINT_DETACHED"
@@ -91,20 +116,31 @@ def start(name: str, detach: bool, service_url: str | None) -> None:
     running = d.pid()
     if running is not None:
         raise click.ClickException(f"endpoint {name!r} is already running (pid {running})")
+    multi = isinstance(config, MultiUserConfig)
+    if multi:
+        mu_cli.preflight(config)  # type: ignore[arg-type]
     if detach:
         _start_detached(d, service_url)
         return
+    from outpost.endpoint import runner
+    from outpost.endpoint.multi_user import runner as mu_runner
+
     try:
         client = Client(service_url)
-        from outpost.endpoint.runner import register, serve
-
-        creds = register(client, d, config)
-    except OutpostError as e:
+        if isinstance(config, MultiUserConfig):
+            creds = mu_runner.register(client, d, config)
+        else:
+            creds = runner.register(client, d, config)
+    except (OutpostError, mu_cli.TemplateError) as e:
         raise click.ClickException(f"cannot register endpoint {name!r}: {e}") from None
     click.echo(creds["endpoint_id"])
     sys.stdout.flush()
     _setup_logging(d)
-    serve(d, config, client.service_url, creds)
+    url = runner.channel_url(client.service_url, creds["endpoint_id"])
+    if isinstance(config, MultiUserConfig):
+        mu_runner.serve(d, config, url, creds)
+    else:
+        runner.serve(d, config, url, creds)
 
 
 def _start_detached(d: EndpointDir, service_url: str | None) -> None:
@@ -194,3 +230,56 @@ def delete(name: str, yes: bool, keep_registration: bool) -> None:
             ) from None
     d.delete()
     err.print(f"endpoint {name} deleted")
+
+
+@endpoint.command("render-user-config")
+@click.argument("name")
+@click.option(
+    "--user-config",
+    default="{}",
+    show_default=True,
+    help="The user's values as JSON, as an SDK user passes user_endpoint_config.",
+)
+@click.option(
+    "--identity",
+    default=None,
+    help="Map this identity (e.g. alice@example.org) as the endpoint would (root only); "
+    "default: render for the account running this command.",
+)
+def render_user_config(name: str, user_config: str, identity: str | None) -> None:
+    """Show the config a user endpoint of NAME would get, or the error the user would get."""
+    click.echo(mu_cli.render_user_config(name, user_config, identity), nl=False)
+
+
+@endpoint.command("enable-on-boot")
+@click.argument("name")
+@click.option("--print", "print_only", is_flag=True, help="Print the unit; install nothing.")
+@click.option(
+    "--unit-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/etc/systemd/system"),
+    show_default=True,
+    help="Where the unit file goes.",
+)
+@click.option(
+    "--service", "service_url", envvar="OUTPOST_SERVICE_URL", default=None, help="Service URL."
+)
+def enable_on_boot(name: str, print_only: bool, unit_dir: Path, service_url: str | None) -> None:
+    """Write a systemd unit that starts NAME at boot (then `systemctl start` it)."""
+    d = _dir(name)
+    if not d.exists():
+        raise click.ClickException(f"no endpoint named {name!r}")
+    text = mu_cli.unit_text(d, service_url)
+    if print_only:
+        click.echo(text, nl=False)
+        return
+    path = mu_cli.install_unit(d, text, unit_dir)
+    err.print(f"wrote {path}; start it with: systemctl start {path.name}")
+
+
+@endpoint.command("_user", hidden=True)
+def user_endpoint() -> None:
+    """Internal: a user endpoint started by a multi-user endpoint (reads stdin)."""
+    from outpost.endpoint.multi_user.user import main
+
+    sys.exit(main())

@@ -90,7 +90,7 @@ class ConfigError(ValueError):
     """config.yaml is invalid; the message names each bad key."""
 
 
-def _describe(e: ValidationError, source: str) -> str:
+def describe_errors(e: ValidationError, source: str) -> str:
     lines = [f"{source} is not a valid endpoint config:"]
     for err in e.errors():
         parts = [str(p) for p in err["loc"]]
@@ -115,17 +115,20 @@ def parse_config(data: Any, source: str = "config") -> EndpointConfig:
     try:
         return EndpointConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_describe(e, source)) from None
+        raise ConfigError(describe_errors(e, source)) from None
 
 
-def load_config(path: Path) -> EndpointConfig:
+def read_yaml(path: Path) -> Any:
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {e}") from None
-    return parse_config(data, str(path))
+
+
+def load_config(path: Path) -> EndpointConfig:
+    return parse_config(read_yaml(path), str(path))
 
 
 DEFAULT_CONFIG_YAML = """\

@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from outpost.endpoint.config import DEFAULT_CONFIG_YAML, EndpointConfig, load_config
+from outpost.endpoint.config import DEFAULT_CONFIG_YAML, EndpointConfig, load_config, read_yaml
+from outpost.endpoint.multi_user.config import MultiUserConfig, is_multi_user, load_multi_user
 from outpost.sdk.config import outpost_home
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -46,19 +47,30 @@ class EndpointDir:
         return self.config_path.exists()
 
     def create(self) -> None:
+        """A single-user endpoint's directory with a commented config.yaml."""
         if self.exists():
             raise EndpointDirError(f"endpoint {self.name!r} already exists at {self.path}")
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.path, 0o700)
         self.config_path.write_text(DEFAULT_CONFIG_YAML.format(name=self.name))
 
-    def config(self) -> EndpointConfig:
+    def config(self) -> EndpointConfig | MultiUserConfig:
+        """The endpoint's config: a multi-user one when it says ``multi_user: true``."""
         if not self.exists():
             raise EndpointDirError(
                 f"no endpoint named {self.name!r}; "
                 f"create it with `outpost endpoint configure {self.name}`"
             )
+        if is_multi_user(read_yaml(self.config_path)):
+            return load_multi_user(self.config_path)
         return load_config(self.config_path)
+
+    def create_multi_user(self) -> list[Path]:
+        if self.exists():
+            raise EndpointDirError(f"endpoint {self.name!r} already exists at {self.path}")
+        from outpost.endpoint.multi_user.scaffold import write_multi_user
+
+        return write_multi_user(self.path, self.name)
 
     def endpoint_id(self) -> str | None:
         try:

@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 import subprocess
+from collections.abc import Callable
 from typing import Any
 
 from outpost import __version__
@@ -60,23 +61,26 @@ def _hook(command: str | None, what: str) -> None:
         raise RuntimeError(f"{what} exited with code {done.returncode}")
 
 
-def serve(d: EndpointDir, config: EndpointConfig, service_url: str, creds: dict[str, Any]) -> None:
+def serve(
+    d: EndpointDir,
+    config: EndpointConfig,
+    url: str,
+    creds: dict[str, Any],
+    on_ready: Callable[[Callable[[], None]], None] | None = None,
+) -> None:
+    """Run the endpoint until stopped. ``on_ready(stop)`` is called once the engine is
+    built, just before the channel opens, with a thread-safe way to stop it."""
     _hook(config.endpoint_setup, "endpoint_setup")
     engine = build_engine(config, d.path)
     spool = ResultSpool(d.spool_path)
-    agent = Agent(
-        config,
-        creds["endpoint_id"],
-        channel_url(service_url, creds["endpoint_id"]),
-        creds["channel_secret"],
-        engine,
-        spool,
-    )
+    agent = Agent(config, creds["endpoint_id"], url, creds["channel_secret"], engine, spool)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.stop)
+        if on_ready is not None:
+            on_ready(lambda: loop.call_soon_threadsafe(agent.stop))
         await agent.run()
 
     d.write_pid()

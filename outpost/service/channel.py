@@ -42,6 +42,7 @@ class EndpointSession:
         self.state = state
         self.ws = ws
         self.endpoint_id: str = endpoint["id"]
+        self.multi_user: bool = bool(endpoint.get("multi_user"))
         self.inflight: dict[str, dict[str, Any]] = {}
         self.sent_functions: OrderedDict[str, None] = OrderedDict()
         self.window = 64
@@ -72,6 +73,8 @@ class EndpointSession:
             await self._on_status(hello)
             await self._send({"type": m.WELCOME, "endpoint_id": self.endpoint_id})
             log.info("endpoint %s connected (window %d)", self.endpoint_id, self.window)
+            if self.multi_user:
+                await self.state.user_endpoints.reconcile(self, force=True)
             sender = asyncio.create_task(self._send_loop())
             storer = asyncio.create_task(self._store_loop())
             try:
@@ -182,6 +185,10 @@ class EndpointSession:
             await self._on_ack(frame["task_ids"], frame.get("known", []))
         elif kind == m.STATUS:
             await self._on_status(frame)
+            if self.multi_user:
+                await self.state.user_endpoints.reconcile(self)
+        elif kind == m.COMMAND_RESULT and self.multi_user:
+            await self.state.user_endpoints.on_command_result(self.endpoint_id, frame)
         else:
             log.warning("endpoint %s: unexpected %s frame dropped", self.endpoint_id, kind)
 
@@ -244,6 +251,13 @@ class EndpointSession:
             await self._fail(gone, TaskErrorCode.EXECUTION, "the function was deleted")
         for frame in m.chunks_by_size(out, "payload", len(out) or 1):
             await self._send({"type": m.TASK, "tasks": frame})
+
+    async def send_command(self, frame: dict[str, Any]) -> None:
+        await self._send(frame)
+
+    def channel_url_for(self, endpoint_id: str) -> str:
+        """This channel's URL with another endpoint's id (a MEP's user endpoints)."""
+        return str(self.ws.url).replace(self.endpoint_id, endpoint_id)
 
     # -- frames from the endpoint -------------------------------------------------
     async def _on_status(self, frame: dict[str, Any]) -> None:

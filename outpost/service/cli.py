@@ -181,6 +181,31 @@ def user_add(
     click.echo(_with_conn(data_dir, database_url, op))
 
 
+@user.command("link")
+@click.argument("username")
+@click.argument("identity")
+@click.option("--email", default=None, help="The identity's email address.")
+@data_dir_option
+@db_option
+def user_link(
+    username: str, identity: str, email: str | None, data_dir: Path | None, database_url: str | None
+) -> None:
+    """Link another IDENTITY (e.g. alice@university.edu) to USERNAME.
+
+    A multi-user endpoint's identity mapping sees every linked identity of the submitter.
+    """
+    from outpost.service.store import accounts
+
+    def op(conn: Any) -> None:
+        try:
+            accounts.link_identity(conn, _user_or_fail(conn, username)["id"], identity, email)
+        except accounts.AccountError as e:
+            raise click.ClickException(str(e)) from None
+
+    _with_conn(data_dir, database_url, op)
+    click.echo(f"linked {identity} to {username}", err=True)
+
+
 @user.command("token")
 @click.argument("username")
 @data_dir_option

@@ -72,6 +72,9 @@ class ServiceState:
         self.function_cache: TTLCache[str, dict[str, Any]] = TTLCache(settings.auth_cache_ttl)
         self._function_code: OrderedDict[str, str] = OrderedDict()
         self.started_at = time.time()
+        from outpost.service.user_endpoints import UserEndpoints
+
+        self.user_endpoints = UserEndpoints(self)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a read query: inline for local SQLite (faster than a thread hop), else in a

@@ -18,6 +18,8 @@ from outpost.service.routes import parse_uuid
 from outpost.service.routes.endpoints import endpoint_visible_to
 from outpost.service.state import ServiceState
 from outpost.service.store import tasks as task_store
+from outpost.service.store.accounts import identities_of
+from outpost.service.user_endpoints import check_policy
 
 
 class SubmitRequest(BaseModel):
@@ -110,6 +112,16 @@ async def accept(
     known_owner = state.group_owners.get(gid)
     if known_owner is not None and known_owner != uid:
         raise not_found("task group", gid)
+    addressed = eid
+    if ep["multi_user"]:
+        # Tasks for a multi-user endpoint go to the submitter's user endpoint.
+        eid = await state.user_endpoints.route(
+            user, ep, body.user_endpoint_config, body.user_runtime
+        )
+        for r in rows:
+            r["endpoint_id"] = eid
+    elif ep["auth_policy"]:
+        check_policy(ep["auth_policy"], await state.read(identities_of, uid))
 
     def store(conn: Any) -> bool:
         if known_owner is None and not task_store.ensure_group(
@@ -140,6 +152,6 @@ async def accept(
     return {
         "request_id": str(uuid.uuid4()),
         "task_group_id": gid,
-        "endpoint_id": eid,
+        "endpoint_id": addressed,
         "tasks": answer,
     }

@@ -55,6 +55,10 @@ class Broker(ABC):
         """Take over an endpoint's queue (a newer consumer replaces an older one)."""
 
     @abstractmethod
+    def drain(self, endpoint_id: str) -> list[Message]:
+        """Take every task queued for the endpoint and not yet sent (to fail them)."""
+
+    @abstractmethod
     def queued(self, endpoint_id: str) -> int:
         """Tasks waiting for the endpoint, not yet sent."""
 

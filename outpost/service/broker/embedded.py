@@ -82,6 +82,14 @@ class EmbeddedBroker(Broker):
         q.ready.set()  # wake a replaced consumer so it notices
         return c
 
+    def drain(self, endpoint_id: str) -> list[Message]:
+        q = self._queues.get(endpoint_id)
+        if q is None:
+            return []
+        out = list(q.items)
+        q.items.clear()
+        return out
+
     def queued(self, endpoint_id: str) -> int:
         q = self._queues.get(endpoint_id)
         return len(q.items) if q else 0

@@ -19,6 +19,13 @@ router = APIRouter()
 LOCK_SECONDS = 300
 
 
+class AuthPolicy(BaseModel):
+    """Outpost's authentication policy: identity domains allowed to submit."""
+
+    model_config = ConfigDict(extra="forbid")
+    allowed_domains: list[str] = Field(default_factory=list, max_length=100)
+
+
 class EndpointRegistration(BaseModel):
     model_config = ConfigDict(extra="ignore")
     endpoint_name: str = Field(min_length=1, max_length=255)
@@ -28,7 +35,7 @@ class EndpointRegistration(BaseModel):
     multi_user: bool = False
     metadata: dict[str, Any] | None = None
     allowed_functions: list[str] | None = None
-    authentication_policy: str | None = None
+    authentication_policy: str | AuthPolicy | None = None
     public: bool | None = None
     endpoint_config: dict[str, Any] | None = None
     user_config_template: str | None = None
@@ -40,6 +47,7 @@ def _fields(body: EndpointRegistration) -> dict[str, Any]:
     if body.allowed_functions is not None:
         allowed = [parse_uuid(f, "allowed function id") for f in body.allowed_functions]
     meta = body.metadata or {}
+    policy = body.authentication_policy
     return {
         "name": body.endpoint_name,
         "display_name": body.display_name,
@@ -49,7 +57,9 @@ def _fields(body: EndpointRegistration) -> dict[str, Any]:
         "public": body.multi_user if body.public is None else body.public,
         "meta": meta,
         "allowed_functions": allowed,
-        "authentication_policy": body.authentication_policy,
+        # A Globus policy id is kept as given; Outpost's own policy (a mapping) is enforced.
+        "authentication_policy": policy if isinstance(policy, str) else None,
+        "auth_policy": policy.model_dump() if isinstance(policy, AuthPolicy) else None,
         "endpoint_config": body.endpoint_config,
         "user_config_template": body.user_config_template,
         "user_config_schema": body.user_config_schema,
@@ -186,7 +196,9 @@ async def get_endpoint(
         "local_user": ep["local_user"],
         "endpoint_version": ep["endpoint_version"],
         "allowed_functions": ep["allowed_functions"],
-        "authentication_policy": ep["authentication_policy"],
+        "authentication_policy": ep["auth_policy"] or ep["authentication_policy"],
+        "parent_endpoint": ep["parent_id"],
+        "user_endpoint_config": ep["user_endpoint_config"],
         "metadata": ep["meta"] or {},
     }
 

@@ -42,17 +42,25 @@ def create_user(
         )
     )
     # Every user has at least one identity: their own name.
+    link_identity(conn, uid, username, email, name)
+    return get_user(conn, username)  # type: ignore[return-value]
+
+
+def link_identity(
+    conn: Connection, user_id: str, username: str, email: str | None = None, name: str | None = None
+) -> None:
+    if conn.execute(select(identities.c.id).where(identities.c.username == username)).first():
+        raise AccountError(f"identity {username!r} is already linked to a user")
     conn.execute(
         insert(identities).values(
             id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"outpost:identity:{username}")),
-            user_id=uid,
+            user_id=user_id,
             username=username,
             identity_provider=username.partition("@")[2] or None,
             email=email,
             name=name,
         )
     )
-    return get_user(conn, username)  # type: ignore[return-value]
 
 
 def get_user(conn: Connection, username: str) -> dict[str, Any] | None:
@@ -107,3 +115,23 @@ def user_for_token(conn: Connection, token: str) -> dict[str, Any] | None:
         .first()
     )
     return dict(row) if row else None
+
+
+def identities_of(conn: Connection, user_id: str) -> list[dict[str, Any]]:
+    """The user's linked identities, the one named like the user first."""
+    user = conn.execute(select(users.c.username).where(users.c.id == user_id)).first()
+    rows = [
+        dict(r)
+        for r in conn.execute(
+            select(
+                identities.c.id,
+                identities.c.username,
+                identities.c.identity_provider,
+                identities.c.email,
+                identities.c.name,
+            ).where(identities.c.user_id == user_id)
+        ).mappings()
+    ]
+    primary = user[0] if user else None
+    rows.sort(key=lambda r: (r["username"] != primary, r["username"]))
+    return rows

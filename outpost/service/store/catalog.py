@@ -74,6 +74,32 @@ def update_endpoint(conn: Connection, endpoint_id: str, **fields: Any) -> str:
     return _issue_credential(conn, endpoint_id)
 
 
+def add_credential(conn: Connection, endpoint_id: str, keep: int = 2) -> str:
+    """A new channel secret; older ones beyond the newest ``keep`` are revoked (a user
+    endpoint still running on the previous secret can reconnect)."""
+    secret = _issue_credential(conn, endpoint_id)
+    live = conn.execute(
+        select(credentials.c.id)
+        .where(credentials.c.endpoint_id == endpoint_id, credentials.c.revoked_at.is_(None))
+        .order_by(credentials.c.id.desc())
+    ).all()
+    old = [r[0] for r in live[keep:]]
+    if old:
+        conn.execute(
+            update(credentials).where(credentials.c.id.in_(old)).values(revoked_at=time.time())
+        )
+    return secret
+
+
+def user_endpoints(conn: Connection, parent_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(endpoints).where(
+            endpoints.c.parent_id == parent_id, endpoints.c.deleted_at.is_(None)
+        )
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
 def get_endpoint(conn: Connection, endpoint_id: str) -> dict[str, Any] | None:
     row = (
         conn.execute(

@@ -83,6 +83,11 @@ class Endpoint(Base):
     locked_until: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[float] = mapped_column(Float)
     deleted_at: Mapped[float | None] = mapped_column(Float)
+    #: For a user endpoint: the multi-user endpoint that starts it, and the user's values.
+    parent_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    user_endpoint_config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: ``{"allowed_domains": [...]}``, enforced before a task is accepted.
+    auth_policy: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class EndpointCredential(Base):

@@ -1,0 +1,90 @@
+"""A user's values for a user endpoint's config (``user_endpoint_config``): the checks
+that run before any template sees them, shared by the service and the endpoints."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import jsonschema
+
+MAX_USER_CONFIG_BYTES = 64 * 1024
+MAX_DEPTH = 8
+TOP_KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+NESTED_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class UserConfigError(ValueError):
+    """The user's values were refused: the message names the field and says why."""
+
+
+class InvalidSchema(ValueError):
+    """The administrator's JSON schema itself is invalid."""
+
+
+def canonical_json(values: Any) -> str:
+    return json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _check_keys(value: Any, path: str, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise UserConfigError(f"{path}: nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str) or not NESTED_KEY_RE.match(k):
+                raise UserConfigError(
+                    f"{path}: key {str(k)[:40]!r} is not allowed (letters, digits, '_', '.', "
+                    "'-'; at most 64 characters)"
+                )
+            _check_keys(v, f"{path}.{k}", depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_keys(v, f"{path}[{i}]", depth + 1)
+    elif not (value is None or isinstance(value, str | int | float | bool)):
+        raise UserConfigError(f"{path}: a {type(value).__name__} is not a JSON value")
+
+
+def check_user_values(values: Any, schema: dict[str, Any] | None) -> dict[str, Any]:
+    """Refuse what must never reach the template; returns the values."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise UserConfigError("user_endpoint_config must be a JSON object")
+    try:
+        size = len(canonical_json(values).encode())
+    except (TypeError, ValueError) as e:
+        raise UserConfigError(f"user_endpoint_config is not JSON: {e}") from None
+    if size > MAX_USER_CONFIG_BYTES:
+        raise UserConfigError(
+            f"user_endpoint_config is {size} bytes; the limit is {MAX_USER_CONFIG_BYTES}"
+        )
+    for key, v in values.items():
+        if not isinstance(key, str) or key.startswith("_"):
+            raise UserConfigError(
+                f"user_endpoint_config.{key}: names starting with '_' are reserved"
+            )
+        if not TOP_KEY_RE.match(key):
+            raise UserConfigError(
+                f"user_endpoint_config: key {key[:40]!r} is not allowed (a letter, then "
+                "letters, digits or '_'; at most 64 characters)"
+            )
+        _check_keys(v, f"user_endpoint_config.{key}", 1)
+    if schema:
+        check_schema(values, schema)
+    return values
+
+
+def check_schema(values: dict[str, Any], schema: dict[str, Any]) -> None:
+    try:
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        errors = sorted(cls(schema).iter_errors(values), key=lambda e: list(e.absolute_path))
+    except jsonschema.SchemaError as e:
+        raise InvalidSchema(f"the endpoint's user config schema is invalid: {e.message}") from None
+    if errors:
+        parts = []
+        for e in errors[:5]:
+            where = ".".join(str(p) for p in e.absolute_path)
+            parts.append(f"user_endpoint_config{'.' + where if where else ''}: {e.message}")
+        raise UserConfigError("; ".join(parts))

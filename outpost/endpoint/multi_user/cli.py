@@ -1,0 +1,156 @@
+"""CLI pieces of the multi-user endpoint: start, render-user-config, enable-on-boot, _user."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+
+from outpost.endpoint.config import ConfigError
+from outpost.endpoint.files import EndpointDir
+from outpost.endpoint.multi_user import accounts
+from outpost.endpoint.multi_user.config import MultiUserConfig
+from outpost.endpoint.multi_user.mapping import MappingConfigError, MappingFile, map_identities
+from outpost.endpoint.multi_user.template import TemplateError, UserConfigError, render_config
+
+
+def preflight(config: MultiUserConfig) -> None:
+    """Refuse to start (with what to do) when a root MEP has no usable identity mapping."""
+    from outpost.endpoint.multi_user.manager import load_schema, load_template, mapping_problem
+
+    if os.geteuid() == 0:
+        problem = mapping_problem(config)
+        if problem:
+            raise click.ClickException(problem)
+        assert config.identity_mapping_config_path is not None
+        try:
+            MappingFile(config.identity_mapping_config_path)
+        except MappingConfigError as e:
+            raise click.ClickException(f"the identity mapping is invalid: {e}") from None
+    try:
+        load_template(config)
+        load_schema(config)
+    except TemplateError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _multi_user_config(d: EndpointDir) -> MultiUserConfig:
+    try:
+        config = d.config()
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    if not isinstance(config, MultiUserConfig):
+        raise click.ClickException(f"endpoint {d.name!r} is not a multi-user endpoint")
+    return config
+
+
+async def _account_for(config: MultiUserConfig, identity: str | None) -> accounts.LocalAccount:
+    if identity is None or os.geteuid() != 0:
+        return accounts.current()
+    assert config.identity_mapping_config_path is not None
+    mapping = MappingFile(
+        config.identity_mapping_config_path, config.mapper_timeout_s, config.mapper_user
+    )
+    ident = {
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"outpost:identity:{identity}")),
+        "username": identity,
+        "identity_provider": identity.partition("@")[2] or None,
+    }
+    result = await map_identities(mapping.current(), [ident])
+    if result.account is None:
+        raise click.ClickException(
+            f"identity {identity} could not be mapped to a local account: {result.reason}"
+        )
+    account = accounts.lookup(result.account)
+    accounts.check(account, config.min_uid, config.denied_groups, os.getuid())
+    return account
+
+
+def render_user_config(name: str, user_config: str, identity: str | None) -> str:
+    import asyncio
+
+    from outpost.endpoint.multi_user.manager import load_schema, load_template
+
+    config = _multi_user_config(EndpointDir(name))
+    try:
+        values: Any = json.loads(user_config)
+    except ValueError as e:
+        raise click.ClickException(f"--user-config is not valid JSON: {e}") from None
+    try:
+        account = asyncio.run(_account_for(config, identity))
+        template, schema = load_template(config), load_schema(config)
+        mapped = {
+            "local": account.as_template_value(),
+            "remote": {"id": None, "username": identity or account.uname},
+        }
+        parent = {**config.parent_fields(), "name": name}
+        text, _ = render_config(template, schema, values, mapped, {}, parent)
+    except (accounts.AccountRefused, UserConfigError, TemplateError, MappingConfigError) as e:
+        raise click.ClickException(str(e)) from None
+    return text
+
+
+HARDENING = """\
+# Hardening that leaves setuid/setgid working (user endpoints start as their users).
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+RestrictNamespaces=yes
+LockPersonality=yes
+SystemCallArchitectures=native
+# Deliberately not set: NoNewPrivileges (user jobs may need setuid helpers),
+# ProtectHome and ProtectSystem=strict (user endpoints write in home directories),
+# PrivateTmp (user endpoints share /tmp with their users' other jobs),
+# CapabilityBoundingSet (SETUID, SETGID, KILL, DAC_READ_SEARCH and more are needed).
+"""
+
+
+def unit_text(d: EndpointDir, service_url: str | None) -> str:
+    env = [f"OUTPOST_HOME={d.path.parent}"]
+    if service_url:
+        env.append(f"OUTPOST_SERVICE_URL={service_url}")
+    user = "" if os.geteuid() == 0 else f"User={os.getuid()}\n"
+    return (
+        "[Unit]\n"
+        f"Description=Outpost endpoint {d.name}\n"
+        "After=network-online.target\n"
+        "Wants=network-online.target\n\n"
+        "[Service]\n"
+        "Type=simple\n"
+        f"{user}"
+        f"ExecStart={sys.executable} -m outpost endpoint start {d.name}\n"
+        + "".join(f"Environment={e}\n" for e in env)
+        + "Restart=on-failure\n"
+        "RestartSec=5\n"
+        "# The endpoint stops its user endpoints on SIGTERM; leftovers get SIGKILL.\n"
+        "KillMode=mixed\n"
+        "TimeoutStopSec=30\n" + HARDENING + "\n[Install]\nWantedBy=multi-user.target\n"
+    )
+
+
+def install_unit(d: EndpointDir, text: str, unit_dir: Path) -> Path:
+    path = unit_dir / f"outpost-endpoint-{d.name}.service"
+    try:
+        path.write_text(text)
+    except OSError as e:
+        raise click.ClickException(
+            f"cannot write {path}: {e.strerror} (run as root, or use --print)"
+        ) from None
+    if shutil.which("systemctl"):
+        for cmd in (["systemctl", "daemon-reload"], ["systemctl", "enable", path.name]):
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise click.ClickException(f"{' '.join(cmd)} failed: {done.stderr.strip()}")
+    return path

@@ -1,0 +1,395 @@
+"""The multi-user endpoint process: takes ``start_endpoint`` commands from the service
+and runs one user endpoint per (identity, config), as the mapped local account.
+
+For each start, in this order (nothing is forked before the last step):
+1. validate the command (``commands.py``); a bad one is logged and dropped;
+2. map the identity set to one local account (``mapping.py``) and check the account
+   (``accounts.py``): no match, ambiguous, missing, root, below ``min_uid``, the MEP's own
+   uid, a denied group, or ``max_user_endpoints`` reached are refused with the reason;
+3. check the user's values against the schema and render the template once, so that a
+   config error is refused before anything runs;
+4. start the user endpoint (``spawner.py``), which renders the template again as the
+   user and connects to the service with its own credential.
+Every decision goes to the audit log. The MEP reaps its children, restarts one that
+exits cleanly while its start request is recent, and stops them all when it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, WebSocketException
+
+from outpost import __version__
+from outpost.common import messages as m
+from outpost.endpoint.connection import keep_connected
+from outpost.endpoint.multi_user import accounts
+from outpost.endpoint.multi_user.audit import AuditLog
+from outpost.endpoint.multi_user.commands import (
+    CommandError,
+    StartEndpoint,
+    StopEndpoint,
+    parse_command,
+)
+from outpost.endpoint.multi_user.config import MultiUserConfig
+from outpost.endpoint.multi_user.mapping import MappingFile, map_identities
+from outpost.endpoint.multi_user.spawner import SpawnError, UserEndpointProcess, user_environment
+from outpost.endpoint.multi_user.template import (
+    TemplateError,
+    UserConfigError,
+    check_user_values,
+    render_config,
+)
+
+log = logging.getLogger(__name__)
+OUTBOX_LIMIT = 1000
+
+
+class Refused(Exception):
+    pass
+
+
+def load_schema(config: MultiUserConfig) -> dict[str, Any] | None:
+    path = config.user_config_schema_path
+    if path is None or not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise TemplateError(
+            f"the endpoint's user config schema {path} is unreadable: {e}"
+        ) from None
+    if not isinstance(data, dict):
+        raise TemplateError(f"the endpoint's user config schema {path} is not a JSON object")
+    return data
+
+
+def load_template(config: MultiUserConfig) -> str:
+    try:
+        return config.user_config_template_path.read_text()
+    except OSError as e:
+        raise TemplateError(
+            f"the endpoint's config template {config.user_config_template_path} is "
+            f"unreadable: {e.strerror}"
+        ) from None
+
+
+class Manager:
+    def __init__(
+        self,
+        config: MultiUserConfig,
+        name: str,
+        endpoint_id: str,
+        channel_url: str,
+        secret: str,
+        owner_id: str,
+    ) -> None:
+        self.config = config
+        self.name = name
+        self.endpoint_id = endpoint_id
+        self.channel_url = channel_url
+        self._secret = secret
+        self.owner_id = owner_id
+        self.root = os.geteuid() == 0
+        self.python = str(config.user_endpoint_python or sys.executable)
+        self.mapping: MappingFile | None = None
+        if self.root:
+            assert config.identity_mapping_config_path is not None
+            self.mapping = MappingFile(
+                config.identity_mapping_config_path, config.mapper_timeout_s, config.mapper_user
+            )
+        self.audit = AuditLog(config.audit_log_path)
+        self.children: dict[str, UserEndpointProcess] = {}
+        self.last_request: dict[str, float] = {}
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._stop = asyncio.Event()
+        self._stopping = False
+        self._ws: ClientConnection | None = None
+        self._outbox: list[dict[str, Any]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- process lifecycle -------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+        if self._ws is not None:
+            asyncio.ensure_future(self._ws.close())
+
+    async def run(self) -> None:
+        self.audit.record(
+            "mep_start",
+            endpoint_id=self.endpoint_id,
+            pid=os.getpid(),
+            mode="root" if self.root else "template-capable",
+        )
+        try:
+            await keep_connected(
+                self.channel_url, self._secret, self._session, self._stop, self._set_ws
+            )
+        finally:
+            await self.stop_all()
+            self.audit.record("mep_stop", endpoint_id=self.endpoint_id)
+            self.audit.close()
+
+    async def stop_all(self) -> None:
+        self._stopping = True
+        children = list(self.children.values())
+        await asyncio.gather(*(c.stop(grace=5.0) for c in children), return_exceptions=True)
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn_task(self, coro: Any) -> None:
+        t = asyncio.create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    # -- the channel ---------------------------------------------------------------------
+    def _set_ws(self, ws: ClientConnection | None) -> None:
+        self._ws = ws
+
+    def _status_frame(self) -> dict[str, Any]:
+        running = sum(1 for c in self.children.values() if c.alive())
+        return {
+            "type": m.STATUS,
+            "window": 1,
+            "heartbeat_period": self.config.heartbeat_period,
+            "heartbeat_threshold": self.config.heartbeat_threshold,
+            "hostname": socket.gethostname(),
+            "local_user": getpass.getuser(),
+            "endpoint_version": __version__,
+            "user_endpoints": running,
+            "total_workers": 0,
+            "idle_workers": 0,
+            "pending_tasks": 0,
+        }
+
+    async def _session(self, ws: ClientConnection) -> None:
+        await ws.send(m.encode(self._status_frame()))
+        welcome = m.decode(await asyncio.wait_for(ws.recv(), 20))
+        if welcome["type"] != m.WELCOME:
+            raise WebSocketException(f"expected welcome, got {welcome['type']}")
+        log.info("connected to the service as multi-user endpoint %s", self.endpoint_id)
+        pending, self._outbox = self._outbox, []
+        for frame in pending:
+            await ws.send(m.encode(frame))
+        beats = asyncio.create_task(self._heartbeats(ws))
+        try:
+            async for raw in ws:
+                if not isinstance(raw, bytes):
+                    continue
+                try:
+                    frame = m.decode(raw)
+                except m.FrameError as e:
+                    log.warning("dropped a bad frame from the service: %s", e)
+                    continue
+                if frame["type"] == m.COMMAND:
+                    self._spawn_task(self.on_command(frame))
+                elif frame["type"] == m.TASK:
+                    log.warning("a multi-user endpoint runs no tasks itself; frame ignored")
+                else:
+                    log.info("ignored a %s frame", frame["type"])
+        except ConnectionClosed as e:
+            log.warning("channel closed: %s", e)
+        finally:
+            beats.cancel()
+            await asyncio.gather(beats, return_exceptions=True)
+
+    async def _heartbeats(self, ws: ClientConnection) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_period)
+            await ws.send(m.encode(self._status_frame()))
+
+    async def _reply(
+        self, command_id: str, endpoint_id: str, ok: bool, stage: str, **kw: Any
+    ) -> None:
+        frame = {
+            "type": m.COMMAND_RESULT,
+            "command_id": command_id,
+            "endpoint_id": endpoint_id,
+            "ok": ok,
+            "stage": stage,
+            **kw,
+        }
+        ws = self._ws
+        if ws is not None:
+            try:
+                await ws.send(m.encode(frame))
+                return
+            except (ConnectionClosed, OSError):
+                pass
+        if len(self._outbox) < OUTBOX_LIMIT:
+            self._outbox.append(frame)
+
+    # -- commands ------------------------------------------------------------------------
+    async def on_command(self, frame: dict[str, Any]) -> None:
+        try:
+            cmd = parse_command(frame)
+        except CommandError as e:
+            log.warning("dropped a command from the service: %s", e)
+            self.audit.record("command_dropped", reason=str(e))
+            return
+        uep = str(cmd.endpoint_id)
+        if isinstance(cmd, StopEndpoint):
+            self.audit.record("command", command="stop_endpoint", endpoint_id=uep)
+            child = self.children.get(uep)
+            if child is not None:
+                await child.stop()
+            await self._reply(str(cmd.command_id), uep, True, "stopped")
+            return
+        self.audit.record(
+            "command",
+            command="start_endpoint",
+            command_id=str(cmd.command_id),
+            endpoint_id=uep,
+            user_id=str(cmd.user_id),
+            identities=[i.username for i in cmd.identities],
+        )
+        async with self._locks[uep]:
+            await self._start(cmd)
+
+    async def _start(self, cmd: StartEndpoint, restart: bool = False) -> None:
+        uep, cid = str(cmd.endpoint_id), str(cmd.command_id)
+        if not restart:
+            self.last_request[uep] = time.time()
+        child = self.children.get(uep)
+        if child is not None and child.alive():
+            await self._reply(cid, uep, True, "accepted", detail="already running", pid=child.pid)
+            return
+        try:
+            account = await self._account_for(cmd)
+            running = sum(1 for c in self.children.values() if c.alive())
+            if running >= self.config.max_user_endpoints:
+                raise Refused(
+                    f"this endpoint already runs max_user_endpoints ({running}) user "
+                    "endpoints; try again later"
+                )
+            payload = self._payload(cmd, account)
+            env = user_environment(account, self.config.user_environment_path)
+        except (Refused, accounts.AccountRefused, UserConfigError, TemplateError, SpawnError) as e:
+            self.audit.record("start_refused", endpoint_id=uep, reason=str(e))
+            log.info("start of %s refused: %s", uep, e)
+            await self._reply(cid, uep, False, "refused", error=str(e))
+            return
+        proc = UserEndpointProcess(uep, account, switch_user=self.root)
+        try:
+            await proc.start(self.python, env, payload)
+        except SpawnError as e:
+            self.audit.record("start_refused", endpoint_id=uep, reason=str(e))
+            await self._reply(cid, uep, False, "refused", error=str(e))
+            return
+        self.children[uep] = proc
+        self.audit.record(
+            "start", endpoint_id=uep, uname=account.uname, uid=account.uid, pid=proc.pid
+        )
+        await self._reply(cid, uep, True, "accepted", pid=proc.pid, uid=account.uid)
+        self._spawn_task(self._supervise(cmd, proc))
+
+    async def _account_for(self, cmd: StartEndpoint) -> accounts.LocalAccount:
+        if not self.root:
+            if str(cmd.user_id) != self.owner_id:
+                raise Refused(
+                    "this endpoint runs without root privileges (template-capable mode): "
+                    "only its owner may start user endpoints on it"
+                )
+            return accounts.current()
+        assert self.mapping is not None
+        identities = [i.model_dump(mode="json") for i in cmd.identities]
+        result = await map_identities(self.mapping.current(), identities)
+        self.audit.record(
+            "mapping",
+            endpoint_id=str(cmd.endpoint_id),
+            identities=[i.username for i in cmd.identities],
+            account=result.account,
+            reason=result.reason,
+        )
+        if result.account is None:
+            who = ", ".join(i.username for i in cmd.identities)
+            raise Refused(f"identity {who} could not be mapped to a local account: {result.reason}")
+        account = accounts.lookup(result.account)
+        accounts.check(account, self.config.min_uid, self.config.denied_groups, os.getuid())
+        return account
+
+    def _payload(self, cmd: StartEndpoint, account: accounts.LocalAccount) -> dict[str, Any]:
+        template = load_template(self.config)
+        schema = load_schema(self.config)
+        check_user_values(cmd.user_config, schema)
+        first = cmd.identities[0]
+        mapped = {
+            "local": account.as_template_value(),
+            "remote": {"id": str(first.id), "username": first.username},
+        }
+        parent = {
+            **self.config.parent_fields(),
+            "endpoint_id": self.endpoint_id,
+            "name": self.name,
+        }
+        runtime = cmd.user_runtime or {}
+        # Rendered here once so that a bad config is refused before anything runs; the
+        # user endpoint renders it again, as the user.
+        render_config(template, schema, cmd.user_config, mapped, runtime, parent)
+        return {
+            "endpoint_id": str(cmd.endpoint_id),
+            "name": f"{self.name}.{str(cmd.endpoint_id)[:8]}",
+            "channel_url": cmd.credentials.channel_url,
+            "channel_secret": cmd.credentials.channel_secret,
+            "template": template,
+            "schema": schema,
+            "user_config": cmd.user_config,
+            "user_runtime": runtime,
+            "parent_config": parent,
+            "mapped_identity": mapped,
+            "expected_uid": account.uid,
+            "expected_gid": account.gid,
+        }
+
+    async def _supervise(self, cmd: StartEndpoint, proc: UserEndpointProcess) -> None:
+        uep, cid = proc.endpoint_id, str(cmd.command_id)
+        watcher = asyncio.create_task(proc.watch())
+        await proc.wait_started()
+        if proc.status == "failed":
+            self.audit.record("start_failed", endpoint_id=uep, pid=proc.pid, error=proc.error)
+            await self._reply(cid, uep, False, "failed", error=proc.error)
+        else:
+            self.audit.record("ready", endpoint_id=uep, pid=proc.pid)
+        code = await watcher
+        self.audit.record("exit", endpoint_id=uep, pid=proc.pid, code=code)
+        log.info("user endpoint %s (pid %s) exited with %s", uep, proc.pid, code)
+        if self.children.get(uep) is proc:
+            del self.children[uep]
+        await self._reply(cid, uep, code == 0, "exited", code=code)
+        recent = time.time() - self.last_request.get(uep, 0.0)
+        if (
+            code == 0
+            and proc.status == "ready"
+            and not self._stopping
+            and recent < self.config.user_endpoint_grace_period_s
+        ):
+            self.audit.record("restart", endpoint_id=uep, reason="clean exit soon after a request")
+            async with self._locks[uep]:
+                await self._start(cmd, restart=True)
+
+
+def mapping_problem(config: MultiUserConfig) -> str | None:
+    """Why a root MEP cannot start with this config, or None."""
+    path = config.identity_mapping_config_path
+    if path is None:
+        return (
+            "a multi-user endpoint running as root needs an identity mapping: copy "
+            "example_identity_mapping_config.json to identity_mapping_config.json, edit it, "
+            "and set identity_mapping_config_path in config.yaml (or run the endpoint as a "
+            "normal user, where it starts user endpoints only as that user)"
+        )
+    if not Path(path).exists():
+        return f"identity_mapping_config_path {path} does not exist"
+    return None

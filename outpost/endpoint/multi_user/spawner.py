@@ -1,0 +1,183 @@
+"""Start, watch and stop one user endpoint process (the JupyterHub spawner contract).
+
+The process is started as the mapped account by ``subprocess`` itself (``user``,
+``group``, ``extra_groups``: the standard library drops privileges between fork and
+exec), in a new session, with ``umask 0o077``, only fds 0/1/2 and a clean environment.
+Everything else (credentials, template, values, identity) goes over stdin, which stays
+open: when the MEP dies, the user endpoint reads EOF and stops.
+
+The user endpoint answers with one JSON line on stdout, ``{"outpost_user_endpoint":
+"ready"}`` or ``{"outpost_user_endpoint": "error", "error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from outpost.endpoint.multi_user.accounts import LocalAccount
+
+log = logging.getLogger(__name__)
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+STATUS_KEY = "outpost_user_endpoint"
+
+
+class SpawnError(Exception):
+    pass
+
+
+def user_environment(account: LocalAccount, env_file: Path | None) -> dict[str, str]:
+    """HOME, USER, PATH and what the administrator allowed in user_environment.yaml."""
+    extra: dict[str, str] = {}
+    if env_file is not None and env_file.exists():
+        try:
+            data = yaml.safe_load(env_file.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise SpawnError(f"cannot read {env_file}: {e}") from None
+        if not isinstance(data, dict):
+            raise SpawnError(f"{env_file} must map variable names to values")
+        for k, v in data.items():
+            if not isinstance(k, str) or not ENV_NAME_RE.match(k) or k in ("HOME", "USER"):
+                raise SpawnError(f"{env_file}: {k!r} cannot be set")
+            extra[k] = str(v)
+    return {"PATH": DEFAULT_PATH, **extra, "HOME": account.dir, "USER": account.uname}
+
+
+class UserEndpointProcess:
+    def __init__(self, endpoint_id: str, account: LocalAccount, switch_user: bool) -> None:
+        self.endpoint_id = endpoint_id
+        self.account = account
+        self.switch_user = switch_user
+        self.proc: asyncio.subprocess.Process | None = None
+        self.started_at = 0.0
+        self.status: str = "new"  # new -> starting -> ready | failed; exited
+        self.error: str | None = None
+        self.output_tail: list[str] = []
+        self._ready = asyncio.Event()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    async def start(self, python: str, env: dict[str, str], payload: dict[str, Any]) -> None:
+        kwargs: dict[str, Any] = {}
+        if self.switch_user:
+            kwargs = {
+                "user": self.account.uid,
+                "group": self.account.gid,
+                "extra_groups": list(self.account.groups),
+            }
+        cwd = self.account.dir if os.path.isdir(self.account.dir) else "/"
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                python,
+                "-m",
+                "outpost",
+                "endpoint",
+                "_user",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                cwd=cwd,
+                umask=0o077,
+                start_new_session=True,
+                close_fds=True,
+                limit=256 * 1024,
+                **kwargs,
+            )
+        except OSError as e:
+            raise SpawnError(f"cannot start the user endpoint: {e}") from None
+        self.started_at = time.time()
+        self.status = "starting"
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(payload).encode() + b"\n")
+        try:
+            await self.proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it died at once; the exit is seen by watch()
+        # stdin stays open: its EOF tells the user endpoint that the MEP is gone.
+
+    async def watch(self) -> int:
+        """Read the status line (and keep a tail of other output), then wait for the exit."""
+        assert self.proc is not None and self.proc.stdout is not None
+        while True:
+            try:
+                line = await self.proc.stdout.readline()
+            except (ValueError, asyncio.LimitOverrunError):
+                continue  # an overlong line: skip it
+            if not line:
+                break
+            text = line.decode(errors="replace").rstrip()
+            status = _status(text)
+            if status is not None and self.status == "starting":
+                if status.get(STATUS_KEY) == "ready":
+                    self.status = "ready"
+                else:
+                    self.status = "failed"
+                    self.error = str(status.get("error") or "the user endpoint failed to start")[
+                        :4000
+                    ]
+                self._ready.set()
+            else:
+                self.output_tail = (self.output_tail + [text[:500]])[-20:]
+        code = await self.proc.wait()
+        if self.status == "starting":
+            self.status = "failed"
+            tail = " | ".join(self.output_tail[-5:])
+            self.error = f"the user endpoint exited with code {code} before it was ready" + (
+                f": {tail}" if tail else ""
+            )
+        self._ready.set()
+        return code
+
+    async def wait_started(self) -> None:
+        await self._ready.wait()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def stop(self, grace: float = 10.0) -> int | None:
+        """SIGTERM the process group, then SIGKILL it after ``grace`` seconds."""
+        if self.proc is None:
+            return None
+        if self.proc.returncode is None:
+            _signal_group(self.proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), grace)
+            except TimeoutError:
+                log.warning("user endpoint %s ignored SIGTERM; killing", self.endpoint_id)
+        # Whatever is left of its group (workers included) goes too.
+        _signal_group(self.proc.pid, signal.SIGKILL)
+        return await self.proc.wait()
+
+    def close_stdin(self) -> None:
+        if self.proc is not None and self.proc.stdin is not None:
+            self.proc.stdin.close()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _status(text: str) -> dict[str, Any] | None:
+    if not text.startswith("{") or STATUS_KEY not in text:
+        return None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) and STATUS_KEY in doc else None

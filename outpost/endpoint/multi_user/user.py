@@ -1,0 +1,159 @@
+"""A user endpoint's own start-up (``outpost endpoint _user``), already running as the user.
+
+1. Note the open file descriptors (only 0, 1 and 2 are expected).
+2. Read the start document from stdin (one JSON line; stdin then stays open).
+3. Check that it runs as the expected account and cannot become root again.
+4. Render the template as the user and validate the config.
+5. Prepare ``~/.outpost/<mep>.<id>/`` (mode 0700), log there, run the endpoint, and say
+   ``ready`` (or the error) on stdout as one JSON line. EOF on stdin (the MEP died) stops it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from outpost.endpoint.multi_user.spawner import STATUS_KEY
+from outpost.endpoint.multi_user.template import TemplateError, UserConfigError, render_config
+
+log = logging.getLogger(__name__)
+MAX_START_DOC = 4 * 1024 * 1024
+
+
+class PrivilegeError(Exception):
+    pass
+
+
+def open_fds() -> list[int]:
+    listed = [int(x) for x in os.listdir("/proc/self/fd")]
+    out = []
+    for fd in listed:
+        try:
+            os.fstat(fd)
+        except OSError:
+            continue  # the directory listing's own descriptor, closed by now
+        out.append(fd)
+    return sorted(out)
+
+
+def capabilities() -> dict[str, int]:
+    caps = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.startswith("Cap"):
+                caps[key] = int(value.strip(), 16)
+    return caps
+
+
+def check_unprivileged(uid: int, gid: int) -> None:
+    """Raise unless real, effective and saved ids are the account's and root is out of reach."""
+    if os.getresuid() != (uid, uid, uid):
+        raise PrivilegeError(f"running with uids {os.getresuid()}, expected {uid}")
+    if os.getresgid() != (gid, gid, gid):
+        raise PrivilegeError(f"running with gids {os.getresgid()}, expected {gid}")
+    if uid == 0:
+        raise PrivilegeError("a user endpoint must not run as root")
+    caps = capabilities()
+    held = {k: v for k, v in caps.items() if k in ("CapPrm", "CapEff", "CapAmb") and v}
+    if held:
+        raise PrivilegeError(f"still holds capabilities {held}")
+    try:
+        os.setuid(0)
+    except PermissionError:
+        return
+    os._exit(70)  # regained root: stop at once, whatever else happens  # pragma: no cover
+
+
+def _say(status: str, **kw: Any) -> None:
+    sys.stdout.write(json.dumps({STATUS_KEY: status, **kw}) + "\n")
+    sys.stdout.flush()
+
+
+def _watch_stdin(stop: Callable[[], None]) -> None:
+    def run() -> None:
+        try:
+            while sys.stdin.buffer.read(65536):
+                pass
+        except (OSError, ValueError):
+            pass
+        log.info("the multi-user endpoint is gone (stdin closed); stopping")
+        stop()
+
+    threading.Thread(target=run, name="parent-watch", daemon=True).start()
+
+
+def main() -> int:
+    fds_at_start = open_fds()
+    try:
+        raw = sys.stdin.buffer.readline(MAX_START_DOC)
+        doc = json.loads(raw)
+        if not isinstance(doc, dict):
+            raise ValueError("not an object")
+    except ValueError as e:
+        _say("error", error=f"bad start document on stdin: {e}")
+        return 2
+    try:
+        check_unprivileged(int(doc["expected_uid"]), int(doc["expected_gid"]))
+        text, config = render_config(
+            doc["template"],
+            doc.get("schema"),
+            doc.get("user_config"),
+            doc["mapped_identity"],
+            doc.get("user_runtime"),
+            doc.get("parent_config"),
+        )
+    except (PrivilegeError, UserConfigError, TemplateError, KeyError) as e:
+        _say("error", error=str(e))
+        return 2
+    from outpost.endpoint.files import EndpointDir, EndpointDirError
+
+    try:
+        d = EndpointDir(str(doc["name"]))
+        d.path.parent.mkdir(mode=0o700, exist_ok=True)
+        d.path.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(d.path, 0o700)
+        d.config_path.write_text(text)
+        d.save_id(str(doc["endpoint_id"]))
+    except (OSError, EndpointDirError) as e:
+        _say(
+            "error",
+            error=f"cannot prepare the endpoint directory under {os.environ.get('HOME')}: {e}",
+        )
+        return 2
+    log_fd = os.open(d.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    logging.basicConfig(
+        level=logging.INFO,
+        handlers=[logging.FileHandler(d.log_path)],
+        force=True,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    log.info(
+        "user endpoint %s starting as uid %d; descriptors open at exec: %s",
+        doc["endpoint_id"],
+        os.getuid(),
+        fds_at_start,
+    )
+
+    def ready(stop: Callable[[], None]) -> None:
+        _say("ready", pid=os.getpid())
+        # From here on, output (the user's functions' prints too) goes to the log.
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        _watch_stdin(stop)
+
+    from outpost.endpoint.runner import serve
+
+    creds = {"endpoint_id": str(doc["endpoint_id"]), "channel_secret": doc["channel_secret"]}
+    try:
+        serve(d, config, str(doc["channel_url"]), creds, on_ready=ready)
+    except Exception as e:  # noqa: BLE001 - reported to the MEP, which tells the user
+        log.exception("user endpoint failed")
+        _say("error", error=f"{type(e).__name__}: {e}")
+        return 1
+    return 0

@@ -1,0 +1,280 @@
+"""Tasks for a multi-user endpoint (MEP): which user endpoint (UEP) runs them, and
+starting it.
+
+The UEP id is ``uuid5(MEP id, identity id + canonical JSON of the user's config)``, so
+the same person with the same config always reaches the same UEP, and another config
+gets another one. The UEP is an endpoint row owned by the submitter, with the MEP as its
+parent. When it is not connected, the MEP is sent a ``start_endpoint`` command (with a
+fresh channel secret for the UEP) and the submit waits briefly for the MEP's decision:
+a refusal (identity not mapped, account refused, config rejected) answers the submit
+with 422 and stores nothing. Accepted or undecided, the tasks are stored and queued for
+the UEP, which drains the queue once it connects. If the UEP then fails to start, its
+queued tasks fail with the MEP's reason. A MEP that comes back online is sent starts for
+UEPs whose tasks are waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import IntegrityError
+
+from outpost.common import messages as m
+from outpost.common.errors import ErrorCode, TaskErrorCode
+from outpost.common.user_config import (
+    InvalidSchema,
+    UserConfigError,
+    canonical_json,
+    check_user_values,
+)
+from outpost.service import outcomes
+from outpost.service.errors import APIError, not_found
+from outpost.service.store import accounts, catalog
+
+if TYPE_CHECKING:
+    from outpost.service.channel import EndpointSession
+    from outpost.service.state import ServiceState
+
+log = logging.getLogger(__name__)
+DECISION_TIMEOUT = 15.0
+#: A UEP accepted this long ago that has not connected is started again if tasks wait.
+START_PATIENCE = 30.0
+RECONCILE_EVERY = 5.0
+
+
+def user_endpoint_id(mep_id: str, identity_id: str, config: dict[str, Any]) -> str:
+    return str(uuid.uuid5(uuid.UUID(mep_id), identity_id + canonical_json(config)))
+
+
+def check_policy(
+    policy: dict[str, Any] | None, identities: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The submitter's identities that the endpoint's policy admits (403 if none)."""
+    domains = [d.lower() for d in (policy or {}).get("allowed_domains") or []]
+    if not domains:
+        return identities
+    ok = [i for i in identities if i["username"].rpartition("@")[2].lower() in domains]
+    if not ok:
+        have = ", ".join(i["username"] for i in identities) or "none"
+        raise APIError(
+            403,
+            ErrorCode.FORBIDDEN,
+            f"this endpoint's authentication policy admits identities from "
+            f"{', '.join(domains)}; yours: {have}. Link an identity from an allowed domain",
+        )
+    return ok
+
+
+def check_config(config: Any, schema: dict[str, Any] | None) -> dict[str, Any]:
+    try:
+        return check_user_values(config, schema)
+    except (UserConfigError, InvalidSchema) as e:
+        raise APIError(422, ErrorCode.USER_CONFIG_INVALID, str(e)) from None
+
+
+class UserEndpoints:
+    def __init__(self, state: ServiceState) -> None:
+        self.state = state
+        self._decisions: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._accepted_at: dict[str, float] = {}
+        self._children: defaultdict[str, set[str]] = defaultdict(set)
+        self._loaded: set[str] = set()
+        self._last_reconcile: dict[str, float] = {}
+        self._create_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    # -- submit ------------------------------------------------------------------------
+    async def route(
+        self,
+        user: dict[str, Any],
+        mep: dict[str, Any],
+        config: Any,
+        user_runtime: dict[str, Any] | None,
+    ) -> str:
+        """The UEP id for this submission; starts the UEP if needed (422 if refused)."""
+        cfg = check_config(config, mep["user_config_schema"])
+        idents = await self.state.read(accounts.identities_of, user["id"])
+        idents = check_policy(mep["auth_policy"], idents)
+        uep = user_endpoint_id(mep["id"], idents[0]["id"], cfg)
+        await self._ensure_row(uep, user, mep, cfg)
+        self._children[mep["id"]].add(uep)
+        if uep in self.state.sessions or self._recently_accepted(uep):
+            return uep
+        session = self.state.sessions.get(mep["id"])
+        if session is None or not self.state.endpoint_online(mep["id"]):
+            return uep  # the start is sent when the MEP connects
+        decision = await self._start(session, uep, user["id"], idents, cfg, user_runtime)
+        if decision is not None and not decision.get("ok") and decision.get("stage") == "refused":
+            raise APIError(
+                422,
+                ErrorCode.USER_ENDPOINT_REFUSED,
+                f"the multi-user endpoint refused to start your endpoint: "
+                f"{str(decision.get('error') or 'no reason given')[:2000]}",
+            )
+        return uep
+
+    def _recently_accepted(self, uep: str) -> bool:
+        return time.time() - self._accepted_at.get(uep, 0.0) < START_PATIENCE
+
+    async def _ensure_row(
+        self, uep: str, user: dict[str, Any], mep: dict[str, Any], cfg: dict[str, Any]
+    ) -> None:
+        ep = await self.state.endpoint(uep)
+        if ep is not None:
+            if ep["owner_id"] != user["id"]:
+                raise not_found("endpoint", mep["id"])
+            return
+        async with self._create_locks[uep]:
+            if await self.state.read(catalog.endpoint_exists, uep):
+                return
+            fields = {
+                "name": f"{mep['name']}/{user['username']}"[:255],
+                "display_name": mep["display_name"],
+                "multi_user": False,
+                "public": False,
+                "parent_id": mep["id"],
+                "user_endpoint_config": cfg,
+                "allowed_functions": mep["allowed_functions"],
+            }
+            try:
+                await self.state.write(
+                    lambda c: catalog.create_endpoint(c, user["id"], endpoint_id=uep, **fields)
+                )
+            except IntegrityError:
+                pass  # created meanwhile by another service replica
+        self._create_locks.pop(uep, None)
+
+    async def _start(
+        self,
+        session: EndpointSession,
+        uep: str,
+        user_id: str,
+        identities: list[dict[str, Any]],
+        cfg: dict[str, Any],
+        user_runtime: dict[str, Any] | None,
+    ) -> dict[str, Any] | None:
+        """Send one start (joining one already on its way); the MEP's first answer, or
+        None if it did not answer in time."""
+        fut = self._inflight.get(uep)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._inflight[uep] = fut
+            cid = str(uuid.uuid4())
+            self._decisions[cid] = fut
+            try:
+                secret = await self.state.write(lambda c: catalog.add_credential(c, uep))
+                await session.send_command(
+                    {
+                        "type": m.COMMAND,
+                        "command": "start_endpoint",
+                        "command_id": cid,
+                        "issued_at": time.time(),
+                        "endpoint_id": uep,
+                        "user_id": user_id,
+                        "identities": [
+                            {k: v for k, v in i.items() if v is not None} for i in identities
+                        ],
+                        "user_config": cfg,
+                        "user_runtime": user_runtime or {},
+                        "credentials": {
+                            "channel_url": session.channel_url_for(uep),
+                            "channel_secret": secret,
+                        },
+                    }
+                )
+                log.info("asked MEP %s to start user endpoint %s", session.endpoint_id, uep)
+            except Exception as e:  # noqa: BLE001 - e.g. the MEP's channel closed
+                log.warning("could not send a start for %s: %s", uep, e)
+                self._decisions.pop(cid, None)
+                self._inflight.pop(uep, None)
+                if not fut.done():
+                    fut.set_result({"ok": None})
+                return None
+            asyncio.get_running_loop().call_later(DECISION_TIMEOUT, self._expire, cid, uep, fut)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), DECISION_TIMEOUT)
+        except TimeoutError:
+            return None
+
+    def _expire(self, cid: str, uep: str, fut: asyncio.Future[dict[str, Any]]) -> None:
+        self._decisions.pop(cid, None)
+        if self._inflight.get(uep) is fut:
+            del self._inflight[uep]
+        if not fut.done():
+            fut.set_result({"ok": None})
+
+    # -- from the MEP ------------------------------------------------------------------
+    async def on_command_result(self, mep_id: str, frame: dict[str, Any]) -> None:
+        uep = frame.get("endpoint_id")
+        if not isinstance(uep, str):
+            return
+        child = await self.state.endpoint(uep)
+        if child is None or child.get("parent_id") != mep_id:
+            log.warning("MEP %s answered for %s, which is not one of its endpoints", mep_id, uep)
+            return
+        ok, stage = frame.get("ok"), frame.get("stage")
+        error = str(frame.get("error") or "")[:4000]
+        fut = self._decisions.pop(str(frame.get("command_id")), None)
+        if fut is not None:
+            if self._inflight.get(uep) is fut:
+                del self._inflight[uep]
+            if not fut.done():
+                fut.set_result(frame)
+        if ok and stage == "accepted":
+            self._accepted_at[uep] = time.time()
+        elif stage in ("refused", "failed"):
+            self._accepted_at.pop(uep, None)
+            await self.fail_queued(uep, error or "the user endpoint could not start")
+        elif stage == "exited":
+            self._accepted_at.pop(uep, None)
+
+    async def fail_queued(self, uep: str, reason: str) -> None:
+        msgs = self.state.broker.drain(uep)
+        if not msgs:
+            return
+        log.info("user endpoint %s did not start; failing %d queued task(s)", uep, len(msgs))
+        rows = outcomes.failure_rows(
+            uep,
+            msgs,
+            TaskErrorCode.USER_ENDPOINT_FAILED,
+            f"the user endpoint did not start: {reason}",
+        )
+        await outcomes.store(self.state, uep, {}, rows)
+
+    async def reconcile(self, session: EndpointSession, force: bool = False) -> None:
+        """Send starts for this MEP's UEPs that have tasks waiting and are not running."""
+        mep_id, now = session.endpoint_id, time.time()
+        if not force and now - self._last_reconcile.get(mep_id, 0.0) < RECONCILE_EVERY:
+            return
+        self._last_reconcile[mep_id] = now
+        if mep_id not in self._loaded:
+            self._loaded.add(mep_id)
+            rows = await self.state.read(catalog.user_endpoints, mep_id)
+            self._children[mep_id].update(r["id"] for r in rows)
+        mep = await self.state.endpoint(mep_id)
+        for uep in list(self._children[mep_id]):
+            if (
+                not self.state.broker.queued(uep)
+                or uep in self.state.sessions
+                or uep in self._inflight
+                or self._recently_accepted(uep)
+            ):
+                continue
+            ep = await self.state.endpoint(uep)
+            if ep is None or mep is None:
+                continue
+            try:
+                idents = check_policy(
+                    mep["auth_policy"],
+                    await self.state.read(accounts.identities_of, ep["owner_id"]),
+                )
+            except APIError as e:
+                await self.fail_queued(uep, e.reason)
+                continue
+            cfg = ep["user_endpoint_config"] or {}
+            asyncio.create_task(self._start(session, uep, ep["owner_id"], idents, cfg, None))
