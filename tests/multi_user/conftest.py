@@ -91,6 +91,9 @@ endpoint_setup: {{ worker_init }}
 {% if tag is defined %}
 display_name: {{ "uep-" ~ tag }}
 {% endif %}
+{% if account is defined %}
+scheduler_account: {{ account }}
+{% endif %}
 environment:
   OUTPOST_TEST_ACCOUNT: {{ _OUTPOST.mapped_identity.local.uname }}
 """

@@ -17,8 +17,14 @@ from tests.multi_user.remote import add, parent_pid, whoami
 pytestmark = pytest.mark.timeout(180)
 
 
-def run(stack: MEPStack, user: str, fn: Any, *args: Any, config: dict[str, Any] | None = None,
-        timeout: float = 60) -> Any:
+def run(
+    stack: MEPStack,
+    user: str,
+    fn: Any,
+    *args: Any,
+    config: dict[str, Any] | None = None,
+    timeout: float = 60,
+) -> Any:
     tok = stack.token(user)
     with Executor(
         endpoint_id=stack.mep_id,
@@ -60,7 +66,9 @@ def test_user_endpoint_runs_as_the_mapped_account(mep_stack: MEPStack, unix_acco
         assert st.st_uid == alice.pw_uid and st.st_mode & 0o777 == 0o700
 
 
-def test_same_config_same_endpoint_other_config_other(mep_stack: MEPStack, unix_accounts: Any) -> None:
+def test_same_config_same_endpoint_other_config_other(
+    mep_stack: MEPStack, unix_accounts: Any
+) -> None:
     a1 = run(mep_stack, "alice@example.org", parent_pid, config={"tag": "one"})
     a2 = run(mep_stack, "alice@example.org", parent_pid, config={"tag": "one"})
     b = run(mep_stack, "alice@example.org", parent_pid, config={"tag": "two"})
