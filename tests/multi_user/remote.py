@@ -66,3 +66,13 @@ def parent_pid() -> int:
     import os
 
     return os.getppid()
+
+
+@by_value
+def spawn_stubborn() -> int:
+    """Start a process in the user endpoint's process group that ignores SIGTERM."""
+    import subprocess
+    import sys
+
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+    return subprocess.Popen([sys.executable, "-c", code]).pid

@@ -78,9 +78,11 @@ def _say(status: str, **kw: Any) -> None:
 def _watch_stdin(stop: Callable[[], None]) -> None:
     def run() -> None:
         try:
-            while sys.stdin.buffer.read(65536):
+            # The raw descriptor, not sys.stdin: a thread blocked in a buffered read
+            # would abort the interpreter at exit.
+            while os.read(0, 65536):
                 pass
-        except (OSError, ValueError):
+        except OSError:
             pass
         log.info("the multi-user endpoint is gone (stdin closed); stopping")
         stop()
@@ -88,10 +90,21 @@ def _watch_stdin(stop: Callable[[], None]) -> None:
     threading.Thread(target=run, name="parent-watch", daemon=True).start()
 
 
+def _read_line(limit: int) -> bytes:
+    """The start document from fd 0 (the MEP writes that one line and nothing more)."""
+    out = bytearray()
+    while not out.endswith(b"\n") and len(out) < limit:
+        chunk = os.read(0, 65536)
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)
+
+
 def main() -> int:
     fds_at_start = open_fds()
     try:
-        raw = sys.stdin.buffer.readline(MAX_START_DOC)
+        raw = _read_line(MAX_START_DOC)
         doc = json.loads(raw)
         if not isinstance(doc, dict):
             raise ValueError("not an object")
