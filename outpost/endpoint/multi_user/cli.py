@@ -148,7 +148,7 @@ def install_unit(d: EndpointDir, text: str, unit_dir: Path) -> Path:
         raise click.ClickException(
             f"cannot write {path}: {e.strerror} (run as root, or use --print)"
         ) from None
-    if shutil.which("systemctl"):
+    if shutil.which("systemctl") and Path("/run/systemd/system").is_dir():  # systemd runs
         for cmd in (["systemctl", "daemon-reload"], ["systemctl", "enable", path.name]):
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if done.returncode != 0:

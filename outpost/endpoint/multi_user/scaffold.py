@@ -57,12 +57,14 @@ audit_log_path: audit.log
 """
 
 TEMPLATE = """\
-# Rendered for each (user, values) with Jinja2 (sandboxed, undefined names are errors).
-# Every {{{{ value }}}} becomes a quoted YAML value; use {{{{ value | shell_escape }}}} for a
-# shell. Reserved: _OUTPOST.mapped_identity.local.{{uname,uid,gid,dir,shell,groups}},
-# _OUTPOST.mapped_identity.remote.{{id,username}}, _OUTPOST.user_runtime (untrusted),
-# _OUTPOST.parent_config. Check it with:
-#   outpost endpoint render-user-config {name} --user-config '{{"workers": 2}}'
+{{#
+  Rendered for each (user, values) with Jinja2 (sandboxed; undefined names are errors).
+  Every {{{{ value }}}} becomes a quoted YAML value; use {{{{ value | shell_escape }}}} for
+  a shell. Reserved: _OUTPOST.mapped_identity.local.{{uname,uid,gid,dir,shell,groups}},
+  _OUTPOST.mapped_identity.remote.{{id,username}}, _OUTPOST.user_runtime (untrusted),
+  _OUTPOST.parent_config. Check it with:
+    outpost endpoint render-user-config {name} --user-config '{{"workers": 2}}'
+#}}
 engine:
   type: ProcessPoolEngine
   max_workers: {{{{ workers | default(2) }}}}
