@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SCRIPTS = ["core.py"]
+SCRIPTS = ["core.py", "multi_user.py"]  # multi_user.py needs root
 
 if __name__ == "__main__":
     failed = 0
     for name in SCRIPTS:
         print(f"== {name}", flush=True)
-        failed |= subprocess.run([sys.executable, str(HERE / name), *sys.argv[1:]]).returncode
+        failed |= subprocess.run([sys.executable, str(HERE / name)]).returncode
     sys.exit(failed)

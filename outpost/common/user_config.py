@@ -3,6 +3,7 @@ that run before any template sees them, shared by the service and the endpoints.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -75,13 +76,21 @@ def check_user_values(values: Any, schema: dict[str, Any] | None) -> dict[str, A
     return values
 
 
-def check_schema(values: dict[str, Any], schema: dict[str, Any]) -> None:
+@functools.lru_cache(maxsize=64)
+def _validator(schema_json: str) -> Any:
+    """Checking a schema and building its validator takes milliseconds: done once."""
+    schema = json.loads(schema_json)
     try:
         cls = jsonschema.validators.validator_for(schema)
         cls.check_schema(schema)
-        errors = sorted(cls(schema).iter_errors(values), key=lambda e: list(e.absolute_path))
     except jsonschema.SchemaError as e:
         raise InvalidSchema(f"the endpoint's user config schema is invalid: {e.message}") from None
+    return cls(schema)
+
+
+def check_schema(values: dict[str, Any], schema: dict[str, Any]) -> None:
+    validator = _validator(canonical_json(schema))
+    errors = sorted(validator.iter_errors(values), key=lambda e: list(e.absolute_path))
     if errors:
         parts = []
         for e in errors[:5]:

@@ -33,6 +33,7 @@ from outpost.common.user_config import (
     check_user_values,
 )
 from outpost.service import outcomes
+from outpost.service.cache import TTLCache
 from outpost.service.errors import APIError, not_found
 from outpost.service.store import accounts, catalog
 
@@ -87,6 +88,10 @@ class UserEndpoints:
         self._loaded: set[str] = set()
         self._last_reconcile: dict[str, float] = {}
         self._create_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # (MEP, user, config) -> UEP, for as long as other authorisation data is cached.
+        self._routes: TTLCache[tuple[str, str, str], str] = TTLCache(
+            state.settings.auth_cache_ttl, max_size=100_000
+        )
 
     # -- submit ------------------------------------------------------------------------
     async def route(
@@ -97,12 +102,21 @@ class UserEndpoints:
         user_runtime: dict[str, Any] | None,
     ) -> str:
         """The UEP id for this submission; starts the UEP if needed (422 if refused)."""
+        try:
+            key = (mep["id"], user["id"], canonical_json(config))
+        except (TypeError, ValueError):
+            key = None
+        uep = self._routes.get(key) if key else None
+        if uep is not None and uep in self.state.sessions:
+            return uep  # checked moments ago and running: the hot path
         cfg = check_config(config, mep["user_config_schema"])
         idents = await self.state.read(accounts.identities_of, user["id"])
         idents = check_policy(mep["auth_policy"], idents)
         uep = user_endpoint_id(mep["id"], idents[0]["id"], cfg)
         await self._ensure_row(uep, user, mep, cfg)
         self._children[mep["id"]].add(uep)
+        if key:
+            self._routes.set(key, uep)
         if uep in self.state.sessions or self._recently_accepted(uep):
             return uep
         session = self.state.sessions.get(mep["id"])

@@ -1,0 +1,156 @@
+"""Issue-3 figures: the multi-user endpoint, as root, with real accounts.
+
+* cold start: submit to first result for a new (identity, config), i.e. including the
+  MEP's mapping and checks, the user endpoint's start as the account and its first task;
+* warm round trip: the same user endpoint already up, against a single-user endpoint's
+  round trip measured in the same run;
+* 20 users (distinct accounts) submitting at once: time until every first result;
+* resident memory of one idle user endpoint (the process alone, and with its worker).
+
+Needs root (creates accounts opmu_b01..opmu_b20) and /usr/bin/python3 (user endpoints
+run from an environment every account can read). Usage:
+  sudo .venv/bin/python benchmarks/multi_user.py [--cold 10] [--warm 300] [--users 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import pwd
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import local_stack, percentile, rss_mib, table
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from outpost import Executor  # noqa: E402
+from outpost.local import LocalService  # noqa: E402
+from tests.multi_user.conftest import start_mep  # noqa: E402
+from tests.multi_user.remote import by_value  # noqa: E402
+from tests.multi_user.uservenv import user_python  # noqa: E402
+
+
+@by_value
+def noop() -> None:
+    return None
+
+
+@by_value
+def parent() -> int:
+    import os
+
+    return os.getppid()
+
+
+def ensure_accounts(n: int) -> list[str]:
+    names = []
+    for i in range(1, n + 1):
+        name = f"opmu_b{i:02d}"
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            subprocess.run(["useradd", "-m", "-u", str(23200 + i), "-s", "/bin/sh", name], check=True)
+        names.append(name)
+    return names
+
+
+def first_result(url: str, token: str, mep: str, config: dict[str, object]) -> float:
+    t0 = time.perf_counter()
+    with Executor(endpoint_id=mep, user_endpoint_config=config, service_url=url, token=token) as ex:
+        ex.submit(noop).result(timeout=120)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--cold", type=int, default=10, help="cold starts measured")
+    ap.add_argument("--warm", type=int, default=300, help="warm round trips measured")
+    ap.add_argument("--users", type=int, default=20, help="accounts submitting at once")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("benchmarks/multi_user.py needs root (it creates accounts and setuids)")
+    names = ensure_accounts(args.users)
+    python = user_python()
+
+    # The single-user reference round trip, measured in the same run.
+    single = []
+    with local_stack() as (svc, token, ep):
+        with Executor(endpoint_id=ep.endpoint_id, service_url=svc.url, token=token) as ex:
+            for _ in range(50):
+                ex.submit(noop).result()
+            for _ in range(args.warm):
+                t0 = time.perf_counter()
+                ex.submit(noop).result()
+                single.append((time.perf_counter() - t0) * 1000)
+
+    home = Path(tempfile.mkdtemp(prefix="outpost-bench-mu-"))
+    os.chmod(home, 0o755)
+    svc = LocalService(home).start()
+    try:
+        admin = svc.add_user("admin@example.org")
+        mep = start_mep(svc, admin, "mep", python).endpoint_id
+        assert mep
+        alice = svc.add_user("b01@example.org")
+        cold = [
+            first_result(svc.url, alice, mep, {"tag": f"cold{i}"}) * 1000
+            for i in range(args.cold)
+        ]
+        warm = []
+        with Executor(endpoint_id=mep, user_endpoint_config={"tag": "cold0"},
+                      service_url=svc.url, token=alice) as ex:
+            for _ in range(50):
+                ex.submit(noop).result()
+            for _ in range(args.warm):
+                t0 = time.perf_counter()
+                ex.submit(noop).result()
+                warm.append((time.perf_counter() - t0) * 1000)
+            uep_pid = ex.submit(parent).result()
+        tokens = [alice] + [svc.add_user(f"{n[5:]}@example.org") for n in names[1:]]
+        t0 = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(len(tokens)) as pool:
+            firsts = list(pool.map(
+                lambda tok: first_result(svc.url, tok, mep, {"tag": "crowd"}), tokens
+            ))
+        crowd = time.perf_counter() - t0
+        time.sleep(2)  # idle
+        uep_alone = rss_mib_single(uep_pid)
+        uep_total = rss_mib(uep_pid)
+    finally:
+        svc.close()
+
+    c50, w50, s50 = percentile(cold, 50), percentile(warm, 50), percentile(single, 50)
+    ok = lambda b: "yes" if b else "NO"  # noqa: E731
+    table(
+        "Outpost multi-user endpoint (root, real accounts)",
+        [
+            ("cold start: submit to first result, p50", f"{c50:.0f} ms", "≤ 1,500 ms",
+             ok(c50 <= 1500)),
+            ("cold start, max", f"{max(cold):.0f} ms", "—", ""),
+            ("warm round trip p50 (user endpoint up)", f"{w50:.2f} ms", f"≤ 1.5 × {s50:.2f} ms",
+             ok(w50 <= 1.5 * s50)),
+            ("single-user round trip p50 (same run)", f"{s50:.2f} ms", "—", ""),
+            (f"{len(tokens)} users at once: all first results", f"{crowd:.1f} s", "≤ 15 s",
+             ok(crowd <= 15)),
+            ("  slowest of them", f"{max(firsts):.1f} s", "—", ""),
+            ("idle user endpoint RSS (process)", f"{uep_alone:.0f} MiB", "≤ 80 MB",
+             ok(uep_alone * 1.048576 <= 80)),
+            ("idle user endpoint RSS (with its 1 worker)", f"{uep_total:.0f} MiB", "—", ""),
+        ],
+    )
+
+
+def rss_mib_single(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+if __name__ == "__main__":
+    main()
