@@ -55,7 +55,8 @@ def ensure_accounts(n: int) -> list[str]:
         try:
             pwd.getpwnam(name)
         except KeyError:
-            subprocess.run(["useradd", "-m", "-u", str(23200 + i), "-s", "/bin/sh", name], check=True)
+            cmd = ["useradd", "-m", "-u", str(23200 + i), "-s", "/bin/sh", name]
+            subprocess.run(cmd, check=True)
         names.append(name)
     return names
 
