@@ -1,0 +1,119 @@
+"""The templates in docs/examples render what their READMEs promise, and their schemas
+refuse what they should."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from outpost.common.user_config import UserConfigError, check_user_values
+from outpost.endpoint.multi_user.template import render_config, render_text
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+IDENTITY = {
+    "local": {
+        "uname": "alice",
+        "uid": 1001,
+        "gid": 1001,
+        "dir": "/home/alice",
+        "shell": "/bin/bash",
+        "groups": ["alice"],
+    },
+    "remote": {"id": "00000000-0000-0000-0000-000000000001", "username": "alice@example.org"},
+}
+
+
+def load(name: str) -> tuple[str, dict[str, Any]]:
+    d = EXAMPLES / name
+    return (d / "user_config_template.yaml.j2").read_text(), json.loads(
+        (d / "user_config_schema.json").read_text()
+    )
+
+
+def render(name: str, values: dict[str, Any]) -> dict[str, Any]:
+    template, schema = load(name)
+    check_user_values(values, schema)
+    data = yaml.safe_load(render_text(template, values, IDENTITY))
+    assert isinstance(data, dict)
+    return data
+
+
+def test_workstation_renders_a_valid_config() -> None:
+    template, schema = load("workstation")
+    _, config = render_config(
+        template, schema, {"workers": 4, "setup": "conda activate x"}, IDENTITY
+    )
+    assert config.engine.type == "ProcessPoolEngine" and config.engine.max_workers == 4
+    assert config.endpoint_setup == "conda activate x"
+    assert config.display_name == "workstation for alice"
+    with pytest.raises(UserConfigError, match="workers"):
+        check_user_values({"workers": 100}, schema)
+
+
+def test_slurm_template() -> None:
+    data = render(
+        "slurm",
+        {
+            "account": "abc123",
+            "partition": "debug",
+            "walltime": "01:00:00",
+            "nodes": 2,
+            "module": "python/3.11; rm -rf ~",
+            "worker_init": "export X=1",
+        },
+    )
+    p = data["engine"]["provider"]
+    assert p["type"] == "SlurmProvider" and p["launcher"]["type"] == "SrunLauncher"
+    assert (p["account"], p["partition"], p["walltime"], p["nodes_per_block"]) == (
+        "abc123",
+        "debug",
+        "01:00:00",
+        2,
+    )
+    # The module name reaches the shell as one word, whatever it holds.
+    first = p["worker_init"].split("; export")[0]
+    assert shlex.split(first) == ["module", "load", "python/3.11; rm -rf ~"]
+    defaults = render("slurm", {"account": "abc123"})["engine"]["provider"]
+    assert defaults["partition"] == "compute" and defaults["nodes_per_block"] == 1
+    _, schema = load("slurm")
+    for bad in (
+        {},
+        {"account": "abc 123"},
+        {"account": "a", "partition": "nope"},
+        {"account": "a", "walltime": "1h"},
+        {"account": "a", "nodes": 0},
+        {"account": "a", "qos": "high"},
+    ):
+        with pytest.raises(UserConfigError):
+            check_user_values(bad, schema)
+
+
+def test_pbs_template() -> None:
+    data = render(
+        "pbs",
+        {
+            "account": "PRJ0042",
+            "queue": "workq",
+            "select": "1:ncpus=32:mem=64gb",
+            "walltime": "01:00:00",
+        },
+    )
+    p = data["engine"]["provider"]
+    assert p["type"] == "PBSProProvider"
+    assert (p["account"], p["queue"], p["select_options"]) == (
+        "PRJ0042",
+        "workq",
+        "1:ncpus=32:mem=64gb",
+    )
+    _, schema = load("pbs")
+    for bad in (
+        {"account": "a", "select": "1:ncpus=2 -W depend=afterok:1"},
+        {"account": "a", "queue": "q -A other"},
+    ):
+        with pytest.raises(UserConfigError):
+            check_user_values(bad, schema)
