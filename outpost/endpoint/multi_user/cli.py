@@ -34,11 +34,32 @@ def preflight(config: MultiUserConfig) -> None:
             MappingFile(config.identity_mapping_config_path)
         except MappingConfigError as e:
             raise click.ClickException(f"the identity mapping is invalid: {e}") from None
+        python = str(config.user_endpoint_python or sys.executable)
+        blocked = unreachable_by_others(python)
+        if blocked:
+            click.echo(
+                f"warning: other accounts cannot reach {python} ({blocked} is not "
+                "world-executable); user endpoints will fail to start. Set "
+                "user_endpoint_python to a Python every account can run (docs/multi-user.md)",
+                err=True,
+            )
     try:
         load_template(config)
         load_schema(config)
     except TemplateError as e:
         raise click.ClickException(str(e)) from None
+
+
+def unreachable_by_others(path: str) -> str | None:
+    """The first directory or file on the way to ``path`` others cannot traverse/execute."""
+    target = Path(os.path.realpath(path))
+    for p in [*reversed(target.parents), target]:
+        try:
+            if not os.stat(p).st_mode & 0o001:
+                return str(p)
+        except OSError:
+            return str(p)
+    return None
 
 
 def _multi_user_config(d: EndpointDir) -> MultiUserConfig:
