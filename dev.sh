@@ -64,6 +64,15 @@ ensure_compat_venv() {
     "$COMPAT_VENV/bin/pip" install -q "globus-compute-sdk==4.19.0"
 }
 
+ensure_user_python() {
+  # The multi-user tests (as root) run user endpoints as test accounts, from a venv built
+  # with the system Python (tests/multi_user/uservenv.py); it needs Debian's venv module.
+  [ "$(id -u)" = 0 ] || return 0
+  [ -x /usr/bin/python3 ] || apt_install python3
+  /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+  command -v useradd >/dev/null || apt_install passwd
+}
+
 cmd=${1:-help}
 shift || true
 case "$cmd" in
@@ -74,6 +83,7 @@ case "$cmd" in
   test)
     ensure_venv test
     ensure_compat_venv
+    ensure_user_python
     say "ruff"
     "$VENV/bin/ruff" check outpost tests benchmarks
     say "mypy (outpost/common, outpost/sdk)"

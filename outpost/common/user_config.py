@@ -52,18 +52,10 @@ def check_user_values(values: Any, schema: dict[str, Any] | None) -> dict[str, A
         values = {}
     if not isinstance(values, dict):
         raise UserConfigError("user_endpoint_config must be a JSON object")
-    try:
-        size = len(canonical_json(values).encode())
-    except (TypeError, ValueError) as e:
-        raise UserConfigError(f"user_endpoint_config is not JSON: {e}") from None
-    if size > MAX_USER_CONFIG_BYTES:
-        raise UserConfigError(
-            f"user_endpoint_config is {size} bytes; the limit is {MAX_USER_CONFIG_BYTES}"
-        )
     for key, v in values.items():
         if not isinstance(key, str) or key.startswith("_"):
             raise UserConfigError(
-                f"user_endpoint_config.{key}: names starting with '_' are reserved"
+                f"user_endpoint_config.{str(key)[:40]}: names starting with '_' are reserved"
             )
         if not TOP_KEY_RE.match(key):
             raise UserConfigError(
@@ -71,6 +63,14 @@ def check_user_values(values: Any, schema: dict[str, Any] | None) -> dict[str, A
                 "letters, digits or '_'; at most 64 characters)"
             )
         _check_keys(v, f"user_endpoint_config.{key}", 1)
+    try:
+        size = len(canonical_json(values).encode())
+    except (TypeError, ValueError, RecursionError) as e:
+        raise UserConfigError(f"user_endpoint_config is not JSON: {e}") from None
+    if size > MAX_USER_CONFIG_BYTES:
+        raise UserConfigError(
+            f"user_endpoint_config is {size} bytes; the limit is {MAX_USER_CONFIG_BYTES}"
+        )
     if schema:
         check_schema(values, schema)
     return values

@@ -104,7 +104,7 @@ class UserEndpoints:
         """The UEP id for this submission; starts the UEP if needed (422 if refused)."""
         try:
             key = (mep["id"], user["id"], canonical_json(config))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             key = None
         uep = self._routes.get(key) if key else None
         if uep is not None and uep in self.state.sessions:

@@ -118,7 +118,7 @@ def _kill(proc: asyncio.subprocess.Process) -> None:
 def _parse_output(out: bytes, asked: set[str]) -> dict[str, str]:
     try:
         doc = json.loads(out)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise MappingFailed("printed something that is not JSON") from None
     if not isinstance(doc, dict) or doc.get("DATA_TYPE") != "identity_mapping_output#1.0.0":
         raise MappingFailed("output lacks DATA_TYPE identity_mapping_output#1.0.0")

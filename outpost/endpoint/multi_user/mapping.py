@@ -158,7 +158,7 @@ def load_mapping(path: Path, timeout: float = 5.0, run_as: str | None = None) ->
         raise MappingConfigError(f"{path} is larger than {MAX_FILE_BYTES} bytes")
     try:
         data = json.loads(raw)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise MappingConfigError(f"{path} is not valid JSON: {e}") from None
     return parse_mapping(data, path.name, timeout, run_as)
 
