@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from typing import Any
 
@@ -12,8 +13,8 @@ import jsonschema
 
 MAX_USER_CONFIG_BYTES = 64 * 1024
 MAX_DEPTH = 8
-TOP_KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-NESTED_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+TOP_KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}\Z")
+NESTED_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
 
 class UserConfigError(ValueError):
@@ -42,6 +43,8 @@ def _check_keys(value: Any, path: str, depth: int) -> None:
     elif isinstance(value, list):
         for i, v in enumerate(value):
             _check_keys(v, f"{path}[{i}]", depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise UserConfigError(f"{path}: {value} is not a JSON number")
     elif not (value is None or isinstance(value, str | int | float | bool)):
         raise UserConfigError(f"{path}: a {type(value).__name__} is not a JSON value")
 

@@ -62,7 +62,9 @@ class Agent:
         self.spool = spool
         self.held: set[str] = set()  # accepted by the engine, no result yet
         self.allowed = (
-            {str(f) for f in config.allowed_functions} if config.allowed_functions else None
+            {str(f) for f in config.allowed_functions}
+            if config.allowed_functions is not None
+            else None
         )
         self._outbox: list[dict[str, Any]] = []
         self._outbox_ready = asyncio.Event()

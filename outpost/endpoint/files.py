@@ -15,7 +15,7 @@ from outpost.endpoint.config import DEFAULT_CONFIG_YAML, EndpointConfig, load_co
 from outpost.endpoint.multi_user.config import MultiUserConfig, is_multi_user, load_multi_user
 from outpost.sdk.config import outpost_home
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 
 
 class EndpointDirError(Exception):

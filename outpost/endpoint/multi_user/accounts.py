@@ -59,6 +59,8 @@ def check(account: LocalAccount, min_uid: int, denied_groups: list[str], own_uid
     """Raise AccountRefused unless the account may run a user endpoint."""
     if account.uid == 0 or account.gid == 0:
         raise AccountRefused(f"account {account.uname!r} is root (uid/gid 0)")
+    if 0 in account.groups:
+        raise AccountRefused(f"account {account.uname!r} is in group 0 (root)")
     if account.uid == own_uid:
         raise AccountRefused(f"account {account.uname!r} is the multi-user endpoint's own account")
     if account.uid < min_uid:

@@ -40,7 +40,7 @@ class StartEndpoint(BaseModel):
     type: Literal["command"]
     command: Literal["start_endpoint"]
     command_id: UUID
-    issued_at: float
+    issued_at: float = Field(allow_inf_nan=False)
     endpoint_id: UUID
     user_id: UUID
     identities: list[IdentityInfo] = Field(min_length=1, max_length=32)
@@ -54,11 +54,13 @@ class StopEndpoint(BaseModel):
     type: Literal["command"]
     command: Literal["stop_endpoint"]
     command_id: UUID
-    issued_at: float
+    issued_at: float = Field(allow_inf_nan=False)
     endpoint_id: UUID
 
 
-def parse_command(frame: dict[str, Any], now: float | None = None) -> StartEndpoint | StopEndpoint:
+def parse_command(frame: Any, now: float | None = None) -> StartEndpoint | StopEndpoint:
+    if not isinstance(frame, dict):
+        raise CommandError("a command must be a map")
     kind = frame.get("command")
     model: type[StartEndpoint] | type[StopEndpoint]
     if kind == "start_endpoint":

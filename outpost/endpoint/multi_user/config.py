@@ -122,7 +122,9 @@ class MultiUserConfig(BaseModel):
         return {
             "display_name": self.display_name,
             "allowed_functions": (
-                [str(f) for f in self.allowed_functions] if self.allowed_functions else None
+                [str(f) for f in self.allowed_functions]
+                if self.allowed_functions is not None
+                else None
             ),
             "heartbeat_period": self.heartbeat_period,
             "heartbeat_threshold": self.heartbeat_threshold,

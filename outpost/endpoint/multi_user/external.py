@@ -74,12 +74,10 @@ class ExternalMapper(Mapper):
         try:
             out = await asyncio.wait_for(self._talk(proc, data), self.timeout)
         except TimeoutError:
-            _kill(proc)
-            await proc.wait()
+            await _end(proc)
             raise MappingFailed(f"timed out after {self.timeout:g} s; killed") from None
-        except MappingFailed:
-            _kill(proc)
-            await proc.wait()
+        except BaseException:  # MappingFailed, or the mapping was cancelled
+            await _end(proc)
             raise
         if proc.returncode != 0:
             raise MappingFailed(f"exited with code {proc.returncode}")
@@ -103,6 +101,25 @@ class ExternalMapper(Mapper):
                 raise MappingFailed(f"printed more than {MAX_OUTPUT} bytes")
         await proc.wait()
         return out
+
+
+async def _end(proc: asyncio.subprocess.Process) -> None:
+    """Kill the mapper's process group and reap it. Its stdout is drained first: asyncio
+    only reports the exit once the pipe is closed, and a paused reader never sees that."""
+    _kill(proc)
+    assert proc.stdout is not None
+
+    async def drain() -> None:
+        while await proc.stdout.read(65536):  # type: ignore[union-attr]
+            pass
+        await proc.wait()
+
+    try:
+        await asyncio.shield(asyncio.wait_for(drain(), 5.0))
+    except (TimeoutError, asyncio.CancelledError):
+        # A descendant that left the process group still holds the pipe; the process
+        # itself is dead and reaped by the child watcher. Do not wait for the pipe.
+        pass
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:

@@ -281,6 +281,12 @@ class Manager:
             log.info("start of %s refused: %s", uep, e)
             await self._reply(cid, uep, False, "refused", error=str(e))
             return
+        except Exception as e:  # noqa: BLE001 - a bug must still answer, not hang the user
+            log.exception("start of %s failed unexpectedly", uep)
+            reason = f"internal error in the multi-user endpoint ({type(e).__name__}); see its log"
+            self.audit.record("start_refused", endpoint_id=uep, reason=reason)
+            await self._reply(cid, uep, False, "refused", error=reason)
+            return
         proc = UserEndpointProcess(uep, account, switch_user=self.root)
         try:
             await proc.start(self.python, env, payload)

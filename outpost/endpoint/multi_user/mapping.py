@@ -28,7 +28,7 @@ EXPRESSION = "expression_identity_mapping#1.0.0"
 EXTERNAL = "external_identity_mapping#1.0.0"
 MAX_FILE_BYTES = 1024 * 1024
 #: A local account name as useradd accepts it (and nothing a shell or path could misread).
-ACCOUNT_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\$?$", re.IGNORECASE)
+ACCOUNT_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\$?\Z", re.IGNORECASE)
 
 Identity = dict[str, Any]
 
@@ -97,11 +97,14 @@ class ExpressionMapper(Mapper):
             for key in ("source", "match", "output"):
                 if not isinstance(m.get(key), str) or not m[key]:
                     raise MappingConfigError(f"{w}: '{key}' must be a non-empty string")
+            for flag in ("literal", "ignore_case"):
+                if flag in m and not isinstance(m[flag], bool):
+                    raise MappingConfigError(f"{w}: '{flag}' must be true or false")
             pattern = re.escape(m["match"]) if m.get("literal") else m["match"]
             flags = re.IGNORECASE if m.get("ignore_case") else 0
             try:
                 rx = re.compile(pattern, flags)
-            except re.error as e:
+            except (re.error, OverflowError, RecursionError) as e:
                 raise MappingConfigError(f"{w}: 'match' is not a valid expression: {e}") from None
             self.rules.append((m["source"], rx, m["output"]))
 

@@ -28,7 +28,7 @@ from outpost.endpoint.multi_user.accounts import LocalAccount
 
 log = logging.getLogger(__name__)
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 STATUS_KEY = "outpost_user_endpoint"
 
 
@@ -49,6 +49,8 @@ def user_environment(account: LocalAccount, env_file: Path | None) -> dict[str, 
         for k, v in data.items():
             if not isinstance(k, str) or not ENV_NAME_RE.match(k) or k in ("HOME", "USER"):
                 raise SpawnError(f"{env_file}: {k!r} cannot be set")
+            if "\0" in str(v):
+                raise SpawnError(f"{env_file}: the value of {k} contains a NUL character")
             extra[k] = str(v)
     return {"PATH": DEFAULT_PATH, **extra, "HOME": account.dir, "USER": account.uname}
 
@@ -96,7 +98,7 @@ class UserEndpointProcess:
                 limit=256 * 1024,
                 **kwargs,
             )
-        except OSError as e:
+        except (OSError, ValueError) as e:
             raise SpawnError(f"cannot start the user endpoint: {e}") from None
         self.started_at = time.time()
         self.status = "starting"

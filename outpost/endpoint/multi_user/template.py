@@ -49,8 +49,30 @@ def _quote(text: str) -> str:
     return "".join(out)
 
 
+class ShellQuoted(str):
+    """Output of ``shell_escape``: already one shell word."""
+
+
+_CONTROL = {chr(c) for c in range(0x20)} | {"\x7f", "\x85", "\u2028", "\u2029"}
+
+
+def shell_escape(value: Any) -> ShellQuoted:
+    """Quote a value as one POSIX shell word. Control characters (newlines among them) are
+    refused: no shell command needs them in an argument, and they could end the line."""
+    text = str(value)
+    if any(ch in _CONTROL for ch in text):
+        raise TemplateError("shell_escape: the value contains a control character (e.g. a newline)")
+    return ShellQuoted(shlex.quote(text))
+
+
 def yaml_value(value: Any) -> str:
-    """Any template output as a YAML flow value that is exactly that data."""
+    """Any template output as a YAML flow value that is exactly that data.
+
+    A ``shell_escape`` result becomes a YAML single-quoted scalar, which is also safe for
+    a shell when a template (wrongly) puts it in the middle of a line: its quotes are
+    doubled, and the shell reads ``''`` as nothing."""
+    if isinstance(value, ShellQuoted):
+        return "'" + value.replace("'", "''") + "'"
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -77,7 +99,7 @@ def _environment() -> ImmutableSandboxedEnvironment:
     )
     for name in ("cycler", "joiner", "lipsum", "namespace"):
         env.globals.pop(name, None)
-    env.filters["shell_escape"] = lambda v: shlex.quote(str(v))
+    env.filters["shell_escape"] = shell_escape
     return env
 
 
@@ -95,10 +117,16 @@ def render_text(
     }
     try:
         text = _environment().from_string(template).render(**values, _OUTPOST=reserved)
+    except TemplateError:
+        raise
     except JinjaError as e:
         where = f" (line {e.lineno})" if getattr(e, "lineno", None) else ""
         raise TemplateError(f"the config template failed to render{where}: {e}") from None
-    if len(text) > MAX_RENDERED_BYTES:
+    except Exception as e:  # noqa: BLE001 - e.g. {{ workers + 1 }} with a string, 1/0
+        raise TemplateError(
+            f"the config template failed to render: {type(e).__name__}: {e}"
+        ) from None
+    if len(text.encode(errors="surrogatepass")) > MAX_RENDERED_BYTES:
         raise TemplateError(f"the rendered config is larger than {MAX_RENDERED_BYTES} bytes")
     return text
 
