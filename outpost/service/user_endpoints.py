@@ -222,6 +222,25 @@ class UserEndpoints:
         if not fut.done():
             fut.set_result({"ok": None})
 
+    async def stop(self, mep_id: str, uep: str) -> None:
+        """Ask the MEP to stop a user endpoint (e.g. it was deleted)."""
+        session = self.state.sessions.get(mep_id)
+        self._accepted_at.pop(uep, None)
+        if session is None:
+            return
+        try:
+            await session.send_command(
+                {
+                    "type": m.COMMAND,
+                    "command": "stop_endpoint",
+                    "command_id": str(uuid.uuid4()),
+                    "issued_at": time.time(),
+                    "endpoint_id": uep,
+                }
+            )
+        except Exception as e:  # noqa: BLE001 - the MEP's channel closed: nothing runs
+            log.info("could not ask MEP %s to stop %s: %s", mep_id, uep, e)
+
     # -- from the MEP ------------------------------------------------------------------
     async def on_command_result(self, mep_id: str, frame: dict[str, Any]) -> None:
         uep = frame.get("endpoint_id")
@@ -262,6 +281,12 @@ class UserEndpoints:
 
     async def reconcile(self, session: EndpointSession, force: bool = False) -> None:
         """Send starts for this MEP's UEPs that have tasks waiting and are not running."""
+        try:
+            await self._reconcile(session, force)
+        except Exception:  # noqa: BLE001 - retried at the next heartbeat
+            log.exception("reconciling MEP %s's user endpoints failed", session.endpoint_id)
+
+    async def _reconcile(self, session: EndpointSession, force: bool) -> None:
         mep_id, now = session.endpoint_id, time.time()
         if not force and now - self._last_reconcile.get(mep_id, 0.0) < RECONCILE_EVERY:
             return

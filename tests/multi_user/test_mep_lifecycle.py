@@ -161,3 +161,25 @@ def test_no_zombies_after_a_spawn_and_kill_storm(
     with executor(stack, "bob@example.org", {"tag": "after-storm"}) as ex:
         assert ex.submit(add, 20, 22).result(timeout=60) == 42
     stack.mep.stop()
+
+
+def test_deleting_a_user_endpoint_stops_it(mep_stack: MEPStack, unix_accounts: Any) -> None:
+    import httpx
+
+    token = mep_stack.token("bob@example.org")
+    with executor(mep_stack, "bob@example.org", {"tag": "delete-me"}) as ex:
+        uep_pid = ex.submit(parent_pid).result(timeout=60)
+    uep = start_record(mep_stack, uep_pid)["endpoint_id"]
+    r = httpx.delete(
+        f"{mep_stack.service.url}/v2/endpoints/{uep}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    mep_stack.wait_audit(
+        lambda r: (
+            r["event"] == "command" and r["command"] == "stop_endpoint" and r["endpoint_id"] == uep
+        )
+    )
+    mep_stack.wait_audit(lambda r: r["event"] == "exit" and r["pid"] == uep_pid)
+    wait_gone(uep_pid)

@@ -237,6 +237,8 @@ async def delete_endpoint(
     session = state.sessions.get(eid)
     if session is not None:
         await session.close("endpoint deleted")
+    if ep["parent_id"]:  # a user endpoint: its MEP stops the process too
+        await state.user_endpoints.stop(ep["parent_id"], eid)
     return {"result": 302, "endpoint_id": eid}
 
 
