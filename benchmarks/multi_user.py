@@ -122,6 +122,7 @@ def main() -> None:
         time.sleep(2)  # idle
         uep_alone = rss_mib_single(uep_pid)
         uep_total = rss_mib(uep_pid)
+        uep_pss = pss_mib(uep_pid)
     finally:
         svc.close()
 
@@ -142,8 +143,24 @@ def main() -> None:
             ("idle user endpoint RSS (process)", f"{uep_alone:.0f} MiB", "≤ 80 MB",
              ok(uep_alone * 1.048576 <= 80)),
             ("idle user endpoint RSS (with its 1 worker)", f"{uep_total:.0f} MiB", "—", ""),
+            ("idle user endpoint PSS (with its 1 worker)", f"{uep_pss:.0f} MiB", "—", ""),
         ],
     )
+
+
+def pss_mib(pid: int) -> float:
+    """Proportional set size of a process and its children: shared pages counted once."""
+    pids = [pid]
+    try:
+        pids += [int(x) for x in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        pass
+    total = 0
+    for p in pids:
+        for line in open(f"/proc/{p}/smaps_rollup"):
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+    return total / 1024
 
 
 def rss_mib_single(pid: int) -> float:
