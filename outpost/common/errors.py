@@ -32,3 +32,4 @@ class TaskErrorCode(StrEnum):
     FUNCTION_NOT_ALLOWED = "FunctionNotAllowed"
     WALLTIME = "WalltimeExceeded"
     USER_ENDPOINT_FAILED = "UserEndpointStartFailed"
+    ENDPOINT_DELETED = "EndpointDeleted"

@@ -56,7 +56,9 @@ def _hook(command: str | None, what: str) -> None:
     if not command:
         return
     log.info("running %s: %s", what, command)
-    done = subprocess.run(command, shell=True, executable="/bin/bash", check=False)
+    done = subprocess.run(
+        command, shell=True, executable="/bin/bash", check=False, stdin=subprocess.DEVNULL
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{what} exited with code {done.returncode}")
 

@@ -75,6 +75,8 @@ class EndpointSession:
             log.info("endpoint %s connected (window %d)", self.endpoint_id, self.window)
             if self.multi_user:
                 await self.state.user_endpoints.reconcile(self, force=True)
+            else:
+                self.state.user_endpoints.connected(self.endpoint_id)
             sender = asyncio.create_task(self._send_loop())
             storer = asyncio.create_task(self._store_loop())
             try:

@@ -34,7 +34,7 @@ from outpost.common.user_config import (
 )
 from outpost.service import outcomes
 from outpost.service.cache import TTLCache
-from outpost.service.errors import APIError, not_found
+from outpost.service.errors import APIError
 from outpost.service.store import accounts, catalog
 
 if TYPE_CHECKING:
@@ -46,10 +46,16 @@ DECISION_TIMEOUT = 15.0
 #: A UEP accepted this long ago that has not connected is started again if tasks wait.
 START_PATIENCE = 30.0
 RECONCILE_EVERY = 5.0
+MAX_CRASHES = 3
 
 
-def user_endpoint_id(mep_id: str, identity_id: str, config: dict[str, Any]) -> str:
-    return str(uuid.uuid5(uuid.UUID(mep_id), identity_id + canonical_json(config)))
+def user_endpoint_id(
+    mep_id: str, identity_id: str, config: dict[str, Any], attempt: int = 0
+) -> str:
+    """The UEP id. ``attempt`` > 0 gives the alternatives used when the plain id is taken
+    (someone registered it first, or it was deleted: ids are never reused)."""
+    salt = f"#{attempt}" if attempt else ""
+    return str(uuid.uuid5(uuid.UUID(mep_id), identity_id + canonical_json(config) + salt))
 
 
 def check_policy(
@@ -88,6 +94,9 @@ class UserEndpoints:
         self._loaded: set[str] = set()
         self._last_reconcile: dict[str, float] = {}
         self._create_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._credential_of: dict[str, int] = {}  # command id -> the credential it carried
+        self._crashes: dict[str, int] = {}  # UEP -> failed exits since it last connected
+        self._retry_after: dict[str, float] = {}  # UEP -> when a capacity refusal expires
         # (MEP, user, config) -> UEP, for as long as other authorisation data is cached.
         self._routes: TTLCache[tuple[str, str, str], str] = TTLCache(
             state.settings.auth_cache_ttl, max_size=100_000
@@ -112,8 +121,7 @@ class UserEndpoints:
         cfg = check_config(config, mep["user_config_schema"])
         idents = await self.state.read(accounts.identities_of, user["id"])
         idents = check_policy(mep["auth_policy"], idents)
-        uep = user_endpoint_id(mep["id"], idents[0]["id"], cfg)
-        await self._ensure_row(uep, user, mep, cfg)
+        uep = await self._ensure_row(idents[0]["id"], user, mep, cfg)
         self._children[mep["id"]].add(uep)
         if key:
             self._routes.set(key, uep)
@@ -136,32 +144,48 @@ class UserEndpoints:
         return time.time() - self._accepted_at.get(uep, 0.0) < START_PATIENCE
 
     async def _ensure_row(
-        self, uep: str, user: dict[str, Any], mep: dict[str, Any], cfg: dict[str, Any]
-    ) -> None:
-        ep = await self.state.endpoint(uep)
-        if ep is not None:
-            if ep["owner_id"] != user["id"]:
-                raise not_found("endpoint", mep["id"])
-            return
-        async with self._create_locks[uep]:
-            if await self.state.read(catalog.endpoint_exists, uep):
-                return
-            fields = {
-                "name": f"{mep['name']}/{user['username']}"[:255],
-                "display_name": mep["display_name"],
-                "multi_user": False,
-                "public": False,
-                "parent_id": mep["id"],
-                "user_endpoint_config": cfg,
-                "allowed_functions": mep["allowed_functions"],
-            }
-            try:
-                await self.state.write(
-                    lambda c: catalog.create_endpoint(c, user["id"], endpoint_id=uep, **fields)
-                )
-            except IntegrityError:
-                pass  # created meanwhile by another service replica
-        self._create_locks.pop(uep, None)
+        self, identity_id: str, user: dict[str, Any], mep: dict[str, Any], cfg: dict[str, Any]
+    ) -> str:
+        """The submitter's UEP row for this config, created if needed; its id."""
+        for attempt in range(8):
+            uep = user_endpoint_id(mep["id"], identity_id, cfg, attempt)
+            ep = await self.state.endpoint(uep)
+            if ep is not None:
+                if ep["owner_id"] == user["id"] and ep["parent_id"] == mep["id"]:
+                    return uep
+                continue  # taken by someone else's registration: try the next id
+            async with self._create_locks[uep]:
+                if await self.state.read(catalog.endpoint_exists, uep):
+                    if await self.state.read(catalog.get_endpoint, uep) is None:
+                        continue  # deleted: its id is never reused
+                    self.state.endpoint_cache.invalidate(uep)
+                    ep = await self.state.endpoint(uep)
+                    if ep and ep["owner_id"] == user["id"] and ep["parent_id"] == mep["id"]:
+                        return uep
+                    continue
+                fields = {
+                    "name": f"{mep['name']}/{user['username']}"[:255],
+                    "display_name": mep["display_name"],
+                    "multi_user": False,
+                    "public": False,
+                    "parent_id": mep["id"],
+                    "user_endpoint_config": cfg,
+                    "allowed_functions": mep["allowed_functions"],
+                }
+                try:
+                    await self.state.write(
+                        lambda c, uep=uep, fields=fields: catalog.create_endpoint(
+                            c, user["id"], endpoint_id=uep, **fields
+                        )
+                    )
+                except IntegrityError:
+                    continue  # created meanwhile elsewhere; look again
+                finally:
+                    self._create_locks.pop(uep, None)
+                return uep
+        raise APIError(
+            409, ErrorCode.BAD_REQUEST, "could not find a free id for your user endpoint"
+        )
 
     async def _start(
         self,
@@ -181,7 +205,8 @@ class UserEndpoints:
             cid = str(uuid.uuid4())
             self._decisions[cid] = fut
             try:
-                secret = await self.state.write(lambda c: catalog.add_credential(c, uep))
+                cred_id, secret = await self.state.write(lambda c: catalog.add_credential(c, uep))
+                self._credential_of[cid] = cred_id
                 await session.send_command(
                     {
                         "type": m.COMMAND,
@@ -252,19 +277,58 @@ class UserEndpoints:
             return
         ok, stage = frame.get("ok"), frame.get("stage")
         error = str(frame.get("error") or "")[:4000]
-        fut = self._decisions.pop(str(frame.get("command_id")), None)
+        cid = str(frame.get("command_id"))
+        fut = self._decisions.pop(cid, None)
         if fut is not None:
             if self._inflight.get(uep) is fut:
                 del self._inflight[uep]
             if not fut.done():
                 fut.set_result(frame)
+        cred = self._credential_of.get(cid)
         if ok and stage == "accepted":
             self._accepted_at[uep] = time.time()
+            if frame.get("detail") == "already running":
+                # The running process keeps its own credential; this one was never used.
+                await self._revoke(uep, only=cred)
+            else:
+                self._retry_after.pop(uep, None)
         elif stage in ("refused", "failed"):
             self._accepted_at.pop(uep, None)
-            await self.fail_queued(uep, error or "the user endpoint could not start")
+            await self._revoke(uep, only=cred)
+            if stage == "refused" and frame.get("retryable"):
+                self._retry_after[uep] = time.time() + START_PATIENCE  # e.g. at capacity
+            else:
+                await self.fail_queued(uep, error or "the user endpoint could not start")
         elif stage == "exited":
             self._accepted_at.pop(uep, None)
+            if not frame.get("restarting"):
+                await self._revoke(uep, up_to=cred)
+                self._credential_of.pop(cid, None)
+                await self._count_crash(uep, frame.get("code"))
+
+    async def _revoke(self, uep: str, only: int | None = None, up_to: int | None = None) -> None:
+        if only is None and up_to is None:
+            return
+        await self.state.write(lambda c: catalog.revoke_credentials(c, uep, up_to=up_to, only=only))
+
+    async def _count_crash(self, uep: str, code: Any) -> None:
+        """A UEP that keeps exiting with an error before it takes any task fails its
+        queued tasks after three tries, instead of being restarted forever."""
+        if code == 0 or uep in self.state.sessions:
+            return
+        n = self._crashes.get(uep, 0) + 1
+        self._crashes[uep] = n
+        if n >= MAX_CRASHES:
+            self._crashes.pop(uep, None)
+            await self.fail_queued(
+                uep,
+                f"it exited with code {code} {n} times without taking tasks; its "
+                "endpoint.log (in your ~/.outpost/) says why",
+            )
+
+    def connected(self, uep: str) -> None:
+        self._crashes.pop(uep, None)
+        self._accepted_at.pop(uep, None)
 
     async def fail_queued(self, uep: str, reason: str) -> None:
         msgs = self.state.broker.drain(uep)
@@ -302,6 +366,7 @@ class UserEndpoints:
                 or uep in self.state.sessions
                 or uep in self._inflight
                 or self._recently_accepted(uep)
+                or self._retry_after.get(uep, 0.0) > now
             ):
                 continue
             ep = await self.state.endpoint(uep)

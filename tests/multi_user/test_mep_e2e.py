@@ -54,7 +54,7 @@ def test_user_endpoint_runs_as_the_mapped_account(mep_stack: MEPStack, unix_acco
     env = info["parent_env"]
     assert set(env) == {"HOME", "USER", "PATH", "SITE_SCRATCH"}, env
     assert env["HOME"] == alice.pw_dir and env["USER"] == "opmu_alice"
-    assert info["parent_cmd"][1:] == ["-m", "outpost", "endpoint", "_user"]
+    assert info["parent_cmd"][1:] == ["-s", "-P", "-m", "outpost", "endpoint", "_user"]
     # Only 0/1/2 at exec, logged by the user endpoint in its own 0700 directory.
     dirs = list(Path(alice.pw_dir, ".outpost").glob("mep.*"))
     assert dirs

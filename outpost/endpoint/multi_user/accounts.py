@@ -38,7 +38,12 @@ class LocalAccount:
 
 
 class AccountRefused(Exception):
-    """This account may not run a user endpoint; the message says why."""
+    """This account may not run a user endpoint. The message (for the administrator and
+    the audit log) says why; ``public`` is what the submitter is told."""
+
+    def __init__(self, detail: str, public: str | None = None) -> None:
+        super().__init__(detail)
+        self.public = public or detail
 
 
 def lookup(name: str) -> LocalAccount:
@@ -57,19 +62,29 @@ def current() -> LocalAccount:
 
 def check(account: LocalAccount, min_uid: int, denied_groups: list[str], own_uid: int) -> None:
     """Raise AccountRefused unless the account may run a user endpoint."""
+    privileged = (
+        f"the account you map to ({account.uname}) is a privileged account and may not "
+        "run user endpoints"
+    )
     if account.uid == 0 or account.gid == 0:
-        raise AccountRefused(f"account {account.uname!r} is root (uid/gid 0)")
+        raise AccountRefused(f"account {account.uname!r} is root (uid/gid 0)", privileged)
     if 0 in account.groups:
-        raise AccountRefused(f"account {account.uname!r} is in group 0 (root)")
+        raise AccountRefused(f"account {account.uname!r} is in group 0 (root)", privileged)
     if account.uid == own_uid:
-        raise AccountRefused(f"account {account.uname!r} is the multi-user endpoint's own account")
+        raise AccountRefused(
+            f"account {account.uname!r} is the multi-user endpoint's own account", privileged
+        )
     if account.uid < min_uid:
         raise AccountRefused(
-            f"account {account.uname!r} has uid {account.uid}, below min_uid {min_uid}"
+            f"account {account.uname!r} has uid {account.uid}, below min_uid {min_uid}",
+            f"the account you map to ({account.uname}) is a system account and may not run "
+            "user endpoints",
         )
     denied = set(denied_groups)
     member = [g for g in account.group_names() if g in denied]
     if member:
         raise AccountRefused(
-            f"account {account.uname!r} is in denied group(s) {', '.join(sorted(member))}"
+            f"account {account.uname!r} is in denied group(s) {', '.join(sorted(member))}",
+            f"the account you map to ({account.uname}) is in a group this endpoint does not "
+            "serve; ask the administrator",
         )

@@ -67,6 +67,14 @@ class MultiUserConfig(BaseModel):
     max_user_endpoints: int = Field(
         default=100, ge=1, description="most user endpoints running at once"
     )
+    max_user_endpoints_per_account: int = Field(
+        default=10, ge=1, description="most user endpoints one account runs at once"
+    )
+    user_endpoint_start_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="a user endpoint not ready this long after its start is killed",
+    )
     user_endpoint_grace_period_s: float = Field(
         default=30.0,
         ge=0,

@@ -21,6 +21,7 @@ import getpass
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -57,7 +58,13 @@ OUTBOX_LIMIT = 1000
 
 
 class Refused(Exception):
-    pass
+    """A start refused before anything ran: ``str()`` for the audit log, ``public`` for
+    the submitter; ``retryable`` when it may work later (capacity)."""
+
+    def __init__(self, detail: str, public: str | None = None, retryable: bool = False) -> None:
+        super().__init__(detail)
+        self.public = public or detail
+        self.retryable = retryable
 
 
 def load_schema(config: MultiUserConfig) -> dict[str, Any] | None:
@@ -113,11 +120,14 @@ class Manager:
         self.children: dict[str, UserEndpointProcess] = {}
         self.last_request: dict[str, float] = {}
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._reserved: dict[str, int] = {}  # UEP id -> uid, between the checks and the fork
+        self._stop_requested: set[str] = set()
         self._stop = asyncio.Event()
         self._stopping = False
         self._ws: ClientConnection | None = None
         self._outbox: list[dict[str, Any]] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()  # supervisors
+        self._commands: set[asyncio.Task[Any]] = set()
 
     # -- process lifecycle -------------------------------------------------------------
     def stop(self) -> None:
@@ -142,7 +152,10 @@ class Manager:
             self.audit.close()
 
     async def stop_all(self) -> None:
-        self._stopping = True
+        self._stopping = True  # before the snapshot: no start begins after it
+        for t in list(self._commands):
+            t.cancel()
+        await asyncio.gather(*self._commands, return_exceptions=True)
         children = list(self.children.values())
         await asyncio.gather(*(c.stop(grace=5.0) for c in children), return_exceptions=True)
         for t in list(self._tasks):
@@ -194,7 +207,9 @@ class Manager:
                     log.warning("dropped a bad frame from the service: %s", e)
                     continue
                 if frame["type"] == m.COMMAND:
-                    self._spawn_task(self.on_command(frame))
+                    t = asyncio.create_task(self.on_command(frame))
+                    self._commands.add(t)
+                    t.add_done_callback(self._commands.discard)
                 elif frame["type"] == m.TASK:
                     log.warning("a multi-user endpoint runs no tasks itself; frame ignored")
                 else:
@@ -242,6 +257,7 @@ class Manager:
         uep = str(cmd.endpoint_id)
         if isinstance(cmd, StopEndpoint):
             self.audit.record("command", command="stop_endpoint", endpoint_id=uep)
+            self._stop_requested.add(uep)
             child = self.children.get(uep)
             if child is not None:
                 await child.stop()
@@ -258,43 +274,76 @@ class Manager:
         async with self._locks[uep]:
             await self._start(cmd)
 
+    def _running(self) -> list[UserEndpointProcess]:
+        return [c for c in self.children.values() if c.alive()]
+
+    async def _refuse(self, cid: str, uep: str, detail: str, public: str, **kw: Any) -> None:
+        self.audit.record("start_refused", endpoint_id=uep, reason=detail)
+        log.info("start of %s refused: %s", uep, detail)
+        await self._reply(cid, uep, False, "refused", error=public, **kw)
+
     async def _start(self, cmd: StartEndpoint, restart: bool = False) -> None:
         uep, cid = str(cmd.endpoint_id), str(cmd.command_id)
+        if self._stopping:
+            await self._refuse(cid, uep, "stopping", "the endpoint is stopping", retryable=True)
+            return
         if not restart:
             self.last_request[uep] = time.time()
+            self._stop_requested.discard(uep)
         child = self.children.get(uep)
         if child is not None and child.alive():
             await self._reply(cid, uep, True, "accepted", detail="already running", pid=child.pid)
             return
         try:
             account = await self._account_for(cmd)
-            running = sum(1 for c in self.children.values() if c.alive())
-            if running >= self.config.max_user_endpoints:
-                raise Refused(
-                    f"this endpoint already runs max_user_endpoints ({running}) user "
-                    "endpoints; try again later"
-                )
             payload = self._payload(cmd, account)
             env = user_environment(account, self.config.user_environment_path)
-        except (Refused, accounts.AccountRefused, UserConfigError, TemplateError, SpawnError) as e:
-            self.audit.record("start_refused", endpoint_id=uep, reason=str(e))
-            log.info("start of %s refused: %s", uep, e)
-            await self._reply(cid, uep, False, "refused", error=str(e))
+            # Counted and reserved with no await in between: concurrent starts cannot
+            # both take the last place.
+            running = self._running()
+            if len(running) + len(self._reserved) >= self.config.max_user_endpoints:
+                raise Refused(
+                    f"max_user_endpoints ({self.config.max_user_endpoints}) reached",
+                    "this endpoint runs as many user endpoints as it may "
+                    "(max_user_endpoints); try again later",
+                    retryable=True,
+                )
+            mine = sum(1 for c in running if c.account.uid == account.uid) + sum(
+                1 for r in self._reserved.values() if r == account.uid
+            )
+            if mine >= self.config.max_user_endpoints_per_account:
+                raise Refused(
+                    f"account {account.uname} already runs {mine} user endpoints "
+                    "(max_user_endpoints_per_account)",
+                    f"you already run {mine} user endpoints here (the limit per account); "
+                    "reuse a config or wait for one to stop",
+                    retryable=True,
+                )
+        except Refused as e:
+            await self._refuse(cid, uep, str(e), e.public, retryable=e.retryable)
+            return
+        except accounts.AccountRefused as e:
+            await self._refuse(cid, uep, str(e), e.public)
+            return
+        except (UserConfigError, TemplateError, SpawnError) as e:
+            await self._refuse(cid, uep, str(e), str(e))
             return
         except Exception as e:  # noqa: BLE001 - a bug must still answer, not hang the user
             log.exception("start of %s failed unexpectedly", uep)
             reason = f"internal error in the multi-user endpoint ({type(e).__name__}); see its log"
-            self.audit.record("start_refused", endpoint_id=uep, reason=reason)
-            await self._reply(cid, uep, False, "refused", error=reason)
+            await self._refuse(cid, uep, reason, reason)
             return
-        proc = UserEndpointProcess(uep, account, switch_user=self.root)
+        self._reserved[uep] = account.uid
         try:
-            await proc.start(self.python, env, payload)
-        except SpawnError as e:
-            self.audit.record("start_refused", endpoint_id=uep, reason=str(e))
-            await self._reply(cid, uep, False, "refused", error=str(e))
-            return
-        self.children[uep] = proc
+            proc = UserEndpointProcess(uep, account, switch_user=self.root)
+            try:
+                await proc.start(self.python, env, payload)
+            except SpawnError as e:
+                await self._refuse(cid, uep, str(e), str(e))
+                return
+            self.children[uep] = proc
+        finally:
+            self._reserved.pop(uep, None)
         self.audit.record(
             "start", endpoint_id=uep, uname=account.uname, uid=account.uid, pid=proc.pid
         )
@@ -321,7 +370,14 @@ class Manager:
         )
         if result.account is None:
             who = ", ".join(i.username for i in cmd.identities)
-            raise Refused(f"identity {who} could not be mapped to a local account: {result.reason}")
+            detail = f"identity {who} could not be mapped to a local account: {result.reason}"
+            public = detail
+            if result.mapper_failed:  # the failure's details are for the administrator
+                public = (
+                    f"identity {who} could not be mapped to a local account (the identity "
+                    "mapping failed; the administrator can see why in the audit log)"
+                )
+            raise Refused(detail, public)
         account = accounts.lookup(result.account)
         accounts.check(account, self.config.min_uid, self.config.denied_groups, os.getuid())
         return account
@@ -362,7 +418,15 @@ class Manager:
     async def _supervise(self, cmd: StartEndpoint, proc: UserEndpointProcess) -> None:
         uep, cid = proc.endpoint_id, str(cmd.command_id)
         watcher = asyncio.create_task(proc.watch())
-        await proc.wait_started()
+        timeout = self.config.user_endpoint_start_timeout_s
+        try:
+            await asyncio.wait_for(proc.wait_started(), timeout)
+        except TimeoutError:
+            proc.status, proc.error = (
+                "failed",
+                f"the user endpoint was not ready within {timeout:g} s",
+            )
+            proc.signal_group(signal.SIGKILL)
         if proc.status == "failed":
             self.audit.record("start_failed", endpoint_id=uep, pid=proc.pid, error=proc.error)
             await self._reply(cid, uep, False, "failed", error=proc.error)
@@ -373,17 +437,26 @@ class Manager:
         log.info("user endpoint %s (pid %s) exited with %s", uep, proc.pid, code)
         if self.children.get(uep) is proc:
             del self.children[uep]
-        await self._reply(cid, uep, code == 0, "exited", code=code)
         recent = time.time() - self.last_request.get(uep, 0.0)
-        if (
+        restart = (
             code == 0
             and proc.status == "ready"
             and not self._stopping
+            and uep not in self._stop_requested
             and recent < self.config.user_endpoint_grace_period_s
-        ):
+        )
+        await self._reply(cid, uep, code == 0, "exited", code=code, restarting=restart)
+        if restart:
             self.audit.record("restart", endpoint_id=uep, reason="clean exit soon after a request")
             async with self._locks[uep]:
                 await self._start(cmd, restart=True)
+        elif uep not in self.children:
+            # Forget what only mattered while it ran (these maps must not grow forever).
+            self.last_request.pop(uep, None)
+            self._stop_requested.discard(uep)
+            lock = self._locks.get(uep)
+            if lock is not None and not lock.locked():
+                del self._locks[uep]
 
 
 def mapping_problem(config: MultiUserConfig) -> str | None:

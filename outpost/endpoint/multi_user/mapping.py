@@ -46,6 +46,7 @@ class MappingResult:
     account: str | None
     reason: str  # why: which mapper matched, or why nothing did
     candidates: tuple[str, ...] = ()
+    mapper_failed: bool = False  # an external mapper failed along the way
 
 
 class Mapper(ABC):
@@ -187,7 +188,7 @@ async def map_identities(mappers: list[Mapper], identities: list[Identity]) -> M
         why = "no mapper matched the identity"
         if failures:
             why += " (" + "; ".join(failures) + ")"
-        return MappingResult(None, why)
+        return MappingResult(None, why, mapper_failed=bool(failures))
     if len(names) > 1:
         return MappingResult(
             None, f"ambiguous: the identities map to different accounts {names}", tuple(names)

@@ -79,10 +79,15 @@ class UserEndpointProcess:
                 "group": self.account.gid,
                 "extra_groups": list(self.account.groups),
             }
-        cwd = self.account.dir if os.path.isdir(self.account.dir) else "/"
         try:
+            # -s -P: no user site-packages and no working directory on sys.path, so
+            # nothing in the user's home can stand in for Outpost. cwd "/": the chdir
+            # happens before the privilege drop; the user endpoint moves to its own
+            # directory itself.
             self.proc = await asyncio.create_subprocess_exec(
                 python,
+                "-s",
+                "-P",
                 "-m",
                 "outpost",
                 "endpoint",
@@ -91,7 +96,7 @@ class UserEndpointProcess:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
-                cwd=cwd,
+                cwd="/",
                 umask=0o077,
                 start_new_session=True,
                 close_fds=True,
@@ -153,26 +158,64 @@ class UserEndpointProcess:
         """SIGTERM the process group, then SIGKILL it after ``grace`` seconds."""
         if self.proc is None:
             return None
-        if self.proc.returncode is None:
-            _signal_group(self.proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), grace)
-            except TimeoutError:
-                log.warning("user endpoint %s ignored SIGTERM; killing", self.endpoint_id)
+        pid, uid = self.proc.pid, self.account.uid
+        self.signal_group(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), grace)
+        except TimeoutError:
+            log.warning("user endpoint %s ignored SIGTERM; killing", self.endpoint_id)
         # Whatever is left of its group (workers included) goes too.
-        _signal_group(self.proc.pid, signal.SIGKILL)
-        return await self.proc.wait()
+        _signal_group(pid, signal.SIGKILL, uid, leader_alive=self.proc.returncode is None)
+        try:
+            return await asyncio.wait_for(self.proc.wait(), grace)
+        except TimeoutError:
+            return None
+
+    def signal_group(self, sig: int) -> None:
+        if self.proc is not None:
+            _signal_group(
+                self.proc.pid, sig, self.account.uid, leader_alive=self.proc.returncode is None
+            )
 
     def close_stdin(self) -> None:
         if self.proc is not None and self.proc.stdin is not None:
             self.proc.stdin.close()
 
 
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+def _signal_group(pgid: int, sig: int, uid: int, leader_alive: bool) -> None:
+    """Signal the process group ``pgid`` (the user endpoint's session).
+
+    While the leader is not reaped, its pid cannot be reused, so ``killpg`` is safe. Once
+    it is reaped, the number could name someone else's group: then only processes of
+    this group that belong to the account are signalled, one by one."""
+    if leader_alive:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        return
+    for pid in _group_members(pgid, uid):
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _group_members(pgid: int, uid: int) -> list[int]:
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+            owner = entry.stat().st_uid
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()  # after "pid (comm) "
+        if len(fields) > 2 and int(fields[2]) == pgid and owner == uid:
+            out.append(int(entry.name))
+    return out
 
 
 def _status(text: str) -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
+import signal
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -70,13 +70,32 @@ def check_unprivileged(uid: int, gid: int) -> None:
     os._exit(70)  # regained root: stop at once, whatever else happens  # pragma: no cover
 
 
+_status_fd = 1  # where the status line goes: the MEP's pipe
+
+
 def _say(status: str, **kw: Any) -> None:
-    sys.stdout.write(json.dumps({STATUS_KEY: status, **kw}) + "\n")
-    sys.stdout.flush()
+    global _status_fd
+    if _status_fd < 0:
+        return
+    line = (json.dumps({STATUS_KEY: status, **kw}) + "\n").encode()
+    try:
+        os.write(_status_fd, line)
+    except OSError:
+        pass
+    if _status_fd != 1:
+        os.close(_status_fd)  # one status line only; EOF tells the MEP
+        _status_fd = -1
 
 
-def _watch_stdin(stop: Callable[[], None]) -> None:
-    def run() -> None:
+class _ParentWatch:
+    """EOF on stdin means the MEP is gone: stop the endpoint, or, before it runs, the
+    whole process group (a setup hook included)."""
+
+    def __init__(self) -> None:
+        self.stop: Callable[[], None] | None = None
+        threading.Thread(target=self._run, name="parent-watch", daemon=True).start()
+
+    def _run(self) -> None:
         try:
             # The raw descriptor, not sys.stdin: a thread blocked in a buffered read
             # would abort the interpreter at exit.
@@ -85,9 +104,10 @@ def _watch_stdin(stop: Callable[[], None]) -> None:
         except OSError:
             pass
         log.info("the multi-user endpoint is gone (stdin closed); stopping")
-        stop()
-
-    threading.Thread(target=run, name="parent-watch", daemon=True).start()
+        if self.stop is not None:
+            self.stop()
+        else:
+            os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 def _read_line(limit: int) -> bytes:
@@ -140,6 +160,15 @@ def main() -> int:
         )
         return 2
     log_fd = os.open(d.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    # From here on, stdout and stderr (setup hooks, workers, the user's prints) go to
+    # the log; only the status line goes to the MEP, through a descriptor no child
+    # inherits, so the MEP sees EOF when this process is done with it.
+    global _status_fd
+    _status_fd = os.dup(1)  # not inheritable
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.chdir(d.path)
+    watch = _ParentWatch()
     logging.basicConfig(
         level=logging.INFO,
         handlers=[logging.FileHandler(d.log_path)],
@@ -154,11 +183,8 @@ def main() -> int:
     )
 
     def ready(stop: Callable[[], None]) -> None:
+        watch.stop = stop
         _say("ready", pid=os.getpid())
-        # From here on, output (the user's functions' prints too) goes to the log.
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        _watch_stdin(stop)
 
     from outpost.endpoint.runner import serve
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from outpost.common.errors import ErrorCode
+from outpost.common.errors import ErrorCode, TaskErrorCode
+from outpost.service import outcomes
 from outpost.service.auth import current_user
 from outpost.service.errors import APIError, not_found
 from outpost.service.routes import parse_uuid, state_of
@@ -79,6 +81,15 @@ def _credentials(request: Request, eid: str, secret: str) -> dict[str, Any]:
     }
 
 
+def user_endpoint_managed(eid: str) -> APIError:
+    return APIError(
+        409,
+        ErrorCode.BAD_REQUEST,
+        f"endpoint {eid} is a user endpoint: its multi-user endpoint starts and registers "
+        "it; it cannot be registered or locked by hand",
+    )
+
+
 async def owned_endpoint(
     request: Request, endpoint_id: str, user: dict[str, Any]
 ) -> dict[str, Any]:
@@ -145,6 +156,8 @@ async def _reregister(
         return _credentials(request, eid, secret)
     if ep["owner_id"] != uid:
         raise not_found("endpoint", eid)
+    if ep["parent_id"]:
+        raise user_endpoint_managed(eid)
     if ep["locked_until"] and ep["locked_until"] > time.time():
         raise APIError(
             423,
@@ -237,6 +250,16 @@ async def delete_endpoint(
     session = state.sessions.get(eid)
     if session is not None:
         await session.close("endpoint deleted")
+        try:  # its tasks in flight are back in the queue once it has closed
+            await asyncio.wait_for(session.finished.wait(), 10)
+        except TimeoutError:
+            pass
+    waiting = state.broker.drain(eid)
+    if waiting:
+        rows = outcomes.failure_rows(
+            eid, waiting, TaskErrorCode.ENDPOINT_DELETED, "the endpoint was deleted"
+        )
+        await outcomes.store(state, eid, {}, rows)
     if ep["parent_id"]:  # a user endpoint: its MEP stops the process too
         await state.user_endpoints.stop(ep["parent_id"], eid)
     return {"result": 302, "endpoint_id": eid}
@@ -248,6 +271,8 @@ async def lock_endpoint(
 ) -> dict[str, Any]:
     ep = await owned_endpoint(request, endpoint_id, user)
     state, eid = state_of(request), ep["id"]
+    if ep["parent_id"]:
+        raise user_endpoint_managed(eid)
     until = time.time() + LOCK_SECONDS
     await state.write(lambda c: catalog.set_endpoint_fields(c, eid, locked_until=until))
     state.endpoint_cache.invalidate(eid)

@@ -74,21 +74,30 @@ def update_endpoint(conn: Connection, endpoint_id: str, **fields: Any) -> str:
     return _issue_credential(conn, endpoint_id)
 
 
-def add_credential(conn: Connection, endpoint_id: str, keep: int = 2) -> str:
-    """A new channel secret; older ones beyond the newest ``keep`` are revoked (a user
-    endpoint still running on the previous secret can reconnect)."""
-    secret = _issue_credential(conn, endpoint_id)
-    live = conn.execute(
-        select(credentials.c.id)
-        .where(credentials.c.endpoint_id == endpoint_id, credentials.c.revoked_at.is_(None))
-        .order_by(credentials.c.id.desc())
-    ).all()
-    old = [r[0] for r in live[keep:]]
-    if old:
-        conn.execute(
-            update(credentials).where(credentials.c.id.in_(old)).values(revoked_at=time.time())
+def add_credential(conn: Connection, endpoint_id: str) -> tuple[int, str]:
+    """Another channel secret for the endpoint: (credential id, secret). Older ones stay
+    valid (a user endpoint may be running on one); see ``revoke_credentials``."""
+    secret = new_secret()
+    cid = conn.execute(
+        insert(credentials).values(
+            endpoint_id=endpoint_id, secret_hash=hash_secret(secret), created_at=time.time()
         )
-    return secret
+    ).inserted_primary_key[0]
+    return int(cid), secret
+
+
+def revoke_credentials(
+    conn: Connection, endpoint_id: str, up_to: int | None = None, only: int | None = None
+) -> None:
+    """Revoke one credential (``only``), or every one up to id ``up_to``."""
+    stmt = update(credentials).where(
+        credentials.c.endpoint_id == endpoint_id, credentials.c.revoked_at.is_(None)
+    )
+    if only is not None:
+        stmt = stmt.where(credentials.c.id == only)
+    elif up_to is not None:
+        stmt = stmt.where(credentials.c.id <= up_to)
+    conn.execute(stmt.values(revoked_at=time.time()))
 
 
 def user_endpoints(conn: Connection, parent_id: str) -> list[dict[str, Any]]:
