@@ -175,3 +175,175 @@ async def test_a_failed_start_fails_the_queued_tasks(service: InProcessService) 
     assert task["status"] == "failed"
     assert "sbatch: invalid account" in task["exception"]
     assert task["error_details"]["code"] == "UserEndpointStartFailed"
+
+
+async def test_a_squatted_user_endpoint_id_gets_an_alternative(service: InProcessService) -> None:
+    _, eid = await mep(service)
+    bob = service.add_user("bob@example.org")
+    ident = str(uuid.uuid5(uuid.NAMESPACE_URL, "outpost:identity:bob@example.org"))
+    predicted = user_endpoint_id(eid, ident, {})
+    alice = service.add_user("alice@example.org")
+    async with service.client(alice) as c:  # alice registers bob's future id first
+        r = await c.put(f"/v3/endpoints/{predicted}", json={"endpoint_name": "squat"})
+        assert r.status_code == 200
+    r = await submit(service, bob, eid, {})
+    assert r.status_code == 200, r.text
+    tid = next(iter(r.json()["tasks"].values()))[0]
+    async with service.client(bob) as c:
+        uep = (await c.get(f"/v2/tasks/{tid}")).json()["details"]["endpoint_id"]
+        info = (await c.get(f"/v2/endpoints/{uep}")).json()
+    assert uep == user_endpoint_id(eid, ident, {}, attempt=1) != predicted
+    assert info["parent_endpoint"] == eid
+    assert service.state.broker.queued(predicted) == 0
+
+
+async def test_deleting_a_user_endpoint_fails_its_queued_tasks(service: InProcessService) -> None:
+    _, eid = await mep(service)
+    alice = service.add_user("alice@example.org")
+    r = await submit(service, alice, eid, {"nodes": 1})
+    tid = next(iter(r.json()["tasks"].values()))[0]
+    async with service.client(alice) as c:
+        uep = (await c.get(f"/v2/tasks/{tid}")).json()["details"]["endpoint_id"]
+        assert (await c.delete(f"/v2/endpoints/{uep}")).status_code == 200
+        task = (await c.get(f"/v2/tasks/{tid}")).json()
+        assert task["status"] == "failed" and "deleted" in task["exception"]
+        # The same config again: a new user endpoint (deleted ids are never reused).
+        r = await submit(service, alice, eid, {"nodes": 1})
+        tid2 = next(iter(r.json()["tasks"].values()))[0]
+        uep2 = (await c.get(f"/v2/tasks/{tid2}")).json()["details"]["endpoint_id"]
+    assert uep2 != uep and service.state.broker.queued(uep2) == 1
+
+
+async def test_user_endpoints_cannot_be_registered_or_locked_by_hand(
+    service: InProcessService,
+) -> None:
+    _, eid = await mep(service)
+    alice = service.add_user("alice@example.org")
+    r = await submit(service, alice, eid, {})
+    tid = next(iter(r.json()["tasks"].values()))[0]
+    async with service.client(alice) as c:
+        uep = (await c.get(f"/v2/tasks/{tid}")).json()["details"]["endpoint_id"]
+        r = await c.put(f"/v3/endpoints/{uep}", json={"endpoint_name": "x", "public": True})
+        assert r.status_code == 409 and "user endpoint" in r.json()["reason"]
+        assert (await c.post(f"/v3/endpoints/{uep}/lock")).status_code == 409
+
+
+class FakeMEPSession:
+    """Stands in for a connected MEP's channel: records the commands sent to it."""
+
+    def __init__(self, endpoint_id: str) -> None:
+        self.endpoint_id = endpoint_id
+        self.sent: list[dict[str, Any]] = []
+
+    async def send_command(self, frame: dict[str, Any]) -> None:
+        self.sent.append(frame)
+
+    def channel_url_for(self, endpoint_id: str) -> str:
+        return f"ws://127.0.0.1:1/v3/endpoints/{endpoint_id}/channel"
+
+
+def live_secrets(service: InProcessService, uep: str) -> set[str]:
+    from sqlalchemy import select
+
+    from outpost.service.store.models import EndpointCredential as C
+
+    with service.state.engine.connect() as conn:
+        rows = conn.execute(
+            select(C.secret_hash).where(C.endpoint_id == uep, C.revoked_at.is_(None))
+        )
+        return {r[0] for r in rows}
+
+
+async def test_start_secrets_are_revoked_when_unused_or_done(service: InProcessService) -> None:
+    import asyncio
+    import hashlib
+
+    _, eid = await mep(service)
+    alice = service.add_user("alice@example.org")
+    r = await submit(service, alice, eid, {})
+    tid = next(iter(r.json()["tasks"].values()))[0]
+    async with service.client(alice) as c:
+        uep = (await c.get(f"/v2/tasks/{tid}")).json()["details"]["endpoint_id"]
+    ue, fake = service.state.user_endpoints, FakeMEPSession(eid)
+    ident = {"id": str(uuid.uuid4()), "username": "alice@example.org"}
+
+    async def start(answer: dict[str, Any]) -> str:
+        task = asyncio.create_task(ue._start(fake, uep, "u", [ident], {}, None))  # type: ignore[arg-type]
+        while not fake.sent or fake.sent[-1].get("_answered"):
+            await asyncio.sleep(0)
+        cmd = fake.sent[-1]
+        cmd["_answered"] = True
+        await ue.on_command_result(
+            eid, {"command_id": cmd["command_id"], "endpoint_id": uep, **answer}
+        )
+        await task
+        return hashlib.sha256(cmd["credentials"]["channel_secret"].encode()).hexdigest()
+
+    first = await start({"ok": True, "stage": "accepted", "pid": 1})
+    assert first in live_secrets(service, uep)
+    # Started again while it runs: the new secret is never used, so it is revoked, and
+    # the running process's secret stays valid however often this happens.
+    for _ in range(3):
+        unused = await start({"ok": True, "stage": "accepted", "detail": "already running"})
+        assert unused not in live_secrets(service, uep)
+    assert first in live_secrets(service, uep)
+    # It exits: what it used is revoked.
+    first_cmd = next(c for c in fake.sent if "_answered" in c)
+    await ue.on_command_result(
+        eid,
+        {
+            "command_id": first_cmd["command_id"],
+            "endpoint_id": uep,
+            "ok": True,
+            "stage": "exited",
+            "code": 0,
+        },
+    )
+    assert first not in live_secrets(service, uep)
+
+
+async def test_repeated_failed_exits_fail_the_queued_tasks(service: InProcessService) -> None:
+    _, eid = await mep(service)
+    alice = service.add_user("alice@example.org")
+    r = await submit(service, alice, eid, {})
+    tid = next(iter(r.json()["tasks"].values()))[0]
+    async with service.client(alice) as c:
+        uep = (await c.get(f"/v2/tasks/{tid}")).json()["details"]["endpoint_id"]
+    ue = service.state.user_endpoints
+    for n in range(3):
+        assert service.state.broker.queued(uep) == 1, n
+        await ue.on_command_result(
+            eid,
+            {
+                "command_id": str(uuid.uuid4()),
+                "endpoint_id": uep,
+                "ok": False,
+                "stage": "exited",
+                "code": 1,
+            },
+        )
+    assert service.state.broker.queued(uep) == 0
+    async with service.client(alice) as c:
+        task = (await c.get(f"/v2/tasks/{tid}")).json()
+    assert task["status"] == "failed" and "exited with code 1 3 times" in task["exception"]
+
+
+async def test_capacity_refusals_keep_the_tasks(service: InProcessService) -> None:
+    _, eid = await mep(service)
+    alice = service.add_user("alice@example.org")
+    r = await submit(service, alice, eid, {})
+    tid = next(iter(r.json()["tasks"].values()))[0]
+    async with service.client(alice) as c:
+        uep = (await c.get(f"/v2/tasks/{tid}")).json()["details"]["endpoint_id"]
+    await service.state.user_endpoints.on_command_result(
+        eid,
+        {
+            "command_id": str(uuid.uuid4()),
+            "endpoint_id": uep,
+            "ok": False,
+            "stage": "refused",
+            "retryable": True,
+            "error": "at capacity",
+        },
+    )
+    assert service.state.broker.queued(uep) == 1
