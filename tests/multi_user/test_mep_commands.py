@@ -38,23 +38,97 @@ def good_start(**changes: Any) -> dict[str, Any]:
     return frame
 
 
-@pytest.fixture
-def manager(tmp_path: Path, unix_accounts: Any, uep_python: str) -> Manager:
-    (tmp_path / "map.json").write_text(json.dumps(MAPPING))
-    (tmp_path / "t.j2").write_text(TEMPLATE)
-    (tmp_path / "s.json").write_text(json.dumps(SCHEMA))
+def make_manager(base: Path, python: str, **overrides: Any) -> Manager:
+    (base / "map.json").write_text(json.dumps(MAPPING))
+    (base / "t.j2").write_text(TEMPLATE)
+    (base / "s.json").write_text(json.dumps(SCHEMA))
     cfg = parse_multi_user(
         {
             "multi_user": True,
             "identity_mapping_config_path": "map.json",
             "user_config_template_path": "t.j2",
             "user_config_schema_path": "s.json",
-            "user_endpoint_python": uep_python,
+            "user_endpoint_python": python,
+            **overrides,
         },
         "test",
-        tmp_path,
+        base,
     )
     return Manager(cfg, "m", str(uuid.uuid4()), "ws://127.0.0.1:1/x", "secret", "owner")
+
+
+@pytest.fixture
+def manager(tmp_path: Path, unix_accounts: Any, uep_python: str) -> Manager:
+    return make_manager(tmp_path, uep_python)
+
+
+def events(m: Manager) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in m.audit.path.read_text().splitlines()]
+
+
+async def wait_for_event(m: Manager, pred: Any, timeout: float = 30.0) -> dict[str, Any]:
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for r in events(m):
+            if pred(r):
+                return r
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no such audit record: {events(m)[-5:]}")
+
+
+def start_for(user: str, **config: Any) -> dict[str, Any]:
+    return good_start(identities=[{"id": str(uuid.uuid4()), "username": user}], user_config=config)
+
+
+async def test_max_user_endpoints_holds_under_concurrent_starts(
+    tmp_path: Path, unix_accounts: Any, uep_python: str
+) -> None:
+    import asyncio
+
+    m = make_manager(tmp_path, uep_python, max_user_endpoints=1)
+    try:
+        await asyncio.gather(
+            m.on_command(start_for("alice@example.org")), m.on_command(start_for("bob@example.org"))
+        )
+        kinds = [r["event"] for r in events(m)]
+        assert kinds.count("start") == 1 and kinds.count("start_refused") == 1
+        assert len(m._running()) == 1
+        refusal = next(f for f in m._outbox if f["stage"] == "refused")
+        assert refusal["retryable"] is True and "max_user_endpoints" in refusal["error"]
+    finally:
+        await m.stop_all()
+
+
+async def test_per_account_limit(tmp_path: Path, unix_accounts: Any, uep_python: str) -> None:
+    m = make_manager(tmp_path, uep_python, max_user_endpoints_per_account=1)
+    try:
+        await m.on_command(start_for("alice@example.org", tag="a"))
+        await m.on_command(start_for("alice@example.org", tag="b"))
+        await m.on_command(start_for("bob@example.org", tag="a"))
+        kinds = [r["event"] for r in events(m) if r["event"].startswith("start")]
+        assert kinds == ["start", "start_refused", "start"]
+    finally:
+        await m.stop_all()
+
+
+async def test_a_user_endpoint_not_ready_in_time_is_killed(
+    tmp_path: Path, unix_accounts: Any, uep_python: str
+) -> None:
+    m = make_manager(tmp_path, uep_python, user_endpoint_start_timeout_s=2)
+    try:
+        await m.on_command(start_for("alice@example.org", worker_init="sleep 600"))
+        start = await wait_for_event(m, lambda r: r["event"] == "start")
+        failed = await wait_for_event(m, lambda r: r["event"] == "start_failed")
+        assert "not ready within 2 s" in failed["error"]
+        await wait_for_event(m, lambda r: r["event"] == "exit" and r["pid"] == start["pid"])
+        assert (
+            not Path(f"/proc/{start['pid']}").exists()
+            or "Z" in Path(f"/proc/{start['pid']}/stat").read_text().split()[2]
+        )
+    finally:
+        await m.stop_all()
 
 
 @pytest.mark.parametrize(
