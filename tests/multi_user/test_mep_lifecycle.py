@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -183,3 +184,96 @@ def test_deleting_a_user_endpoint_stops_it(mep_stack: MEPStack, unix_accounts: A
     )
     mep_stack.wait_audit(lambda r: r["event"] == "exit" and r["pid"] == uep_pid)
     wait_gone(uep_pid)
+
+
+def test_a_hooks_background_child_does_not_hide_the_exit(
+    mep_stack: MEPStack, uep_python: str, unix_accounts: Any
+) -> None:
+    """A setup hook that leaves a process behind (in its own session) must not keep the
+    MEP from seeing the user endpoint exit, nor make it signal a stale group."""
+    stack = own_mep(mep_stack, uep_python, "mep-hook", user_endpoint_grace_period_s=120)
+    alice = unix_accounts["opmu_alice"]
+    try:
+        with executor(stack, "alice@example.org", {"worker_init": "setsid sleep 3001 &"}) as ex:
+            uep_pid = ex.submit(parent_pid).result(timeout=60)
+        uep = start_record(stack, uep_pid)["endpoint_id"]
+        import httpx
+
+        r = httpx.delete(
+            f"{stack.service.url}/v2/endpoints/{uep}",
+            timeout=10,
+            headers={"Authorization": f"Bearer {stack.token('alice@example.org')}"},
+        )
+        assert r.status_code == 200
+        stack.wait_audit(lambda r: r["event"] == "exit" and r["pid"] == uep_pid)
+        wait_gone(uep_pid)
+        time.sleep(1.0)
+        # An explicit stop is not undone by the grace-period restart.
+        assert not [r for r in stack.audit() if r["event"] == "restart"]
+    finally:
+        subprocess.run(["pkill", "-u", str(alice.pw_uid), "-f", "sleep 3001"], check=False)
+        stack.mep.stop()
+
+
+def test_mep_killed_before_ready_takes_the_starting_endpoint_with_it(
+    mep_stack: MEPStack, uep_python: str, unix_accounts: Any
+) -> None:
+    stack = own_mep(mep_stack, uep_python, "mep-early")
+    ex = executor(stack, "bob@example.org", {"worker_init": "sleep 600"})
+    ex.submit(add, 1, 1)
+    rec = stack.wait_audit(lambda r: r["event"] == "start")
+    assert stack.mep.proc is not None
+    os.kill(stack.mep.proc.pid, signal.SIGKILL)
+    stack.mep.proc.wait()
+    wait_gone(rec["pid"])
+    bob = unix_accounts["opmu_bob"]
+    deadline = time.monotonic() + 20
+    while (
+        time.monotonic() < deadline
+        and subprocess.run(
+            ["pgrep", "-u", str(bob.pw_uid), "-f", "sleep 600"], capture_output=True
+        ).returncode
+        == 0
+    ):
+        time.sleep(0.2)
+    assert (
+        subprocess.run(
+            ["pgrep", "-u", str(bob.pw_uid), "-f", "sleep 600"], capture_output=True
+        ).returncode
+        != 0
+    ), "the setup hook outlived it"
+    ex.shutdown(wait=False, cancel_futures=True)
+
+
+def test_files_in_the_users_home_cannot_stand_in_for_outpost(
+    mep_stack: MEPStack, unix_accounts: Any
+) -> None:
+    alice = unix_accounts["opmu_alice"]
+    fake = Path(alice.pw_dir) / "outpost"
+    fake.mkdir(exist_ok=True)
+    (fake / "__init__.py").write_text("raise SystemExit('shadowed')\n")
+    (fake / "__main__.py").write_text("raise SystemExit('shadowed')\n")
+    try:
+        with executor(mep_stack, "alice@example.org", {"tag": "shadow"}) as ex:
+            assert ex.submit(add, 2, 2).result(timeout=60) == 4
+    finally:
+        subprocess.run(["rm", "-rf", str(fake)], check=True)
+
+
+def test_stale_groups_are_signalled_only_for_the_accounts_processes(unix_accounts: Any) -> None:
+    from outpost.endpoint.multi_user.spawner import _signal_group
+
+    bob = unix_accounts["opmu_bob"]
+    victim = subprocess.Popen(
+        ["sleep", "60"], user=bob.pw_uid, group=bob.pw_gid, extra_groups=[], start_new_session=True
+    )
+    try:
+        alice_uid = unix_accounts["opmu_alice"].pw_uid
+        _signal_group(victim.pid, signal.SIGKILL, alice_uid, leader_alive=False)
+        time.sleep(0.2)
+        assert victim.poll() is None  # bob's group, not alice's: untouched
+        _signal_group(victim.pid, signal.SIGKILL, bob.pw_uid, leader_alive=False)
+        assert victim.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        if victim.poll() is None:
+            victim.kill()
