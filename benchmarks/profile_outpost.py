@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,6 +119,7 @@ def main() -> None:
                 s.wait(timeout=60)
     finally:
         svc.close()
+        shutil.rmtree(home, ignore_errors=True)
     print(f"{args.workload}: {n} tasks in {took:.2f} s ({n / took:,.0f}/s); stacks in {args.out}")
     for name in ("service", "endpoint", "client"):
         p = args.out / f"{name}.txt"
