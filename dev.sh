@@ -4,6 +4,7 @@
 #   ./dev.sh test    the whole test suite (lint, unit, in-process API, end to end,
 #                    globus-compute-sdk compatibility)
 #   ./dev.sh bench   the benchmarks (benchmarks/README.md)
+#   ./dev.sh compare Outpost against Dask, Celery and Parsl (benchmarks/compare.py)
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -96,7 +97,11 @@ case "$cmd" in
     ensure_venv test
     exec "$VENV/bin/python" benchmarks/run_all.py "$@"
     ;;
+  compare)
+    ensure_venv test
+    exec "$VENV/bin/python" benchmarks/compare.py "$@"
+    ;;
   *)
-    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
     ;;
 esac

@@ -7,6 +7,7 @@ a crash or a lost connection the endpoint sends whatever is left.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -14,6 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+
+log = logging.getLogger(__name__)
+#: Seconds between background checkpoints while results come and go.
+CHECKPOINT_EVERY = 0.25
+#: Log frames past which a checkpoint waits for the log to start over (bounds its size).
+CHECKPOINT_RESTART_FRAMES = 50_000
 
 
 def _pack(result: dict[str, Any]) -> bytes:
@@ -40,11 +47,18 @@ class ResultSpool:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoint_loop
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS results (task_id TEXT PRIMARY KEY, body BLOB NOT NULL)"
         )
         self._lock = threading.Lock()
         self._ids: set[str] = {r[0] for r in self._db.execute("SELECT task_id FROM results")}
+        self._dirty = threading.Event()  # written since the last checkpoint
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="outpost-spool-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
 
     def add(self, results: list[dict[str, Any]]) -> None:
         rows = [(r["task_id"], _pack(r)) for r in results]
@@ -53,6 +67,7 @@ class ResultSpool:
             self._db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?)", rows)
             self._db.execute("COMMIT")
             self._ids.update(r[0] for r in rows)
+        self._dirty.set()
 
     def remove(self, task_ids: list[str]) -> None:
         with self._lock:
@@ -63,6 +78,7 @@ class ResultSpool:
             self._db.executemany("DELETE FROM results WHERE task_id = ?", [(t,) for t in present])
             self._db.execute("COMMIT")
             self._ids.difference_update(present)
+        self._dirty.set()
 
     def __contains__(self, task_id: str) -> bool:
         return task_id in self._ids
@@ -84,5 +100,26 @@ class ResultSpool:
             yield [msgpack.unpackb(b, raw=False) for b in bodies[i : i + chunk]]
 
     def close(self) -> None:
+        self._stop_checkpoints.set()
+        self._dirty.set()
+        self._checkpointer.join(timeout=10)
         with self._lock:
-            self._db.close()
+            self._db.close()  # the last connection to close checkpoints the rest
+
+    def _checkpoint_loop(self) -> None:
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        try:
+            while not self._stop_checkpoints.is_set():
+                if not self._dirty.wait(timeout=1.0):
+                    continue
+                if self._stop_checkpoints.wait(CHECKPOINT_EVERY):  # one per interval at most
+                    return
+                self._dirty.clear()
+                try:
+                    row = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if row and row[1] > CHECKPOINT_RESTART_FRAMES:
+                        db.execute("PRAGMA wal_checkpoint(RESTART)")
+                except sqlite3.Error:
+                    log.exception("spool checkpoint failed; trying again later")
+        finally:
+            db.close()

@@ -23,9 +23,14 @@ Msg = dict[str, Any]
 DONE = (TaskState.SUCCESS.value, TaskState.FAILED.value)
 
 
+_PLAIN = frozenset((str, int, float, bool, type(None)))
+
+
 def _json_or_none(value: Any) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         return None
+    if all(type(k) is str and type(v) in _PLAIN for k, v in value.items()):
+        return value  # flat and plain (e.g. every result's details): JSON as it is
     try:
         json.dumps(value)
     except (TypeError, ValueError):

@@ -61,7 +61,9 @@ class ServiceState:
         self.engine = engine
         self.broker = broker
         self.local_db = engine.dialect.name == "sqlite"
-        self.writer = Writer(engine, inline_when_idle=self.local_db)
+        self.writer = Writer(
+            engine, inline_when_idle=self.local_db, checkpoint_in_background=self.local_db
+        )
         self.sessions: dict[str, EndpointSession] = {}
         self.statuses: dict[str, EndpointStatus] = {}
         self.recently_done = RecentSet()

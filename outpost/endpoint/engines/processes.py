@@ -233,6 +233,10 @@ class ProcessPoolEngine(Engine):
                 return
             n = len(self._workers)
             cap = 2 * self.max_batch
+            # An even share of everything held: no worker is handed more than its share
+            # while another has less, so tasks of equal length finish together.
+            held = sum(len(w.outstanding) for w in self._workers)
+            share = math.ceil((len(self._queue) + held) / n)
             for w in sorted(self._workers, key=lambda x: len(x.outstanding)):
                 if not self._queue:
                     break
@@ -241,7 +245,8 @@ class ProcessPoolEngine(Engine):
                         w.send([self._queue.popleft()])
                     continue
                 room = cap - len(w.outstanding)
-                chunk = min(room, self.max_batch, max(1, math.ceil(len(self._queue) / n)))
+                want = share - len(w.outstanding) if w.outstanding else max(1, share)
+                chunk = min(room, self.max_batch, want)
                 batch = []
                 while self._queue and len(batch) < chunk and not self._queue[0].get("_suspect"):
                     batch.append(self._queue.popleft())

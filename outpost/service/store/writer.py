@@ -5,6 +5,11 @@ whatever operations are queued, runs them in one transaction and commits, then r
 each caller. Under load hundreds of operations share a commit; when idle a write costs one
 commit, as before. If a batch fails, its operations are retried one by one so one bad
 operation cannot sink the others.
+
+With SQLite, WAL checkpoints (copying the log into the database file, with its fsyncs)
+run in a thread of their own instead of inside whichever commit crosses SQLite's
+threshold: a commit only appends to the log, and no write waits for a checkpoint. What a
+commit guarantees is unchanged (the same ``synchronous`` setting applies).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, event
 
 from outpost.common.batching import next_batch
 
@@ -25,6 +30,17 @@ T = TypeVar("T")
 Op = Callable[[Connection], Any]
 _STOP = object()
 INLINE_MAX_ROWS = 16
+#: Seconds between background checkpoints while there are writes.
+CHECKPOINT_EVERY = 0.25
+#: Log frames (pages) past which a checkpoint also makes writers wait until the log can
+#: start over, so that it cannot grow without bound under sustained writes.
+CHECKPOINT_RESTART_FRAMES = 50_000
+
+
+def _no_autocheckpoint(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA wal_autocheckpoint=0")
+    cur.close()
 
 
 class Writer:
@@ -36,7 +52,11 @@ class Writer:
     """
 
     def __init__(
-        self, engine: Engine, max_batch: int = 1000, inline_when_idle: bool = False
+        self,
+        engine: Engine,
+        max_batch: int = 1000,
+        inline_when_idle: bool = False,
+        checkpoint_in_background: bool = False,
     ) -> None:
         self._engine = engine
         self._max_batch = max_batch
@@ -46,6 +66,16 @@ class Writer:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="outpost-db-writer", daemon=True)
         self._thread.start()
+        self._dirty = threading.Event()  # committed since the last checkpoint
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if checkpoint_in_background:
+            event.listen(engine, "connect", _no_autocheckpoint)
+            engine.dispose()  # pooled connections made before this would still checkpoint
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, name="outpost-db-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
 
     async def run(self, op: Callable[[Connection], T], size: int = 1) -> T:
         """Run ``op`` in a transaction; ``size`` (rows touched) keeps big writes off the
@@ -54,7 +84,9 @@ class Writer:
             # Only the event loop hands work to the thread, so nothing can start there
             # while this runs.
             with self._engine.begin() as conn:
-                return op(conn)
+                res = op(conn)
+            self._dirty.set()
+            return res
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         with self._busy_lock:
@@ -65,6 +97,38 @@ class Writer:
     def close(self) -> None:
         self._queue.put(_STOP)
         self._thread.join(timeout=30)
+        if self._checkpointer is not None:
+            self._stop_checkpoints.set()
+            self._dirty.set()
+            self._checkpointer.join(timeout=30)
+            self._checkpoint("PASSIVE")
+
+    def _checkpoint_loop(self) -> None:
+        while not self._stop_checkpoints.is_set():
+            if not self._dirty.wait(timeout=1.0):
+                continue
+            if self._stop_checkpoints.wait(CHECKPOINT_EVERY):  # one per interval at most
+                return
+            self._dirty.clear()
+            frames = self._checkpoint("PASSIVE")
+            if frames > CHECKPOINT_RESTART_FRAMES:
+                self._checkpoint("RESTART")
+
+    def _checkpoint(self, mode: str) -> int:
+        """Run a checkpoint; returns the number of frames in the log (0 if unknown)."""
+        try:
+            raw = self._engine.raw_connection()
+            try:
+                cur = raw.cursor()
+                cur.execute(f"PRAGMA wal_checkpoint({mode})")
+                row = cur.fetchone()
+                cur.close()
+            finally:
+                raw.close()
+        except Exception:  # noqa: BLE001 - the next round tries again; commits go on
+            log.exception("WAL checkpoint failed")
+            return 0
+        return int(row[1]) if row and row[1] is not None else 0
 
     def _loop(self) -> None:
         stopped = False
@@ -90,6 +154,7 @@ class Writer:
             _, fut, loop = batch[0]
             loop.call_soon_threadsafe(_set_exception, fut, exc)
             return
+        self._dirty.set()
         for (_, fut, loop), res in zip(batch, results, strict=True):
             loop.call_soon_threadsafe(_set_result, fut, res)
 

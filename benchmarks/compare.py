@@ -1,0 +1,415 @@
+"""Outpost against Dask distributed, Celery and Parsl: the same workloads, one run, one
+machine, everything on loopback.
+
+    .venv/bin/python benchmarks/compare.py [--quick] [--only outpost,dask,celery,parsl]
+
+The peers live in their own virtual environment, ``benchmarks/.venv-peers`` (made here
+from ``benchmarks/requirements-peers.txt`` on first use; never a dependency of Outpost);
+Celery's broker is Debian's ``redis-server`` (installed with apt-get when missing). Each
+system runs in a process of its own (``_compare_run.py``), gets the same number of worker
+processes, and is stopped before the next one starts. Workloads (``_workloads.py``):
+
+1. no-op round trip, one at a time, 1,000 runs after 50 warm-up runs: p50, p99;
+2. 20,000 no-op tasks submitted as fast as the client API allows: tasks/s from the first
+   submit to the last result; resident memory of the system's processes right after;
+3. 2,000 tasks with a 1 MB argument and a 1 MB result: MB/s (both directions counted);
+4. 200 tasks of 100 ms sleep: total time against the ideal (10 s on 2 workers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from _common import machine
+from _workloads import TAG_VARIABLE, Counts, become_subreaper, descendants, tagged_pids
+from rich.console import Console
+from rich.table import Table
+
+HERE = Path(__file__).resolve().parent
+PEERS_VENV = HERE / ".venv-peers"
+PEERS_REQUIREMENTS = HERE / "requirements-peers.txt"
+SYSTEMS = ("outpost", "dask", "celery", "parsl")
+NAMES = {"outpost": "Outpost", "dask": "Dask", "celery": "Celery", "parsl": "Parsl"}
+SYSTEM_TIMEOUT = 3600.0  # seconds one system may take, start to stop
+
+#: What each system promises, as run here; what the figures are bought with.
+GUARANTEES = {
+    "outpost": (
+        "service (FastAPI, SQLite WAL) + endpoint agent + worker processes; SDK Executor",
+        "Every task is stored in SQLite before submit answers; every result is written to "
+        "the endpoint's on-disk spool, then stored by the service, before it is pushed. "
+        "Tasks and results survive a restart of the service or the endpoint; a task lost "
+        "with its endpoint runs again (once). Authenticated users and endpoints; endpoints "
+        "connect out to the service (across networks and firewalls).",
+    ),
+    "dask": (
+        "LocalCluster(processes=True) in its own process: scheduler + 1 process per worker "
+        "(1 thread each); client.submit(pure=False), client.gather",
+        "Tasks and results live in the scheduler's and workers' memory only: they are gone "
+        "if the scheduler stops; results stay on the workers until the client fetches them. "
+        "A task whose worker dies is recomputed elsewhere. No authentication by default.",
+    ),
+    "celery": (
+        "redis-server (broker + result backend, no persistence configured) + celery worker "
+        "-P prefork; apply_async, ResultSet.get; pickle serializer",
+        "Messages and results live in Redis's memory (Redis can persist with RDB/AOF; not "
+        "configured here). Tasks are acknowledged when a worker takes them (Celery's "
+        "default): a worker that dies mid-task loses that task. Results expire after 1 day.",
+    ),
+    "parsl": (
+        "HighThroughputExecutor + LocalProvider: interchange + process worker pool; "
+        "python_app futures",
+        "Tasks live in the DataFlowKernel inside the client process: they end with it. "
+        "ZeroMQ links are CurveZMQ-encrypted (HTEX's default). Retries (0 by default), "
+        "memoization and checkpointing are available when configured.",
+    ),
+}
+
+
+def _console() -> Console:
+    c = Console()
+    return c if c.is_terminal else Console(width=200)
+
+
+console = _console()
+
+
+# -- environments ------------------------------------------------------------------------
+def _as_root(cmd: list[str]) -> list[str]:
+    if os.geteuid() == 0:
+        return cmd
+    if shutil.which("sudo"):
+        return ["sudo", *cmd]
+    raise SystemExit(f"need root to run: {' '.join(cmd)}")
+
+
+def ensure_peers_venv() -> Path:
+    """benchmarks/.venv-peers with the pinned peers, made or updated when needed."""
+    python = PEERS_VENV / "bin" / "python"
+    stamp = PEERS_VENV / ".installed"
+    if not python.exists():
+        console.print(f"[bold]==> creating {PEERS_VENV}[/]")
+        subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
+    if not stamp.exists() or PEERS_REQUIREMENTS.stat().st_mtime > stamp.stat().st_mtime:
+        console.print(f"[bold]==> installing the peers from {PEERS_REQUIREMENTS.name}[/]")
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-r", str(PEERS_REQUIREMENTS)],
+            check=True,
+        )
+        stamp.touch()
+    return python
+
+
+def ensure_redis() -> None:
+    if shutil.which("redis-server"):
+        return
+    console.print("[bold]==> installing Debian's redis-server (for Celery)[/]")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(_as_root(["apt-get", "update", "-qq"]), check=True, env=env)
+    subprocess.run(
+        _as_root(["apt-get", "install", "-y", "-qq", "redis-server"]),
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    if not shutil.which("redis-server"):
+        raise SystemExit("redis-server is still missing after apt-get install")
+
+
+# -- running one system ------------------------------------------------------------------
+def _leftovers(tag: str) -> set[int]:
+    return (descendants(os.getpid()) | tagged_pids(tag)) - {os.getpid()}
+
+
+def _reap() -> None:
+    """Collect exited orphans (this process is their subreaper)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def stop_leftovers(tag: str) -> int:
+    """Stop every process this run started that is still alive: this process's
+    descendants (it is their subreaper) and those with the run's tag in their
+    environment. Returns how many would not stop."""
+    _reap()
+    pids = _leftovers(tag)
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        for p in pids:
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            _reap()
+            pids = _leftovers(tag)
+            if not pids:
+                break
+            time.sleep(0.1)
+        if not pids:
+            break
+    return len(pids)
+
+
+def run_system(
+    name: str, python: str, counts: Counts, workers: int, run_dir: Path
+) -> dict[str, Any] | None:
+    tag = uuid.uuid4().hex
+    out = run_dir / f"{name}.json"
+    log_path = run_dir / f"{name}.log"
+    cmd = [
+        python,
+        str(HERE / "_compare_run.py"),
+        name,
+        "--workers",
+        str(workers),
+        "--counts",
+        json.dumps(counts.as_dict()),
+        "--out",
+        str(out),
+        "--dir",
+        str(run_dir / name),
+    ]
+    t0 = time.monotonic()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env={**os.environ, TAG_VARIABLE: tag, "PYTHONUNBUFFERED": "1"},
+            cwd=HERE,
+            start_new_session=True,
+        )
+        timer = threading.Timer(SYSTEM_TIMEOUT, proc.terminate)
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                took = time.monotonic() - t0
+                console.print(
+                    f"[dim]{took:6.1f}s[/] [bold]{NAMES[name]}[/]: {line.rstrip()}",
+                    highlight=False,
+                )
+            proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:  # interrupted: let it stop its system, then make sure
+                proc.terminate()
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            left = stop_leftovers(tag)
+            if left:
+                console.print(f"[red]{left} process(es) of {name} would not stop[/]")
+    if proc.returncode != 0 or not out.exists():
+        console.print(
+            f"[red]{NAMES[name]} failed (exit code {proc.returncode}); log: {log_path}[/]"
+        )
+        tail = log_path.read_text(errors="replace").splitlines()[-15:]
+        for line in tail:
+            console.print(f"  [dim]{line}[/]", highlight=False, markup=False)
+        return None
+    return json.loads(out.read_text())  # type: ignore[no-any-return]
+
+
+# -- the table -----------------------------------------------------------------------------
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else spec.format(value)
+
+
+def report(
+    figs: dict[str, dict[str, Any] | None], counts: Counts, workers: int, only: list[str]
+) -> bool:
+    peers = [s for s in only if s != "outpost"]
+    out = figs.get("outpost") or {}
+
+    def get(system: str, key: str) -> float | None:
+        f = figs.get(system)
+        return None if not f or key not in f else float(f[key])
+
+    def best(key: str, higher: bool) -> float | None:
+        values = [v for p in peers if (v := get(p, key)) is not None]
+        if not values:
+            return None
+        return max(values) if higher else min(values)
+
+    checks: list[tuple[str, bool | None]] = []
+
+    def check(label: str, ok: bool | None) -> str:
+        checks.append((label, ok))
+        return "-" if ok is None else ("yes" if ok else "[red]NO[/]")
+
+    o = {k: out.get(k) for k in out}
+    p50, p99 = o.get("rt_p50_ms"), o.get("rt_p99_ms")
+    tput, mbs = o.get("tput_tasks_s"), o.get("payload_mb_s")
+    dask_p50, dask_tput = get("dask", "rt_p50_ms"), get("dask", "tput_tasks_s")
+    celery_tput = get("celery", "tput_tasks_s")
+    best_mbs = best("payload_mb_s", True)
+
+    p50_ok = None if p50 is None else p50 <= 3 and (dask_p50 is None or p50 <= dask_p50)
+    tput_ok = None
+    if tput is not None:
+        tput_ok = (
+            tput >= 8000
+            and (celery_tput is None or tput >= 1.5 * celery_tput)
+            and (dask_tput is None or tput >= dask_tput)
+        )
+    mbs_ok = None if mbs is None or best_mbs is None else mbs * 1.5 >= best_mbs
+    ideal = counts.sleep_tasks * counts.sleep_seconds / workers
+
+    rows = [
+        (f"1. no-op round trip p50 ({counts.round_trips:,} runs)", "rt_p50_ms", "{:.2f} ms",
+         "≤ Dask's, ≤ 3 ms", check("round trip p50", p50_ok)),
+        ("1. no-op round trip p99", "rt_p99_ms", "{:.2f} ms", "≤ 10 ms",
+         check("round trip p99", None if p99 is None else p99 <= 10)),
+        (f"2. throughput, {counts.throughput_tasks:,} no-op tasks", "tput_tasks_s",
+         "{:,.0f} tasks/s", "≥ 1.5× Celery's, ≥ Dask's, ≥ 8,000/s",
+         check("throughput", tput_ok)),
+        (f"3. {counts.payload_tasks:,} tasks, {counts.payload_bytes / 1e6:g} MB argument + "
+         "result", "payload_mb_s", "{:,.0f} MB/s", "≥ best peer ÷ 1.5",
+         check("1 MB payloads", mbs_ok)),
+        (f"4. {counts.sleep_tasks} × {counts.sleep_seconds * 1000:g} ms sleep, {workers} "
+         f"workers (ideal {ideal:g} s)", "sleep_seconds", "{:.2f} s", "-", "-"),
+        ("memory after 2: system's processes (RSS)", "mem_server_mib", "{:,.0f} MiB", "reported",
+         "-"),
+        ("memory after 2: client process (RSS)", "mem_client_mib", "{:,.0f} MiB", "-", "-"),
+        ("start-up time", "start_seconds", "{:.1f} s", "-", "-"),
+    ]  # fmt: skip
+
+    t = Table(
+        title="Outpost and its peers, same workloads, same machine",
+        caption=(
+            f"{machine()}; {workers} worker processes each. O/X: Outpost's figure divided "
+            "by X's (ms, s, MiB: lower is better; tasks/s, MB/s: higher is better)."
+        ),
+    )
+    t.add_column("measure")
+    t.add_column("Outpost", justify="right")
+    for p in peers:
+        t.add_column(NAMES[p], justify="right")
+        t.add_column(f"O/{NAMES[p][0]}", justify="right")
+    t.add_column("target")
+    t.add_column("met")
+    for label, key, spec, target, met in rows:
+        cells = [label, _fmt(get("outpost", key), spec)]
+        for p in peers:
+            v = get(p, key)
+            ov = get("outpost", key)
+            cells.append(_fmt(v, spec))
+            cells.append("-" if v is None or ov is None or v == 0 else f"{ov / v:.2f}")
+        cells += [target, met]
+        t.add_row(*cells)
+    errors = []
+    for s in only:
+        f = figs.get(s)
+        if f is None:
+            errors.append(f"{NAMES[s]}: did not complete (see its log)")
+        else:
+            errors += [f"{NAMES[s]}: {e}" for e in f.get("errors", [])]
+    console.print(t)
+
+    g = Table(title="What each system guarantees (as run here)", show_lines=True)
+    g.add_column("system")
+    g.add_column("set-up", max_width=60)
+    g.add_column("guarantees", max_width=100)
+    for s in only:
+        setup, promise = GUARANTEES[s]
+        g.add_row(NAMES[s], setup, promise)
+    console.print(g)
+    for e in errors:
+        console.print(f"[red]{e}[/]")
+    if not errors:
+        console.print("every result checked: none failed, none wrong")
+    return not errors
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
+    become_subreaper()  # whatever a system leaves behind stays in this process's tree
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
+    ap.add_argument(
+        "--only",
+        default=",".join(SYSTEMS),
+        help="comma-separated systems to run (default: all): " + ",".join(SYSTEMS),
+    )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes for each system (default: CPU count)",
+    )
+    ap.add_argument("--json", type=Path, help="also write every figure to this file")
+    ap.add_argument("--keep", action="store_true", help="keep the run directory (logs, data)")
+    args = ap.parse_args()
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in only if s not in SYSTEMS]
+    if unknown or not only:
+        ap.error(f"unknown system(s) {unknown}; choose from {', '.join(SYSTEMS)}")
+    only = [s for s in SYSTEMS if s in only]  # Outpost first, then the peers in order
+    counts = Counts.quick() if args.quick else Counts()
+
+    peers_python = ensure_peers_venv() if any(s != "outpost" for s in only) else None
+    if "celery" in only:
+        ensure_redis()
+    console.print(f"[bold]machine:[/] {machine()}")
+    run_dir = Path(tempfile.mkdtemp(prefix="outpost-compare-"))
+    figs: dict[str, dict[str, Any] | None] = {}
+    ok = False
+    try:
+        for s in only:
+            python = sys.executable if s == "outpost" else str(peers_python)
+            figs[s] = run_system(s, python, counts, args.workers, run_dir)
+        ok = report(figs, counts, args.workers, only)
+        if args.json:
+            args.json.write_text(
+                json.dumps(
+                    {
+                        "machine": machine(),
+                        "workers": args.workers,
+                        "counts": counts.as_dict(),
+                        "figures": figs,
+                    },
+                    indent=2,
+                )
+            )
+    except KeyboardInterrupt:
+        console.print("[red]interrupted; everything started was stopped[/]")
+    finally:
+        if args.keep or not ok:
+            console.print(f"run directory (logs): {run_dir}")
+        if not args.keep:
+            # Keep only the logs of a failed run: the data (e.g. Outpost's database) is big.
+            for child in run_dir.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
+            if ok:
+                shutil.rmtree(run_dir, ignore_errors=True)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
