@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import _workloads
 from rich.console import Console
 from rich.table import Table
 
@@ -56,21 +57,12 @@ def local_stack(config: str | None = None) -> Iterator[tuple[LocalService, str, 
 
 def rss_mib(pid: int) -> float:
     """Resident memory of a process and its children, MiB."""
-    total = 0
     pids = [pid]
     try:
-        for line in open(f"/proc/{pid}/task/{pid}/children").read().split():
-            pids.append(int(line))
+        pids += [int(x) for x in open(f"/proc/{pid}/task/{pid}/children").read().split()]
     except OSError:
         pass
-    for p in pids:
-        try:
-            for line in open(f"/proc/{p}/status"):
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
+    return _workloads.rss_mib(pids)
 
 
 def table(title: str, rows: list[tuple[str, str, str, str]]) -> None:

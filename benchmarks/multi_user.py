@@ -99,12 +99,12 @@ def main() -> None:
         assert mep
         alice = svc.add_user("b01@example.org")
         cold = [
-            first_result(svc.url, alice, mep, {"tag": f"cold{i}"}) * 1000
-            for i in range(args.cold)
+            first_result(svc.url, alice, mep, {"tag": f"cold{i}"}) * 1000 for i in range(args.cold)
         ]
         warm = []
-        with Executor(endpoint_id=mep, user_endpoint_config={"tag": "cold0"},
-                      service_url=svc.url, token=alice) as ex:
+        with Executor(
+            endpoint_id=mep, user_endpoint_config={"tag": "cold0"}, service_url=svc.url, token=alice
+        ) as ex:
             for _ in range(50):
                 ex.submit(noop).result()
             for _ in range(args.warm):
@@ -115,9 +115,9 @@ def main() -> None:
         tokens = [alice] + [svc.add_user(f"{n[5:]}@example.org") for n in names[1:]]
         t0 = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(len(tokens)) as pool:
-            firsts = list(pool.map(
-                lambda tok: first_result(svc.url, tok, mep, {"tag": "crowd"}), tokens
-            ))
+            firsts = list(
+                pool.map(lambda tok: first_result(svc.url, tok, mep, {"tag": "crowd"}), tokens)
+            )
         crowd = time.perf_counter() - t0
         time.sleep(2)  # idle
         uep_alone = rss_mib_single(uep_pid)
@@ -131,17 +131,33 @@ def main() -> None:
     table(
         "Outpost multi-user endpoint (root, real accounts)",
         [
-            ("cold start: submit to first result, p50", f"{c50:.0f} ms", "≤ 1,500 ms",
-             ok(c50 <= 1500)),
+            (
+                "cold start: submit to first result, p50",
+                f"{c50:.0f} ms",
+                "≤ 1,500 ms",
+                ok(c50 <= 1500),
+            ),
             ("cold start, max", f"{max(cold):.0f} ms", "—", ""),
-            ("warm round trip p50 (user endpoint up)", f"{w50:.2f} ms", f"≤ 1.5 × {s50:.2f} ms",
-             ok(w50 <= 1.5 * s50)),
+            (
+                "warm round trip p50 (user endpoint up)",
+                f"{w50:.2f} ms",
+                f"≤ 1.5 × {s50:.2f} ms",
+                ok(w50 <= 1.5 * s50),
+            ),
             ("single-user round trip p50 (same run)", f"{s50:.2f} ms", "—", ""),
-            (f"{len(tokens)} users at once: all first results", f"{crowd:.1f} s", "≤ 15 s",
-             ok(crowd <= 15)),
+            (
+                f"{len(tokens)} users at once: all first results",
+                f"{crowd:.1f} s",
+                "≤ 15 s",
+                ok(crowd <= 15),
+            ),
             ("  slowest of them", f"{max(firsts):.1f} s", "—", ""),
-            ("idle user endpoint RSS (process)", f"{uep_alone:.0f} MiB", "≤ 80 MB",
-             ok(uep_alone * 1.048576 <= 80)),
+            (
+                "idle user endpoint RSS (process)",
+                f"{uep_alone:.0f} MiB",
+                "≤ 80 MB",
+                ok(uep_alone * 1.048576 <= 80),
+            ),
             ("idle user endpoint RSS (with its 1 worker)", f"{uep_total:.0f} MiB", "—", ""),
             ("idle user endpoint PSS (with its 1 worker)", f"{uep_pss:.0f} MiB", "—", ""),
         ],

@@ -8,7 +8,7 @@ import logging
 import signal
 import socket
 import subprocess
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from outpost import __version__
@@ -77,18 +77,36 @@ def serve(
     spool = ResultSpool(d.spool_path)
     agent = Agent(config, creds["endpoint_id"], url, creds["channel_secret"], engine, spool)
 
+    def ready(loop: asyncio.AbstractEventLoop) -> None:
+        if on_ready is not None:
+            on_ready(lambda: loop.call_soon_threadsafe(agent.stop))
+
+    try:
+        run_until_signalled(d, agent.run, agent.stop, ready)
+    finally:
+        spool.close()
+        _hook(config.endpoint_teardown, "endpoint_teardown")
+
+
+def run_until_signalled(
+    d: EndpointDir,
+    run: Callable[[], Awaitable[None]],
+    stop: Callable[[], None],
+    on_loop: Callable[[asyncio.AbstractEventLoop], None] | None = None,
+) -> None:
+    """Run ``run()`` in a new event loop with the pid file written; SIGTERM and SIGINT
+    call ``stop``. Shared by single-user endpoints and multi-user ones."""
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, agent.stop)
-        if on_ready is not None:
-            on_ready(lambda: loop.call_soon_threadsafe(agent.stop))
-        await agent.run()
+            loop.add_signal_handler(sig, stop)
+        if on_loop is not None:
+            on_loop(loop)
+        await run()
 
     d.write_pid()
     try:
         asyncio.run(main())
     finally:
-        spool.close()
         d.clear_pid()
-        _hook(config.endpoint_teardown, "endpoint_teardown")

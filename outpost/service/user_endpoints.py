@@ -146,23 +146,32 @@ class UserEndpoints:
     async def _ensure_row(
         self, identity_id: str, user: dict[str, Any], mep: dict[str, Any], cfg: dict[str, Any]
     ) -> str:
-        """The submitter's UEP row for this config, created if needed; its id."""
+        """The submitter's UEP row for this config, created if needed; its id. An id taken
+        by someone else's registration, or deleted (never reused), moves to the next one."""
         for attempt in range(8):
             uep = user_endpoint_id(mep["id"], identity_id, cfg, attempt)
-            ep = await self.state.endpoint(uep)
-            if ep is not None:
-                if ep["owner_id"] == user["id"] and ep["parent_id"] == mep["id"]:
-                    return uep
-                continue  # taken by someone else's registration: try the next id
-            async with self._create_locks[uep]:
+            if await self._claim(uep, user, mep, cfg):
+                return uep
+        raise APIError(
+            409, ErrorCode.BAD_REQUEST, "could not find a free id for your user endpoint"
+        )
+
+    async def _claim(
+        self, uep: str, user: dict[str, Any], mep: dict[str, Any], cfg: dict[str, Any]
+    ) -> bool:
+        """True if the row ``uep`` is (now) this user's endpoint under this MEP."""
+
+        def ours(ep: dict[str, Any] | None) -> bool:
+            return ep is not None and ep["owner_id"] == user["id"] and ep["parent_id"] == mep["id"]
+
+        ep = await self.state.endpoint(uep)
+        if ep is not None:
+            return ours(ep)
+        lock = self._create_locks[uep]
+        try:
+            async with lock:
                 if await self.state.read(catalog.endpoint_exists, uep):
-                    if await self.state.read(catalog.get_endpoint, uep) is None:
-                        continue  # deleted: its id is never reused
-                    self.state.endpoint_cache.invalidate(uep)
-                    ep = await self.state.endpoint(uep)
-                    if ep and ep["owner_id"] == user["id"] and ep["parent_id"] == mep["id"]:
-                        return uep
-                    continue
+                    return ours(await self.state.read(catalog.get_endpoint, uep))
                 fields = {
                     "name": f"{mep['name']}/{user['username']}"[:255],
                     "display_name": mep["display_name"],
@@ -174,18 +183,14 @@ class UserEndpoints:
                 }
                 try:
                     await self.state.write(
-                        lambda c, uep=uep, fields=fields: catalog.create_endpoint(
-                            c, user["id"], endpoint_id=uep, **fields
-                        )
+                        lambda c: catalog.create_endpoint(c, user["id"], endpoint_id=uep, **fields)
                     )
-                except IntegrityError:
-                    continue  # created meanwhile elsewhere; look again
-                finally:
-                    self._create_locks.pop(uep, None)
-                return uep
-        raise APIError(
-            409, ErrorCode.BAD_REQUEST, "could not find a free id for your user endpoint"
-        )
+                except IntegrityError:  # created meanwhile by another service replica
+                    return ours(await self.state.read(catalog.get_endpoint, uep))
+                return True
+        finally:
+            if not lock.locked():
+                self._create_locks.pop(uep, None)
 
     async def _start(
         self,

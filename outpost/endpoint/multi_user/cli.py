@@ -16,14 +16,22 @@ import click
 from outpost.endpoint.config import ConfigError
 from outpost.endpoint.files import EndpointDir
 from outpost.endpoint.multi_user import accounts
+from outpost.endpoint.multi_user.admission import (
+    Refused,
+    load_schema,
+    load_template,
+    mapped_identity,
+    parent_config,
+    resolve_account,
+)
 from outpost.endpoint.multi_user.config import MultiUserConfig
-from outpost.endpoint.multi_user.mapping import MappingConfigError, MappingFile, map_identities
+from outpost.endpoint.multi_user.mapping import MappingConfigError, MappingFile
 from outpost.endpoint.multi_user.template import TemplateError, UserConfigError, render_config
 
 
 def preflight(config: MultiUserConfig) -> None:
     """Refuse to start (with what to do) when a root MEP has no usable identity mapping."""
-    from outpost.endpoint.multi_user.manager import load_schema, load_template, mapping_problem
+    from outpost.endpoint.multi_user.admission import mapping_problem
 
     if os.geteuid() == 0:
         problem = mapping_problem(config)
@@ -72,48 +80,39 @@ def _multi_user_config(d: EndpointDir) -> MultiUserConfig:
     return config
 
 
-async def _account_for(config: MultiUserConfig, identity: str | None) -> accounts.LocalAccount:
-    if identity is None or os.geteuid() != 0:
-        return accounts.current()
-    assert config.identity_mapping_config_path is not None
-    mapping = MappingFile(
-        config.identity_mapping_config_path, config.mapper_timeout_s, config.mapper_user
-    )
-    ident = {
-        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"outpost:identity:{identity}")),
-        "username": identity,
-        "identity_provider": identity.partition("@")[2] or None,
-    }
-    result = await map_identities(mapping.current(), [ident])
-    if result.account is None:
-        raise click.ClickException(
-            f"identity {identity} could not be mapped to a local account: {result.reason}"
-        )
-    account = accounts.lookup(result.account)
-    accounts.check(account, config.min_uid, config.denied_groups, os.getuid())
-    return account
-
-
 def render_user_config(name: str, user_config: str, identity: str | None) -> str:
+    """What ``identity`` (or this account) would get: the same checks as a real start."""
     import asyncio
-
-    from outpost.endpoint.multi_user.manager import load_schema, load_template
 
     config = _multi_user_config(EndpointDir(name))
     try:
         values: Any = json.loads(user_config)
     except ValueError as e:
         raise click.ClickException(f"--user-config is not valid JSON: {e}") from None
+    mapping = None
+    if identity is not None and os.geteuid() == 0:
+        assert config.identity_mapping_config_path is not None
+        mapping = MappingFile(
+            config.identity_mapping_config_path, config.mapper_timeout_s, config.mapper_user
+        )
+    ident = {
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"outpost:identity:{identity}")),
+        "username": identity,
+        "identity_provider": (identity or "").partition("@")[2] or None,
+    }
     try:
-        account = asyncio.run(_account_for(config, identity))
+        account = asyncio.run(resolve_account(config, mapping, [ident], owner_ok=True))
         template, schema = load_template(config), load_schema(config)
-        mapped = {
-            "local": account.as_template_value(),
-            "remote": {"id": None, "username": identity or account.uname},
-        }
-        parent = {**config.parent_fields(), "name": name}
+        mapped = mapped_identity(account, None, identity or account.uname)
+        parent = parent_config(config, None, name)
         text, _ = render_config(template, schema, values, mapped, {}, parent)
-    except (accounts.AccountRefused, UserConfigError, TemplateError, MappingConfigError) as e:
+    except (
+        Refused,
+        accounts.AccountRefused,
+        UserConfigError,
+        TemplateError,
+        MappingConfigError,
+    ) as e:
         raise click.ClickException(str(e)) from None
     return text
 

@@ -35,13 +35,18 @@ class Credentials(BaseModel):
     channel_secret: str = Field(min_length=16, max_length=512)
 
 
-class StartEndpoint(BaseModel):
+class _Command(BaseModel):
+    """What every command carries: which one, its id, when it was issued, for which UEP."""
+
     model_config = ConfigDict(extra="forbid")
     type: Literal["command"]
-    command: Literal["start_endpoint"]
     command_id: UUID
     issued_at: float = Field(allow_inf_nan=False)
     endpoint_id: UUID
+
+
+class StartEndpoint(_Command):
+    command: Literal["start_endpoint"]
     user_id: UUID
     identities: list[IdentityInfo] = Field(min_length=1, max_length=32)
     user_config: dict[str, Any] = Field(default_factory=dict)
@@ -49,13 +54,8 @@ class StartEndpoint(BaseModel):
     credentials: Credentials
 
 
-class StopEndpoint(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["command"]
+class StopEndpoint(_Command):
     command: Literal["stop_endpoint"]
-    command_id: UUID
-    issued_at: float = Field(allow_inf_nan=False)
-    endpoint_id: UUID
 
 
 def parse_command(frame: Any, now: float | None = None) -> StartEndpoint | StopEndpoint:

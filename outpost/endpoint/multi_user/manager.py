@@ -7,7 +7,7 @@ For each start, in this order (nothing is forked before the last step):
    (``accounts.py``): no match, ambiguous, missing, root, below ``min_uid``, the MEP's own
    uid, a denied group, or ``max_user_endpoints`` reached are refused with the reason;
 3. check the user's values against the schema and render the template once, so that a
-   config error is refused before anything runs;
+   config error is refused before anything runs (steps 2 and 3: ``admission.py``);
 4. start the user endpoint (``spawner.py``), which renders the template again as the
    user and connects to the service with its own credential.
 Every decision goes to the audit log. The MEP reaps its children, restarts one that
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import json
 import logging
 import os
 import signal
@@ -26,7 +25,6 @@ import socket
 import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -36,6 +34,7 @@ from outpost import __version__
 from outpost.common import messages as m
 from outpost.endpoint.connection import keep_connected
 from outpost.endpoint.multi_user import accounts
+from outpost.endpoint.multi_user.admission import Refused, resolve_account, start_document
 from outpost.endpoint.multi_user.audit import AuditLog
 from outpost.endpoint.multi_user.commands import (
     CommandError,
@@ -44,52 +43,15 @@ from outpost.endpoint.multi_user.commands import (
     parse_command,
 )
 from outpost.endpoint.multi_user.config import MultiUserConfig
-from outpost.endpoint.multi_user.mapping import MappingFile, map_identities
+from outpost.endpoint.multi_user.mapping import MappingFile
 from outpost.endpoint.multi_user.spawner import SpawnError, UserEndpointProcess, user_environment
 from outpost.endpoint.multi_user.template import (
     TemplateError,
     UserConfigError,
-    check_user_values,
-    render_config,
 )
 
 log = logging.getLogger(__name__)
 OUTBOX_LIMIT = 1000
-
-
-class Refused(Exception):
-    """A start refused before anything ran: ``str()`` for the audit log, ``public`` for
-    the submitter; ``retryable`` when it may work later (capacity)."""
-
-    def __init__(self, detail: str, public: str | None = None, retryable: bool = False) -> None:
-        super().__init__(detail)
-        self.public = public or detail
-        self.retryable = retryable
-
-
-def load_schema(config: MultiUserConfig) -> dict[str, Any] | None:
-    path = config.user_config_schema_path
-    if path is None or not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise TemplateError(
-            f"the endpoint's user config schema {path} is unreadable: {e}"
-        ) from None
-    if not isinstance(data, dict):
-        raise TemplateError(f"the endpoint's user config schema {path} is not a JSON object")
-    return data
-
-
-def load_template(config: MultiUserConfig) -> str:
-    try:
-        return config.user_config_template_path.read_text()
-    except OSError as e:
-        raise TemplateError(
-            f"the endpoint's config template {config.user_config_template_path} is "
-            f"unreadable: {e.strerror}"
-        ) from None
 
 
 class Manager:
@@ -295,8 +257,15 @@ class Manager:
             await self._reply(cid, uep, True, "accepted", detail="already running", pid=child.pid)
             return
         try:
-            account = await self._account_for(cmd)
-            payload = self._payload(cmd, account)
+            account = await resolve_account(
+                self.config,
+                self.mapping,
+                [i.model_dump(mode="json") for i in cmd.identities],
+                owner_ok=str(cmd.user_id) == self.owner_id,
+                audit=self.audit,
+                endpoint_id=uep,
+            )
+            payload = start_document(cmd, account, self.config, self.endpoint_id, self.name)
             env = user_environment(account, self.config.user_environment_path)
             # Counted and reserved with no await in between: concurrent starts cannot
             # both take the last place.
@@ -350,71 +319,6 @@ class Manager:
         await self._reply(cid, uep, True, "accepted", pid=proc.pid, uid=account.uid)
         self._spawn_task(self._supervise(cmd, proc))
 
-    async def _account_for(self, cmd: StartEndpoint) -> accounts.LocalAccount:
-        if not self.root:
-            if str(cmd.user_id) != self.owner_id:
-                raise Refused(
-                    "this endpoint runs without root privileges (template-capable mode): "
-                    "only its owner may start user endpoints on it"
-                )
-            return accounts.current()
-        assert self.mapping is not None
-        identities = [i.model_dump(mode="json") for i in cmd.identities]
-        result = await map_identities(self.mapping.current(), identities)
-        self.audit.record(
-            "mapping",
-            endpoint_id=str(cmd.endpoint_id),
-            identities=[i.username for i in cmd.identities],
-            account=result.account,
-            reason=result.reason,
-        )
-        if result.account is None:
-            who = ", ".join(i.username for i in cmd.identities)
-            detail = f"identity {who} could not be mapped to a local account: {result.reason}"
-            public = detail
-            if result.mapper_failed:  # the failure's details are for the administrator
-                public = (
-                    f"identity {who} could not be mapped to a local account (the identity "
-                    "mapping failed; the administrator can see why in the audit log)"
-                )
-            raise Refused(detail, public)
-        account = accounts.lookup(result.account)
-        accounts.check(account, self.config.min_uid, self.config.denied_groups, os.getuid())
-        return account
-
-    def _payload(self, cmd: StartEndpoint, account: accounts.LocalAccount) -> dict[str, Any]:
-        template = load_template(self.config)
-        schema = load_schema(self.config)
-        check_user_values(cmd.user_config, schema)
-        first = cmd.identities[0]
-        mapped = {
-            "local": account.as_template_value(),
-            "remote": {"id": str(first.id), "username": first.username},
-        }
-        parent = {
-            **self.config.parent_fields(),
-            "endpoint_id": self.endpoint_id,
-            "name": self.name,
-        }
-        runtime = cmd.user_runtime or {}
-        # Rendered here once so that a bad config is refused before anything runs; the
-        # user endpoint renders it again, as the user.
-        render_config(template, schema, cmd.user_config, mapped, runtime, parent)
-        return {
-            "endpoint_id": str(cmd.endpoint_id),
-            "name": f"{self.name}.{str(cmd.endpoint_id)[:8]}",
-            "channel_url": cmd.credentials.channel_url,
-            "channel_secret": cmd.credentials.channel_secret,
-            "template": template,
-            "schema": schema,
-            "user_config": cmd.user_config,
-            "user_runtime": runtime,
-            "parent_config": parent,
-            "mapped_identity": mapped,
-            "expected_uid": account.uid,
-            "expected_gid": account.gid,
-        }
-
     async def _supervise(self, cmd: StartEndpoint, proc: UserEndpointProcess) -> None:
         uep, cid = proc.endpoint_id, str(cmd.command_id)
         watcher = asyncio.create_task(proc.watch())
@@ -457,18 +361,3 @@ class Manager:
             lock = self._locks.get(uep)
             if lock is not None and not lock.locked():
                 del self._locks[uep]
-
-
-def mapping_problem(config: MultiUserConfig) -> str | None:
-    """Why a root MEP cannot start with this config, or None."""
-    path = config.identity_mapping_config_path
-    if path is None:
-        return (
-            "a multi-user endpoint running as root needs an identity mapping: copy "
-            "example_identity_mapping_config.json to identity_mapping_config.json, edit it, "
-            "and set identity_mapping_config_path in config.yaml (or run the endpoint as a "
-            "normal user, where it starts user endpoints only as that user)"
-        )
-    if not Path(path).exists():
-        return f"identity_mapping_config_path {path} does not exist"
-    return None

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import logging
-import signal
 import socket
 from typing import Any
 
 from outpost import __version__
 from outpost.endpoint.files import EndpointDir
+from outpost.endpoint.multi_user.admission import load_schema, load_template
 from outpost.endpoint.multi_user.config import MultiUserConfig
-from outpost.endpoint.multi_user.manager import Manager, load_schema, load_template
+from outpost.endpoint.multi_user.manager import Manager
+from outpost.endpoint.runner import run_until_signalled
 from outpost.sdk import Client
 
 log = logging.getLogger(__name__)
@@ -50,15 +50,4 @@ def serve(d: EndpointDir, config: MultiUserConfig, url: str, creds: dict[str, An
     manager = Manager(
         config, d.name, creds["endpoint_id"], url, creds["channel_secret"], creds["owner"]
     )
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, manager.stop)
-        await manager.run()
-
-    d.write_pid()
-    try:
-        asyncio.run(main())
-    finally:
-        d.clear_pid()
+    run_until_signalled(d, manager.run, manager.stop)
