@@ -3,5 +3,6 @@
 ``config`` (the administrator's ``config.yaml``), ``mapping`` (identity -> local account),
 ``accounts`` (who may run), ``template`` (the per-user config), ``audit`` (the decision
 log), ``spawner`` (start/poll/stop one user endpoint), ``commands`` (what the service may
-ask), ``manager`` (the MEP process), ``user`` (the user endpoint's own start-up).
+ask), ``admission`` (the checks before a start), ``manager`` (the MEP process), ``user``
+(the user endpoint's own start-up).
 """
