@@ -10,6 +10,8 @@ from uuid import UUID
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from outpost.endpoint.htex_config import HighThroughputEngineConfig
+
 MiB = 1024 * 1024
 
 
@@ -40,7 +42,8 @@ class ProcessPoolEngineConfig(_Strict):
 
 
 EngineConfig = Annotated[
-    ThreadPoolEngineConfig | ProcessPoolEngineConfig, Field(discriminator="type")
+    ThreadPoolEngineConfig | ProcessPoolEngineConfig | HighThroughputEngineConfig,
+    Field(discriminator="type"),
 ]
 
 
@@ -141,6 +144,8 @@ display_name: {name}
 # Where tasks run.
 #   ProcessPoolEngine: worker processes on this machine (a crashing task fails alone).
 #   ThreadPoolEngine:  threads in the endpoint process (lowest overhead).
+#   HighThroughputEngine: blocks of workers from a batch scheduler (Slurm, PBS Pro...)
+#                      through Parsl; see docs/slurm.md.
 engine:
   type: ProcessPoolEngine
   # max_workers: 4          # default: number of CPUs

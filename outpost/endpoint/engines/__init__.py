@@ -1,4 +1,4 @@
-"""Engines run tasks: threads, local worker processes (and, later, Parsl HTEX)."""
+"""Engines run tasks: threads, local worker processes, or Parsl HTEX blocks."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from outpost.endpoint.engines.base import Engine, ResultCallback
 from outpost.endpoint.engines.processes import ProcessPoolEngine
 from outpost.endpoint.engines.threads import ThreadPoolEngine
 from outpost.endpoint.execution import Limits
+from outpost.endpoint.htex_config import HighThroughputEngineConfig
 
 __all__ = ["Engine", "ProcessPoolEngine", "ResultCallback", "ThreadPoolEngine", "build_engine"]
 
@@ -30,4 +31,9 @@ def build_engine(config: EndpointConfig, workdir: Path) -> Engine:
         return ThreadPoolEngine(ec.max_workers, limits)
     if isinstance(ec, ProcessPoolEngineConfig):
         return ProcessPoolEngine(ec.workers(), limits, ec.max_tasks_per_batch, config.environment)
+    if isinstance(ec, HighThroughputEngineConfig):
+        # Imported here: Parsl is needed (and loaded) only by endpoints that use it.
+        from outpost.endpoint.engines.htex import HighThroughputEngine
+
+        return HighThroughputEngine(ec, limits, workdir, config.environment)
     raise ValueError(f"unknown engine {ec!r}")

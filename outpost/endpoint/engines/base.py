@@ -23,8 +23,9 @@ class Engine(ABC):
     def submit(self, tasks: list[dict[str, Any]]) -> None: ...
 
     @abstractmethod
-    def status(self) -> dict[str, int]:
-        """``total_workers``, ``idle_workers``, ``pending_tasks`` (held, not finished)."""
+    def status(self) -> dict[str, Any]:
+        """``total_workers``, ``idle_workers``, ``pending_tasks`` (held, not finished);
+        an engine with blocks adds ``blocks`` ({state: count}) and ``managers``."""
 
     @abstractmethod
     def shutdown(self) -> None: ...

@@ -1,0 +1,390 @@
+"""``HighThroughputEngine``: tasks run on blocks of workers through Parsl's HTEX.
+
+Parsl does the parts it is good at: submitting blocks to the scheduler through a
+provider (Slurm, PBS Pro, this host...), starting worker pools in them through a
+launcher, moving tasks to workers over ZeroMQ, and scaling blocks with load. This module
+adds what an endpoint needs on top:
+
+- Tasks are held here and handed to Parsl as workers appear, in batches sized to the
+  backlog (one Parsl task can carry many Outpost tasks), so that the scheduler's blocks
+  are not given work before they exist and a no-op task costs a fraction of a message.
+- Parsl's scaling strategy sees the real number of held Outpost tasks.
+- A block the scheduler refuses, or one that dies before its workers connect, fails the
+  tasks waiting for it with the scheduler's own message; a block lost while running
+  fails the tasks it held with a reason. The engine keeps going either way.
+- ``status()`` reports workers, idle workers, blocks and held tasks from the interchange.
+- ``shutdown()`` cancels every block it started.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shlex
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from parsl.executors.high_throughput.errors import ManagerLost, WorkerLost
+from parsl.executors.high_throughput.executor import (
+    DEFAULT_LAUNCH_CMD,
+    HighThroughputExecutor,
+)
+from parsl.jobs.job_status_poller import JobStatusPoller
+from parsl.jobs.states import JobState, JobStatus
+
+from outpost.common.errors import TaskErrorCode
+from outpost.endpoint.engines import _htex_worker
+from outpost.endpoint.engines.base import Engine, ResultCallback
+from outpost.endpoint.execution import Limits
+from outpost.endpoint.htex_config import HighThroughputEngineConfig
+
+log = logging.getLogger(__name__)
+
+RUN_BATCH = f"{_htex_worker.__name__}.run_batch"
+MANAGERS_REFRESH_S = 0.25
+_STRATEGIES = {"simple": "simple", "htex_auto_scale": "htex_auto_scale", "none": None}
+
+
+class _Executor(HighThroughputExecutor):
+    """HTEX whose scaling strategy counts the engine's held tasks, not Parsl's batches."""
+
+    outpost_engine: HighThroughputEngine | None = None
+
+    def outstanding(self) -> int:
+        engine = self.outpost_engine
+        return engine.held_count() if engine is not None else super().outstanding()
+
+
+class _Poller(JobStatusPoller):
+    """Parsl's status poller and scaling strategy, which the engine may also run at once
+    (when tasks arrive and no block is there for them) instead of waiting a period."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._poll_lock = threading.Lock()
+        super().__init__(**kwargs)
+
+    def poll(self) -> None:
+        with self._poll_lock:
+            super().poll()
+
+
+def _failure(task: dict[str, Any], code: TaskErrorCode, text: str) -> dict[str, Any]:
+    return {
+        "task_id": task["task_id"],
+        "task_group_id": task.get("task_group_id"),
+        "status": "failed",
+        "exception": text,
+        "error_details": {"code": code.value, "user_message": text},
+    }
+
+
+def _job_message(block: str, job_id: Any, js: JobStatus) -> str:
+    text = (js.message or js.state.name).strip()
+    err = (js.stderr_summary or "").strip()
+    if err and err not in text:
+        text += f"\n--- the job's stderr (last lines) ---\n{err}"
+    job = f" (job {job_id})" if job_id else ""
+    return f"block {block}{job}: {text}"
+
+
+class HighThroughputEngine(Engine):
+    def __init__(
+        self,
+        config: HighThroughputEngineConfig,
+        limits: Limits,
+        workdir: Path,
+        environment: dict[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.limits = limits
+        self.run_dir = workdir / "parsl"
+        self.environment = dict(environment or {})
+        self._queue: deque[dict[str, Any]] = deque()
+        self._inflight: dict[Future[Any], list[dict[str, Any]]] = {}
+        self._cond = threading.Condition()
+        self._managers: list[dict[str, Any]] = []
+        self._managers_at = 0.0
+        self._reported: set[str] = set()  # blocks whose failure was already reported
+        self._on_results: ResultCallback | None = None
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._poller: _Poller | None = None
+        self._kicked = 0.0
+        self.htex: _Executor | None = None
+
+    # -- life cycle -------------------------------------------------------------------
+    def start(self, on_results: ResultCallback) -> None:
+        self._on_results = on_results
+        cfg = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        provider = cfg.provider.build()
+        if hasattr(provider, "script_dir"):
+            provider.script_dir = str(self.run_dir / "submit_scripts")
+            Path(provider.script_dir).mkdir(exist_ok=True)
+        python = shlex.quote(cfg.worker_python or sys.executable)
+        launch_cmd = DEFAULT_LAUNCH_CMD.replace(
+            "process_worker_pool.py",
+            f"{python} -m parsl.executors.high_throughput.process_worker_pool",
+            1,
+        )
+        htex = _Executor(
+            label="outpost",
+            provider=provider,
+            launch_cmd=launch_cmd,
+            # The interchange runs here, with the endpoint's own Python.
+            interchange_launch_cmd=[
+                sys.executable,
+                "-m",
+                "parsl.executors.high_throughput.interchange",
+            ],
+            address=cfg.address,
+            worker_port_range=cfg.worker_port_range,
+            interchange_port_range=cfg.interchange_port_range,
+            worker_debug=cfg.worker_debug,
+            cores_per_worker=cfg.cores_per_worker,
+            mem_per_worker=cfg.mem_per_worker,
+            max_workers_per_node=cfg.max_workers_per_node,
+            cpu_affinity=cfg.cpu_affinity,
+            available_accelerators=cfg.available_accelerators,
+            heartbeat_period=cfg.heartbeat_period,
+            heartbeat_threshold=cfg.heartbeat_threshold,
+            encrypted=cfg.encrypted,
+            block_error_handler=self._block_errors,
+        )
+        htex.enable_mpi_mode = cfg.enable_mpi_mode
+        htex.mpi_launcher = cfg.mpi_launcher
+        htex.outpost_engine = self
+        htex.run_dir = str(self.run_dir)
+        htex.run_id = str(uuid.uuid4())
+        htex.start()
+        self.htex = htex
+        self._poller = _Poller(
+            strategy=_STRATEGIES[cfg.strategy],
+            max_idletime=cfg.max_idletime,
+            strategy_period=cfg.strategy_period,
+        )
+        self._poller.add_executors([htex])
+        self._thread = threading.Thread(target=self._loop, name="outpost-htex", daemon=True)
+        self._thread.start()
+        log.info(
+            "HighThroughputEngine started: provider %s, init_blocks %s, max_blocks %s",
+            cfg.provider.type,
+            getattr(provider, "init_blocks", "?"),
+            getattr(provider, "max_blocks", "?"),
+        )
+
+    def shutdown(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._poller is not None:
+            # Closing the poller scales in every block: the scheduler's jobs are cancelled.
+            try:
+                self._poller.close(timeout=30)
+            except Exception:
+                log.exception("cancelling blocks failed")
+        if self.htex is not None:
+            try:
+                self.htex.shutdown()
+            except Exception:
+                log.exception("HTEX shutdown failed")
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # -- tasks in ---------------------------------------------------------------------
+    def submit(self, tasks: list[dict[str, Any]]) -> None:
+        with self._cond:
+            self._queue.extend(tasks)
+            self._cond.notify_all()
+
+    def held_count(self) -> int:
+        with self._cond:
+            return len(self._queue) + sum(len(b) for b in self._inflight.values())
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopping:
+                    return
+                if not self._queue or self._room() <= 0:
+                    self._cond.wait(MANAGERS_REFRESH_S)
+                    if self._stopping:
+                        return
+            try:
+                self._refresh_managers()
+                self._kick()
+                self._dispatch()
+            except Exception:
+                # The engine must outlive one failure (an interchange that is slow to
+                # answer, say); it tries again on the next turn.
+                log.exception("HTEX dispatch error; continuing in 1 s")
+                time.sleep(1.0)
+
+    def _workers(self) -> int:
+        return sum(int(m.get("worker_count", 0)) for m in self._managers if m.get("active"))
+
+    def _room(self) -> int:
+        """Parsl tasks that may be in flight now: one per worker, plus one spare each so
+        that a worker finds its next batch waiting."""
+        return 2 * self._workers() - len(self._inflight)
+
+    def _refresh_managers(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.htex is None or (not force and now - self._managers_at < MANAGERS_REFRESH_S):
+            return
+        managers = self.htex.command_client.run("MANAGERS", timeout_s=10)
+        with self._cond:
+            self._managers = list(managers)
+            self._managers_at = now
+
+    def _kick(self) -> None:
+        """Scale out now, not at the next strategy period, when tasks wait with no block
+        pending or running (at most once a second)."""
+        if self._poller is None or self.htex is None or self.config.strategy == "none":
+            return
+        with self._cond:
+            if not self._queue or self._workers():
+                return
+        if time.monotonic() - self._kicked < 1.0:
+            return
+        if any(not js.terminal for js in self.htex.status_facade.values()):
+            return
+        self._kicked = time.monotonic()
+        self._poller.poll()
+
+    def _dispatch(self) -> None:
+        htex = self.htex
+        assert htex is not None
+        while True:
+            with self._cond:
+                room = self._room()
+                if room <= 0 or not self._queue or self._stopping:
+                    return
+                first = self._queue[0]
+                spec = first.get("resource_specification")
+                if spec or first.get("_alone"):
+                    batch = [self._queue.popleft()]
+                else:
+                    size = min(
+                        self.config.max_tasks_per_batch,
+                        max(1, math.ceil(len(self._queue) / max(1, self._workers()))),
+                    )
+                    batch = []
+                    while (
+                        self._queue
+                        and len(batch) < size
+                        and not self._queue[0].get("resource_specification")
+                        and not self._queue[0].get("_alone")
+                    ):
+                        batch.append(self._queue.popleft())
+                context: dict[str, Any] = {
+                    "task_executor": {"f": RUN_BATCH, "a": (self.limits, self.environment)}
+                }
+                if spec:
+                    context["resource_spec"] = dict(spec)
+                try:
+                    fut = htex.submit_payload(context, _htex_worker.pack(batch))
+                except Exception as e:  # noqa: BLE001 - a bad state: fail, keep the engine
+                    self._report(
+                        [
+                            _failure(t, TaskErrorCode.WORKER_LOST, f"HTEX refused: {e}")
+                            for t in batch
+                        ]
+                    )
+                    continue
+                self._inflight[fut] = batch
+            fut.add_done_callback(self._done)
+
+    # -- results out ------------------------------------------------------------------
+    def _report(self, results: list[dict[str, Any]]) -> None:
+        if results:
+            assert self._on_results is not None
+            self._on_results(results)
+
+    def _done(self, fut: Future[Any]) -> None:
+        with self._cond:
+            batch = self._inflight.pop(fut, [])
+            self._cond.notify_all()
+        exc = fut.exception()
+        if exc is None:
+            self._report(fut.result())
+            return
+        if isinstance(exc, WorkerLost) and len(batch) > 1:
+            # One task in the batch may have killed its worker: run each alone to find it.
+            for t in batch:
+                t["_alone"] = True
+            with self._cond:
+                self._queue.extendleft(reversed(batch))
+                self._cond.notify_all()
+            return
+        if isinstance(exc, ManagerLost):
+            msg = (
+                f"the worker pool running this task was lost ({exc}); its batch job "
+                "ended, was cancelled or reached its walltime"
+            )
+        elif isinstance(exc, WorkerLost):
+            msg = (
+                f"the worker process running this task died ({exc}): the function crashed "
+                "the interpreter, called os._exit, or ran out of memory"
+            )
+        else:
+            msg = f"the engine could not run this task: {type(exc).__name__}: {exc}"
+        self._report([_failure(t, TaskErrorCode.WORKER_LOST, msg) for t in batch])
+
+    def _block_errors(self, executor: Any, status: dict[str, JobStatus]) -> None:
+        """Called by Parsl after each status poll: a block that failed to start is
+        reported (once), and if no block is left that could run the waiting tasks, they
+        fail with the scheduler's message instead of waiting for ever."""
+        fresh = []
+        for block, js in status.items():
+            if block in self._reported:
+                continue
+            if js.state in (JobState.FAILED, JobState.MISSING):
+                self._reported.add(block)
+                job_id = executor.blocks_to_job_id.get(block)
+                fresh.append(_job_message(block, job_id, js))
+        if not fresh:
+            return
+        for text in fresh:
+            log.error("the scheduler did not run a block: %s", text)
+        alive = any(
+            js.state in (JobState.PENDING, JobState.RUNNING, JobState.HELD)
+            for js in status.values()
+        )
+        if alive or self._workers():
+            return
+        with self._cond:
+            waiting = list(self._queue)
+            self._queue.clear()
+        if waiting:
+            msg = "the batch scheduler did not start workers for this endpoint: " + "; ".join(fresh)
+            self._report([_failure(t, TaskErrorCode.WORKER_LOST, msg) for t in waiting])
+
+    # -- status -----------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        with self._cond:
+            managers = list(self._managers)
+            waiting = len(self._queue)
+            held = waiting + sum(len(b) for b in self._inflight.values())
+        active = [m for m in managers if m.get("active")]
+        total = sum(int(m.get("worker_count", 0)) for m in active)
+        busy = sum(min(int(m.get("tasks", 0)), int(m.get("worker_count", 0))) for m in active)
+        blocks: dict[str, int] = {}
+        if self.htex is not None:
+            for js in list(self.htex.status_facade.values()):
+                name = js.state.name.lower()
+                blocks[name] = blocks.get(name, 0) + 1
+        return {
+            "total_workers": total,
+            "idle_workers": total - busy,
+            "pending_tasks": waiting,
+            "held_tasks": held,
+            "managers": len(active),
+            "blocks": blocks,
+        }

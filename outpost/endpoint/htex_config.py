@@ -1,0 +1,237 @@
+"""Configuration of the ``HighThroughputEngine`` (Parsl's HighThroughputExecutor).
+
+The engine's own options are pydantic fields with help text. The ``provider`` and its
+``launcher`` name a Parsl class from an allow-list; their other keys are passed to that
+class's constructor, and are checked against its signature when the config is read, so a
+misspelt option is an error that lists the valid ones instead of a crash at start.
+Parsl is imported only when such a config is read.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import ipaddress
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# type name -> (module, class). Only these can be named in a config.
+PROVIDERS: dict[str, tuple[str, str]] = {
+    "LocalProvider": ("parsl.providers", "LocalProvider"),
+    "SlurmProvider": ("parsl.providers", "SlurmProvider"),
+    "PBSProProvider": ("parsl.providers", "PBSProProvider"),
+    "TorqueProvider": ("parsl.providers", "TorqueProvider"),
+    "CondorProvider": ("parsl.providers", "CondorProvider"),
+    "GridEngineProvider": ("parsl.providers", "GridEngineProvider"),
+    "LSFProvider": ("parsl.providers", "LSFProvider"),
+}
+LAUNCHERS: dict[str, tuple[str, str]] = {
+    name: ("parsl.launchers", name)
+    for name in (
+        "SimpleLauncher",
+        "SingleNodeLauncher",
+        "SrunLauncher",
+        "SrunMPILauncher",
+        "AprunLauncher",
+        "MpiExecLauncher",
+        "MpiRunLauncher",
+        "JsrunLauncher",
+        "GnuParallelLauncher",
+    )
+}
+MPI_LAUNCHERS = ("srun", "aprun", "mpiexec")
+
+
+def _class(table: dict[str, tuple[str, str]], kind: str, name: Any) -> type:
+    if not isinstance(name, str) or name not in table:
+        valid = ", ".join(sorted(table))
+        raise ValueError(f"unknown {kind} type {name!r}; valid types: {valid}")
+    module, attr = table[name]
+    try:
+        cls: type = getattr(importlib.import_module(module), attr)
+    except ImportError as e:
+        raise ValueError(
+            f"{kind} {name} needs Parsl, which is not installed here "
+            f"(pip install 'outpost[hpc]'): {e}"
+        ) from None
+    return cls
+
+
+def _check_options(cls: type, kind: str, options: dict[str, Any], reserved: set[str]) -> None:
+    params = inspect.signature(cls).parameters
+    valid = sorted(p for p in params if p not in reserved and p != "self")
+    for key in options:
+        if key in reserved or key not in params:
+            raise ValueError(
+                f"{cls.__name__} has no option {key!r}; its options are: {', '.join(valid)}"
+            )
+
+
+class _Typed(BaseModel):
+    """``{type: ClassName, option: value, ...}``; unknown options are checked later."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class LauncherConfig(_Typed):
+    """How the worker pool is started inside a block's job (e.g. ``SrunLauncher``)."""
+
+    @model_validator(mode="after")
+    def _known(self) -> LauncherConfig:
+        cls = _class(LAUNCHERS, "launcher", self.type)
+        _check_options(cls, "launcher", self.options(), set())
+        return self
+
+    def build(self) -> Any:
+        return _class(LAUNCHERS, "launcher", self.type)(**self.options())
+
+
+class ProviderConfig(_Typed):
+    """Where blocks come from: a batch scheduler (``SlurmProvider``...) or this machine."""
+
+    launcher: LauncherConfig | None = Field(
+        default=None, description="how workers start inside each job (default: the provider's)"
+    )
+
+    @model_validator(mode="after")
+    def _known(self) -> ProviderConfig:
+        cls = _class(PROVIDERS, "provider", self.type)
+        _check_options(cls, "provider", self.options(), {"launcher", "channel"})
+        opts = self.options()
+        lo, hi = opts.get("min_blocks", 0), opts.get("max_blocks", 1)
+        init = opts.get("init_blocks", 1)
+        for key, value in (("min_blocks", lo), ("max_blocks", hi), ("init_blocks", init)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{key} must be a whole number >= 0, not {value!r}")
+        if lo > hi:
+            raise ValueError(f"min_blocks ({lo}) is more than max_blocks ({hi})")
+        return self
+
+    def build(self) -> Any:
+        cls = _class(PROVIDERS, "provider", self.type)
+        kwargs = self.options()
+        if self.launcher is not None:
+            kwargs["launcher"] = self.launcher.build()
+        try:
+            return cls(**kwargs)
+        except TypeError as e:  # typeguard: a value of the wrong type
+            raise ValueError(f"{self.type}: {e}") from None
+
+
+class HighThroughputEngineConfig(BaseModel):
+    """Parsl's HighThroughputExecutor: blocks of workers from a batch scheduler or this host.
+
+    Options that are Parsl's own pass through under ``provider`` and ``provider.launcher``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["HighThroughputEngine"]
+    provider: ProviderConfig = Field(
+        default_factory=lambda: ProviderConfig(type="LocalProvider"),
+        description=(
+            "where blocks of workers come from: {type: SlurmProvider | PBSProProvider | "
+            "LocalProvider | ..., <that provider's options>}. Common options: account, "
+            "partition/queue, walltime, nodes_per_block, init_blocks, min_blocks, "
+            "max_blocks, worker_init (shell lines run before the workers start), launcher"
+        ),
+    )
+    max_workers_per_node: int | None = Field(
+        default=None, ge=1, le=4096, description="most workers on a node (default: one per core)"
+    )
+    cores_per_worker: float = Field(default=1.0, gt=0, description="cores each worker needs")
+    mem_per_worker: float | None = Field(
+        default=None, gt=0, description="GB of memory each worker needs (limits workers per node)"
+    )
+    available_accelerators: int | list[str] = Field(
+        default_factory=list, description="GPUs (count or names); one worker is pinned to each"
+    )
+    cpu_affinity: Literal["none", "block", "alternating", "block-reverse"] = Field(
+        default="none", description="how workers are pinned to cores"
+    )
+    address: str | None = Field(
+        default=None,
+        description=(
+            "address workers use to reach this endpoint (default: every address of this host "
+            "is tried by each worker pool)"
+        ),
+    )
+    worker_port_range: tuple[int, int] = Field(
+        default=(54000, 55000), description="ports the workers connect to, chosen from this range"
+    )
+    interchange_port_range: tuple[int, int] = Field(
+        default=(55000, 56000), description="ports between the engine and its interchange"
+    )
+    encrypted: bool = Field(
+        default=True, description="encrypt and authenticate worker traffic (CurveZMQ)"
+    )
+    heartbeat_period: int = Field(default=30, ge=1, description="seconds between worker heartbeats")
+    heartbeat_threshold: int = Field(
+        default=120, ge=2, description="seconds without a heartbeat before a worker pool is lost"
+    )
+    strategy: Literal["simple", "htex_auto_scale", "none"] = Field(
+        default="htex_auto_scale",
+        description=(
+            "scaling: htex_auto_scale (add blocks with load, release idle ones), simple "
+            "(release only when all are idle), none (init_blocks only)"
+        ),
+    )
+    max_idletime: float = Field(
+        default=120.0, ge=0, description="seconds a block may stay idle before it is released"
+    )
+    strategy_period: float = Field(
+        default=5.0, gt=0, le=600, description="seconds between scaling decisions"
+    )
+    max_tasks_per_batch: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="most tasks sent to a worker in one message (only when there is a backlog)",
+    )
+    enable_mpi_mode: bool = Field(
+        default=False,
+        description=(
+            "run tasks that carry a resource_specification (num_nodes, ranks_per_node, "
+            "num_ranks) with an MPI launch prefix; needs a SimpleLauncher"
+        ),
+    )
+    mpi_launcher: Literal["srun", "aprun", "mpiexec"] = Field(
+        default="mpiexec", description="the launcher MPIFunction tasks are prefixed with"
+    )
+    worker_python: str | None = Field(
+        default=None,
+        description=(
+            "Python that starts the worker pools on the nodes (default: this endpoint's own)"
+        ),
+    )
+    worker_debug: bool = Field(default=False, description="debug logs from worker pools")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                ipaddress.ip_address(v)
+            except ValueError:
+                raise ValueError(f"{v!r} is not an IP address") from None
+        return v
+
+    @model_validator(mode="after")
+    def _mpi(self) -> HighThroughputEngineConfig:
+        if self.enable_mpi_mode:
+            launcher = self.provider.launcher
+            if launcher is None or launcher.type != "SimpleLauncher":
+                raise ValueError(
+                    "enable_mpi_mode needs provider.launcher: {type: SimpleLauncher} (one "
+                    "worker pool per block; each task then launches its own ranks)"
+                )
+        for name in ("worker_port_range", "interchange_port_range"):
+            lo, hi = getattr(self, name)
+            if not 1024 <= lo < hi <= 65535:
+                raise ValueError(f"{name} must be two ports, low to high, within 1024-65535")
+        return self
