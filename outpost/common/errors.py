@@ -33,3 +33,4 @@ class TaskErrorCode(StrEnum):
     WALLTIME = "WalltimeExceeded"
     USER_ENDPOINT_FAILED = "UserEndpointStartFailed"
     ENDPOINT_DELETED = "EndpointDeleted"
+    BLOCK_FAILED = "BlockFailed"  # the batch scheduler refused or ended a block's job

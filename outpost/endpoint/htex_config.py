@@ -85,10 +85,16 @@ class LauncherConfig(_Typed):
     def _known(self) -> LauncherConfig:
         cls = _class(LAUNCHERS, "launcher", self.type)
         _check_options(cls, "launcher", self.options(), set())
+        self.build()
         return self
 
     def build(self) -> Any:
-        return _class(LAUNCHERS, "launcher", self.type)(**self.options())
+        try:
+            return _class(LAUNCHERS, "launcher", self.type)(**self.options())
+        except ValueError:
+            raise
+        except Exception as e:  # noqa: BLE001 - typeguard's TypeCheckError
+            raise ValueError(f"{self.type}: {e}") from None
 
 
 class ProviderConfig(_Typed):
@@ -110,6 +116,7 @@ class ProviderConfig(_Typed):
                 raise ValueError(f"{key} must be a whole number >= 0, not {value!r}")
         if lo > hi:
             raise ValueError(f"min_blocks ({lo}) is more than max_blocks ({hi})")
+        self.build()  # Parsl checks the values' types (no side effects: nothing is submitted)
         return self
 
     def build(self) -> Any:
@@ -119,7 +126,7 @@ class ProviderConfig(_Typed):
             kwargs["launcher"] = self.launcher.build()
         try:
             return cls(**kwargs)
-        except TypeError as e:  # typeguard: a value of the wrong type
+        except Exception as e:  # noqa: BLE001 - typeguard's TypeCheckError, Parsl's checks
             raise ValueError(f"{self.type}: {e}") from None
 
 

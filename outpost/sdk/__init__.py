@@ -5,13 +5,14 @@ from outpost.sdk.client import Client
 from outpost.sdk.errors import OutpostAPIError, OutpostError, TaskExecutionFailed, TaskPending
 from outpost.sdk.executor import Executor
 from outpost.sdk.future import ComputeFuture
-from outpost.sdk.shell import ShellFunction, ShellResult
+from outpost.sdk.shell import MPIFunction, ShellFunction, ShellResult
 
 __all__ = [
     "Batch",
     "Client",
     "ComputeFuture",
     "Executor",
+    "MPIFunction",
     "OutpostAPIError",
     "OutpostError",
     "ShellFunction",

@@ -115,3 +115,38 @@ def _kill_group(proc: subprocess.Popen[Any]) -> None:
         except ProcessLookupError:
             pass
         proc.wait()
+
+
+MPI_PREFIX_VAR = "PARSL_MPI_PREFIX"
+
+
+class MPIFunction(ShellFunction):
+    """A command launched as an MPI application across the nodes of one task.
+
+    Run it through an ``Executor`` whose ``resource_specification`` says how many ranks to
+    start (``num_nodes`` with ``ranks_per_node``, or ``num_ranks``; ``launcher_options``
+    is added to the launch line), on an endpoint whose ``HighThroughputEngine`` has
+    ``enable_mpi_mode: true``. The endpoint picks nodes for the task and runs
+    ``$PARSL_MPI_PREFIX <cmd>``, the prefix being e.g. ``srun --ntasks 4 --nodes 2 ...``
+    or ``mpiexec -n 4 -ppn 2 -hosts ...`` as the endpoint's ``mpi_launcher`` says.
+    """
+
+    def __init__(self, cmd: str, **kwargs: Any) -> None:
+        kwargs.setdefault("name", "MPIFunction")
+        super().__init__(cmd, **kwargs)
+
+    def __call__(self, **kwargs: Any) -> ShellResult | dict[str, Any]:
+        prefix = os.environ.get(MPI_PREFIX_VAR)
+        if not prefix:
+            raise RuntimeError(
+                "MPIFunction needs an MPI launch prefix, and this task has none: submit it "
+                "with a resource_specification (e.g. Executor(..., resource_specification="
+                "{'num_nodes': 2, 'ranks_per_node': 4})) to an endpoint whose "
+                "HighThroughputEngine has enable_mpi_mode: true"
+            )
+        cmd = f"{prefix} {self.cmd.format(**kwargs)}"
+        result = _run(cmd, self.stdout, self.stderr, self.walltime, self.snippet_lines)
+        return result.__dict__.copy() if self.return_dict else result
+
+    def __repr__(self) -> str:
+        return f"MPIFunction({self.cmd!r}, walltime={self.walltime!r})"

@@ -30,11 +30,13 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from parsl.executors.errors import InvalidResourceSpecification
 from parsl.executors.high_throughput.errors import ManagerLost, WorkerLost
 from parsl.executors.high_throughput.executor import (
     DEFAULT_LAUNCH_CMD,
     HighThroughputExecutor,
 )
+from parsl.executors.high_throughput.mpi_prefix_composer import validate_resource_spec
 from parsl.jobs.job_status_poller import JobStatusPoller
 from parsl.jobs.states import JobState, JobStatus
 
@@ -59,6 +61,15 @@ class _Executor(HighThroughputExecutor):
     def outstanding(self) -> int:
         engine = self.outpost_engine
         return engine.held_count() if engine is not None else super().outstanding()
+
+    def scale_in(self, blocks: int, max_idletime: float | None = None) -> list[str]:
+        # Parsl's strategy asks to scale in by 0 blocks when there are a few more slots
+        # than tasks; HTEX's scale_in then releases *every* idle block, including one
+        # just submitted for the task that is waiting (it has no workers yet, so counts
+        # as idle for ever). Scaling in by nothing must do nothing.
+        if blocks <= 0:
+            return []
+        return super().scale_in(blocks, max_idletime=max_idletime)
 
 
 class _Poller(JobStatusPoller):
@@ -199,9 +210,17 @@ class HighThroughputEngine(Engine):
 
     # -- tasks in ---------------------------------------------------------------------
     def submit(self, tasks: list[dict[str, Any]]) -> None:
+        refused, ok = [], []
+        for t in tasks:
+            why = self._spec_problem(t)
+            if why:
+                refused.append(_failure(t, TaskErrorCode.EXECUTION, why))
+            else:
+                ok.append(t)
         with self._cond:
-            self._queue.extend(tasks)
+            self._queue.extend(ok)
             self._cond.notify_all()
+        self._report(refused)
 
     def held_count(self) -> int:
         with self._cond:
@@ -258,6 +277,30 @@ class HighThroughputEngine(Engine):
         self._kicked = time.monotonic()
         self._poller.poll()
 
+    def _spec_problem(self, task: dict[str, Any]) -> str | None:
+        """Why this task's resource_specification cannot run here (None: it can)."""
+        spec = task.get("resource_specification")
+        if not self.config.enable_mpi_mode:
+            if spec:
+                return (
+                    "this task has a resource_specification, but the endpoint's "
+                    "HighThroughputEngine does not run MPI tasks (enable_mpi_mode: false)"
+                )
+            return None
+        if not isinstance(spec, dict) or not spec:
+            return (
+                "this endpoint runs MPI tasks (enable_mpi_mode: true), and each needs a "
+                "resource_specification such as {'num_nodes': 1, 'ranks_per_node': 2}"
+            )
+        try:
+            validate_resource_spec(dict(spec))
+        except InvalidResourceSpecification as e:
+            return (
+                f"invalid resource_specification {spec!r}: {e}; valid keys are num_nodes, "
+                "ranks_per_node, num_ranks and launcher_options"
+            )
+        return None
+
     def _dispatch(self) -> None:
         htex = self.htex
         assert htex is not None
@@ -268,7 +311,7 @@ class HighThroughputEngine(Engine):
                     return
                 first = self._queue[0]
                 spec = first.get("resource_specification")
-                if spec or first.get("_alone"):
+                if self.config.enable_mpi_mode or first.get("_alone"):
                     batch = [self._queue.popleft()]
                 else:
                     size = min(
@@ -286,8 +329,10 @@ class HighThroughputEngine(Engine):
                 context: dict[str, Any] = {
                     "task_executor": {"f": RUN_BATCH, "a": (self.limits, self.environment)}
                 }
-                if spec:
-                    context["resource_spec"] = dict(spec)
+                if self.config.enable_mpi_mode:
+                    spec = dict(spec or {})
+                    validate_resource_spec(spec)  # also fills in num_ranks/ranks_per_node
+                    context["resource_spec"] = spec
                 try:
                     fut = htex.submit_payload(context, _htex_worker.pack(batch))
                 except Exception as e:  # noqa: BLE001 - a bad state: fail, keep the engine
@@ -364,7 +409,7 @@ class HighThroughputEngine(Engine):
             self._queue.clear()
         if waiting:
             msg = "the batch scheduler did not start workers for this endpoint: " + "; ".join(fresh)
-            self._report([_failure(t, TaskErrorCode.WORKER_LOST, msg) for t in waiting])
+            self._report([_failure(t, TaskErrorCode.BLOCK_FAILED, msg) for t in waiting])
 
     # -- status -----------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

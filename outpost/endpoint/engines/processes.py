@@ -115,14 +115,15 @@ class ProcessPoolEngine(Engine):
             self._queue.extend(tasks)
         os.write(self._wake_w, b"x")
 
-    def status(self) -> dict[str, int]:
+    def status(self) -> dict[str, Any]:
         with self._lock:
             busy = sum(1 for w in self._workers if w.outstanding)
-            held = len(self._queue) + sum(len(w.outstanding) for w in self._workers)
+            # Held and not yet running: a worker runs the first task of what it holds.
+            waiting = len(self._queue) + sum(max(0, len(w.outstanding) - 1) for w in self._workers)
         return {
             "total_workers": self.max_workers,
             "idle_workers": self.max_workers - busy,
-            "pending_tasks": held,
+            "pending_tasks": waiting,
         }
 
     def shutdown(self) -> None:

@@ -52,12 +52,12 @@ class ThreadPoolEngine(Engine):
         except Exception:  # the pool would swallow it and the task would hang silently
             log.exception("could not record the result of task %s", task["task_id"])
 
-    def status(self) -> dict[str, int]:
+    def status(self) -> dict[str, Any]:
         with self._lock:
             return {
                 "total_workers": self.max_workers,
                 "idle_workers": self.max_workers - self._running,
-                "pending_tasks": self._held,
+                "pending_tasks": self._held - self._running,  # held, not yet on a worker
             }
 
     def shutdown(self) -> None:

@@ -227,15 +227,23 @@ async def endpoint_status(
     online = state.endpoint_online(eid)
     session = state.sessions.get(eid)
     info = st.info if st else {}
+    engine_pending = info.get("pending_tasks", 0) if online else 0
     details = {
         "total_workers": info.get("total_workers", 0),
         "idle_workers": info.get("idle_workers", 0),
-        "pending_tasks": state.broker.queued(eid),
+        # Waiting for a worker: queued at the service, or held by the engine not yet on one.
+        "pending_tasks": state.broker.queued(eid)
+        + (engine_pending if isinstance(engine_pending, int) else 0),
         "outstanding_tasks": len(session.inflight) if session else 0,
         "managers": info.get("managers", 1 if online else 0),
         "last_heartbeat": st.last_seen if st else None,
         "heartbeat_threshold": st.threshold if st else None,
     }
+    blocks = info.get("blocks")
+    if isinstance(blocks, dict):  # engines with blocks of workers: {state: count}
+        details["blocks"] = {
+            str(k): v for k, v in blocks.items() if isinstance(v, int) and not isinstance(v, bool)
+        }
     return {"status": "online" if online else "offline", "details": details}
 
 

@@ -1,0 +1,281 @@
+"""The HighThroughputEngine on this host (Parsl's LocalProvider): real interchange, real
+worker pools as processes. The same engine on a real Slurm is in tests/hpc."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from outpost.common.errors import TaskErrorCode
+from outpost.common.serialize import deserialize, pack_function, pack_payload
+from outpost.endpoint.config import ConfigError, parse_config
+from outpost.endpoint.engines import build_engine
+from tests.multi_user.remote import by_value
+
+pytest.importorskip("parsl")
+
+
+@by_value
+def square(x):
+    return x * x
+
+
+@by_value
+def env_of(name):
+    import os
+
+    return os.environ.get(name)
+
+
+@by_value
+def die(x):
+    import os
+
+    if x == "die":
+        os._exit(3)
+    return x
+
+
+@by_value
+def sleepy(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+@by_value
+def pool_pid(_):
+    import os
+
+    return os.getppid()
+
+
+def _tasks(fn, args, prefix="t", **extra):
+    code = pack_function(fn)
+    return [
+        {
+            "task_id": f"{prefix}{i}",
+            "function_id": fn.__name__,
+            "function_code": code,
+            "payload": pack_payload((a,), {}),
+            **extra,
+        }
+        for i, a in enumerate(args)
+    ]
+
+
+def _engine(tmp_path: Path, **engine):
+    provider = engine.pop("provider", {})
+    cfg = parse_config(
+        {
+            "environment": {"OUTPOST_TEST_ENV": "yes"},
+            "engine": {
+                "type": "HighThroughputEngine",
+                "address": "127.0.0.1",
+                "max_workers_per_node": 2,
+                "strategy_period": 1,
+                "provider": {
+                    "type": "LocalProvider",
+                    "init_blocks": 0,
+                    "max_blocks": 1,
+                    **provider,
+                },
+                **engine,
+            },
+        }
+    )
+    eng = build_engine(cfg, tmp_path)
+    q: queue.SimpleQueue = queue.SimpleQueue()
+    eng.start(lambda rs: [q.put(r) for r in rs])
+    return eng, q
+
+
+def _drain(q, n, timeout=60.0):
+    out, deadline = {}, time.monotonic() + timeout
+    while len(out) < n:
+        r = q.get(timeout=max(0.1, deadline - time.monotonic()))
+        out[r["task_id"]] = r
+    return out
+
+
+def _wait(cond, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _pools(tmp_path: Path) -> list[psutil.Process]:
+    """Worker pools this engine started (their command line names its run dir)."""
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "process_worker_pool" in cmd and str(tmp_path) in cmd:
+            out.append(p)
+    return out
+
+
+def test_runs_tasks_reports_real_workers_and_releases_idle_blocks(tmp_path) -> None:
+    eng, q = _engine(tmp_path, max_idletime=2)
+    try:
+        st = eng.status()
+        assert st["total_workers"] == 0 and st["blocks"] == {}  # init_blocks 0: nothing yet
+        eng.submit(_tasks(square, range(500)))
+        out = _drain(q, 500)
+        assert [deserialize(out[f"t{i}"]["result"]) for i in range(500)] == [
+            i * i for i in range(500)
+        ]
+        # The figures come from the interchange: one pool of 2 workers, in one block.
+        st = eng.status()
+        assert st["total_workers"] == 2 and st["managers"] == 1
+        assert sum(st["blocks"].values()) == 1 and st["held_tasks"] == 0
+        # The endpoint's environment reaches the tasks.
+        eng.submit(_tasks(env_of, ["OUTPOST_TEST_ENV"], prefix="e"))
+        assert deserialize(_drain(q, 1)["e0"]["result"]) == "yes"
+        assert len(_pools(tmp_path)) == 1
+        # Idle for max_idletime: the block is released and its pool ends.
+        _wait(lambda: not _pools(tmp_path), 30, "the idle block to be released")
+        _wait(lambda: eng.status()["total_workers"] == 0, 30, "status to show no workers")
+        # New work scales out again.
+        eng.submit(_tasks(square, [7], prefix="again"))
+        assert deserialize(_drain(q, 1)["again0"]["result"]) == 49
+    finally:
+        eng.shutdown()
+    _wait(lambda: not _pools(tmp_path), 15, "shutdown to cancel the block")
+
+
+def test_a_task_that_kills_its_worker_fails_alone_and_the_engine_goes_on(tmp_path) -> None:
+    # A pool notices a dead worker at its next heartbeat.
+    eng, q = _engine(tmp_path, heartbeat_period=1, heartbeat_threshold=5)
+    try:
+        eng.submit(_tasks(die, ["a", "b", "die", "c", "d", "e"]))
+        out = _drain(q, 6)
+        bad = out["t2"]
+        assert bad["status"] == "failed"
+        assert bad["error_details"]["code"] == TaskErrorCode.WORKER_LOST.value
+        assert "worker process running this task died" in bad["exception"]
+        for i, v in enumerate("ab"):
+            assert deserialize(out[f"t{i}"]["result"]) == v
+        assert [deserialize(out[f"t{i}"]["result"]) for i in (3, 4, 5)] == ["c", "d", "e"]
+    finally:
+        eng.shutdown()
+
+
+def test_a_lost_block_fails_its_tasks_with_a_reason_and_a_new_block_runs_the_rest(
+    tmp_path,
+) -> None:
+    eng, q = _engine(tmp_path, heartbeat_period=1, heartbeat_threshold=3)
+    try:
+        eng.submit(_tasks(pool_pid, [0], prefix="p"))
+        pool = _drain(q, 1)["p0"]
+        assert pool["status"] == "success"
+        slow = _tasks(sleepy, [30, 30], prefix="s")
+        eng.submit(slow)
+        _wait(lambda: eng.status()["idle_workers"] == 0, 15, "both workers busy")
+        # The whole block dies (as when its job is cancelled or hits its walltime).
+        for p in _pools(tmp_path):
+            os.killpg(os.getpgid(p.pid), signal.SIGKILL)
+        out = _drain(q, 2, timeout=60)
+        for r in out.values():
+            assert r["status"] == "failed"
+            assert r["error_details"]["code"] == TaskErrorCode.WORKER_LOST.value
+            assert "worker pool running this task was lost" in r["exception"]
+        eng.submit(_tasks(square, [3], prefix="after"))
+        assert deserialize(_drain(q, 1, timeout=60)["after0"]["result"]) == 9
+    finally:
+        eng.shutdown()
+
+
+def test_a_block_that_never_starts_fails_waiting_tasks_with_its_own_message(tmp_path) -> None:
+    eng, q = _engine(
+        tmp_path,
+        provider={"worker_init": "echo 'module load python: no such module' >&2; exit 3"},
+    )
+    try:
+        eng.submit(_tasks(square, [1, 2]))
+        out = _drain(q, 2, timeout=90)
+        for r in out.values():
+            assert r["status"] == "failed"
+            assert r["error_details"]["code"] == TaskErrorCode.BLOCK_FAILED.value
+            assert "did not start workers" in r["exception"]
+            assert "no such module" in r["exception"]  # the job's own stderr
+    finally:
+        eng.shutdown()
+
+
+def test_resource_specification_needs_mpi_mode(tmp_path) -> None:
+    eng, q = _engine(tmp_path)
+    try:
+        eng.submit(_tasks(square, [2], resource_specification={"num_nodes": 2}))
+        r = _drain(q, 1)["t0"]
+        assert r["status"] == "failed" and "enable_mpi_mode: false" in r["exception"]
+        assert eng.status()["blocks"] == {}  # refused before any block was asked for
+    finally:
+        eng.shutdown()
+
+
+# -- configuration --------------------------------------------------------------------
+def _htex(**engine):
+    return parse_config({"engine": {"type": "HighThroughputEngine", **engine}})
+
+
+def test_config_defaults_and_pass_through() -> None:
+    cfg = _htex(
+        provider={
+            "type": "SlurmProvider",
+            "partition": "debug",
+            "account": "physics",
+            "walltime": "00:30:00",
+            "nodes_per_block": 2,
+            "launcher": {"type": "SrunLauncher", "overrides": "--cpu-bind=none"},
+        }
+    )
+    provider = cfg.engine.provider.build()
+    assert type(provider).__name__ == "SlurmProvider"
+    assert (provider.partition, provider.account, provider.nodes_per_block) == (
+        "debug",
+        "physics",
+        2,
+    )
+    assert type(provider.launcher).__name__ == "SrunLauncher"
+    assert cfg.engine.strategy == "htex_auto_scale" and cfg.engine.encrypted is True
+
+
+@pytest.mark.parametrize(
+    ("engine", "message"),
+    [
+        ({"provider": {"type": "SlurmProviderX"}}, "valid types: CondorProvider"),
+        ({"provider": {"type": "AWSProvider"}}, "unknown provider type 'AWSProvider'"),
+        ({"provider": {"type": "SlurmProvider", "partiton": "x"}}, "options are: account"),
+        ({"provider": {"type": "SlurmProvider", "channel": "x"}}, "has no option 'channel'"),
+        (
+            {"provider": {"type": "LocalProvider", "launcher": {"type": "Srun"}}},
+            "unknown launcher type 'Srun'; valid types: AprunLauncher",
+        ),
+        (
+            {"provider": {"type": "LocalProvider", "min_blocks": 3, "max_blocks": 1}},
+            "min_blocks (3) is more than max_blocks (1)",
+        ),
+        ({"provider": {"type": "LocalProvider", "max_blocks": -1}}, "max_blocks must be"),
+        ({"enable_mpi_mode": True}, "enable_mpi_mode needs provider.launcher"),
+        ({"address": "login-node"}, "is not an IP address"),
+        ({"max_worker": 3}, "engine.max_worker: unknown option"),
+        ({"worker_port_range": [9000, 8000]}, "worker_port_range must be two ports"),
+    ],
+)
+def test_config_errors_say_what_to_fix(engine, message) -> None:
+    with pytest.raises(ConfigError) as e:
+        _htex(**engine)
+    assert message in str(e.value)
+
+
+def test_a_wrongly_typed_parsl_option_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="SlurmProvider: .*nodes_per_block.* int"):
+        _htex(provider={"type": "SlurmProvider", "nodes_per_block": "two"})
