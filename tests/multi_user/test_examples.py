@@ -40,6 +40,10 @@ def render(name: str, values: dict[str, Any]) -> dict[str, Any]:
     check_user_values(values, schema)
     data = yaml.safe_load(render_text(template, values, IDENTITY))
     assert isinstance(data, dict)
+    # ...and what it renders is a valid endpoint config (the HighThroughputEngine's
+    # provider and launcher included), as the multi-user endpoint checks before a start.
+    _, config = render_config(template, schema, values, IDENTITY)
+    assert config.engine.type == data["engine"]["type"]
     return data
 
 
@@ -75,11 +79,16 @@ def test_slurm_template() -> None:
         "01:00:00",
         2,
     )
+    assert p["exclusive"] is False
     # The module name reaches the shell as one word, whatever it holds.
     first = p["worker_init"].split("; export")[0]
     assert shlex.split(first) == ["module", "load", "python/3.11; rm -rf ~"]
     defaults = render("slurm", {"account": "abc123"})["engine"]["provider"]
     assert defaults["partition"] == "compute" and defaults["nodes_per_block"] == 1
+    assert defaults["worker_init"] == ""  # no module named: no `module load`
+    whole = render("slurm", {"account": "abc123", "exclusive": True, "idle_seconds": 60})
+    assert whole["engine"]["provider"]["exclusive"] is True
+    assert whole["engine"]["max_idletime"] == 60
     _, schema = load("slurm")
     for bad in (
         {},

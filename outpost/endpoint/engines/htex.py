@@ -90,7 +90,7 @@ def _failure(task: dict[str, Any], code: TaskErrorCode, text: str) -> dict[str, 
         "task_id": task["task_id"],
         "task_group_id": task.get("task_group_id"),
         "status": "failed",
-        "exception": text,
+        "exception": f"{code.value}: {text}",
         "error_details": {"code": code.value, "user_message": text},
     }
 
