@@ -65,6 +65,14 @@ ensure_compat_venv() {
     "$COMPAT_VENV/bin/pip" install -q "globus-compute-sdk==4.19.0"
 }
 
+ensure_slurm() {
+  # The HPC tests (tests/hpc) run on a one-node Slurm cluster on loopback: installed
+  # from Debian's packages and started here when root (.ci/slurm/README.md).
+  [ "$(id -u)" = 0 ] || return 0
+  say "Slurm (one node, loopback)"
+  .ci/slurm/start-slurm.sh
+}
+
 ensure_user_python() {
   # The multi-user tests (as root) run user endpoints as test accounts, from a venv built
   # with the system Python (tests/multi_user/uservenv.py); it needs Debian's venv module.
@@ -85,6 +93,7 @@ case "$cmd" in
     ensure_venv test
     ensure_compat_venv
     ensure_user_python
+    ensure_slurm
     say "ruff"
     "$VENV/bin/ruff" check outpost tests benchmarks
     say "mypy (outpost/common, outpost/sdk)"

@@ -79,6 +79,45 @@ def check_user_values(values: Any, schema: dict[str, Any] | None) -> dict[str, A
     return values
 
 
+def ecma_pattern(pattern: str) -> str:
+    """``pattern`` with JSON Schema's (ECMA-262) meaning of ``$`` in Python's ``re``.
+
+    In ECMA-262, ``$`` matches only at the very end; in Python it also matches before a
+    final newline, so ``^[a-z]+$`` would let ``"debug\\n"`` through to a template (and on
+    into a job script). Each ``$`` outside a character class becomes ``\\Z``.
+    """
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            if pattern[i + 1 : i + 2] == "]":  # "[]...]": a leading ] is literal
+                out.append("[]")
+                i += 2
+                continue
+        elif c == "$":
+            c = "\\Z"
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(ecma_pattern(pattern))
+
+
+def _pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Any:
+    if validator.is_type(instance, "string") and not _compiled(patrn).search(instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {patrn!r}")
+
+
 @functools.lru_cache(maxsize=64)
 def _validator(schema_json: str) -> Any:
     """Checking a schema and building its validator takes milliseconds: done once."""
@@ -88,7 +127,7 @@ def _validator(schema_json: str) -> Any:
         cls.check_schema(schema)
     except jsonschema.SchemaError as e:
         raise InvalidSchema(f"the endpoint's user config schema is invalid: {e.message}") from None
-    return cls(schema)
+    return jsonschema.validators.extend(cls, {"pattern": _pattern})(schema)
 
 
 def check_schema(values: dict[str, Any], schema: dict[str, Any]) -> None:

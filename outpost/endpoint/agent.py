@@ -30,6 +30,7 @@ from outpost.endpoint.spool import ResultSpool
 
 log = logging.getLogger(__name__)
 MAX_RESULTS_PER_FRAME = 2000
+CAPACITY_CHECK_S = 1.0
 #: Function codes kept; more than the service assumes we keep (2048 per connection).
 KEPT_FUNCTIONS = 4096
 
@@ -141,6 +142,7 @@ class Agent:
                 await ws.send(m.encode({"type": m.RESULT, "results": batch}))
         sender = asyncio.create_task(self._send_results(ws))
         beats = asyncio.create_task(self._heartbeats(ws))
+        changes = asyncio.create_task(self._capacity_changes(ws))
         try:
             async for raw in ws:
                 if not isinstance(raw, bytes):
@@ -166,9 +168,9 @@ class Agent:
         except ConnectionClosed as e:
             log.warning("channel closed: %s", e)
         finally:
-            sender.cancel()
-            beats.cancel()
-            await asyncio.gather(sender, beats, return_exceptions=True)
+            for t in (sender, beats, changes):
+                t.cancel()
+            await asyncio.gather(sender, beats, changes, return_exceptions=True)
 
     def _remember_code(self, fid: str, code: str) -> None:
         self._codes[fid] = code
@@ -234,6 +236,18 @@ class Agent:
                         await ws.send(m.encode({"type": m.RESULT, "results": batch}))
                     except ConnectionClosed:
                         return  # still spooled: sent again after the reconnect
+
+    async def _capacity_changes(self, ws: ClientConnection) -> None:
+        """A status frame as soon as workers or blocks come or go (checked every second),
+        so the service's status does not lag a heartbeat period behind the engine."""
+        last = None
+        while True:
+            st = self.engine.status()
+            now = (st.get("total_workers"), st.get("managers"), st.get("blocks"))
+            if last is not None and now != last:
+                await ws.send(m.encode(self._status_frame()))
+            last = now
+            await asyncio.sleep(CAPACITY_CHECK_S)
 
     async def _heartbeats(self, ws: ClientConnection) -> None:
         cfg = self.config

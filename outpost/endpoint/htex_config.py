@@ -12,9 +12,11 @@ from __future__ import annotations
 import importlib
 import inspect
 import ipaddress
+import typing
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typeguard import TypeCheckError, check_type
 
 # type name -> (module, class). Only these can be named in a config.
 PROVIDERS: dict[str, tuple[str, str]] = {
@@ -58,14 +60,45 @@ def _class(table: dict[str, tuple[str, str]], kind: str, name: Any) -> type:
     return cls
 
 
+# Options whose text goes into the job script as lines of their own; every other string
+# option becomes part of one line (``#SBATCH --partition=...``), where a line break would
+# let a value add directives of its own.
+MULTI_LINE = {"worker_init", "scheduler_options"}
+
+
 def _check_options(cls: type, kind: str, options: dict[str, Any], reserved: set[str]) -> None:
+    """Each option exists, has the type the class declares, and holds no control
+    characters where it becomes part of a line. Nothing is constructed: building a
+    SlurmProvider runs ``sacct``."""
     params = inspect.signature(cls).parameters
     valid = sorted(p for p in params if p not in reserved and p != "self")
-    for key in options:
+    try:
+        hints = typing.get_type_hints(cls.__init__)  # type: ignore[misc]
+    except Exception:  # noqa: BLE001 - unresolvable hints: Parsl checks at start
+        hints = {}
+    for key, value in options.items():
         if key in reserved or key not in params:
             raise ValueError(
                 f"{cls.__name__} has no option {key!r}; its options are: {', '.join(valid)}"
             )
+        if key in hints:
+            try:
+                check_type(value, hints[key])
+            except TypeCheckError as e:
+                raise ValueError(f"{cls.__name__} option {key!r}: {value!r} {e}") from None
+        if isinstance(value, str) and key not in MULTI_LINE:
+            if any(ord(c) < 0x20 or c == "\x7f" for c in value):
+                raise ValueError(
+                    f"{cls.__name__} option {key!r} must be one line without control "
+                    f"characters, not {value!r}"
+                )
+
+
+def _walltime(options: dict[str, Any]) -> None:
+    """YAML reads an unquoted ``walltime: 1:00:00`` as 3600 (seconds): take it as meant."""
+    w = options.get("walltime")
+    if isinstance(w, int) and not isinstance(w, bool) and w >= 0:
+        options["walltime"] = f"{w // 3600:02d}:{w % 3600 // 60:02d}:{w % 60:02d}"
 
 
 class _Typed(BaseModel):
@@ -85,7 +118,6 @@ class LauncherConfig(_Typed):
     def _known(self) -> LauncherConfig:
         cls = _class(LAUNCHERS, "launcher", self.type)
         _check_options(cls, "launcher", self.options(), set())
-        self.build()
         return self
 
     def build(self) -> Any:
@@ -107,6 +139,8 @@ class ProviderConfig(_Typed):
     @model_validator(mode="after")
     def _known(self) -> ProviderConfig:
         cls = _class(PROVIDERS, "provider", self.type)
+        if self.model_extra is not None:
+            _walltime(self.model_extra)
         _check_options(cls, "provider", self.options(), {"launcher", "channel"})
         opts = self.options()
         lo, hi = opts.get("min_blocks", 0), opts.get("max_blocks", 1)
@@ -116,7 +150,6 @@ class ProviderConfig(_Typed):
                 raise ValueError(f"{key} must be a whole number >= 0, not {value!r}")
         if lo > hi:
             raise ValueError(f"min_blocks ({lo}) is more than max_blocks ({hi})")
-        self.build()  # Parsl checks the values' types (no side effects: nothing is submitted)
         return self
 
     def build(self) -> Any:

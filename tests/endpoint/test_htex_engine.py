@@ -277,5 +277,24 @@ def test_config_errors_say_what_to_fix(engine, message) -> None:
 
 
 def test_a_wrongly_typed_parsl_option_is_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match="SlurmProvider: .*nodes_per_block.* int"):
+    with pytest.raises(ConfigError, match="SlurmProvider option 'nodes_per_block': .* int"):
         _htex(provider={"type": "SlurmProvider", "nodes_per_block": "two"})
+
+
+@pytest.mark.parametrize("key", ["partition", "account", "walltime", "qos"])
+def test_one_line_options_cannot_add_lines_to_the_job_script(key) -> None:
+    with pytest.raises(ConfigError, match=f"option '{key}' must be one line"):
+        _htex(provider={"type": "SlurmProvider", key: "debug\n#SBATCH --qos=high"})
+    # worker_init and scheduler_options are lines of the script by design.
+    cfg = _htex(provider={"type": "SlurmProvider", "worker_init": "module load a\nexport B=1"})
+    assert cfg.engine.provider.build().worker_init.startswith("module load a\nexport B=1")
+
+
+def test_an_unquoted_yaml_walltime_means_what_it_says() -> None:
+    import yaml
+
+    data = yaml.safe_load("engine: {type: HighThroughputEngine, provider: "
+                          "{type: SlurmProvider, walltime: 1:30:00}}")  # fmt: skip
+    assert data["engine"]["provider"]["walltime"] == 5400  # YAML 1.1: a number of seconds
+    cfg = parse_config(data)
+    assert cfg.engine.provider.build().walltime == "01:30:00"

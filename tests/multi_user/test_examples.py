@@ -103,26 +103,36 @@ def test_slurm_template() -> None:
 
 
 def test_pbs_template() -> None:
-    data = render(
-        "pbs",
-        {
-            "account": "PRJ0042",
-            "queue": "workq",
-            "select": "1:ncpus=32:mem=64gb",
-            "walltime": "01:00:00",
-        },
-    )
+    values = {
+        "account": "PRJ0042",
+        "queue": "workq",
+        "nodes": 2,
+        "ncpus": 32,
+        "resources": "mem=64gb",
+        "walltime": "01:00:00",
+    }
+    data = render("pbs", values)
     p = data["engine"]["provider"]
-    assert p["type"] == "PBSProProvider"
-    assert (p["account"], p["queue"], p["select_options"]) == (
-        "PRJ0042",
-        "workq",
-        "1:ncpus=32:mem=64gb",
-    )
-    _, schema = load("pbs")
+    assert p["type"] == "PBSProProvider" and p["launcher"]["type"] == "MpiExecLauncher"
+    assert (p["account"], p["queue"], p["walltime"]) == ("PRJ0042", "workq", "01:00:00")
+    # What Parsl's provider gets (the select line it writes from these is checked
+    # against a fake qsub in tests/hpc/test_pbs.py).
+    template, schema = load("pbs")
+    _, config = render_config(template, schema, values, IDENTITY)
+    provider = config.engine.provider.build()
+    assert (provider.nodes_per_block, provider.cpus_per_node) == (2, 32)
+    assert provider.select_options.lstrip(":") == "mem=64gb"
+    defaults = render("pbs", {"account": "PRJ0042"})["engine"]["provider"]
+    assert (defaults["nodes_per_block"], defaults["cpus_per_node"]) == (1, 1)
+    assert defaults["select_options"] == ""
     for bad in (
-        {"account": "a", "select": "1:ncpus=2 -W depend=afterok:1"},
+        {"account": "a", "resources": "mem=2gb -W depend=afterok:1"},
+        {"account": "a", "resources": "mem=2gb\n"},
         {"account": "a", "queue": "q -A other"},
+        {"account": "a", "queue": "workq\n"},
+        {"account": "PRJ0042\n"},
+        {"account": "a", "ncpus": 0},
+        {"account": "a", "select": "1:ncpus=2"},
     ):
         with pytest.raises(UserConfigError):
             check_user_values(bad, schema)

@@ -296,3 +296,29 @@ def test_invalid_schema_raises_invalid_schema(schema: dict[str, Any]) -> None:
 def test_invalid_schema_is_not_a_user_config_error() -> None:
     # the administrator's mistake must not be reported as the user's
     assert not issubclass(InvalidSchema, UserConfigError)
+
+
+# -- JSON Schema's `$`: end of the string only (ECMA-262), not also before a final "\n" ---
+@pytest.mark.parametrize(
+    ("pattern", "python"),
+    [
+        ("^[a-z]+$", "^[a-z]+\\Z"),
+        ("^a\\$b$", "^a\\$b\\Z"),  # an escaped $ stays a literal
+        ("^[$]x$", "^[$]x\\Z"),  # so does one in a class
+        ("^[]$]$", "^[]$]\\Z"),  # a class whose first member is ]
+        ("^(a|b$)", "^(a|b\\Z)"),
+        ("^\\d{1,2}$", "^\\d{1,2}\\Z"),
+    ],
+)
+def test_ecma_pattern(pattern: str, python: str) -> None:
+    from outpost.common.user_config import ecma_pattern
+
+    assert ecma_pattern(pattern) == python
+
+
+def test_a_pattern_refuses_a_trailing_newline() -> None:
+    schema = {"type": "object", "properties": {"p": {"type": "string", "pattern": "^[a-z]+$"}}}
+    check_user_values({"p": "debug"}, schema)
+    for bad in ("debug\n", "debug\r\n", "debug\n#SBATCH --qos=high"):
+        with pytest.raises(UserConfigError, match="does not match"):
+            check_user_values({"p": bad}, schema)

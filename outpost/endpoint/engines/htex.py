@@ -39,6 +39,7 @@ from parsl.executors.high_throughput.executor import (
 from parsl.executors.high_throughput.mpi_prefix_composer import validate_resource_spec
 from parsl.jobs.job_status_poller import JobStatusPoller
 from parsl.jobs.states import JobState, JobStatus
+from parsl.utils import Timer
 
 from outpost.common.errors import TaskErrorCode
 from outpost.endpoint.engines import _htex_worker
@@ -83,6 +84,22 @@ class _Poller(JobStatusPoller):
     def poll(self) -> None:
         with self._poll_lock:
             super().poll()
+
+
+def _tolerate_vanished_slurm_jobs(provider: Any) -> None:
+    """Without Slurm accounting, Parsl's SlurmProvider polls with ``squeue --job IDS``,
+    which fails ("Invalid job id specified") once every listed job has left squeue; Parsl
+    then keeps the old state, so a block that ended stays "pending" for ever and no new
+    block is asked for. Answering with no lines instead lets Parsl mark such jobs ended.
+    Any other squeue failure still fails the poll."""
+    cmd = getattr(provider, "_cmd", None)
+    if type(provider).__name__ != "SlurmProvider" or not str(cmd).startswith("squeue"):
+        return
+    provider._cmd = (
+        f'out=$({cmd} 2>&1); rc=$?; if [ "$rc" -ne 0 ]; then '
+        'case "$out" in *"Invalid job id"*) exit 0;; esac; '
+        'printf "%s\\n" "$out" >&2; exit "$rc"; fi; printf "%s\\n" "$out"'
+    )
 
 
 def _failure(task: dict[str, Any], code: TaskErrorCode, text: str) -> dict[str, Any]:
@@ -135,6 +152,7 @@ class HighThroughputEngine(Engine):
         cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         provider = cfg.provider.build()
+        _tolerate_vanished_slurm_jobs(provider)
         if hasattr(provider, "script_dir"):
             provider.script_dir = str(self.run_dir / "submit_scripts")
             Path(provider.script_dir).mkdir(exist_ok=True)
@@ -195,11 +213,11 @@ class HighThroughputEngine(Engine):
             self._stopping = True
             self._cond.notify_all()
         if self._poller is not None:
-            # Closing the poller scales in every block: the scheduler's jobs are cancelled.
-            try:
-                self._poller.close(timeout=30)
-            except Exception:
-                log.exception("cancelling blocks failed")
+            # Stop polling and scaling, without Parsl's scale-in at close: that asks the
+            # interchange first, which may be gone already (a stop signals the endpoint's
+            # whole process group), and would then wait for ever with the jobs left queued.
+            Timer.close(self._poller, timeout=30)
+        self._cancel_blocks()
         if self.htex is not None:
             try:
                 self.htex.shutdown()
@@ -207,6 +225,25 @@ class HighThroughputEngine(Engine):
                 log.exception("HTEX shutdown failed")
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def _cancel_blocks(self) -> None:
+        """Cancel every block not known to have ended, straight through the provider
+        (``scancel``, ``qdel``...)."""
+        htex = self.htex
+        if htex is None:
+            return
+        jobs = [
+            htex.blocks_to_job_id[block]
+            for block, js in list(htex.status_facade.items())
+            if not js.terminal and block in htex.blocks_to_job_id
+        ]
+        if not jobs:
+            return
+        try:
+            cancelled = htex.provider.cancel(jobs)
+            log.info("cancelled blocks' jobs %s: %s", jobs, cancelled)
+        except Exception:
+            log.exception("cancelling the blocks' jobs %s failed", jobs)
 
     # -- tasks in ---------------------------------------------------------------------
     def submit(self, tasks: list[dict[str, Any]]) -> None:
@@ -247,6 +284,18 @@ class HighThroughputEngine(Engine):
 
     def _workers(self) -> int:
         return sum(int(m.get("worker_count", 0)) for m in self._managers if m.get("active"))
+
+    def _capacity(self) -> int:
+        """Workers connected, or expected from the blocks not yet ended if more."""
+        htex = self.htex
+        if htex is None:
+            return self._workers()
+        per_node = htex.workers_per_node
+        per_block = int(per_node if per_node != math.inf else 1) * int(
+            getattr(htex.provider, "nodes_per_block", 1) or 1
+        )
+        blocks = sum(1 for js in list(htex.status_facade.values()) if not js.terminal)
+        return max(self._workers(), blocks * per_block)
 
     def _room(self) -> int:
         """Parsl tasks that may be in flight now: one per worker, plus one spare each so
@@ -314,10 +363,10 @@ class HighThroughputEngine(Engine):
                 if self.config.enable_mpi_mode or first.get("_alone"):
                     batch = [self._queue.popleft()]
                 else:
-                    size = min(
-                        self.config.max_tasks_per_batch,
-                        max(1, math.ceil(len(self._queue) / max(1, self._workers()))),
-                    )
+                    # An even share for each worker there is or soon will be (blocks
+                    # still starting count too, so the first pool does not take it all).
+                    share = math.ceil(len(self._queue) / max(1, self._capacity()))
+                    size = min(self.config.max_tasks_per_batch, max(1, share))
                     batch = []
                     while (
                         self._queue
@@ -422,8 +471,13 @@ class HighThroughputEngine(Engine):
         busy = sum(min(int(m.get("tasks", 0)), int(m.get("worker_count", 0))) for m in active)
         blocks: dict[str, int] = {}
         if self.htex is not None:
-            for js in list(self.htex.status_facade.values()):
+            # The scheduler's state as of the last poll; a block whose workers have
+            # connected since is running, whatever that poll said.
+            connected = {str(m.get("block_id")) for m in active}
+            for block, js in list(self.htex.status_facade.items()):
                 name = js.state.name.lower()
+                if js.state == JobState.PENDING and block in connected:
+                    name = "running"
                 blocks[name] = blocks.get(name, 0) + 1
         return {
             "total_workers": total,
