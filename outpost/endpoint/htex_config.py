@@ -227,6 +227,15 @@ class HighThroughputEngineConfig(BaseModel):
     strategy_period: float = Field(
         default=5.0, gt=0, le=600, description="seconds between scaling decisions"
     )
+    scheduler_poll_period: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "seconds between asking the scheduler about blocks (squeue, qstat...); a block "
+            "that loses its workers is asked about at once"
+        ),
+    )
     max_tasks_per_batch: int = Field(
         default=64,
         ge=1,

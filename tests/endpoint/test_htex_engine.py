@@ -81,6 +81,7 @@ def _engine(tmp_path: Path, **engine):
                 "address": "127.0.0.1",
                 "max_workers_per_node": 2,
                 "strategy_period": 1,
+                "scheduler_poll_period": 1,
                 "provider": {
                     "type": "LocalProvider",
                     "init_blocks": 0,

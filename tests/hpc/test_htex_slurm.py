@@ -68,6 +68,7 @@ class Engine:
                     "address": "127.0.0.1",
                     "max_workers_per_node": 1,
                     "strategy_period": 1,
+                    "scheduler_poll_period": 2,
                     "heartbeat_period": 2,
                     "heartbeat_threshold": 6,
                     "provider": {

@@ -63,6 +63,17 @@ class _Executor(HighThroughputExecutor):
         engine = self.outpost_engine
         return engine.held_count() if engine is not None else super().outstanding()
 
+    @property
+    def status_polling_interval(self) -> float:
+        engine = self.outpost_engine
+        if engine is None:
+            return float(super().status_polling_interval)
+        return engine.config.scheduler_poll_period
+
+    def poll_soon(self) -> None:
+        """Ask the scheduler at the next poll, whatever the period."""
+        self._last_poll_time = 0.0
+
     def scale_in(self, blocks: int, max_idletime: float | None = None) -> list[str]:
         # Parsl's strategy asks to scale in by 0 blocks when there are a few more slots
         # than tasks; HTEX's scale_in then releases *every* idle block, including one
@@ -144,6 +155,7 @@ class HighThroughputEngine(Engine):
         self._thread: threading.Thread | None = None
         self._poller: _Poller | None = None
         self._kicked = 0.0
+        self._repoll = False
         self.htex: _Executor | None = None
 
     # -- life cycle -------------------------------------------------------------------
@@ -313,9 +325,14 @@ class HighThroughputEngine(Engine):
 
     def _kick(self) -> None:
         """Scale out now, not at the next strategy period, when tasks wait with no block
-        pending or running (at most once a second)."""
+        pending or running (at most once a second); and poll the scheduler at once when
+        a block was lost."""
         if self._poller is None or self.htex is None or self.config.strategy == "none":
             return
+        if self._repoll:
+            self._repoll = False
+            self.htex.poll_soon()
+            self._poller.poll()
         with self._cond:
             if not self._queue or self._workers():
                 return
@@ -418,6 +435,7 @@ class HighThroughputEngine(Engine):
                 self._cond.notify_all()
             return
         if isinstance(exc, ManagerLost):
+            self._repoll = True  # its job has probably ended: learn so at once
             msg = (
                 f"the worker pool running this task was lost ({exc}); its batch job "
                 "ended, was cancelled or reached its walltime"
