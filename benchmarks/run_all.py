@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SCRIPTS = ["core.py", "multi_user.py"]  # multi_user.py needs root
+SCRIPTS = ["core.py", "multi_user.py", "htex_slurm.py"]  # the last two need root (and Slurm)
 
 if __name__ == "__main__":
     failed = 0

@@ -144,6 +144,7 @@ def test_runs_tasks_reports_real_workers_and_releases_idle_blocks(tmp_path) -> N
         # Idle for max_idletime: the block is released and its pool ends.
         _wait(lambda: not _pools(tmp_path), 30, "the idle block to be released")
         _wait(lambda: eng.status()["total_workers"] == 0, 30, "status to show no workers")
+        _wait(lambda: eng.status()["blocks"] == {}, 30, "status to show no block")
         # New work scales out again.
         eng.submit(_tasks(square, [7], prefix="again"))
         assert deserialize(_drain(q, 1)["again0"]["result"]) == 49

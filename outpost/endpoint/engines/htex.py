@@ -493,6 +493,8 @@ class HighThroughputEngine(Engine):
             # connected since is running, whatever that poll said.
             connected = {str(m.get("block_id")) for m in active}
             for block, js in list(self.htex.status_facade.items()):
+                if js.terminal:
+                    continue  # blocks that ended are history: logged, not counted
                 name = js.state.name.lower()
                 if js.state == JobState.PENDING and block in connected:
                     name = "running"
