@@ -97,9 +97,11 @@ def ecma_pattern(pattern: str) -> str:
             in_class = c != "]"
         elif c == "[":
             in_class = True
-            if pattern[i + 1 : i + 2] == "]":  # "[]...]": a leading ] is literal
-                out.append("[]")
-                i += 2
+            # "[]...]" and "[^]...]": a ] first in a class is a member, not its end.
+            head = "[^" if pattern[i + 1 : i + 2] == "^" else "["
+            if pattern[i + len(head) : i + len(head) + 1] == "]":
+                out.append(head + "]")
+                i += len(head) + 1
                 continue
         elif c == "$":
             c = "\\Z"
@@ -110,7 +112,12 @@ def ecma_pattern(pattern: str) -> str:
 
 @functools.lru_cache(maxsize=256)
 def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(ecma_pattern(pattern))
+    try:
+        return re.compile(ecma_pattern(pattern))
+    except re.error as e:
+        raise InvalidSchema(
+            f"the endpoint's user config schema has a pattern Python cannot use: {pattern!r} ({e})"
+        ) from None
 
 
 def _pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Any:

@@ -65,11 +65,48 @@ def _class(table: dict[str, tuple[str, str]], kind: str, name: Any) -> type:
 # let a value add directives of its own.
 MULTI_LINE = {"worker_init", "scheduler_options"}
 
+# Types of common options, for Parsl classes that declare none (PBSProProvider,
+# LocalProvider...): a wrong type would otherwise pass and break scaling at run time.
+COMMON_TYPES: dict[str, Any] = {
+    "nodes_per_block": int,
+    "cpus_per_node": int,
+    "cores_per_node": int,
+    "mem_per_node": int,
+    "init_blocks": int,
+    "min_blocks": int,
+    "max_blocks": int,
+    "parallelism": float,
+    "cmd_timeout": int,
+    "walltime": str,
+    "account": str,
+    "queue": str,
+    "project": str,
+    "partition": str,
+    "worker_init": str,
+    "scheduler_options": str,
+    "select_options": str,
+    "overrides": str,
+    "debug": bool,
+}
+
+
+def _has_control(value: Any, multi_line: bool) -> bool:
+    if isinstance(value, str):
+        bad = {c for c in value if ord(c) < 0x20 or c == "\x7f"}
+        if multi_line:
+            bad -= {"\n", "\t"}
+        return bool(bad)
+    if isinstance(value, list | tuple):
+        return any(_has_control(v, False) for v in value)
+    if isinstance(value, dict):
+        return any(_has_control(k, False) or _has_control(v, False) for k, v in value.items())
+    return False
+
 
 def _check_options(cls: type, kind: str, options: dict[str, Any], reserved: set[str]) -> None:
-    """Each option exists, has the type the class declares, and holds no control
-    characters where it becomes part of a line. Nothing is constructed: building a
-    SlurmProvider runs ``sacct``."""
+    """Each option exists, has the type the class declares (or the usual type of an
+    option of that name), and holds no control characters where it becomes part of a
+    line. Nothing is constructed: building a SlurmProvider runs ``sacct``."""
     params = inspect.signature(cls).parameters
     valid = sorted(p for p in params if p not in reserved and p != "self")
     try:
@@ -81,24 +118,26 @@ def _check_options(cls: type, kind: str, options: dict[str, Any], reserved: set[
             raise ValueError(
                 f"{cls.__name__} has no option {key!r}; its options are: {', '.join(valid)}"
             )
-        if key in hints:
+        if key == "walltime" and isinstance(value, int) and not isinstance(value, bool):
+            raise ValueError(
+                f"{cls.__name__} option 'walltime' must be a quoted string such as "
+                f'"01:30:00", not {value!r} (YAML reads an unquoted 1:30:00 as 5400)'
+            )
+        hint = hints.get(key, COMMON_TYPES.get(key))
+        if hint is float and isinstance(value, int) and not isinstance(value, bool):
+            hint = None  # an int is a fine float
+        if hint is not None:
             try:
-                check_type(value, hints[key])
+                check_type(value, hint)
+                if hint is int and isinstance(value, bool):
+                    raise TypeCheckError("is a bool, not a whole number")
             except TypeCheckError as e:
                 raise ValueError(f"{cls.__name__} option {key!r}: {value!r} {e}") from None
-        if isinstance(value, str) and key not in MULTI_LINE:
-            if any(ord(c) < 0x20 or c == "\x7f" for c in value):
-                raise ValueError(
-                    f"{cls.__name__} option {key!r} must be one line without control "
-                    f"characters, not {value!r}"
-                )
-
-
-def _walltime(options: dict[str, Any]) -> None:
-    """YAML reads an unquoted ``walltime: 1:00:00`` as 3600 (seconds): take it as meant."""
-    w = options.get("walltime")
-    if isinstance(w, int) and not isinstance(w, bool) and w >= 0:
-        options["walltime"] = f"{w // 3600:02d}:{w % 3600 // 60:02d}:{w % 60:02d}"
+        if _has_control(value, key in MULTI_LINE):
+            raise ValueError(
+                f"{cls.__name__} option {key!r} must be one line without control "
+                f"characters, not {value!r}"
+            )
 
 
 class _Typed(BaseModel):
@@ -139,8 +178,6 @@ class ProviderConfig(_Typed):
     @model_validator(mode="after")
     def _known(self) -> ProviderConfig:
         cls = _class(PROVIDERS, "provider", self.type)
-        if self.model_extra is not None:
-            _walltime(self.model_extra)
         _check_options(cls, "provider", self.options(), {"launcher", "channel"})
         opts = self.options()
         lo, hi = opts.get("min_blocks", 0), opts.get("max_blocks", 1)
@@ -148,6 +185,9 @@ class ProviderConfig(_Typed):
         for key, value in (("min_blocks", lo), ("max_blocks", hi), ("init_blocks", init)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{key} must be a whole number >= 0, not {value!r}")
+        nodes = opts.get("nodes_per_block", 1)
+        if isinstance(nodes, int) and nodes < 1:
+            raise ValueError(f"nodes_per_block must be at least 1, not {nodes}")
         if lo > hi:
             raise ValueError(f"min_blocks ({lo}) is more than max_blocks ({hi})")
         return self
@@ -279,6 +319,12 @@ class HighThroughputEngineConfig(BaseModel):
                     "enable_mpi_mode needs provider.launcher: {type: SimpleLauncher} (one "
                     "worker pool per block; each task then launches its own ranks)"
                 )
+        if not self.encrypted and self.address not in ("127.0.0.1", "::1"):
+            raise ValueError(
+                "encrypted: false sends tasks in the clear and lets anyone who can reach "
+                "the worker port run code as this endpoint's user; it is allowed only "
+                "with address: 127.0.0.1"
+            )
         for name in ("worker_port_range", "interchange_port_range"):
             lo, hi = getattr(self, name)
             if not 1024 <= lo < hi <= 65535:

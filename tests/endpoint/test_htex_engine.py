@@ -212,6 +212,56 @@ def test_a_block_that_never_starts_fails_waiting_tasks_with_its_own_message(tmp_
         eng.shutdown()
 
 
+def test_every_task_is_answered_when_later_blocks_fail_and_no_block_storm(tmp_path) -> None:
+    """Batches already handed to Parsl wait in its interchange; when the block running
+    them dies and the next ones fail to start, they are answered too, and the engine
+    does not keep submitting blocks for them."""
+    flag = tmp_path / "fail_next_blocks"
+    eng, q = _engine(
+        tmp_path,
+        heartbeat_period=1,
+        heartbeat_threshold=3,
+        provider={
+            "worker_init": f"if [ -e {flag} ]; then echo 'no allocation left' >&2; exit 3; fi"
+        },
+    )
+    try:
+        eng.submit(_tasks(sleepy, [20] * 8, prefix="s"))
+        _wait(lambda: eng.status()["total_workers"] == 2, 30, "the first block's workers")
+        _wait(lambda: eng.status()["pending_tasks"] == 0, 30, "all batches handed to Parsl")
+        flag.touch()
+        for p in _pools(tmp_path):
+            os.killpg(os.getpgid(p.pid), signal.SIGKILL)
+        out = _drain(q, 8, timeout=90)
+        assert {r["status"] for r in out.values()} == {"failed"}
+        codes = {r["error_details"]["code"] for r in out.values()}
+        assert codes <= {TaskErrorCode.WORKER_LOST.value, TaskErrorCode.BLOCK_FAILED.value}
+        assert TaskErrorCode.BLOCK_FAILED.value in codes
+        assert any("no allocation left" in r["exception"] for r in out.values())
+        assert eng.held_count() == 0
+        blocks = len(eng.htex.blocks_to_job_id)
+        time.sleep(5)
+        assert len(eng.htex.blocks_to_job_id) == blocks <= 6  # nothing held: no new blocks
+    finally:
+        eng.shutdown()
+
+
+def test_an_interchange_that_dies_is_started_again(tmp_path) -> None:
+    eng, q = _engine(tmp_path, heartbeat_period=1, heartbeat_threshold=3)
+    try:
+        eng.submit(_tasks(square, [2], prefix="a"))
+        assert deserialize(_drain(q, 1)["a0"]["result"]) == 4
+        first = eng.htex.interchange_proc
+        first.kill()
+        eng.submit(_tasks(square, [3, 4], prefix="b"))
+        out = _drain(q, 2, timeout=90)
+        assert [deserialize(out[f"b{i}"]["result"]) for i in range(2)] == [9, 16]
+        assert eng.htex.interchange_proc is not first
+    finally:
+        eng.shutdown()
+    _wait(lambda: not _pools(tmp_path), 30, "no worker pool left")
+
+
 def test_resource_specification_needs_mpi_mode(tmp_path) -> None:
     eng, q = _engine(tmp_path)
     try:
@@ -292,11 +342,37 @@ def test_one_line_options_cannot_add_lines_to_the_job_script(key) -> None:
     assert cfg.engine.provider.build().worker_init.startswith("module load a\nexport B=1")
 
 
-def test_an_unquoted_yaml_walltime_means_what_it_says() -> None:
+def test_an_unquoted_yaml_walltime_is_refused_with_how_to_write_it() -> None:
     import yaml
 
     data = yaml.safe_load("engine: {type: HighThroughputEngine, provider: "
                           "{type: SlurmProvider, walltime: 1:30:00}}")  # fmt: skip
     assert data["engine"]["provider"]["walltime"] == 5400  # YAML 1.1: a number of seconds
-    cfg = parse_config(data)
-    assert cfg.engine.provider.build().walltime == "01:30:00"
+    with pytest.raises(ConfigError, match='quoted string such as "01:30:00"'):
+        parse_config(data)
+
+
+@pytest.mark.parametrize(
+    ("provider", "message"),
+    [
+        # PBSProProvider declares no types: the usual ones of these options apply.
+        ({"type": "PBSProProvider", "nodes_per_block": "2"}, "'nodes_per_block': '2'"),
+        ({"type": "PBSProProvider", "cpus_per_node": 1.5}, "'cpus_per_node'"),
+        ({"type": "LocalProvider", "max_blocks": True}, "'max_blocks'"),
+        ({"type": "SlurmProvider", "nodes_per_block": 0}, "nodes_per_block must be at least 1"),
+        (
+            {"type": "CondorProvider", "transfer_input_files": ["a\nrequirements = True"]},
+            "'transfer_input_files' must be one line",
+        ),
+    ],
+)
+def test_option_values_parsl_would_trip_over_are_refused(provider, message) -> None:
+    with pytest.raises(ConfigError) as e:
+        _htex(provider=provider)
+    assert message in str(e.value)
+
+
+def test_unencrypted_worker_traffic_only_on_loopback() -> None:
+    with pytest.raises(ConfigError, match="encrypted: false .* only with address: 127.0.0.1"):
+        _htex(encrypted=False)
+    assert _htex(encrypted=False, address="127.0.0.1").engine.encrypted is False

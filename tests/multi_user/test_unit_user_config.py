@@ -306,6 +306,7 @@ def test_invalid_schema_is_not_a_user_config_error() -> None:
         ("^a\\$b$", "^a\\$b\\Z"),  # an escaped $ stays a literal
         ("^[$]x$", "^[$]x\\Z"),  # so does one in a class
         ("^[]$]$", "^[]$]\\Z"),  # a class whose first member is ]
+        ("^[^]$]+$", "^[^]$]+\\Z"),  # ...or whose first excluded member is
         ("^(a|b$)", "^(a|b\\Z)"),
         ("^\\d{1,2}$", "^\\d{1,2}\\Z"),
     ],

@@ -9,9 +9,10 @@ adds what an endpoint needs on top:
   backlog (one Parsl task can carry many Outpost tasks), so that the scheduler's blocks
   are not given work before they exist and a no-op task costs a fraction of a message.
 - Parsl's scaling strategy sees the real number of held Outpost tasks.
-- A block the scheduler refuses, or one that dies before its workers connect, fails the
-  tasks waiting for it with the scheduler's own message; a block lost while running
-  fails the tasks it held with a reason. The engine keeps going either way.
+- Every task gets exactly one result. A block the scheduler refuses, or one that dies
+  before its workers connect, fails the tasks waiting for it with the scheduler's own
+  message. A block lost while running fails the task that was running; tasks batched
+  behind it run again (once) elsewhere. An interchange that dies is started again.
 - ``status()`` reports workers, idle workers, blocks and held tasks from the interchange.
 - ``shutdown()`` cancels every block it started.
 """
@@ -30,19 +31,14 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from parsl.executors.errors import InvalidResourceSpecification
 from parsl.executors.high_throughput.errors import ManagerLost, WorkerLost
-from parsl.executors.high_throughput.executor import (
-    DEFAULT_LAUNCH_CMD,
-    HighThroughputExecutor,
-)
-from parsl.executors.high_throughput.mpi_prefix_composer import validate_resource_spec
-from parsl.jobs.job_status_poller import JobStatusPoller
+from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
 from parsl.jobs.states import JobState, JobStatus
 from parsl.utils import Timer
 
 from outpost.common.errors import TaskErrorCode
-from outpost.endpoint.engines import _htex_worker
+from outpost.endpoint.engines import _htex_worker, _parsl_glue
+from outpost.endpoint.engines._mpi_spec import SpecError, check_spec
 from outpost.endpoint.engines.base import Engine, ResultCallback
 from outpost.endpoint.execution import Limits
 from outpost.endpoint.htex_config import HighThroughputEngineConfig
@@ -52,65 +48,7 @@ log = logging.getLogger(__name__)
 RUN_BATCH = f"{_htex_worker.__name__}.run_batch"
 MANAGERS_REFRESH_S = 0.25
 _STRATEGIES = {"simple": "simple", "htex_auto_scale": "htex_auto_scale", "none": None}
-
-
-class _Executor(HighThroughputExecutor):
-    """HTEX whose scaling strategy counts the engine's held tasks, not Parsl's batches."""
-
-    outpost_engine: HighThroughputEngine | None = None
-
-    def outstanding(self) -> int:
-        engine = self.outpost_engine
-        return engine.held_count() if engine is not None else super().outstanding()
-
-    @property
-    def status_polling_interval(self) -> float:
-        engine = self.outpost_engine
-        if engine is None:
-            return float(super().status_polling_interval)
-        return engine.config.scheduler_poll_period
-
-    def poll_soon(self) -> None:
-        """Ask the scheduler at the next poll, whatever the period."""
-        self._last_poll_time = 0.0
-
-    def scale_in(self, blocks: int, max_idletime: float | None = None) -> list[str]:
-        # Parsl's strategy asks to scale in by 0 blocks when there are a few more slots
-        # than tasks; HTEX's scale_in then releases *every* idle block, including one
-        # just submitted for the task that is waiting (it has no workers yet, so counts
-        # as idle for ever). Scaling in by nothing must do nothing.
-        if blocks <= 0:
-            return []
-        return super().scale_in(blocks, max_idletime=max_idletime)
-
-
-class _Poller(JobStatusPoller):
-    """Parsl's status poller and scaling strategy, which the engine may also run at once
-    (when tasks arrive and no block is there for them) instead of waiting a period."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        self._poll_lock = threading.Lock()
-        super().__init__(**kwargs)
-
-    def poll(self) -> None:
-        with self._poll_lock:
-            super().poll()
-
-
-def _tolerate_vanished_slurm_jobs(provider: Any) -> None:
-    """Without Slurm accounting, Parsl's SlurmProvider polls with ``squeue --job IDS``,
-    which fails ("Invalid job id specified") once every listed job has left squeue; Parsl
-    then keeps the old state, so a block that ended stays "pending" for ever and no new
-    block is asked for. Answering with no lines instead lets Parsl mark such jobs ended.
-    Any other squeue failure still fails the poll."""
-    cmd = getattr(provider, "_cmd", None)
-    if type(provider).__name__ != "SlurmProvider" or not str(cmd).startswith("squeue"):
-        return
-    provider._cmd = (
-        f'out=$({cmd} 2>&1); rc=$?; if [ "$rc" -ne 0 ]; then '
-        'case "$out" in *"Invalid job id"*) exit 0;; esac; '
-        'printf "%s\\n" "$out" >&2; exit "$rc"; fi; printf "%s\\n" "$out"'
-    )
+_ALIVE = (JobState.PENDING, JobState.RUNNING, JobState.HELD)
 
 
 def _failure(task: dict[str, Any], code: TaskErrorCode, text: str) -> dict[str, Any]:
@@ -121,15 +59,6 @@ def _failure(task: dict[str, Any], code: TaskErrorCode, text: str) -> dict[str, 
         "exception": f"{code.value}: {text}",
         "error_details": {"code": code.value, "user_message": text},
     }
-
-
-def _job_message(block: str, job_id: Any, js: JobStatus) -> str:
-    text = (js.message or js.state.name).strip()
-    err = (js.stderr_summary or "").strip()
-    if err and err not in text:
-        text += f"\n--- the job's stderr (last lines) ---\n{err}"
-    job = f" (job {job_id})" if job_id else ""
-    return f"block {block}{job}: {text}"
 
 
 class HighThroughputEngine(Engine):
@@ -153,28 +82,36 @@ class HighThroughputEngine(Engine):
         self._on_results: ResultCallback | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._poller: _Poller | None = None
+        self._poller: _parsl_glue.Poller | None = None
         self._kicked = 0.0
         self._repoll = False
-        self.htex: _Executor | None = None
+        self._nodes_per_block = 1
+        self.htex: _parsl_glue.Executor | None = None
 
     # -- life cycle -------------------------------------------------------------------
     def start(self, on_results: ResultCallback) -> None:
         self._on_results = on_results
-        cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._launch()
+        self._thread = threading.Thread(target=self._loop, name="outpost-htex", daemon=True)
+        self._thread.start()
+
+    def _launch(self) -> None:
+        """A new HTEX (interchange) and poller; blocks come as tasks do."""
+        cfg = self.config
         provider = cfg.provider.build()
-        _tolerate_vanished_slurm_jobs(provider)
+        _parsl_glue.tolerate_vanished_slurm_jobs(provider)
         if hasattr(provider, "script_dir"):
             provider.script_dir = str(self.run_dir / "submit_scripts")
             Path(provider.script_dir).mkdir(exist_ok=True)
+        self._nodes_per_block = int(getattr(provider, "nodes_per_block", 1) or 1)
         python = shlex.quote(cfg.worker_python or sys.executable)
         launch_cmd = DEFAULT_LAUNCH_CMD.replace(
             "process_worker_pool.py",
             f"{python} -m parsl.executors.high_throughput.process_worker_pool",
             1,
         )
-        htex = _Executor(
+        htex = _parsl_glue.Executor(
             label="outpost",
             provider=provider,
             launch_cmd=launch_cmd,
@@ -204,15 +141,15 @@ class HighThroughputEngine(Engine):
         htex.run_dir = str(self.run_dir)
         htex.run_id = str(uuid.uuid4())
         htex.start()
-        self.htex = htex
-        self._poller = _Poller(
+        poller = _parsl_glue.Poller(
             strategy=_STRATEGIES[cfg.strategy],
             max_idletime=cfg.max_idletime,
             strategy_period=cfg.strategy_period,
         )
-        self._poller.add_executors([htex])
-        self._thread = threading.Thread(target=self._loop, name="outpost-htex", daemon=True)
-        self._thread.start()
+        poller.add_executors([htex])
+        self.htex, self._poller = htex, poller
+        with self._cond:
+            self._managers, self._managers_at, self._reported = [], 0.0, set()
         log.info(
             "HighThroughputEngine started: provider %s, init_blocks %s, max_blocks %s",
             cfg.provider.type,
@@ -224,19 +161,27 @@ class HighThroughputEngine(Engine):
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._poller is not None:
+        if self._thread is not None:
+            # First: no scale-out (the dispatcher may be running the strategy) after the
+            # cancel below.
+            self._thread.join(timeout=30)
+        self._close_htex()
+
+    def _close_htex(self) -> None:
+        htex, poller = self.htex, self._poller
+        if poller is not None:
             # Stop polling and scaling, without Parsl's scale-in at close: that asks the
             # interchange first, which may be gone already (a stop signals the endpoint's
             # whole process group), and would then wait for ever with the jobs left queued.
-            Timer.close(self._poller, timeout=30)
+            Timer.close(poller, timeout=10)
+            with poller.poll_lock:  # a poll still running (e.g. an sbatch) ends first
+                pass
         self._cancel_blocks()
-        if self.htex is not None:
+        if htex is not None:
             try:
-                self.htex.shutdown()
+                htex.shutdown()
             except Exception:
                 log.exception("HTEX shutdown failed")
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     def _cancel_blocks(self) -> None:
         """Cancel every block not known to have ended, straight through the provider
@@ -251,8 +196,10 @@ class HighThroughputEngine(Engine):
         ]
         if not jobs:
             return
+        provider = htex.provider
+        assert provider is not None
         try:
-            cancelled = htex.provider.cancel(jobs)
+            cancelled = provider.cancel(jobs)
             log.info("cancelled blocks' jobs %s: %s", jobs, cancelled)
         except Exception:
             log.exception("cancelling the blocks' jobs %s failed", jobs)
@@ -271,6 +218,24 @@ class HighThroughputEngine(Engine):
             self._cond.notify_all()
         self._report(refused)
 
+    def _spec_problem(self, task: dict[str, Any]) -> str | None:
+        """Why this task's resource_specification cannot run here (None: it can); an MPI
+        task keeps the checked, complete specification."""
+        spec = task.get("resource_specification")
+        if not self.config.enable_mpi_mode:
+            if spec:
+                return (
+                    "this task has a resource_specification, but the endpoint's "
+                    "HighThroughputEngine does not run MPI tasks (enable_mpi_mode: false)"
+                )
+            return None
+        nodes = int(self.config.provider.options().get("nodes_per_block", 1) or 1)
+        try:
+            task["_mpi_spec"] = check_spec(spec, nodes)
+        except SpecError as e:
+            return str(e)
+        return None
+
     def held_count(self) -> int:
         with self._cond:
             return len(self._queue) + sum(len(b) for b in self._inflight.values())
@@ -285,14 +250,34 @@ class HighThroughputEngine(Engine):
                     if self._stopping:
                         return
             try:
+                if self._interchange_died():
+                    continue
                 self._refresh_managers()
                 self._kick()
                 self._dispatch()
             except Exception:
-                # The engine must outlive one failure (an interchange that is slow to
-                # answer, say); it tries again on the next turn.
+                # The engine must outlive one failure; it tries again on the next turn.
                 log.exception("HTEX dispatch error; continuing in 1 s")
                 time.sleep(1.0)
+
+    def _interchange_died(self) -> bool:
+        """If the interchange process ended, start a new one (and new blocks): what it
+        held runs again (or fails) as for a lost block."""
+        htex = self.htex
+        proc = htex.interchange_proc if htex is not None else None
+        code = proc.poll() if proc is not None else None
+        if code is None:
+            return False
+        reason = f"the engine's interchange process ended (exit code {code})"
+        log.error("%s; starting a new one", reason)
+        with self._cond:
+            lost = list(self._inflight.values())
+            self._inflight.clear()
+        for batch in lost:
+            self._lost(batch, reason, retry_alone=True)
+        self._close_htex()
+        self._launch()
+        return True
 
     def _workers(self) -> int:
         return sum(int(m.get("worker_count", 0)) for m in self._managers if m.get("active"))
@@ -303,9 +288,7 @@ class HighThroughputEngine(Engine):
         if htex is None:
             return self._workers()
         per_node = htex.workers_per_node
-        per_block = int(per_node if per_node != math.inf else 1) * int(
-            getattr(htex.provider, "nodes_per_block", 1) or 1
-        )
+        per_block = int(per_node if per_node != math.inf else 1) * self._nodes_per_block
         blocks = sum(1 for js in list(htex.status_facade.values()) if not js.terminal)
         return max(self._workers(), blocks * per_block)
 
@@ -314,11 +297,12 @@ class HighThroughputEngine(Engine):
         that a worker finds its next batch waiting."""
         return 2 * self._workers() - len(self._inflight)
 
-    def _refresh_managers(self, force: bool = False) -> None:
+    def _refresh_managers(self) -> None:
         now = time.monotonic()
-        if self.htex is None or (not force and now - self._managers_at < MANAGERS_REFRESH_S):
+        if self.htex is None or now - self._managers_at < MANAGERS_REFRESH_S:
             return
-        managers = self.htex.command_client.run("MANAGERS", timeout_s=10)
+        # No timeout: after one, Parsl's command client refuses every later call.
+        managers = self.htex.connected_managers()
         with self._cond:
             self._managers = list(managers)
             self._managers_at = now
@@ -327,88 +311,64 @@ class HighThroughputEngine(Engine):
         """Scale out now, not at the next strategy period, when tasks wait with no block
         pending or running (at most once a second); and poll the scheduler at once when
         a block was lost."""
-        if self._poller is None or self.htex is None or self.config.strategy == "none":
+        htex, poller = self.htex, self._poller
+        if poller is None or htex is None or self.config.strategy == "none":
             return
         if self._repoll:
             self._repoll = False
-            self.htex.poll_soon()
-            self._poller.poll()
+            htex.poll_soon()
+            poller.poll()
         with self._cond:
             if not self._queue or self._workers():
                 return
         if time.monotonic() - self._kicked < 1.0:
             return
-        if any(not js.terminal for js in self.htex.status_facade.values()):
+        if any(not js.terminal for js in list(htex.status_facade.values())):
             return
         self._kicked = time.monotonic()
-        self._poller.poll()
+        poller.poll()
 
-    def _spec_problem(self, task: dict[str, Any]) -> str | None:
-        """Why this task's resource_specification cannot run here (None: it can)."""
-        spec = task.get("resource_specification")
-        if not self.config.enable_mpi_mode:
-            if spec:
-                return (
-                    "this task has a resource_specification, but the endpoint's "
-                    "HighThroughputEngine does not run MPI tasks (enable_mpi_mode: false)"
-                )
-            return None
-        if not isinstance(spec, dict) or not spec:
-            return (
-                "this endpoint runs MPI tasks (enable_mpi_mode: true), and each needs a "
-                "resource_specification such as {'num_nodes': 1, 'ranks_per_node': 2}"
-            )
-        try:
-            validate_resource_spec(dict(spec))
-        except InvalidResourceSpecification as e:
-            return (
-                f"invalid resource_specification {spec!r}: {e}; valid keys are num_nodes, "
-                "ranks_per_node, num_ranks and launcher_options"
-            )
-        return None
+    def _take_batch(self) -> list[dict[str, Any]]:
+        """The next batch (caller holds the lock; the queue is not empty)."""
+        first = self._queue[0]
+        if self.config.enable_mpi_mode or first.get("_alone"):
+            return [self._queue.popleft()]
+        # An even share for each worker there is or soon will be (blocks still starting
+        # count too, so the first pool does not take it all).
+        share = math.ceil(len(self._queue) / max(1, self._capacity()))
+        size = min(self.config.max_tasks_per_batch, max(1, share))
+        batch: list[dict[str, Any]] = []
+        while self._queue and len(batch) < size and not self._queue[0].get("_alone"):
+            batch.append(self._queue.popleft())
+        return batch
 
     def _dispatch(self) -> None:
         htex = self.htex
         assert htex is not None
         while True:
             with self._cond:
-                room = self._room()
-                if room <= 0 or not self._queue or self._stopping:
+                if self._room() <= 0 or not self._queue or self._stopping:
                     return
-                first = self._queue[0]
-                spec = first.get("resource_specification")
-                if self.config.enable_mpi_mode or first.get("_alone"):
-                    batch = [self._queue.popleft()]
-                else:
-                    # An even share for each worker there is or soon will be (blocks
-                    # still starting count too, so the first pool does not take it all).
-                    share = math.ceil(len(self._queue) / max(1, self._capacity()))
-                    size = min(self.config.max_tasks_per_batch, max(1, share))
-                    batch = []
-                    while (
-                        self._queue
-                        and len(batch) < size
-                        and not self._queue[0].get("resource_specification")
-                        and not self._queue[0].get("_alone")
-                    ):
-                        batch.append(self._queue.popleft())
-                context: dict[str, Any] = {
-                    "task_executor": {"f": RUN_BATCH, "a": (self.limits, self.environment)}
-                }
-                if self.config.enable_mpi_mode:
-                    spec = dict(spec or {})
-                    validate_resource_spec(spec)  # also fills in num_ranks/ranks_per_node
-                    context["resource_spec"] = spec
-                try:
-                    fut = htex.submit_payload(context, _htex_worker.pack(batch))
-                except Exception as e:  # noqa: BLE001 - a bad state: fail, keep the engine
-                    self._report(
-                        [
-                            _failure(t, TaskErrorCode.WORKER_LOST, f"HTEX refused: {e}")
-                            for t in batch
-                        ]
-                    )
-                    continue
+                batch = self._take_batch()
+                # Counted as held while it is packed and sent (outside the lock).
+                placeholder: Future[Any] = Future()
+                self._inflight[placeholder] = batch
+            context: dict[str, Any] = {
+                "task_executor": {"f": RUN_BATCH, "a": (self.limits, self.environment)}
+            }
+            if self.config.enable_mpi_mode:
+                context["resource_spec"] = dict(batch[0]["_mpi_spec"])
+            try:
+                fut = htex.submit_payload(context, _htex_worker.pack(batch))
+            except Exception as e:  # noqa: BLE001 - a bad state: fail, keep the engine
+                with self._cond:
+                    self._inflight.pop(placeholder, None)
+                msg = f"the engine could not hand this task to Parsl: {e}"
+                self._report([_failure(t, TaskErrorCode.WORKER_LOST, msg) for t in batch])
+                continue
+            with self._cond:
+                if self._inflight.pop(placeholder, None) is None:
+                    continue  # answered meanwhile (its blocks failed): its result is dropped
                 self._inflight[fut] = batch
             fut.add_done_callback(self._done)
 
@@ -418,10 +378,39 @@ class HighThroughputEngine(Engine):
             assert self._on_results is not None
             self._on_results(results)
 
+    def _requeue(self, tasks: list[dict[str, Any]]) -> None:
+        with self._cond:
+            self._queue.extendleft(reversed(tasks))
+            self._cond.notify_all()
+
+    def _lost(self, batch: list[dict[str, Any]], reason: str, retry_alone: bool = False) -> None:
+        """A batch whose block or interchange went away. A task alone in its batch was
+        running (a worker takes a batch only when it is free): it fails with the reason.
+        Of a larger batch some tasks may never have started, and which one was running
+        is not known: they all run again, each alone, once (at least once, as for a
+        crashed worker); lost a second time, a task fails too. ``retry_alone``: run a
+        lone task again too (when the interchange died, a task sent to it may never have
+        reached a worker)."""
+        msg = (
+            f"the worker pool running this task was lost ({reason}); its batch job "
+            "ended, was cancelled or reached its walltime"
+        )
+        failed, again = [], []
+        for t in batch:
+            if (len(batch) == 1 and not retry_alone) or t.get("_lost_once"):
+                failed.append(_failure(t, TaskErrorCode.WORKER_LOST, msg))
+            else:
+                t["_lost_once"] = t["_alone"] = True
+                again.append(t)
+        self._requeue(again)
+        self._report(failed)
+
     def _done(self, fut: Future[Any]) -> None:
         with self._cond:
-            batch = self._inflight.pop(fut, [])
+            batch = self._inflight.pop(fut, None)
             self._cond.notify_all()
+        if batch is None:
+            return  # already answered (failed with its block): exactly one result each
         exc = fut.exception()
         if exc is None:
             self._report(fut.result())
@@ -430,17 +419,13 @@ class HighThroughputEngine(Engine):
             # One task in the batch may have killed its worker: run each alone to find it.
             for t in batch:
                 t["_alone"] = True
-            with self._cond:
-                self._queue.extendleft(reversed(batch))
-                self._cond.notify_all()
+            self._requeue(batch)
             return
         if isinstance(exc, ManagerLost):
             self._repoll = True  # its job has probably ended: learn so at once
-            msg = (
-                f"the worker pool running this task was lost ({exc}); its batch job "
-                "ended, was cancelled or reached its walltime"
-            )
-        elif isinstance(exc, WorkerLost):
+            self._lost(batch, str(exc))
+            return
+        if isinstance(exc, WorkerLost):
             msg = (
                 f"the worker process running this task died ({exc}): the function crashed "
                 "the interpreter, called os._exit, or ran out of memory"
@@ -451,7 +436,7 @@ class HighThroughputEngine(Engine):
 
     def _block_errors(self, executor: Any, status: dict[str, JobStatus]) -> None:
         """Called by Parsl after each status poll: a block that failed to start is
-        reported (once), and if no block is left that could run the waiting tasks, they
+        reported (once), and if no block is left that could run the held tasks, they
         fail with the scheduler's message instead of waiting for ever."""
         fresh = []
         for block, js in status.items():
@@ -460,20 +445,22 @@ class HighThroughputEngine(Engine):
             if js.state in (JobState.FAILED, JobState.MISSING):
                 self._reported.add(block)
                 job_id = executor.blocks_to_job_id.get(block)
-                fresh.append(_job_message(block, job_id, js))
+                fresh.append(_parsl_glue.job_message(block, job_id, js))
         if not fresh:
             return
         for text in fresh:
             log.error("the scheduler did not run a block: %s", text)
-        alive = any(
-            js.state in (JobState.PENDING, JobState.RUNNING, JobState.HELD)
-            for js in status.values()
-        )
-        if alive or self._workers():
+        if any(js.state in _ALIVE for js in status.values()) or self._workers():
             return
         with self._cond:
             waiting = list(self._queue)
             self._queue.clear()
+            # Batches handed to Parsl wait in its interchange for a worker that will not
+            # come; they are answered now (a late result of theirs is dropped in _done).
+            for fut, batch in list(self._inflight.items()):
+                if not fut.done():
+                    waiting.extend(batch)
+                    del self._inflight[fut]
         if waiting:
             msg = "the batch scheduler did not start workers for this endpoint: " + "; ".join(fresh)
             self._report([_failure(t, TaskErrorCode.BLOCK_FAILED, msg) for t in waiting])
@@ -488,11 +475,12 @@ class HighThroughputEngine(Engine):
         total = sum(int(m.get("worker_count", 0)) for m in active)
         busy = sum(min(int(m.get("tasks", 0)), int(m.get("worker_count", 0))) for m in active)
         blocks: dict[str, int] = {}
-        if self.htex is not None:
+        htex = self.htex
+        if htex is not None:
             # The scheduler's state as of the last poll; a block whose workers have
             # connected since is running, whatever that poll said.
             connected = {str(m.get("block_id")) for m in active}
-            for block, js in list(self.htex.status_facade.items()):
+            for block, js in list(htex.status_facade.items()):
                 if js.terminal:
                     continue  # blocks that ended are history: logged, not counted
                 name = js.state.name.lower()

@@ -1,0 +1,91 @@
+"""Where the ``HighThroughputEngine`` adjusts Parsl 2026.10's parts to an endpoint's needs.
+
+Each adjustment says which Parsl behaviour it changes and why; all are small and tied
+to the Parsl version range the ``hpc`` extra allows.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from parsl.executors.high_throughput.executor import HighThroughputExecutor
+from parsl.jobs.job_status_poller import JobStatusPoller
+from parsl.jobs.states import JobStatus
+
+if TYPE_CHECKING:
+    from outpost.endpoint.engines.htex import HighThroughputEngine
+
+
+class Executor(HighThroughputExecutor):
+    """HTEX whose scaling sees the engine's held tasks, with the engine's poll period."""
+
+    outpost_engine: HighThroughputEngine | None = None
+
+    def outstanding(self) -> int:
+        # The strategy sizes blocks by this: Outpost tasks held, not Parsl's batches.
+        engine = self.outpost_engine
+        return engine.held_count() if engine is not None else super().outstanding()
+
+    @property
+    def status_polling_interval(self) -> float:
+        # Parsl asks a batch scheduler about blocks once a minute; the config says how often.
+        engine = self.outpost_engine
+        if engine is None:
+            return float(super().status_polling_interval)
+        return engine.config.scheduler_poll_period
+
+    def poll_soon(self) -> None:
+        """Ask the scheduler at the next poll, whatever the period."""
+        self._last_poll_time = 0.0
+
+    def scale_in(self, blocks: int, max_idletime: float | None = None) -> list[str]:
+        # Parsl's strategy asks to scale in by 0 blocks when there are a few more slots
+        # than tasks; HTEX's scale_in then releases *every* idle block, including one
+        # just submitted for the task that is waiting (it has no workers yet, so counts
+        # as idle for ever). Scaling in by nothing must do nothing.
+        if blocks <= 0:
+            return []
+        return super().scale_in(blocks, max_idletime=max_idletime)
+
+
+class Poller(JobStatusPoller):
+    """Parsl's status poller and scaling strategy, which the engine may also run at once
+    (when tasks arrive and no block is there for them) instead of waiting a period."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.poll_lock = threading.Lock()
+        super().__init__(**kwargs)
+
+    def poll(self) -> None:
+        with self.poll_lock:
+            super().poll()
+
+
+def tolerate_vanished_slurm_jobs(provider: Any) -> None:
+    """Without Slurm accounting, Parsl's SlurmProvider polls with ``squeue --job IDS``,
+    which fails ("Invalid job id specified") once every listed job has left squeue; Parsl
+    then keeps the old states, so a block that ended stays "pending" for ever and no new
+    block is asked for. That one failure becomes an empty answer, from which Parsl marks
+    the jobs ended; every other failure, and every other output, is left as it was."""
+    if type(provider).__name__ != "SlurmProvider":
+        return
+    run = provider.execute_wait
+
+    def execute_wait(cmd: str, *args: Any, **kwargs: Any) -> tuple[int, str, str]:
+        rc, out, err = run(cmd, *args, **kwargs)
+        if rc != 0 and cmd.lstrip().startswith("squeue") and "Invalid job id" in (err or ""):
+            return 0, "", ""
+        return rc, out, err
+
+    provider.execute_wait = execute_wait
+
+
+def job_message(block: str, job_id: Any, js: JobStatus) -> str:
+    """What the scheduler said about a block, with the tail of its job's stderr."""
+    text = (js.message or js.state.name).strip()
+    err = (js.stderr_summary or "").strip()
+    if err and err not in text:
+        text += f"\n--- the job's stderr (last lines) ---\n{err}"
+    job = f" (job {job_id})" if job_id else ""
+    return f"block {block}{job}: {text}"
