@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import ipaddress
+import re
 import typing
 from typing import Any, Literal
 
@@ -299,6 +300,17 @@ class HighThroughputEngineConfig(BaseModel):
         ),
     )
     worker_debug: bool = Field(default=False, description="debug logs from worker pools")
+
+    @field_validator("worker_python")
+    @classmethod
+    def _python(cls, v: str | None) -> str | None:
+        # It is pasted into the launch command (Parsl formats it, launchers put it in
+        # a shell here-document): a plain absolute path only.
+        if v is not None and not re.fullmatch(r"/[A-Za-z0-9_./+-]*", v):
+            raise ValueError(
+                f"{v!r} must be an absolute path of letters, digits and _ . / + - only"
+            )
+        return v
 
     @field_validator("address")
     @classmethod

@@ -320,6 +320,8 @@ def test_config_defaults_and_pass_through() -> None:
         ({"address": "login-node"}, "is not an IP address"),
         ({"max_worker": 3}, "engine.max_worker: unknown option"),
         ({"worker_port_range": [9000, 8000]}, "worker_port_range must be two ports"),
+        ({"worker_python": "/opt/$(id)/python"}, "must be an absolute path of letters"),
+        ({"worker_python": "python3"}, "must be an absolute path"),
     ],
 )
 def test_config_errors_say_what_to_fix(engine, message) -> None:

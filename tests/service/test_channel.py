@@ -169,3 +169,44 @@ def test_the_newest_connection_of_an_endpoint_wins(live) -> None:
     assert list(got.values()).count("task") == 1, got
     # The others were closed, not left connected and silent (they would reconnect then).
     assert all(v.startswith("ConnectionClosed") for k, v in got.items() if v != "task"), got
+
+
+def test_status_shows_the_engines_figures_and_only_sane_ones(live) -> None:
+    svc, http = live
+    creds, _ = _register(http)
+    eid = creds["endpoint_id"]
+    auth = {"Authorization": f"Bearer {creds['channel_secret']}"}
+    frame = {
+        "type": "status",
+        "window": 10,
+        "heartbeat_threshold": 30,
+        "total_workers": 8,
+        "idle_workers": 3,
+        "pending_tasks": 4,
+        "managers": 1,
+        "blocks": {"running": 1, "pending": 2, "bogus": "x", "neg": -5, "flag": True},
+    }
+
+    async def scenario():
+        async with connect(_ws_url(svc, eid), additional_headers=auth) as ws:
+            await ws.send(m.encode(frame))
+            assert m.decode(await ws.recv())["type"] == "welcome"
+            online = http.get(f"/v2/endpoints/{eid}/status").json()
+            await ws.send(m.encode({**frame, "total_workers": -1, "pending_tasks": True}))
+            await asyncio.sleep(0.3)
+            odd = http.get(f"/v2/endpoints/{eid}/status").json()
+        return online, odd
+
+    online, odd = asyncio.run(scenario())
+    d = online["details"]
+    assert online["status"] == "online"
+    assert (d["total_workers"], d["idle_workers"], d["managers"]) == (8, 3, 1)
+    assert d["pending_tasks"] == 4  # none queued at the service; 4 waiting in the engine
+    assert d["blocks"] == {"running": 1, "pending": 2, "bogus": 0, "neg": 0, "flag": 0}
+    assert odd["details"]["total_workers"] == 0 and odd["details"]["pending_tasks"] == 0
+    # Offline: no blocks, nothing pending in an engine that is gone.
+    deadline = time.monotonic() + 5
+    while (doc := http.get(f"/v2/endpoints/{eid}/status").json())["status"] != "offline":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert "blocks" not in doc["details"] and doc["details"]["pending_tasks"] == 0

@@ -216,6 +216,13 @@ async def get_endpoint(
     }
 
 
+def _count(value: Any) -> int:
+    """A figure an endpoint reported, if it is one (a non-negative whole number)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53:
+        return value
+    return 0
+
+
 @router.get("/v2/endpoints/{endpoint_id}/status")
 async def endpoint_status(
     endpoint_id: str, request: Request, user: dict[str, Any] = Depends(current_user)
@@ -227,23 +234,20 @@ async def endpoint_status(
     online = state.endpoint_online(eid)
     session = state.sessions.get(eid)
     info = st.info if st else {}
-    engine_pending = info.get("pending_tasks", 0) if online else 0
     details = {
-        "total_workers": info.get("total_workers", 0),
-        "idle_workers": info.get("idle_workers", 0),
+        "total_workers": _count(info.get("total_workers")),
+        "idle_workers": _count(info.get("idle_workers")),
         # Waiting for a worker: queued at the service, or held by the engine not yet on one.
         "pending_tasks": state.broker.queued(eid)
-        + (engine_pending if isinstance(engine_pending, int) else 0),
+        + (_count(info.get("pending_tasks")) if online else 0),
         "outstanding_tasks": len(session.inflight) if session else 0,
-        "managers": info.get("managers", 1 if online else 0),
+        "managers": _count(info.get("managers", 1 if online else 0)),
         "last_heartbeat": st.last_seen if st else None,
         "heartbeat_threshold": st.threshold if st else None,
     }
     blocks = info.get("blocks")
-    if isinstance(blocks, dict):  # engines with blocks of workers: {state: count}
-        details["blocks"] = {
-            str(k): v for k, v in blocks.items() if isinstance(v, int) and not isinstance(v, bool)
-        }
+    if online and isinstance(blocks, dict):  # engines with blocks of workers: {state: n}
+        details["blocks"] = {str(k)[:32]: _count(v) for k, v in list(blocks.items())[:16]}
     return {"status": "online" if online else "offline", "details": details}
 
 
