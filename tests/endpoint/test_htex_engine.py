@@ -246,6 +246,30 @@ def test_every_task_is_answered_when_later_blocks_fail_and_no_block_storm(tmp_pa
         eng.shutdown()
 
 
+def test_a_block_that_ran_and_was_lost_does_not_fail_the_backlog(tmp_path) -> None:
+    """Its job ends a little after its pool (a script that lingers): the scheduler then
+    says FAILED, but the block did run, so the tasks waiting run on a new block."""
+    eng, q = _engine(
+        tmp_path,
+        heartbeat_period=1,
+        heartbeat_threshold=3,
+        max_tasks_per_batch=1,
+        provider={"worker_init": "trap 'sleep 4' EXIT"},
+    )
+    try:
+        eng.submit(_tasks(sleepy, [1] * 10, prefix="s"))
+        _wait(lambda: eng.status()["total_workers"] == 2, 30, "the first block's workers")
+        time.sleep(1.5)
+        for p in _pools(tmp_path):
+            os.kill(p.pid, signal.SIGKILL)  # the pool only; its job script lingers 4 s
+        out = _drain(q, 10, timeout=120)
+        codes = [r["error_details"]["code"] for r in out.values() if r["status"] == "failed"]
+        assert set(codes) <= {TaskErrorCode.WORKER_LOST.value} and len(codes) <= 2, codes
+        assert sum(r["status"] == "success" for r in out.values()) >= 8
+    finally:
+        eng.shutdown()
+
+
 def test_an_interchange_that_dies_is_started_again(tmp_path) -> None:
     eng, q = _engine(tmp_path, heartbeat_period=1, heartbeat_threshold=3)
     try:

@@ -6,9 +6,15 @@ to the Parsl version range the ``hpc`` extra allows.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
+import zmq
+from parsl.executors.high_throughput.errors import (
+    CommandClientBadError,
+    CommandClientTimeoutError,
+)
 from parsl.executors.high_throughput.executor import HighThroughputExecutor
 from parsl.jobs.job_status_poller import JobStatusPoller
 from parsl.jobs.states import JobStatus
@@ -17,10 +23,57 @@ if TYPE_CHECKING:
     from outpost.endpoint.engines.htex import HighThroughputEngine
 
 
+log = logging.getLogger(__name__)
+
+COMMAND_TIMEOUT_S = 30.0
+SEND_TIMEOUT_MS = 5000
+
+
 class Executor(HighThroughputExecutor):
-    """HTEX whose scaling sees the engine's held tasks, with the engine's poll period."""
+    """HTEX whose scaling sees the engine's held tasks, with the engine's poll period,
+    and whose calls to its interchange cannot wait for ever.
+
+    Parsl sends to the interchange with no time limit; once the interchange is gone a
+    send or a command never returns, and whichever thread made it (the engine's, or the
+    poller's while it holds its lock) is stuck. Here a command that gets no answer in
+    time, or a task send that cannot leave, marks the interchange dead (it is killed),
+    and the engine starts a new one.
+    """
 
     outpost_engine: HighThroughputEngine | None = None
+
+    def start(self) -> None:
+        super().start()
+        self.outgoing_q.zmq_socket.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
+
+    def interchange_alive(self) -> bool:
+        proc = self.interchange_proc
+        return proc is not None and proc.poll() is None and self.command_client.ok
+
+    def declare_interchange_dead(self, why: str) -> None:
+        proc = self.interchange_proc
+        if proc is not None and proc.poll() is None:
+            log.error("the interchange %s; it counts as dead and is stopped", why)
+            proc.kill()
+
+    def _command(self, message: Any, default: Any) -> Any:
+        if not self.interchange_alive():
+            return default
+        try:
+            return self.command_client.run(message, timeout_s=COMMAND_TIMEOUT_S)
+        except (CommandClientTimeoutError, CommandClientBadError):
+            # After one timeout Parsl's command client refuses every later call.
+            self.declare_interchange_dead(f"did not answer {message!r} in time")
+            return default
+
+    def connected_managers(self) -> list[dict[str, Any]]:
+        return self._command("MANAGERS", [])  # type: ignore[no-any-return]
+
+    def connected_blocks(self) -> list[str]:
+        return self._command("CONNECTED_BLOCKS", [])  # type: ignore[no-any-return]
+
+    def _hold_manager(self, manager_id: str) -> None:
+        self._command(["HOLD_MANAGER", manager_id], None)
 
     def outstanding(self) -> int:
         # The strategy sizes blocks by this: Outpost tasks held, not Parsl's batches.

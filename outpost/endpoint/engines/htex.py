@@ -31,6 +31,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+import zmq
 from parsl.executors.high_throughput.errors import ManagerLost, WorkerLost
 from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
 from parsl.jobs.states import JobState, JobStatus
@@ -79,6 +80,7 @@ class HighThroughputEngine(Engine):
         self._managers: list[dict[str, Any]] = []
         self._managers_at = 0.0
         self._reported: set[str] = set()  # blocks whose failure was already reported
+        self._ever_connected: set[str] = set()  # blocks whose workers connected
         self._on_results: ResultCallback | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -149,7 +151,8 @@ class HighThroughputEngine(Engine):
         poller.add_executors([htex])
         self.htex, self._poller = htex, poller
         with self._cond:
-            self._managers, self._managers_at, self._reported = [], 0.0, set()
+            self._managers, self._managers_at = [], 0.0
+            self._reported, self._ever_connected = set(), set()
         log.info(
             "HighThroughputEngine started: provider %s, init_blocks %s, max_blocks %s",
             cfg.provider.type,
@@ -174,8 +177,9 @@ class HighThroughputEngine(Engine):
             # interchange first, which may be gone already (a stop signals the endpoint's
             # whole process group), and would then wait for ever with the jobs left queued.
             Timer.close(poller, timeout=10)
-            with poller.poll_lock:  # a poll still running (e.g. an sbatch) ends first
-                pass
+            # A poll still running (an sbatch, say) ends first; not for ever.
+            if poller.poll_lock.acquire(timeout=30):
+                poller.poll_lock.release()
         self._cancel_blocks()
         if htex is not None:
             try:
@@ -271,12 +275,14 @@ class HighThroughputEngine(Engine):
         reason = f"the engine's interchange process ended (exit code {code})"
         log.error("%s; starting a new one", reason)
         with self._cond:
-            lost = list(self._inflight.values())
-            self._inflight.clear()
+            # Batches whose results arrived are answered by _done; the others are lost.
+            lost = [b for f, b in self._inflight.items() if not f.done()]
+            self._inflight = {f: b for f, b in self._inflight.items() if f.done()}
         for batch in lost:
             self._lost(batch, reason, retry_alone=True)
         self._close_htex()
-        self._launch()
+        if not self._stopping:
+            self._launch()
         return True
 
     def _workers(self) -> int:
@@ -306,6 +312,7 @@ class HighThroughputEngine(Engine):
         with self._cond:
             self._managers = list(managers)
             self._managers_at = now
+            self._ever_connected.update(str(m.get("block_id")) for m in managers)
 
     def _kick(self) -> None:
         """Scale out now, not at the next strategy period, when tasks wait with no block
@@ -360,6 +367,14 @@ class HighThroughputEngine(Engine):
                 context["resource_spec"] = dict(batch[0]["_mpi_spec"])
             try:
                 fut = htex.submit_payload(context, _htex_worker.pack(batch))
+            except zmq.Again:
+                # Could not leave in time: the interchange is gone. The batch waits for
+                # the new one.
+                with self._cond:
+                    if self._inflight.pop(placeholder, None) is not None:
+                        self._queue.extendleft(reversed(batch))
+                htex.declare_interchange_dead("took no task for a while")
+                return
             except Exception as e:  # noqa: BLE001 - a bad state: fail, keep the engine
                 with self._cond:
                     self._inflight.pop(placeholder, None)
@@ -438,10 +453,12 @@ class HighThroughputEngine(Engine):
         """Called by Parsl after each status poll: a block that failed to start is
         reported (once), and if no block is left that could run the held tasks, they
         fail with the scheduler's message instead of waiting for ever."""
+        if executor is not self.htex:
+            return  # the poller of an interchange that was replaced
         fresh = []
         for block, js in status.items():
-            if block in self._reported:
-                continue
+            if block in self._reported or block in self._ever_connected:
+                continue  # reported already, or it ran: its tasks were answered as lost
             if js.state in (JobState.FAILED, JobState.MISSING):
                 self._reported.add(block)
                 job_id = executor.blocks_to_job_id.get(block)
