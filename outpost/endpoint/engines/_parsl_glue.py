@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COMMAND_TIMEOUT_S = 30.0
+COMMAND_TIMEOUT_S = 10.0
 SEND_TIMEOUT_MS = 5000
 
 
@@ -56,8 +56,20 @@ class Executor(HighThroughputExecutor):
             log.error("the interchange %s; it counts as dead and is stopped", why)
             proc.kill()
 
+    def stopping(self) -> bool:
+        engine = self.outpost_engine
+        return engine is not None and engine.stopping
+
+    def scale_out_facade(self, n: int) -> list[str]:
+        # Once the engine stops, no new block: its blocks are being cancelled.
+        if self.stopping():
+            return []
+        return super().scale_out_facade(n)
+
     def _command(self, message: Any, default: Any) -> Any:
-        if not self.interchange_alive():
+        # A stop has usually killed the interchange already (it is in the endpoint's
+        # process group): no call that would only wait for it.
+        if self.stopping() or not self.interchange_alive():
             return default
         try:
             return self.command_client.run(message, timeout_s=COMMAND_TIMEOUT_S)

@@ -160,14 +160,20 @@ class HighThroughputEngine(Engine):
             getattr(provider, "max_blocks", "?"),
         )
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
     def shutdown(self) -> None:
+        """Cancel the blocks first (a multi-user endpoint's user endpoint has 10 s before
+        SIGKILL), then stop the threads and the interchange. No block is asked for once
+        stopping is set; a submission already under way is caught by the second cancel."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        self._cancel_blocks()
         if self._thread is not None:
-            # First: no scale-out (the dispatcher may be running the strategy) after the
-            # cancel below.
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=5)
         self._close_htex()
 
     def _close_htex(self) -> None:
@@ -176,9 +182,9 @@ class HighThroughputEngine(Engine):
             # Stop polling and scaling, without Parsl's scale-in at close: that asks the
             # interchange first, which may be gone already (a stop signals the endpoint's
             # whole process group), and would then wait for ever with the jobs left queued.
-            Timer.close(poller, timeout=10)
+            Timer.close(poller, timeout=5)
             # A poll still running (an sbatch, say) ends first; not for ever.
-            if poller.poll_lock.acquire(timeout=30):
+            if poller.poll_lock.acquire(timeout=5):
                 poller.poll_lock.release()
         self._cancel_blocks()
         if htex is not None:
