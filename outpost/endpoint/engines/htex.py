@@ -81,6 +81,7 @@ class HighThroughputEngine(Engine):
         self._managers_at = 0.0
         self._reported: set[str] = set()  # blocks whose failure was already reported
         self._ever_connected: set[str] = set()  # blocks whose workers connected
+        self._cancelled: set[Any] = set()  # job ids already cancelled (once is enough)
         self._on_results: ResultCallback | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -202,10 +203,13 @@ class HighThroughputEngine(Engine):
         jobs = [
             htex.blocks_to_job_id[block]
             for block, js in list(htex.status_facade.items())
-            if not js.terminal and block in htex.blocks_to_job_id
+            if not js.terminal
+            and block in htex.blocks_to_job_id
+            and htex.blocks_to_job_id[block] not in self._cancelled
         ]
         if not jobs:
             return
+        self._cancelled.update(jobs)
         provider = htex.provider
         assert provider is not None
         try:
