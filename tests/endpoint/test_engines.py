@@ -4,9 +4,10 @@ import time
 
 import pytest
 
-from outpost.common.serialize import deserialize, pack_function, pack_payload
+from outpost.common.serialize import deserialize
 from outpost.endpoint.engines import ProcessPoolEngine, ThreadPoolEngine
 from outpost.endpoint.execution import Limits
+from tests.engine_tasks import make_tasks as _tasks
 
 
 def square(x):
@@ -19,19 +20,6 @@ def die(x):
 
 def pid(_):
     return os.getpid()
-
-
-def _tasks(fn, args, prefix="t"):
-    code = pack_function(fn)
-    return [
-        {
-            "task_id": f"{prefix}{i}",
-            "function_id": fn.__name__,
-            "function_code": code,
-            "payload": pack_payload((a,), {}),
-        }
-        for i, a in enumerate(args)
-    ]
 
 
 def _collect(engine, n, timeout=30.0):

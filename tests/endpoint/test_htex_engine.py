@@ -13,9 +13,10 @@ import psutil
 import pytest
 
 from outpost.common.errors import TaskErrorCode
-from outpost.common.serialize import deserialize, pack_function, pack_payload
+from outpost.common.serialize import deserialize
 from outpost.endpoint.config import ConfigError, parse_config
 from outpost.endpoint.engines import build_engine
+from tests.engine_tasks import make_tasks as _tasks
 from tests.multi_user.remote import by_value
 
 pytest.importorskip("parsl")
@@ -55,20 +56,6 @@ def pool_pid(_):
     import os
 
     return os.getppid()
-
-
-def _tasks(fn, args, prefix="t", **extra):
-    code = pack_function(fn)
-    return [
-        {
-            "task_id": f"{prefix}{i}",
-            "function_id": fn.__name__,
-            "function_code": code,
-            "payload": pack_payload((a,), {}),
-            **extra,
-        }
-        for i, a in enumerate(args)
-    ]
 
 
 def _engine(tmp_path: Path, **engine):

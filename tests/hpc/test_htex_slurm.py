@@ -21,6 +21,7 @@ from outpost.common.serialize import deserialize, pack_function, pack_payload
 from outpost.endpoint.config import parse_config
 from outpost.endpoint.engines import build_engine
 from outpost.sdk.shell import MPIFunction
+from tests.engine_tasks import make_tasks as _tasks
 from tests.hpc.conftest import SlurmCluster
 from tests.multi_user.remote import by_value
 
@@ -43,20 +44,6 @@ def sleepy(seconds):
 
     time.sleep(seconds)
     return os.environ.get("SLURM_JOB_ID")
-
-
-def _tasks(fn, args, prefix="t", **extra):
-    code = pack_function(fn)
-    return [
-        {
-            "task_id": f"{prefix}{i}",
-            "function_id": getattr(fn, "__name__", "fn"),
-            "function_code": code,
-            "payload": pack_payload((a,), {}),
-            **extra,
-        }
-        for i, a in enumerate(args)
-    ]
 
 
 class Engine:

@@ -26,30 +26,21 @@ import pytest
 import yaml
 
 from outpost.common.errors import TaskErrorCode
-from outpost.common.serialize import deserialize, pack_function, pack_payload
+from outpost.common.serialize import deserialize
 from outpost.common.user_config import UserConfigError, check_user_values
 from outpost.endpoint.config import parse_config
 from outpost.endpoint.engines import build_engine
 from outpost.endpoint.htex_config import HighThroughputEngineConfig
 from outpost.endpoint.multi_user.template import render_config
+from tests.engine_tasks import make_tasks as _tasks
 from tests.multi_user.remote import by_value
+from tests.multi_user.test_examples import IDENTITY
 
 pytest.importorskip("parsl")
 pytestmark = pytest.mark.timeout(180)
 
 FAKE_BIN = Path(__file__).resolve().parent / "fake_pbs"
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "pbs"
-IDENTITY = {
-    "local": {
-        "uname": "alice",
-        "uid": 1001,
-        "gid": 1001,
-        "dir": "/home/alice",
-        "shell": "/bin/bash",
-        "groups": ["alice"],
-    },
-    "remote": {"id": "00000000-0000-0000-0000-000000000001", "username": "alice@example.org"},
-}
 VALUES = {
     "account": "PRJ0042",
     "queue": "workq",
@@ -178,19 +169,6 @@ def job_env(_):
         out["nodefile"] = f.read().split()
     out["pgid"] = os.getpgid(0)
     return out
-
-
-def _tasks(fn: Any, args: Any, prefix: str = "t") -> list[dict[str, Any]]:
-    code = pack_function(fn)
-    return [
-        {
-            "task_id": f"{prefix}{i}",
-            "function_id": fn.__name__,
-            "function_code": code,
-            "payload": pack_payload((a,), {}),
-        }
-        for i, a in enumerate(args)
-    ]
 
 
 class Engine:
