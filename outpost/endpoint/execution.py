@@ -49,7 +49,9 @@ def _text(value: str) -> str:
     return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _failure(task: dict[str, Any], code: TaskErrorCode, text: str, message: str) -> dict[str, Any]:
+def failure_result(
+    task: dict[str, Any], code: TaskErrorCode, text: str, message: str
+) -> dict[str, Any]:
     text, message = _text(text), _text(message)
     return {
         "task_id": task["task_id"],
@@ -100,7 +102,7 @@ def run_task(task: dict[str, Any], limits: Limits) -> dict[str, Any]:
                 " ShellFunction; install globus-compute-sdk where the endpoint runs, or use"
                 " outpost.ShellFunction)"
             )
-        return _failure(
+        return failure_result(
             task, TaskErrorCode.SERIALIZATION, f"the endpoint could not load the task: {text}", text
         )
     if limits.set_task_env:
@@ -118,7 +120,7 @@ def run_task(task: dict[str, Any], limits: Limits) -> dict[str, Any]:
     except BaseException as e:  # noqa: BLE001 - SystemExit in user code is a task failure too
         if isinstance(e, KeyboardInterrupt):
             raise
-        return _failure(
+        return failure_result(
             task, TaskErrorCode.EXECUTION, _user_traceback(e), f"{type(e).__name__}: {e}"
         )
     finally:
@@ -132,13 +134,13 @@ def run_task(task: dict[str, Any], limits: Limits) -> dict[str, Any]:
             f"the function returned a {type(value).__name__} that cannot be serialized: "
             f"{e}. Return plain data (numbers, strings, lists, dicts, numpy arrays) instead."
         )
-        return _failure(task, TaskErrorCode.SERIALIZATION, msg, msg)
+        return failure_result(task, TaskErrorCode.SERIALIZATION, msg, msg)
     if len(data) > limits.result_size_limit:
         msg = (
             f"Task result of {len(data)}B exceeded current limit of "
             f"{limits.result_size_limit}B; write large results to a file and return its path"
         )
-        return _failure(task, TaskErrorCode.RESULT_TOO_LARGE, msg, msg)
+        return failure_result(task, TaskErrorCode.RESULT_TOO_LARGE, msg, msg)
     return {
         "task_id": task["task_id"],
         "task_group_id": task.get("task_group_id"),

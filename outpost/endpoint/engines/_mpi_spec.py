@@ -73,3 +73,21 @@ def check_spec(spec: Any, nodes_per_block: int) -> dict[str, Any]:
         "num_ranks": ranks,
         "launcher_options": options,
     }
+
+
+def task_problem(task: dict[str, Any], mpi_mode: bool, nodes_per_block: int) -> str | None:
+    """Why this task's resource_specification cannot run on an engine (None: it can); an
+    MPI task keeps the checked, complete specification under ``_mpi_spec``."""
+    spec = task.get("resource_specification")
+    if not mpi_mode:
+        if spec:
+            return (
+                "this task has a resource_specification, but the endpoint's "
+                "HighThroughputEngine does not run MPI tasks (enable_mpi_mode: false)"
+            )
+        return None
+    try:
+        task["_mpi_spec"] = check_spec(spec, nodes_per_block)
+    except SpecError as e:
+        return str(e)
+    return None

@@ -1,31 +1,21 @@
 """``HighThroughputEngine``: tasks run on blocks of workers through Parsl's HTEX.
 
-Parsl does the parts it is good at: submitting blocks to the scheduler through a
-provider (Slurm, PBS Pro, this host...), starting worker pools in them through a
-launcher, moving tasks to workers over ZeroMQ, and scaling blocks with load. This module
-adds what an endpoint needs on top:
-
-- Tasks are held here and handed to Parsl as workers appear, in batches sized to the
-  backlog (one Parsl task can carry many Outpost tasks), so that the scheduler's blocks
-  are not given work before they exist and a no-op task costs a fraction of a message.
-- Parsl's scaling strategy sees the real number of held Outpost tasks.
-- Every task gets exactly one result. A block the scheduler refuses, or one that dies
-  before its workers connect, fails the tasks waiting for it with the scheduler's own
-  message. A block lost while running fails the task that was running; tasks batched
-  behind it run again (once) elsewhere. An interchange that dies is started again.
-- ``status()`` reports workers, idle workers, blocks and held tasks from the interchange.
-- ``shutdown()`` cancels every block it started.
-"""
+Parsl submits blocks through a provider (Slurm, PBS Pro, this host...), starts worker
+pools in them, moves tasks to workers and scales blocks with load. On top of it:
+- tasks are held here and handed to Parsl as workers appear, in batches sized to the
+  backlog; Parsl's scaling sees the held tasks (``_parsl_glue``);
+- every task gets exactly one result: a block that never starts fails the waiting tasks
+  with the scheduler's message; a lost block fails the task it ran, and tasks batched
+  behind it run again once; an interchange that dies is started again;
+- ``status()`` reports the interchange's workers and the blocks; ``shutdown()`` cancels
+  every block (``_htex_blocks``)."""
 
 from __future__ import annotations
 
 import logging
 import math
-import shlex
-import sys
 import threading
 import time
-import uuid
 from collections import deque
 from concurrent.futures import Future
 from pathlib import Path
@@ -33,33 +23,25 @@ from typing import Any
 
 import zmq
 from parsl.executors.high_throughput.errors import ManagerLost, WorkerLost
-from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
 from parsl.jobs.states import JobState, JobStatus
 from parsl.utils import Timer
 
 from outpost.common.errors import TaskErrorCode
-from outpost.endpoint.engines import _htex_worker, _parsl_glue
-from outpost.endpoint.engines._mpi_spec import SpecError, check_spec
+from outpost.endpoint.engines import _htex_blocks, _htex_worker, _parsl_glue
+from outpost.endpoint.engines._mpi_spec import task_problem
 from outpost.endpoint.engines.base import Engine, ResultCallback
-from outpost.endpoint.execution import Limits
+from outpost.endpoint.execution import Limits, failure_result
 from outpost.endpoint.htex_config import HighThroughputEngineConfig
 
 log = logging.getLogger(__name__)
 
 RUN_BATCH = f"{_htex_worker.__name__}.run_batch"
 MANAGERS_REFRESH_S = 0.25
-_STRATEGIES = {"simple": "simple", "htex_auto_scale": "htex_auto_scale", "none": None}
 _ALIVE = (JobState.PENDING, JobState.RUNNING, JobState.HELD)
 
 
 def _failure(task: dict[str, Any], code: TaskErrorCode, text: str) -> dict[str, Any]:
-    return {
-        "task_id": task["task_id"],
-        "task_group_id": task.get("task_group_id"),
-        "status": "failed",
-        "exception": f"{code.value}: {text}",
-        "error_details": {"code": code.value, "user_message": text},
-    }
+    return failure_result(task, code, f"{code.value}: {text}", text)
 
 
 class HighThroughputEngine(Engine):
@@ -101,65 +83,12 @@ class HighThroughputEngine(Engine):
 
     def _launch(self) -> None:
         """A new HTEX (interchange) and poller; blocks come as tasks do."""
-        cfg = self.config
-        provider = cfg.provider.build()
-        _parsl_glue.tolerate_vanished_slurm_jobs(provider)
-        if hasattr(provider, "script_dir"):
-            provider.script_dir = str(self.run_dir / "submit_scripts")
-            Path(provider.script_dir).mkdir(exist_ok=True)
-        self._nodes_per_block = int(getattr(provider, "nodes_per_block", 1) or 1)
-        python = shlex.quote(cfg.worker_python or sys.executable)
-        launch_cmd = DEFAULT_LAUNCH_CMD.replace(
-            "process_worker_pool.py",
-            f"{python} -m parsl.executors.high_throughput.process_worker_pool",
-            1,
+        self.htex, self._poller, self._nodes_per_block = _htex_blocks.build_executor(
+            self.config, self.run_dir, self
         )
-        htex = _parsl_glue.Executor(
-            label="outpost",
-            provider=provider,
-            launch_cmd=launch_cmd,
-            # The interchange runs here, with the endpoint's own Python.
-            interchange_launch_cmd=[
-                sys.executable,
-                "-m",
-                "parsl.executors.high_throughput.interchange",
-            ],
-            address=cfg.address,
-            worker_port_range=cfg.worker_port_range,
-            interchange_port_range=cfg.interchange_port_range,
-            worker_debug=cfg.worker_debug,
-            cores_per_worker=cfg.cores_per_worker,
-            mem_per_worker=cfg.mem_per_worker,
-            max_workers_per_node=cfg.max_workers_per_node,
-            cpu_affinity=cfg.cpu_affinity,
-            available_accelerators=cfg.available_accelerators,
-            heartbeat_period=cfg.heartbeat_period,
-            heartbeat_threshold=cfg.heartbeat_threshold,
-            encrypted=cfg.encrypted,
-            block_error_handler=self._block_errors,
-        )
-        htex.enable_mpi_mode = cfg.enable_mpi_mode
-        htex.mpi_launcher = cfg.mpi_launcher
-        htex.outpost_engine = self
-        htex.run_dir = str(self.run_dir)
-        htex.run_id = str(uuid.uuid4())
-        htex.start()
-        poller = _parsl_glue.Poller(
-            strategy=_STRATEGIES[cfg.strategy],
-            max_idletime=cfg.max_idletime,
-            strategy_period=cfg.strategy_period,
-        )
-        poller.add_executors([htex])
-        self.htex, self._poller = htex, poller
         with self._cond:
             self._managers, self._managers_at = [], 0.0
             self._reported, self._ever_connected = set(), set()
-        log.info(
-            "HighThroughputEngine started: provider %s, init_blocks %s, max_blocks %s",
-            cfg.provider.type,
-            getattr(provider, "init_blocks", "?"),
-            getattr(provider, "max_blocks", "?"),
-        )
 
     @property
     def stopping(self) -> bool:
@@ -195,28 +124,8 @@ class HighThroughputEngine(Engine):
                 log.exception("HTEX shutdown failed")
 
     def _cancel_blocks(self) -> None:
-        """Cancel every block not known to have ended, straight through the provider
-        (``scancel``, ``qdel``...)."""
-        htex = self.htex
-        if htex is None:
-            return
-        jobs = [
-            htex.blocks_to_job_id[block]
-            for block, js in list(htex.status_facade.items())
-            if not js.terminal
-            and block in htex.blocks_to_job_id
-            and htex.blocks_to_job_id[block] not in self._cancelled
-        ]
-        if not jobs:
-            return
-        self._cancelled.update(jobs)
-        provider = htex.provider
-        assert provider is not None
-        try:
-            cancelled = provider.cancel(jobs)
-            log.info("cancelled blocks' jobs %s: %s", jobs, cancelled)
-        except Exception:
-            log.exception("cancelling the blocks' jobs %s failed", jobs)
+        if self.htex is not None:
+            _htex_blocks.cancel_blocks(self.htex, self._cancelled)
 
     # -- tasks in ---------------------------------------------------------------------
     def submit(self, tasks: list[dict[str, Any]]) -> None:
@@ -233,22 +142,8 @@ class HighThroughputEngine(Engine):
         self._report(refused)
 
     def _spec_problem(self, task: dict[str, Any]) -> str | None:
-        """Why this task's resource_specification cannot run here (None: it can); an MPI
-        task keeps the checked, complete specification."""
-        spec = task.get("resource_specification")
-        if not self.config.enable_mpi_mode:
-            if spec:
-                return (
-                    "this task has a resource_specification, but the endpoint's "
-                    "HighThroughputEngine does not run MPI tasks (enable_mpi_mode: false)"
-                )
-            return None
         nodes = int(self.config.provider.options().get("nodes_per_block", 1) or 1)
-        try:
-            task["_mpi_spec"] = check_spec(spec, nodes)
-        except SpecError as e:
-            return str(e)
-        return None
+        return task_problem(task, self.config.enable_mpi_mode, nodes)
 
     def held_count(self) -> int:
         with self._cond:
@@ -397,7 +292,7 @@ class HighThroughputEngine(Engine):
                 self._inflight[fut] = batch
             fut.add_done_callback(self._done)
 
-    # -- results out ------------------------------------------------------------------
+    # -- results out, status ----------------------------------------------------------
     def _report(self, results: list[dict[str, Any]]) -> None:
         if results:
             assert self._on_results is not None
@@ -465,18 +360,11 @@ class HighThroughputEngine(Engine):
         fail with the scheduler's message instead of waiting for ever."""
         if executor is not self.htex:
             return  # the poller of an interchange that was replaced
-        fresh = []
-        for block, js in status.items():
-            if block in self._reported or block in self._ever_connected:
-                continue  # reported already, or it ran: its tasks were answered as lost
-            if js.state in (JobState.FAILED, JobState.MISSING):
-                self._reported.add(block)
-                job_id = executor.blocks_to_job_id.get(block)
-                fresh.append(_parsl_glue.job_message(block, job_id, js))
+        fresh = _htex_blocks.start_failures(executor, status, self._reported | self._ever_connected)
+        self._reported.update(block for block, _ in fresh)
         if not fresh:
             return
-        for text in fresh:
-            log.error("the scheduler did not run a block: %s", text)
+        texts = [text for _, text in fresh]
         if any(js.state in _ALIVE for js in status.values()) or self._workers():
             return
         with self._cond:
@@ -489,10 +377,9 @@ class HighThroughputEngine(Engine):
                     waiting.extend(batch)
                     del self._inflight[fut]
         if waiting:
-            msg = "the batch scheduler did not start workers for this endpoint: " + "; ".join(fresh)
+            msg = "the batch scheduler did not start workers for this endpoint: " + "; ".join(texts)
             self._report([_failure(t, TaskErrorCode.BLOCK_FAILED, msg) for t in waiting])
 
-    # -- status -----------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         with self._cond:
             managers = list(self._managers)
@@ -501,19 +388,8 @@ class HighThroughputEngine(Engine):
         active = [m for m in managers if m.get("active")]
         total = sum(int(m.get("worker_count", 0)) for m in active)
         busy = sum(min(int(m.get("tasks", 0)), int(m.get("worker_count", 0))) for m in active)
-        blocks: dict[str, int] = {}
-        htex = self.htex
-        if htex is not None:
-            # The scheduler's state as of the last poll; a block whose workers have
-            # connected since is running, whatever that poll said.
-            connected = {str(m.get("block_id")) for m in active}
-            for block, js in list(htex.status_facade.items()):
-                if js.terminal:
-                    continue  # blocks that ended are history: logged, not counted
-                name = js.state.name.lower()
-                if js.state == JobState.PENDING and block in connected:
-                    name = "running"
-                blocks[name] = blocks.get(name, 0) + 1
+        connected = {str(m.get("block_id")) for m in active}
+        blocks = _htex_blocks.block_counts(self.htex, connected) if self.htex else {}
         return {
             "total_workers": total,
             "idle_workers": total - busy,
