@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Outpost developer entry point. Installs what it needs, then runs it.
 #   ./dev.sh demo    service + endpoint + a function, result printed
-#   ./dev.sh test    the whole test suite (lint, unit, in-process API, end to end,
+#   ./dev.sh test    the whole test suite (plain-install check, lint, unit, in-process API, end to end,
 #                    globus-compute-sdk compatibility)
 #   ./dev.sh bench   the benchmarks (benchmarks/README.md)
 #   ./dev.sh compare Outpost against Dask, Celery and Parsl (benchmarks/compare.py)
@@ -65,6 +65,34 @@ ensure_compat_venv() {
     "$COMPAT_VENV/bin/pip" install -q "globus-compute-sdk==4.19.0"
 }
 
+quietly() {  # run a command; show its output only if it fails
+  local out
+  out=$(mktemp)
+  if ! "$@" >"$out" 2>&1; then cat "$out" >&2; rm -f "$out"; return 1; fi
+  rm -f "$out"
+}
+
+check_plain_install() {
+  # What `pip install outpost-faas` gives, without extras: build the wheel, install it
+  # alone in a new venv and run the command, the demo and both local engines from outside
+  # the checkout (so nothing is imported from the source tree).
+  local plain=.venv-plain wheels
+  wheels=$(mktemp -d)
+  say "plain install: building the wheel"
+  quietly "$VENV/bin/pip" wheel -q --no-deps -w "$wheels" . || return 1
+  rm -rf "$plain"
+  "$PY" -m venv "$plain"
+  say "plain install: pip install $(basename "$wheels"/outpost_faas-*.whl) (no extras) into $plain"
+  quietly "$plain/bin/pip" install -q "$wheels"/outpost_faas-*.whl || return 1
+  rm -rf "$wheels"
+  local here=$PWD
+  ( cd "$(mktemp -d)" &&
+    "$here/$plain/bin/outpost" --help >/dev/null &&
+    "$here/$plain/bin/outpost" demo &&
+    "$here/$plain/bin/python" "$here/.ci/plain_install_check.py" ) || {
+      echo "the plain install (no extras) is broken: see above" >&2; return 1; }
+}
+
 ensure_slurm() {
   # The HPC tests (tests/hpc) run on a one-node Slurm cluster on loopback: installed
   # from Debian's packages and started here when root (.ci/slurm/README.md).
@@ -94,6 +122,7 @@ case "$cmd" in
     ensure_compat_venv
     ensure_user_python
     ensure_slurm
+    check_plain_install
     say "ruff"
     "$VENV/bin/ruff" check outpost tests benchmarks
     say "mypy (outpost/common, outpost/sdk)"

@@ -46,6 +46,13 @@ def login(token: str, service_url: str | None, no_check: bool) -> None:
 
     url = (service_url or DEFAULT_SERVICE_URL).rstrip("/")
     token = token.strip()
+    if not token:
+        raise click.BadParameter(
+            "the token is empty. On the service host, `outpost service user add USER` (a new "
+            "user) or `outpost service user token USER` (an existing one) prints a token; "
+            "pass it as --token TOKEN or paste it at the prompt",
+            param_hint="--token",
+        )
     if not no_check:
         try:
             Client(url, token).get_endpoints(role="owner")

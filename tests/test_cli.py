@@ -130,6 +130,10 @@ def test_endpoint_detach_stop_restart_delete(tmp_path) -> None:
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert "running" in run("endpoint", "list", env=env).stdout
+        # Detached, each event is logged once (stderr is the log; no second handler).
+        log_lines = (svc.home / "ep1" / "endpoint.log").read_text().splitlines()
+        connected = [line for line in log_lines if "connected to the service as endpoint" in line]
+        assert len(connected) == 1, log_lines
         again = run("endpoint", "start", "ep1", env=env, check=False)
         assert again.returncode != 0 and "already running" in again.stderr
 
@@ -157,3 +161,55 @@ def test_endpoint_detach_stop_restart_delete(tmp_path) -> None:
 def test_help_explains(args) -> None:
     out = CliRunner().invoke(main, args).output
     assert "Usage:" in out and len(out.splitlines()) > 5
+
+
+@pytest.mark.parametrize("extra", [[], ["--no-check"]])
+def test_login_refuses_an_empty_token(tmp_path, extra) -> None:
+    r = CliRunner().invoke(main, ["login", "--token", "  ", "--service", "http://h:1", *extra])
+    assert r.exit_code != 0
+    assert "the token is empty" in r.output and "outpost service user token USER" in r.output
+    assert not config.credentials_path().exists()
+
+
+def _mode(p) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def test_service_data_is_private_and_tightened(tmp_path) -> None:
+    data = tmp_path / "svc"
+    assert run("service", "user", "add", "alice", "--data-dir", str(data)).returncode == 0
+    assert _mode(data) == 0o700
+    assert _mode(data / "outpost.db") == 0o600
+    # An older directory made with a wide umask is tightened, and the admin told so.
+    data.chmod(0o755)
+    (data / "outpost.db").chmod(0o644)
+    (data / "notes.txt").write_text("x")
+    (data / "notes.txt").chmod(0o664)
+    r = run("service", "user", "list", "--data-dir", str(data))
+    assert _mode(data) == 0o700
+    assert _mode(data / "outpost.db") == 0o600 and _mode(data / "notes.txt") == 0o600
+    assert "tightened" in r.stderr
+
+
+def test_service_stop_through_its_pid_file(tmp_path) -> None:
+    svc = LocalService(tmp_path).start()
+    try:
+        pidfile = svc.data_dir / "service.pid"
+        assert int(pidfile.read_text()) == svc.proc.pid
+        assert _mode(pidfile) == 0o600
+        token = svc.add_user("alice")
+        assert httpx.get(f"{svc.url}/v2/endpoints", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        # The WAL files SQLite made while serving are as private as the database.
+        for p in svc.data_dir.glob("outpost.db*"):
+            assert _mode(p) == 0o600, p
+        second = run("service", "start", "--port", "1", "--data-dir", str(svc.data_dir), check=False)
+        assert second.returncode != 0 and "already runs" in second.stderr
+        stopped = run("service", "stop", "--data-dir", str(svc.data_dir))
+        assert "stopped" in stopped.stderr
+        # uvicorn shuts down gracefully, then re-raises SIGTERM: -15 is a clean stop here.
+        assert svc.proc.wait(timeout=60) in (0, -15)
+        assert not pidfile.exists()
+        again = run("service", "stop", "--data-dir", str(svc.data_dir))
+        assert "no service is running" in again.stderr
+    finally:
+        svc.stop()

@@ -154,7 +154,8 @@ def _start_detached(d: EndpointDir, service_url: str | None) -> None:
             stdout=subprocess.PIPE,
             stderr=log,
             start_new_session=True,
-            env=os.environ.copy(),
+            # The child's stderr is endpoint.log: it must not open the file a second time.
+            env={**os.environ, DETACHED_ENV: "1"},
         )
     assert proc.stdout is not None
     line = proc.stdout.readline().decode().strip()

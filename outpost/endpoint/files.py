@@ -6,13 +6,12 @@ import json
 import os
 import re
 import shutil
-import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from outpost.endpoint.config import DEFAULT_CONFIG_YAML, EndpointConfig, load_config, read_yaml
 from outpost.endpoint.multi_user.config import MultiUserConfig, is_multi_user, load_multi_user
+from outpost.pidfile import PidFile
 from outpost.sdk.config import outpost_home
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
@@ -81,66 +80,25 @@ class EndpointDir:
     def save_id(self, endpoint_id: str) -> None:
         self.id_path.write_text(json.dumps({"endpoint_id": endpoint_id}) + "\n")
 
+    def _pidfile(self) -> PidFile:
+        return PidFile(self.pid_path)
+
     def pid(self) -> int | None:
         """The running agent's pid, or None (a stale pid file is removed)."""
-        try:
-            pid = int(self.pid_path.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            self.pid_path.unlink(missing_ok=True)
-            return None
-        except PermissionError:
-            pass
-        return pid
+        return self._pidfile().pid()
 
     def write_pid(self) -> None:
-        self.pid_path.write_text(f"{os.getpid()}\n")
+        self._pidfile().write()
 
     def clear_pid(self) -> None:
-        try:
-            if int(self.pid_path.read_text().strip()) == os.getpid():
-                self.pid_path.unlink()
-        except (OSError, ValueError):
-            pass
+        self._pidfile().clear()
 
     def stop(self, timeout: float = 10.0) -> bool:
         """SIGTERM the agent, then SIGKILL after ``timeout``; False if it was not running."""
-        pid = self.pid()
-        if pid is None:
-            return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                break
-            time.sleep(0.1)
-        else:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        self.pid_path.unlink(missing_ok=True)
-        return True
+        return self._pidfile().stop(timeout)
 
     def delete(self) -> None:
         shutil.rmtree(self.path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def all_endpoints() -> list[EndpointDir]:

@@ -17,7 +17,6 @@ import typing
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from typeguard import TypeCheckError, check_type
 
 # type name -> (module, class). Only these can be named in a config.
 PROVIDERS: dict[str, tuple[str, str]] = {
@@ -56,7 +55,7 @@ def _class(table: dict[str, tuple[str, str]], kind: str, name: Any) -> type:
     except ImportError as e:
         raise ValueError(
             f"{kind} {name} needs Parsl, which is not installed here "
-            f"(pip install 'outpost[hpc]'): {e}"
+            f"(pip install 'outpost-faas[hpc]'): {e}"
         ) from None
     return cls
 
@@ -108,6 +107,9 @@ def _check_options(cls: type, kind: str, options: dict[str, Any], reserved: set[
     """Each option exists, has the type the class declares (or the usual type of an
     option of that name), and holds no control characters where it becomes part of a
     line. Nothing is constructed: building a SlurmProvider runs ``sacct``."""
+    # typeguard comes with Parsl (the hpc extra); ``cls`` is a Parsl class, so it is here.
+    from typeguard import TypeCheckError, check_type
+
     params = inspect.signature(cls).parameters
     valid = sorted(p for p in params if p not in reserved and p != "self")
     try:

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from outpost import __version__
 from outpost.service import errors
 from outpost.service.broker import Broker, EmbeddedBroker
+from outpost.service.datadir import open_private
 from outpost.service.routes import endpoints, functions, sockets, tasks, version
 from outpost.service.settings import ServiceSettings
 from outpost.service.state import ServiceState
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: ServiceSettings, broker: Broker | None = None) -> FastAPI:
     """Build the service. The store is opened (and migrated) here; the broker starts with
     the app's lifespan and is loaded with every unfinished task."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    open_private(settings)
     engine = open_database(settings.db_url, settings.sqlite_synchronous)
     state = ServiceState(settings, engine, broker or EmbeddedBroker())
 

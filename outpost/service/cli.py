@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from outpost.pidfile import PidFile
 from outpost.sdk.config import outpost_home
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ def service() -> None:
     \b
     outpost service start                       # http://127.0.0.1:5000, SQLite
     outpost service user add alice@example.org  # prints alice's token once
+    outpost service stop                        # stop the one started above
     """
 
 
@@ -112,25 +114,62 @@ def start(
         max_payload_bytes=max_payload,
         max_retries_on_system_failure=max_retries,
     )
+    pidfile = _pidfile(settings.data_dir)
+    running = pidfile.pid()
+    if running is not None:
+        raise click.ClickException(
+            f"a service already runs with data directory {settings.data_dir} (pid {running}); "
+            "stop it with `outpost service stop` or give another --data-dir"
+        )
     app = create_app(settings)
+    pidfile.write()
     click.echo(f"Outpost service on http://{host}:{port} (data: {settings.data_dir})", err=True)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        ws_max_size=1 << 30,
-        ws_ping_interval=20,
-        ws_ping_timeout=60,
-    )
+    try:
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            ws_max_size=1 << 30,
+            ws_ping_interval=20,
+            ws_ping_timeout=60,
+        )
+    finally:
+        pidfile.clear()
+
+
+def _pidfile(data_dir: Path) -> PidFile:
+    return PidFile(data_dir / "service.pid")
+
+
+@service.command()
+@data_dir_option
+@click.option(
+    "--timeout",
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait after SIGTERM before SIGKILL.",
+)
+def stop(data_dir: Path | None, timeout: float) -> None:
+    """Stop the service started with this data directory (its pid file).
+
+    Sends SIGTERM (the service closes endpoint channels and finishes pending writes),
+    then SIGKILL after --timeout seconds. Exits 0 also when it was not running.
+    """
+    d = data_dir or _default_data_dir()
+    if _pidfile(d).stop(timeout):
+        click.echo(f"service (data: {d}) stopped", err=True)
+    else:
+        click.echo(f"no service is running with data directory {d}", err=True)
 
 
 def _with_conn(data_dir: Path | None, database_url: str | None, fn: Any) -> Any:
+    from outpost.service.datadir import open_private
     from outpost.service.store.db import open_database
 
     settings = _settings(data_dir, database_url)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    open_private(settings)
     engine = open_database(settings.db_url)
     try:
         with engine.begin() as conn:

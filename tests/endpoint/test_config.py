@@ -42,3 +42,34 @@ def test_bad_yaml(tmp_path: Path) -> None:
 def test_thread_engine_round_trip() -> None:
     cfg = parse_config(yaml.safe_load("engine: {type: ThreadPoolEngine, max_workers: 3}"))
     assert cfg.engine.max_workers == 3
+
+
+def test_plain_install_reads_configs_and_names_the_extra_for_htex() -> None:
+    """Without Parsl (a plain ``pip install``), reading any config works, and one that
+    names the HighThroughputEngine says which extra to install."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+for name in [m for m in sys.modules if m.split('.')[0] in ('parsl', 'typeguard')]:
+    del sys.modules[name]
+sys.modules['parsl'] = None
+sys.modules['typeguard'] = None
+from outpost.endpoint.config import ConfigError, parse_config
+import outpost.cli, outpost.endpoint.cli, outpost.service.cli
+assert parse_config({'engine': {'type': 'ThreadPoolEngine'}}).engine.type == 'ThreadPoolEngine'
+try:
+    parse_config({'engine': {'type': 'HighThroughputEngine',
+                             'provider': {'type': 'SlurmProvider', 'partition': 'debug'}}})
+except ConfigError as e:
+    print(e)
+else:
+    print('accepted')
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "needs Parsl" in out.stdout
+    assert "pip install 'outpost-faas[hpc]'" in out.stdout
