@@ -47,7 +47,7 @@ class LocalService:
     def env(self) -> dict[str, str]:
         return {**os.environ, "OUTPOST_HOME": str(self.home), "OUTPOST_SERVICE_URL": self.url}
 
-    def start(self, timeout: float = 30.0) -> LocalService:
+    def start(self, timeout: float = 120.0) -> LocalService:
         self.home.mkdir(parents=True, exist_ok=True)
         log = open(self.home / "service.log", "ab")  # noqa: SIM115 - child owns it
         self.proc = subprocess.Popen(
@@ -137,7 +137,7 @@ class LocalEndpoint:
             (self.path / "config.yaml").write_text(self.config)
         return self
 
-    def start(self, timeout: float = 60.0) -> LocalEndpoint:
+    def start(self, timeout: float = 120.0) -> LocalEndpoint:
         self.configure()
         log = open(self.service.home / f"{self.name}.out", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(

@@ -226,7 +226,7 @@ def processes_of(uid: int) -> list[int]:
 
 def get_json(stack: MEPStack, token: str, path: str) -> Any:
     r = httpx.get(
-        stack.service.url + path, headers={"Authorization": f"Bearer {token}"}, timeout=10
+        stack.service.url + path, headers={"Authorization": f"Bearer {token}"}, timeout=60
     )
     r.raise_for_status()
     return r.json()

@@ -43,7 +43,7 @@ def _function_and_endpoint(svc, token):
 
 def _watch(ws, gid):
     ws.send(msgpack.packb({"type": "watch", "task_group_id": gid}))
-    return msgpack.unpackb(ws.recv(timeout=10))
+    return msgpack.unpackb(ws.recv(timeout=30))
 
 
 def test_a_group_watched_first_cannot_be_used_by_someone_else(live) -> None:
@@ -81,7 +81,7 @@ def test_bad_watch_frames_get_errors_not_a_crash(live) -> None:
     with _stream(live, token) as ws:
         for frame in frames:
             ws.send(frame)
-        replies = [msgpack.unpackb(ws.recv(timeout=10)) for _ in range(4)]
+        replies = [msgpack.unpackb(ws.recv(timeout=30)) for _ in range(4)]
     assert [r["type"] for r in replies] == ["error", "error", "error", "watching"]
 
 
@@ -101,9 +101,9 @@ def test_submit_over_the_stream_matches_rest(live) -> None:
         ws.send(
             msgpack.packb({"type": "submit", "ref": ref, "endpoint_id": endpoint_id, "body": body})
         )
-        reply = msgpack.unpackb(ws.recv(timeout=10))
+        reply = msgpack.unpackb(ws.recv(timeout=30))
         while reply["type"] == "watching":
-            reply = msgpack.unpackb(ws.recv(timeout=10))
+            reply = msgpack.unpackb(ws.recv(timeout=30))
         assert reply["ref"] == ref
         return reply
 
@@ -144,7 +144,7 @@ def test_submit_over_the_stream_matches_rest(live) -> None:
             check=True,
             capture_output=True,
         )
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60
         while True:
             r = submit(ws, 5, eid, {"tasks": {fid: [pack_payload((), {})]}})
             if r["type"] == "submit_error":
@@ -160,15 +160,15 @@ def test_bad_submit_frames_do_not_break_the_stream(live) -> None:
     body = {"tasks": {fid: [pack_payload((), {})]}, "resource_specification": {"x": b"bytes"}}
     with _stream(live, token) as ws:
         ws.send(msgpack.packb({"type": "submit", "ref": 1, "endpoint_id": eid, "body": body}))
-        reply = msgpack.unpackb(ws.recv(timeout=10))
+        reply = msgpack.unpackb(ws.recv(timeout=30))
         assert reply["type"] == "submit_error" and reply["status"] == 422
         ok = {"tasks": {fid: [pack_payload((), {})]}}
         ws.send(msgpack.packb({"type": "submit", "ref": 2, "endpoint_id": eid, "body": ok}))
-        assert msgpack.unpackb(ws.recv(timeout=10))["type"] == "submitted"
+        assert msgpack.unpackb(ws.recv(timeout=30))["type"] == "submitted"
     # A frame over the payload limit is refused before it is decoded: the stream closes.
     from websockets.exceptions import ConnectionClosed
 
     with _stream(live, token) as ws:
         ws.send(b"\x00" * (10_000_000 + 2_000_000))
         with pytest.raises(ConnectionClosed):
-            ws.recv(timeout=10)
+            ws.recv(timeout=30)
