@@ -257,6 +257,65 @@ def test_a_block_that_ran_and_was_lost_does_not_fail_the_backlog(tmp_path) -> No
         eng.shutdown()
 
 
+@by_value
+def note_pid_and_sleep(arg):
+    import os
+    import time
+
+    folder, seconds = arg
+    with open(os.path.join(folder, str(os.getpid())), "w") as f:
+        f.write("running")
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("how", ["silent", "killed"])
+def test_a_lost_block_is_stopped_and_its_tasks_run_nowhere(tmp_path, how) -> None:
+    """A block whose pool falls silent (a hung node: SIGSTOP here) or dies while its job
+    script lingers is given up as lost; then nothing of it may go on running, above all
+    not the tasks it held, which fail (or run again elsewhere)."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    eng, q = _engine(
+        tmp_path,
+        heartbeat_period=1,
+        heartbeat_threshold=3,
+        max_tasks_per_batch=1,
+        provider={"worker_init": "trap 'sleep 2' EXIT"},
+    )
+    block: list[psutil.Process] = []
+    try:
+        eng.submit(_tasks(note_pid_and_sleep, [(str(pids), 120)] * 2, prefix="s"))
+        _wait(lambda: len(list(pids.iterdir())) == 2, 60, "both tasks to run")
+        tasks = [int(f.name) for f in pids.iterdir()]
+        (pool,) = _pools(tmp_path)
+        block = [pool, *pool.children(recursive=True)]
+        assert set(tasks) <= {p.pid for p in block}
+        os.kill(pool.pid, signal.SIGSTOP if how == "silent" else signal.SIGKILL)
+        out = _drain(q, 2, timeout=90)
+        for r in out.values():
+            assert r["status"] == "failed"
+            assert r["error_details"]["code"] == TaskErrorCode.WORKER_LOST.value
+        # The lost block's processes are stopped: its pool, its workers, and with them
+        # the tasks it held.
+        _wait(lambda: not any(_alive(p.pid) for p in block), 30, "the lost block to stop")
+        assert not any(_alive(t) for t in tasks)
+    finally:
+        for p in block:  # a failed test leaves nothing behind either
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        eng.shutdown()
+
+
 def test_an_interchange_that_dies_is_started_again(tmp_path) -> None:
     eng, q = _engine(tmp_path, heartbeat_period=1, heartbeat_threshold=3)
     try:
