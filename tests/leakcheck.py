@@ -17,8 +17,9 @@ directory lies in this run's temporary directory or in the directory of a user e
 of this run.
 
 Processes that cannot be read (other accounts' when not root) are skipped. The pytest
-process and its ancestors are never flagged, and neither are multiprocessing's resource
-tracker and fork server of the pytest process itself, which end with it.
+process and its ancestors are never flagged, and neither are multiprocessing's helpers
+and pool workers that are children of the pytest process itself, which end with it.
+Processes still ending get ``OUTPOST_LEAK_GRACE_S`` seconds (15) before they count.
 """
 
 from __future__ import annotations
@@ -37,9 +38,15 @@ import pytest
 
 MARKER = "OUTPOST_TEST_RUN"
 #: How long processes still ending at the session's end get before they count as left.
-GRACE_S = 15.0
+GRACE_S = float(os.environ.get("OUTPOST_LEAK_GRACE_S", "15"))
 KILL_WAIT_S = 5.0
-_PYTEST_OWN = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+#: multiprocessing's helpers and pool workers of the pytest process itself (a test that
+#: runs an engine in-process): Python stops them as pytest exits.
+_PYTEST_OWN = (
+    "multiprocessing.resource_tracker",
+    "multiprocessing.forkserver",
+    "multiprocessing.spawn import spawn_main",
+)
 
 
 @dataclass

@@ -21,7 +21,7 @@ def _run_suite(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
         cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "OUTPOST_LEAK_GRACE_S": "8"},
         capture_output=True,
         text=True,
         timeout=120,

@@ -3,6 +3,7 @@ worker pools as processes. The same engine on a real Slurm is in tests/hpc."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import queue
 import signal
@@ -141,11 +142,12 @@ def test_runs_tasks_reports_real_workers_and_releases_idle_blocks(tmp_path) -> N
 
 
 def test_a_task_that_kills_its_worker_fails_alone_and_the_engine_goes_on(tmp_path) -> None:
-    # A pool notices a dead worker at its next heartbeat.
+    # A pool notices a dead worker at its next heartbeat and starts a new one (a new
+    # Python: slow on a busy machine, hence the long wait).
     eng, q = _engine(tmp_path, heartbeat_period=1, heartbeat_threshold=5)
     try:
         eng.submit(_tasks(die, ["a", "b", "die", "c", "d", "e"]))
-        out = _drain(q, 6)
+        out = _drain(q, 6, timeout=180)
         bad = out["t2"]
         assert bad["status"] == "failed"
         assert bad["error_details"]["code"] == TaskErrorCode.WORKER_LOST.value
@@ -153,6 +155,50 @@ def test_a_task_that_kills_its_worker_fails_alone_and_the_engine_goes_on(tmp_pat
         for i, v in enumerate("ab"):
             assert deserialize(out[f"t{i}"]["result"]) == v
         assert [deserialize(out[f"t{i}"]["result"]) for i in (3, 4, 5)] == ["c", "d", "e"]
+    finally:
+        eng.shutdown()
+
+
+def _put_and_die(q) -> None:
+    from outpost.endpoint.engines._htex_worker import send_at_once
+
+    send_at_once(q)
+    q.put(b"r" * 4_000_000)  # far more than a pipe holds: a feeder thread would need time
+    os._exit(3)  # as a next task that crashes its worker would
+
+
+def test_a_result_leaves_the_worker_before_a_next_task_can_kill_it() -> None:
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_put_and_die, args=(q,))
+    p.start()
+    assert q.get(timeout=60) == b"r" * 4_000_000
+    p.join(timeout=60)
+    assert p.exitcode == 3
+    q.put("after")  # the queue's shared lock and semaphore are left as they should be
+    assert q.get(timeout=10) == "after"
+
+
+@by_value
+def results_sent_at_once(_):
+    import sys
+
+    f = sys._getframe()
+    while f is not None:
+        if f.f_code.co_name == "worker" and "result_queue" in f.f_locals:
+            return bool(getattr(f.f_locals["result_queue"], "_outpost_at_once", False))
+        f = f.f_back
+    return None
+
+
+def test_parsl_workers_send_each_result_at_once(tmp_path) -> None:
+    """The engine's batches find the queue of this Parsl version's worker (if Parsl
+    changes its worker, this fails rather than the guarantee silently going away)."""
+    eng, q = _engine(tmp_path)
+    try:
+        eng.submit(_tasks(results_sent_at_once, [0, 1]))
+        out = _drain(q, 2)
+        assert [deserialize(out[f"t{i}"]["result"]) for i in range(2)] == [True, True]
     finally:
         eng.shutdown()
 

@@ -380,9 +380,9 @@ class HighThroughputEngine(Engine):
         """Called by Parsl after each status poll: a block that failed to start is
         reported (once), and if no block is left that could run the held tasks, they
         fail with the scheduler's message instead of waiting for ever."""
-        if executor is not self.htex:
+        if executor is not self.htex or self.htex is None:
             return  # the poller of an interchange that was replaced
-        _htex_blocks.clear_ended(executor, status, self._stopped)
+        _htex_blocks.clear_ended(self.htex, status, self._stopped)
         fresh = _htex_blocks.start_failures(executor, status, self._reported | self._ever_connected)
         self._reported.update(block for block, _ in fresh)
         if not fresh:
