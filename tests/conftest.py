@@ -13,6 +13,9 @@ import pytest
 
 from outpost.local import LocalEndpoint, LocalService
 
+# Nothing the suite starts outlives it (tests/leakcheck.py).
+pytest_plugins = ["tests.leakcheck"]
+
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"

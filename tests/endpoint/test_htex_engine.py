@@ -3,6 +3,7 @@ worker pools as processes. The same engine on a real Slurm is in tests/hpc."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import queue
 import signal
@@ -141,11 +142,12 @@ def test_runs_tasks_reports_real_workers_and_releases_idle_blocks(tmp_path) -> N
 
 
 def test_a_task_that_kills_its_worker_fails_alone_and_the_engine_goes_on(tmp_path) -> None:
-    # A pool notices a dead worker at its next heartbeat.
+    # A pool notices a dead worker at its next heartbeat and starts a new one (a new
+    # Python: slow on a busy machine, hence the long wait).
     eng, q = _engine(tmp_path, heartbeat_period=1, heartbeat_threshold=5)
     try:
         eng.submit(_tasks(die, ["a", "b", "die", "c", "d", "e"]))
-        out = _drain(q, 6)
+        out = _drain(q, 6, timeout=180)
         bad = out["t2"]
         assert bad["status"] == "failed"
         assert bad["error_details"]["code"] == TaskErrorCode.WORKER_LOST.value
@@ -153,6 +155,50 @@ def test_a_task_that_kills_its_worker_fails_alone_and_the_engine_goes_on(tmp_pat
         for i, v in enumerate("ab"):
             assert deserialize(out[f"t{i}"]["result"]) == v
         assert [deserialize(out[f"t{i}"]["result"]) for i in (3, 4, 5)] == ["c", "d", "e"]
+    finally:
+        eng.shutdown()
+
+
+def _put_and_die(q) -> None:
+    from outpost.endpoint.engines._htex_worker import send_at_once
+
+    send_at_once(q)
+    q.put(b"r" * 4_000_000)  # far more than a pipe holds: a feeder thread would need time
+    os._exit(3)  # as a next task that crashes its worker would
+
+
+def test_a_result_leaves_the_worker_before_a_next_task_can_kill_it() -> None:
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_put_and_die, args=(q,))
+    p.start()
+    assert q.get(timeout=60) == b"r" * 4_000_000
+    p.join(timeout=60)
+    assert p.exitcode == 3
+    q.put("after")  # the queue's shared lock and semaphore are left as they should be
+    assert q.get(timeout=10) == "after"
+
+
+@by_value
+def results_sent_at_once(_):
+    import sys
+
+    f = sys._getframe()
+    while f is not None:
+        if f.f_code.co_name == "worker" and "result_queue" in f.f_locals:
+            return bool(getattr(f.f_locals["result_queue"], "_outpost_at_once", False))
+        f = f.f_back
+    return None
+
+
+def test_parsl_workers_send_each_result_at_once(tmp_path) -> None:
+    """The engine's batches find the queue of this Parsl version's worker (if Parsl
+    changes its worker, this fails rather than the guarantee silently going away)."""
+    eng, q = _engine(tmp_path)
+    try:
+        eng.submit(_tasks(results_sent_at_once, [0, 1]))
+        out = _drain(q, 2)
+        assert [deserialize(out[f"t{i}"]["result"]) for i in range(2)] == [True, True]
     finally:
         eng.shutdown()
 
@@ -254,6 +300,65 @@ def test_a_block_that_ran_and_was_lost_does_not_fail_the_backlog(tmp_path) -> No
         assert set(codes) <= {TaskErrorCode.WORKER_LOST.value} and len(codes) <= 2, codes
         assert sum(r["status"] == "success" for r in out.values()) >= 8
     finally:
+        eng.shutdown()
+
+
+@by_value
+def note_pid_and_sleep(arg):
+    import os
+    import time
+
+    folder, seconds = arg
+    with open(os.path.join(folder, str(os.getpid())), "w") as f:
+        f.write("running")
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("how", ["silent", "killed"])
+def test_a_lost_block_is_stopped_and_its_tasks_run_nowhere(tmp_path, how) -> None:
+    """A block whose pool falls silent (a hung node: SIGSTOP here) or dies while its job
+    script lingers is given up as lost; then nothing of it may go on running, above all
+    not the tasks it held, which fail (or run again elsewhere)."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    eng, q = _engine(
+        tmp_path,
+        heartbeat_period=1,
+        heartbeat_threshold=3,
+        max_tasks_per_batch=1,
+        provider={"worker_init": "trap 'sleep 2' EXIT"},
+    )
+    block: list[psutil.Process] = []
+    try:
+        eng.submit(_tasks(note_pid_and_sleep, [(str(pids), 120)] * 2, prefix="s"))
+        _wait(lambda: len(list(pids.iterdir())) == 2, 60, "both tasks to run")
+        tasks = [int(f.name) for f in pids.iterdir()]
+        (pool,) = _pools(tmp_path)
+        block = [pool, *pool.children(recursive=True)]
+        assert set(tasks) <= {p.pid for p in block}
+        os.kill(pool.pid, signal.SIGSTOP if how == "silent" else signal.SIGKILL)
+        out = _drain(q, 2, timeout=90)
+        for r in out.values():
+            assert r["status"] == "failed"
+            assert r["error_details"]["code"] == TaskErrorCode.WORKER_LOST.value
+        # The lost block's processes are stopped: its pool, its workers, and with them
+        # the tasks it held.
+        _wait(lambda: not any(_alive(p.pid) for p in block), 30, "the lost block to stop")
+        assert not any(_alive(t) for t in tasks)
+    finally:
+        for p in block:  # a failed test leaves nothing behind either
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
         eng.shutdown()
 
 

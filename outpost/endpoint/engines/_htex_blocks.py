@@ -1,15 +1,18 @@
 """The ``HighThroughputEngine``'s blocks: building the HTEX that submits them, cancelling
-them at a stop, and counting them by state for ``status()``."""
+them at a stop or when lost (and killing what is left of a block on this host), and
+counting them by state for ``status()``."""
 
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import sys
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import psutil
 from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
 from parsl.jobs.states import JobState, JobStatus
 
@@ -86,7 +89,8 @@ def build_executor(
 
 def cancel_blocks(htex: _parsl_glue.Executor, cancelled: set[Any]) -> None:
     """Cancel every block not known to have ended and not cancelled before, straight
-    through the provider (``scancel``, ``qdel``...)."""
+    through the provider (``scancel``, ``qdel``...); kill what is left of any block on
+    this host."""
     jobs = [
         htex.blocks_to_job_id[block]
         for block, js in list(htex.status_facade.items())
@@ -94,15 +98,79 @@ def cancel_blocks(htex: _parsl_glue.Executor, cancelled: set[Any]) -> None:
         and block in htex.blocks_to_job_id
         and htex.blocks_to_job_id[block] not in cancelled
     ]
-    if not jobs:
+    if jobs:
+        cancelled.update(jobs)
+        provider = htex.provider
+        assert provider is not None
+        try:
+            log.info("cancelled blocks' jobs %s: %s", jobs, provider.cancel(jobs))
+        except Exception:
+            log.exception("cancelling the blocks' jobs %s failed", jobs)
+    kill_local(list(htex.local_blocks), htex)
+
+
+def stop_block(htex: _parsl_glue.Executor, block: str, cancelled: set[Any], why: str) -> None:
+    """A block given up as lost: its job is cancelled through the provider (``scancel``
+    ...), and on this host (``LocalProvider``) every process left of it is killed, so it
+    cannot go on running a task that runs again elsewhere."""
+    job = htex.blocks_to_job_id.get(block)
+    if job is None:
         return
-    cancelled.update(jobs)
-    provider = htex.provider
-    assert provider is not None
-    try:
-        log.info("cancelled blocks' jobs %s: %s", jobs, provider.cancel(jobs))
-    except Exception:
-        log.exception("cancelling the blocks' jobs %s failed", jobs)
+    log.warning("block %s (job %s) is lost (%s): stopping it", block, job, why)
+    if job not in cancelled:
+        cancelled.add(job)
+        provider = htex.provider
+        assert provider is not None
+        try:
+            provider.cancel([job])
+        except Exception:
+            log.exception("cancelling the lost block's job %s failed", job)
+    kill_local([job], htex)
+
+
+def clear_ended(htex: _parsl_glue.Executor, status: dict[str, JobStatus], done: set[str]) -> None:
+    """A block whose job ended (or failed, or was cancelled) leaves nothing behind on
+    this host: a worker whose pool died may outlive the job's shell. ``done``: blocks
+    already seen to, updated."""
+    ended = [b for b, js in status.items() if js.terminal and b not in done]
+    done.update(ended)
+    kill_local([htex.blocks_to_job_id[b] for b in ended if b in htex.blocks_to_job_id], htex)
+
+
+def kill_local(jobs: list[Any], htex: _parsl_glue.Executor) -> None:
+    """Kill what is left on this host of these ``LocalProvider`` jobs: the processes of
+    the job's process group (Parsl starts each job in one of its own), and those whose
+    environment names the job (``JOBNAME``, which the job script exports to the worker
+    pool and so to its workers and helpers), even if they left the group. Parsl's own
+    cancel signals the group only while the job's shell is still there."""
+    blocks = [htex.local_blocks[j] for j in jobs if j in htex.local_blocks]
+    if not blocks:
+        return
+    groups = {b.pgid: b.since for b in blocks if b.pgid is not None}
+    names = {b.name for b in blocks}
+    me, uid = os.getpid(), os.getuid()
+    mine = {me, os.getpgid(0)}
+    victims = []
+    for p in psutil.process_iter(["uids", "create_time"]):
+        if p.pid in mine or (uid != 0 and p.info["uids"] and p.info["uids"].real != uid):
+            continue
+        try:
+            pgid = os.getpgid(p.pid)
+            since = groups.get(pgid)
+            if pgid not in mine and since is not None and p.info["create_time"] >= since:
+                victims.append(p)
+            elif p.environ().get("JOBNAME") in names:
+                victims.append(p)
+        except (psutil.Error, OSError):
+            continue  # gone, or not ours to read
+    for p in victims:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    if victims:
+        log.warning("killed %d process(es) left of job(s) %s", len(victims), jobs)
+        psutil.wait_procs(victims, timeout=5)
 
 
 def block_counts(htex: _parsl_glue.Executor, connected: set[str]) -> dict[str, int]:

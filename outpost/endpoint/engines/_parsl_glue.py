@@ -7,7 +7,11 @@ to the Parsl version range the ``hpc`` extra allows.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -29,6 +33,15 @@ COMMAND_TIMEOUT_S = 10.0
 SEND_TIMEOUT_MS = 5000
 
 
+@dataclass(frozen=True)
+class LocalBlock:
+    """What identifies the processes of a ``LocalProvider`` job on this host."""
+
+    pgid: int | None  # the job's process group (Parsl starts each job in its own)
+    name: str  # the job's name, exported to its processes as JOBNAME
+    since: float  # no process of the job is older (wall clock, with a margin)
+
+
 class Executor(HighThroughputExecutor):
     """HTEX whose scaling sees the engine's held tasks, with the engine's poll period,
     and whose calls to its interchange cannot wait for ever.
@@ -41,6 +54,26 @@ class Executor(HighThroughputExecutor):
     """
 
     outpost_engine: HighThroughputEngine | None = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        #: LocalProvider jobs: job id -> how to find their processes when one is lost
+        self.local_blocks: dict[Any, LocalBlock] = {}
+
+    def _launch_block(self, block_id: str) -> Any:
+        # A LocalProvider job's shell may be gone by the time its block is lost (its
+        # workers not): its process group and name are noted while it is there.
+        since = time.time() - 1.0
+        job_id = super()._launch_block(block_id)
+        resource = getattr(self.provider, "resources", {}).get(job_id)
+        if type(self.provider).__name__ == "LocalProvider" and resource:
+            try:
+                pgid: int | None = os.getpgid(int(resource["remote_pid"]))
+            except (OSError, ValueError, KeyError):
+                pgid = None  # ended already: found by name, if anything is left
+            name = Path(str(resource.get("script_path", ""))).name.removesuffix(".sh")
+            self.local_blocks[job_id] = LocalBlock(pgid, name, since)
+        return job_id
 
     def start(self) -> None:
         super().start()

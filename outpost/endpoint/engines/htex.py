@@ -7,6 +7,8 @@ pools in them, moves tasks to workers and scales blocks with load. On top of it:
 - every task gets exactly one result: a block that never starts fails the waiting tasks
   with the scheduler's message; a lost block fails the task it ran, and tasks batched
   behind it run again once; an interchange that dies is started again;
+- a block given up as lost is stopped (its job cancelled, what is left of it on this
+  host killed) before its tasks run again, so no task runs in two places;
 - ``status()`` reports the interchange's workers and the blocks; ``shutdown()`` cancels
   every block (``_htex_blocks``)."""
 
@@ -64,6 +66,8 @@ class HighThroughputEngine(Engine):
         self._reported: set[str] = set()  # blocks whose failure was already reported
         self._ever_connected: set[str] = set()  # blocks whose workers connected
         self._cancelled: set[Any] = set()  # job ids already cancelled (once is enough)
+        self._manager_blocks: dict[str, str] = {}  # manager id -> its block
+        self._stopped: set[str] = set()  # blocks stopped as lost or ended
         self._on_results: ResultCallback | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -89,6 +93,7 @@ class HighThroughputEngine(Engine):
         with self._cond:
             self._managers, self._managers_at = [], 0.0
             self._reported, self._ever_connected = set(), set()
+            self._manager_blocks, self._stopped = {}, set()
 
     @property
     def stopping(self) -> bool:
@@ -218,6 +223,9 @@ class HighThroughputEngine(Engine):
             self._managers = list(managers)
             self._managers_at = now
             self._ever_connected.update(str(m.get("block_id")) for m in managers)
+            self._manager_blocks.update(
+                (str(m.get("manager")), str(m.get("block_id"))) for m in managers
+            )
 
     def _kick(self) -> None:
         """Scale out now, not at the next strategy period, when tasks wait with no block
@@ -343,6 +351,9 @@ class HighThroughputEngine(Engine):
             return
         if isinstance(exc, ManagerLost):
             self._repoll = True  # its job has probably ended: learn so at once
+            # Stopped before anything runs again: a pool that was only silent (a hung
+            # node, a network cut) must not go on running a task that runs elsewhere.
+            self._stop_lost_block(exc)
             self._lost(batch, str(exc))
             return
         if isinstance(exc, WorkerLost):
@@ -354,12 +365,24 @@ class HighThroughputEngine(Engine):
             msg = f"the engine could not run this task: {type(exc).__name__}: {exc}"
         self._report([_failure(t, TaskErrorCode.WORKER_LOST, msg) for t in batch])
 
+    def _stop_lost_block(self, exc: ManagerLost) -> None:
+        manager = exc.manager_id.decode(errors="replace")
+        with self._cond:
+            block = self._manager_blocks.get(manager)
+            if block is None or block in self._stopped:
+                return
+            self._stopped.add(block)
+        htex = self.htex
+        if htex is not None:
+            _htex_blocks.stop_block(htex, block, self._cancelled, f"manager {manager} lost")
+
     def _block_errors(self, executor: Any, status: dict[str, JobStatus]) -> None:
         """Called by Parsl after each status poll: a block that failed to start is
         reported (once), and if no block is left that could run the held tasks, they
         fail with the scheduler's message instead of waiting for ever."""
-        if executor is not self.htex:
+        if executor is not self.htex or self.htex is None:
             return  # the poller of an interchange that was replaced
+        _htex_blocks.clear_ended(self.htex, status, self._stopped)
         fresh = _htex_blocks.start_failures(executor, status, self._reported | self._ever_connected)
         self._reported.update(block for block, _ in fresh)
         if not fresh:

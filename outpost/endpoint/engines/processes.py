@@ -248,7 +248,7 @@ class ProcessPoolEngine(Engine):
                 room = cap - len(w.outstanding)
                 want = share - len(w.outstanding) if w.outstanding else max(1, share)
                 chunk = min(room, self.max_batch, want)
-                batch = []
+                batch: list[dict[str, Any]] = []
                 while self._queue and len(batch) < chunk and not self._queue[0].get("_suspect"):
                     batch.append(self._queue.popleft())
                 if batch:
