@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from outpost.sdk.config import outpost_home
+from outpost.service.settings_cli import config_option, settings_from_cli, settings_options
 
 if TYPE_CHECKING:
     from outpost.service.settings import ServiceSettings
-
-
-def _default_data_dir() -> Path:
-    return Path(os.environ.get("OUTPOST_DATA_DIR") or outpost_home() / "service")
 
 
 data_dir_option = click.option(
@@ -34,104 +28,50 @@ db_option = click.option(
 
 
 def _settings(data_dir: Path | None, database_url: str | None, **kw: Any) -> ServiceSettings:
-    from outpost.service.settings import ServiceSettings
-
-    return ServiceSettings(
-        data_dir=data_dir or _default_data_dir(), database_url=database_url, **kw
-    )
+    ctx = click.get_current_context(silent=True)
+    config_file = (ctx.find_root().meta.get("outpost.config") if ctx else None) or None
+    return settings_from_cli(config_file, data_dir=data_dir, database_url=database_url, **kw)
 
 
 @click.group()
-def service() -> None:
+@config_option
+@click.pass_context
+def service(ctx: click.Context, config_file: Path | None) -> None:
     """Run the Outpost service and manage its users.
 
     \b
     outpost service start                       # http://127.0.0.1:5000, SQLite
     outpost service user add alice@example.org  # prints alice's token once
+
+    Admin commands find the database through --data-dir/--database-url, OUTPOST_*
+    variables or the settings file given here (or in OUTPOST_CONFIG).
     """
+    ctx.find_root().meta["outpost.config"] = config_file
 
 
 @service.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=5000, show_default=True, help="Port to listen on.")
-@data_dir_option
-@db_option
-@click.option(
-    "--sync",
-    "sqlite_sync",
-    type=click.Choice(["normal", "full"]),
-    default="normal",
-    show_default=True,
-    help="SQLite durability: 'normal' survives a killed process, 'full' a power cut.",
-)
-@click.option(
-    "--max-payload",
-    default=10_000_000,
-    show_default=True,
-    help="Largest submit request body in bytes (413 above).",
-)
-@click.option(
-    "--max-retries",
-    default=1,
-    show_default=True,
-    help="Times a task lost with its endpoint is sent again before it fails.",
-)
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    help="Log verbosity (one line per event, on stderr).",
-)
-def start(
-    host: str,
-    port: int,
-    data_dir: Path | None,
-    database_url: str | None,
-    sqlite_sync: str,
-    max_payload: int,
-    max_retries: int,
-    log_level: str,
-) -> None:
+@settings_options
+def start(config_file: Path | None, **flags: Any) -> None:
     """Run the service in the foreground (Ctrl-C stops it).
 
-    The database is created and migrated on start. Unfinished tasks from a previous run
-    are queued again.
+    Every option is also an OUTPOST_* environment variable and a key of the --config
+    file; `outpost service config show` prints what is in effect. The database schema is
+    brought up to date on start unless --no-auto-migrate. Unfinished tasks from a
+    previous run are queued again.
     """
-    import uvicorn
+    from outpost.service.serve import serve
 
-    from outpost.service.app import create_app
-
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    settings = _settings(
-        data_dir,
-        database_url,
-        sqlite_synchronous=sqlite_sync.upper(),
-        max_payload_bytes=max_payload,
-        max_retries_on_system_failure=max_retries,
-    )
-    app = create_app(settings)
-    click.echo(f"Outpost service on http://{host}:{port} (data: {settings.data_dir})", err=True)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        ws_max_size=1 << 30,
-        ws_ping_interval=20,
-        ws_ping_timeout=60,
-    )
+    serve(settings_from_cli(config_file, **flags))
 
 
 def _with_conn(data_dir: Path | None, database_url: str | None, fn: Any) -> Any:
-    from outpost.service.store.db import open_database
+    from outpost.service.store.schema import SchemaError, open_current
 
     settings = _settings(data_dir, database_url)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = open_database(settings.db_url)
+    try:
+        engine = open_current(settings)
+    except SchemaError as e:
+        raise click.ClickException(str(e)) from None
     try:
         with engine.begin() as conn:
             return fn(conn)
@@ -271,3 +211,12 @@ def user_list(data_dir: Path | None, database_url: str | None) -> None:
 
     for u in _with_conn(data_dir, database_url, accounts.list_users):
         click.echo(f"{u['username']}\t{u['email'] or ''}\t{u['id']}")
+
+
+def _register_ops() -> None:
+    from outpost.service.ops_cli import register
+
+    register(service)
+
+
+_register_ops()
