@@ -52,7 +52,12 @@ def serve(settings: ServiceSettings) -> None:
     if not settings.tls and not is_loopback(settings.host):
         click.echo(PLAINTEXT_WARNING.format(host=settings.host), err=True)
         log.warning("listening on %s without TLS", settings.host)
-    app = create_app(settings)
+    from outpost.service.store.schema import SchemaError
+
+    try:
+        app = create_app(settings)
+    except SchemaError as e:
+        raise click.ClickException(str(e)) from None
     scheme = "https" if settings.tls else "http"
     click.echo(
         f"Outpost service on {scheme}://{settings.host}:{settings.port} "

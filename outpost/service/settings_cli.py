@@ -127,3 +127,14 @@ def describe(
             source = "default"
         rows.append((name, shown, source))
     return rows
+
+
+def start_params_help() -> dict[str, str]:
+    """Setting name -> help text of its ``service start`` option (for tests and docs)."""
+
+    @click.command()
+    @settings_options
+    def probe(**_: Any) -> None:
+        """Probe."""
+
+    return {p.name: getattr(p, "help", "") or "" for p in probe.params if p.name}
