@@ -82,6 +82,14 @@ ensure_user_python() {
   command -v useradd >/dev/null || apt_install passwd
 }
 
+ensure_ops_tools() {
+  # Operations tests: nginx (the reverse-proxy recipe, tests/e2e/test_reverse_proxy.py) and
+  # systemd-analyze (checks the generated unit files).
+  [ "$(id -u)" = 0 ] || return 0
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx-light
+  command -v systemd-analyze >/dev/null || apt_install systemd
+}
+
 cmd=${1:-help}
 shift || true
 case "$cmd" in
@@ -93,6 +101,7 @@ case "$cmd" in
     ensure_venv test
     ensure_compat_venv
     ensure_user_python
+    ensure_ops_tools
     ensure_slurm
     say "ruff"
     "$VENV/bin/ruff" check outpost tests benchmarks
