@@ -28,6 +28,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
+@pytest.fixture(autouse=True)
+def _trust_test_ca(pki: TestPKI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After conftest cleared the machine's CA variables: trust this module's CA."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))
+
+
 @pytest.fixture(scope="module")
 def tls_stack(tmp_path_factory: pytest.TempPathFactory, pki: TestPKI) -> Iterator[tuple]:
     mp = pytest.MonkeyPatch()
