@@ -117,6 +117,14 @@ ensure_servers() {
   apt_install postgresql haproxy rabbitmq-server
 }
 
+ensure_ops_tools() {
+  # Operations tests: nginx (the reverse-proxy recipe, tests/e2e/test_reverse_proxy.py) and
+  # systemd-analyze (checks the generated unit files).
+  [ "$(id -u)" = 0 ] || return 0
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx-light
+  command -v systemd-analyze >/dev/null || apt_install systemd
+}
+
 cmd=${1:-help}
 shift || true
 case "$cmd" in
@@ -129,6 +137,7 @@ case "$cmd" in
     ensure_compat_venv
     ensure_user_python
     ensure_servers
+    ensure_ops_tools
     ensure_slurm
     check_plain_install
     say "ruff"

@@ -36,9 +36,17 @@ def anyio_backend() -> str:
 
 @pytest.fixture(autouse=True)
 def _outpost_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test touches the real ~/.outpost or a developer's credentials."""
+    """No test touches the real ~/.outpost or a developer's credentials, or trusts a CA
+    from the machine's SSL_CERT_FILE/SSL_CERT_DIR (TLS tests set their own)."""
     monkeypatch.setenv("OUTPOST_HOME", str(tmp_path / "home"))
-    for var in ("OUTPOST_TOKEN", "OUTPOST_SERVICE_URL", "OUTPOST_DATA_DIR"):
+    for var in (
+        "OUTPOST_TOKEN",
+        "OUTPOST_SERVICE_URL",
+        "OUTPOST_DATA_DIR",
+        "OUTPOST_CONFIG",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    ):
         monkeypatch.delenv(var, raising=False)
 
 

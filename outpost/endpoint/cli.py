@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -79,16 +78,14 @@ def configure(name: str, multi_user: bool) -> None:
 DETACHED_ENV = "OUTPOST_ENDPOINT_DETACHED"
 
 
-def _setup_logging(d: EndpointDir) -> None:
-    # Detached, stderr already is endpoint.log (so that crashes land there too).
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if not os.environ.get(DETACHED_ENV):
-        handlers.append(logging.FileHandler(d.log_path))
-    logging.basicConfig(
-        level=logging.INFO,
-        handlers=handlers,
-        force=True,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+def _setup_logging(d: EndpointDir, debug: bool = False) -> None:
+    from outpost.endpoint import logfile
+
+    # Detached, stderr is endpoint.log (so that crashes land there too) and follows it
+    # when it rotates.
+    detached = bool(os.environ.get(DETACHED_ENV))
+    logfile.setup(
+        d.log_path, debug=debug, to_stderr=not detached, follow_fds=(2,) if detached else ()
     )
 
 
@@ -96,17 +93,27 @@ def _setup_logging(d: EndpointDir) -> None:
 @click.argument("name")
 @click.option("--detach", is_flag=True, help="Run in the background; the log goes to endpoint.log.")
 @click.option(
+    "--debug",
+    is_flag=True,
+    envvar="OUTPOST_ENDPOINT_DEBUG",
+    help="Log at debug level: every frame, task and heartbeat (also OUTPOST_ENDPOINT_DEBUG=1).",
+)
+@click.option(
     "--service",
     "service_url",
     envvar="OUTPOST_SERVICE_URL",
     default=None,
     help="Service URL (default: from `outpost login`).",
 )
-def start(name: str, detach: bool, service_url: str | None) -> None:
+def start(name: str, detach: bool, debug: bool, service_url: str | None) -> None:
     """Register NAME with the service (the first time) and serve its tasks.
 
     Prints the endpoint id. Runs in the foreground until Ctrl-C or `outpost endpoint
     stop NAME`, unless --detach.
+
+    The log, ~/.outpost/NAME/endpoint.log, rotates at OUTPOST_LOG_MAX_BYTES (default 10
+    MiB) keeping OUTPOST_LOG_BACKUPS files (default 5); SIGHUP reopens it (logrotate).
+    Connecting over https/wss trusts SSL_CERT_FILE or SSL_CERT_DIR when set (a site CA).
     """
     d = _dir(name)
     try:
@@ -120,7 +127,7 @@ def start(name: str, detach: bool, service_url: str | None) -> None:
     if multi:
         mu_cli.preflight(config)  # type: ignore[arg-type]
     if detach:
-        _start_detached(d, service_url)
+        _start_detached(d, service_url, debug)
         return
     from outpost.endpoint import runner
     from outpost.endpoint.multi_user import runner as mu_runner
@@ -135,7 +142,7 @@ def start(name: str, detach: bool, service_url: str | None) -> None:
         raise click.ClickException(f"cannot register endpoint {name!r}: {e}") from None
     click.echo(creds["endpoint_id"])
     sys.stdout.flush()
-    _setup_logging(d)
+    _setup_logging(d, debug)
     url = runner.channel_url(client.service_url, creds["endpoint_id"])
     if isinstance(config, MultiUserConfig):
         mu_runner.serve(d, config, url, creds)
@@ -143,8 +150,10 @@ def start(name: str, detach: bool, service_url: str | None) -> None:
         runner.serve(d, config, url, creds)
 
 
-def _start_detached(d: EndpointDir, service_url: str | None) -> None:
+def _start_detached(d: EndpointDir, service_url: str | None, debug: bool = False) -> None:
     cmd = [sys.executable, "-m", "outpost", "endpoint", "start", d.name]
+    if debug:
+        cmd.append("--debug")
     if service_url:
         cmd += ["--service", service_url]
     with open(d.log_path, "ab") as log:
@@ -276,6 +285,34 @@ def enable_on_boot(name: str, print_only: bool, unit_dir: Path, service_url: str
         return
     path = mu_cli.install_unit(d, text, unit_dir)
     err.print(f"wrote {path}; start it with: systemctl start {path.name}")
+
+
+@endpoint.command("disable-on-boot")
+@click.argument("name")
+@click.option(
+    "--unit-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/etc/systemd/system"),
+    show_default=True,
+    help="Where the unit file is.",
+)
+def disable_on_boot(name: str, unit_dir: Path) -> None:
+    """Disable and remove NAME's systemd unit (a running endpoint keeps running)."""
+    from outpost.service.systemd import systemctl
+
+    path = unit_dir / f"outpost-endpoint-{name}.service"
+    if not path.exists():
+        err.print(f"no unit at {path}; nothing to do")
+        return
+    problem = systemctl("disable", path.name)
+    if problem:
+        raise click.ClickException(f"systemctl disable {path.name} failed: {problem}")
+    try:
+        path.unlink()
+    except OSError as e:
+        raise click.ClickException(f"cannot remove {path}: {e.strerror} (run as root)") from None
+    systemctl("daemon-reload")
+    err.print(f"removed {path}")
 
 
 @endpoint.command("_user", hidden=True)

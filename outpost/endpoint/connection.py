@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
+from outpost.sdk.tls import ws_ssl
+
 log = logging.getLogger(__name__)
 
 
@@ -33,6 +35,7 @@ async def keep_connected(
                 max_size=None,
                 compression=None,
                 open_timeout=20,
+                ssl=ws_ssl(url),
                 ping_interval=20,
                 ping_timeout=60,
             ) as ws:

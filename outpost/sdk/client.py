@@ -152,7 +152,9 @@ class Client:
     def get_batch_result(self, task_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Status of many tasks in one request: ``{task_id: get_task-like dict}``; a failed
         task's dict holds its ``exception`` instead of raising."""
-        docs = self.transport.post("/v2/batch_status", json={"task_ids": list(task_ids)})
+        docs = self.transport.post(
+            "/v2/batch_status", json={"task_ids": list(task_ids)}, idempotent=True
+        )
         return {tid: interpret(doc) for tid, doc in docs["results"].items()}
 
     def get_taskgroup_tasks(self, task_group_id: str) -> dict[str, Any]:

@@ -1,23 +1,45 @@
-"""The SDK's HTTP transport: one pooled httpx client, errors turned into exceptions."""
+"""The SDK's HTTP transport: one pooled httpx client, errors turned into exceptions.
+
+Retries: a 429 (rate limited) is retried for every method, after the ``Retry-After`` the
+service sent (it refused the request before doing anything). A failure to connect, or a
+502/503/504 from a proxy, is retried with exponential backoff only for idempotent calls
+(GET, PUT, DELETE, and reads sent as POST such as batch_status).
+"""
 
 from __future__ import annotations
 
+import random
+import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from outpost import __version__
 from outpost.sdk.errors import OutpostAPIError, OutpostError
+from outpost.sdk.tls import client_ssl_context
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+RETRY_STATUS = frozenset({502, 503, 504})
 
 
 class Transport:
-    def __init__(self, base_url: str, token: str | None, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        timeout: float = 60.0,
+        max_retries: int = 5,
+        max_wait: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if not token:
             raise OutpostError(
                 "no token: run `outpost login --token TOKEN`, set OUTPOST_TOKEN, "
                 "or pass token= (an administrator issues tokens with `outpost service user add`)"
             )
         self.base_url, self.token = base_url, token
+        self.max_retries, self.max_wait, self._sleep = max_retries, max_wait, sleep
         self._http = httpx.Client(
             base_url=base_url,
             headers={
@@ -25,13 +47,40 @@ class Transport:
                 "User-Agent": f"outpost-sdk/{__version__}",
             },
             timeout=timeout,
+            verify=client_ssl_context() if base_url.startswith("https:") else True,
         )
 
-    def request(self, method: str, path: str, **kw: Any) -> Any:
+    def _backoff(self, attempt: int) -> float:
+        return min(self.max_wait, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
+
+    def _retry_after(self, r: httpx.Response, attempt: int) -> float:
+        value = r.headers.get("retry-after", "")
         try:
-            r = self._http.request(method, path, **kw)
-        except httpx.TransportError as e:
-            raise OutpostError(f"cannot reach the Outpost service at {self.base_url}: {e}") from e
+            return min(self.max_wait, max(0.0, float(value)))
+        except ValueError:
+            return self._backoff(attempt)
+
+    def request(self, method: str, path: str, idempotent: bool | None = None, **kw: Any) -> Any:
+        safe = method.upper() in IDEMPOTENT if idempotent is None else idempotent
+        attempt = 0
+        while True:
+            try:
+                r = self._http.request(method, path, **kw)
+            except httpx.TransportError as e:
+                if safe and attempt < self.max_retries:
+                    self._sleep(self._backoff(attempt))
+                    attempt += 1
+                    continue
+                raise OutpostError(
+                    f"cannot reach the Outpost service at {self.base_url}: {e}"
+                ) from e
+            if attempt < self.max_retries and (
+                r.status_code == 429 or (safe and r.status_code in RETRY_STATUS)
+            ):
+                self._sleep(self._retry_after(r, attempt))
+                attempt += 1
+                continue
+            break
         if r.status_code >= 400:
             try:
                 body = r.json()

@@ -21,6 +21,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from outpost.sdk.errors import OutpostAPIError, OutpostError
 from outpost.sdk.http import Transport
+from outpost.sdk.tls import ws_ssl
 
 log = logging.getLogger(__name__)
 Docs = list[dict[str, Any]]
@@ -166,6 +167,7 @@ class ResultListener:
                     max_size=None,
                     open_timeout=10,
                     compression=None,
+                    ssl=ws_ssl(url),
                 ) as ws:
                     self._ws = ws
                     self.generation += 1

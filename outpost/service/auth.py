@@ -46,4 +46,8 @@ async def current_user(request: Request) -> dict[str, Any]:
     user = await user_for(state, token)
     if user is None:
         raise APIError(401, ErrorCode.UNAUTHORIZED, "token is unknown or revoked")
+    request.state.outpost_user = user.get("username")  # for the access log
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        limiter.check(str(user["id"]))
     return user

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,15 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from outpost.pidfile import PidFile
-from outpost.sdk.config import outpost_home
+from outpost.service.settings_cli import config_option, settings_from_cli, settings_options
 
 if TYPE_CHECKING:
     from outpost.service.settings import ServiceSettings
-
-
-def _default_data_dir() -> Path:
-    return Path(os.environ.get("OUTPOST_DATA_DIR") or outpost_home() / "service")
 
 
 data_dir_option = click.option(
@@ -32,132 +25,47 @@ db_option = click.option(
     "--database-url",
     envvar="OUTPOST_DATABASE_URL",
     default=None,
-    metavar="URL",
-    help="Database: postgresql://USER[:PASSWORD]@HOST[:PORT]/DB or sqlite:///PATH "
-    "(default: SQLite in the data directory). Prefer a ~/.pgpass file to a password here.",
+    help="SQLAlchemy URL (default: SQLite in the data directory).",
 )
 
 
 def _settings(data_dir: Path | None, database_url: str | None, **kw: Any) -> ServiceSettings:
-    from outpost.service.settings import ServiceSettings
-
-    return ServiceSettings(
-        data_dir=data_dir or _default_data_dir(), database_url=database_url, **kw
-    )
+    ctx = click.get_current_context(silent=True)
+    config_file = (ctx.find_root().meta.get("outpost.config") if ctx else None) or None
+    return settings_from_cli(config_file, data_dir=data_dir, database_url=database_url, **kw)
 
 
 @click.group()
-def service() -> None:
+@config_option
+@click.pass_context
+def service(ctx: click.Context, config_file: Path | None) -> None:
     """Run the Outpost service and manage its users.
 
     \b
     outpost service start                       # http://127.0.0.1:5000, SQLite
     outpost service user add alice@example.org  # prints alice's token once
     outpost service stop                        # stop the one started above
+
+    Admin commands find the database through --data-dir/--database-url, OUTPOST_*
+    variables or the settings file given here (or in OUTPOST_CONFIG).
     """
+    ctx.find_root().meta["outpost.config"] = config_file
 
 
 @service.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=5000, show_default=True, help="Port to listen on.")
-@data_dir_option
-@db_option
-@click.option(
-    "--sync",
-    "sqlite_sync",
-    type=click.Choice(["normal", "full"]),
-    default="normal",
-    show_default=True,
-    help="SQLite durability: 'normal' survives a killed process, 'full' a power cut.",
-)
-@click.option(
-    "--database-pool-size",
-    "pool_size",
-    envvar="OUTPOST_DATABASE_POOL_SIZE",
-    type=click.IntRange(min=1),
-    default=10,
-    show_default=True,
-    help="PostgreSQL connections kept open by this replica (as many again under bursts); "
-    "the server needs replicas x 2 x this many connections.",
-)
-@click.option(
-    "--max-payload",
-    default=10_000_000,
-    show_default=True,
-    help="Largest submit request body in bytes (413 above).",
-)
-@click.option(
-    "--max-retries",
-    default=1,
-    show_default=True,
-    help="Times a task lost with its endpoint is sent again before it fails.",
-)
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    help="Log verbosity (one line per event, on stderr).",
-)
-def start(
-    host: str,
-    port: int,
-    data_dir: Path | None,
-    database_url: str | None,
-    sqlite_sync: str,
-    pool_size: int,
-    max_payload: int,
-    max_retries: int,
-    log_level: str,
-) -> None:
+@settings_options
+def start(config_file: Path | None, **flags: Any) -> None:
     """Run the service in the foreground (Ctrl-C stops it).
 
-    The database is created and migrated on start. Unfinished tasks from a previous run
-    are queued again.
+    Every option is also an OUTPOST_* environment variable and a key of the --config
+    file; `outpost service config show` prints what is in effect. The database schema is
+    brought up to date on start unless --no-auto-migrate. Unfinished tasks from a
+    previous run are queued again.
     """
-    import uvicorn
+    from outpost.service.serve import serve
 
-    from outpost.service.app import create_app
-
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    settings = _settings(
-        data_dir,
-        database_url,
-        sqlite_synchronous=sqlite_sync.upper(),
-        database_pool_size=pool_size,
-        max_payload_bytes=max_payload,
-        max_retries_on_system_failure=max_retries,
-    )
-    pidfile = _pidfile(settings.data_dir)
-    running = pidfile.pid()
-    if running is not None:
-        raise click.ClickException(
-            f"a service already runs with data directory {settings.data_dir} (pid {running}); "
-            "stop it with `outpost service stop` or give another --data-dir"
-        )
-    with _database_errors():
-        app = create_app(settings)
-    pidfile.write()
-    click.echo(f"Outpost service on http://{host}:{port} (data: {settings.data_dir})", err=True)
-    try:
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            ws_max_size=1 << 30,
-            ws_ping_interval=20,
-            ws_ping_timeout=60,
-        )
-    finally:
-        pidfile.clear()
-
-
-def _pidfile(data_dir: Path) -> PidFile:
-    return PidFile(data_dir / "service.pid")
+    with database_errors():
+        serve(settings_from_cli(config_file, **flags))
 
 
 @service.command()
@@ -174,38 +82,39 @@ def stop(data_dir: Path | None, timeout: float) -> None:
     Sends SIGTERM (the service closes endpoint channels and finishes pending writes),
     then SIGKILL after --timeout seconds. Exits 0 also when it was not running.
     """
-    d = data_dir or _default_data_dir()
-    if _pidfile(d).stop(timeout):
+    from outpost.service.datadir import service_pidfile
+
+    d = _settings(data_dir, None).data_dir
+    if service_pidfile(d).stop(timeout):
         click.echo(f"service (data: {d}) stopped", err=True)
     else:
         click.echo(f"no service is running with data directory {d}", err=True)
 
 
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """A database that cannot be used is an error message naming it, not a traceback."""
+    from outpost.service.store.db import DatabaseUnavailable
+    from outpost.service.store.schema import SchemaError
+    from outpost.service.store.urls import DatabaseURLError
+
+    try:
+        yield
+    except (DatabaseUnavailable, DatabaseURLError, SchemaError) as e:
+        raise click.ClickException(str(e)) from None
+
+
 def _with_conn(data_dir: Path | None, database_url: str | None, fn: Any) -> Any:
-    from outpost.service.datadir import open_private
-    from outpost.service.store.db import open_database
+    from outpost.service.store.schema import open_current
 
     settings = _settings(data_dir, database_url)
-    open_private(settings)
-    with _database_errors():
-        engine = open_database(settings.db_url)
+    with database_errors():
+        engine = open_current(settings)
     try:
         with engine.begin() as conn:
             return fn(conn)
     finally:
         engine.dispose()
-
-
-@contextmanager
-def _database_errors() -> Iterator[None]:
-    """A database that cannot be used is an error message naming it, not a traceback."""
-    from outpost.service.store.db import DatabaseUnavailable
-    from outpost.service.store.urls import DatabaseURLError
-
-    try:
-        yield
-    except (DatabaseUnavailable, DatabaseURLError) as e:
-        raise click.ClickException(str(e)) from None
 
 
 def _user_or_fail(conn: Any, username: str) -> dict[str, Any]:
@@ -342,10 +251,10 @@ def user_list(data_dir: Path | None, database_url: str | None) -> None:
         click.echo(f"{u['username']}\t{u['email'] or ''}\t{u['id']}")
 
 
-def _add_db_group() -> None:
-    from outpost.service.db_cli import db
+def _register_ops() -> None:
+    from outpost.service.ops_cli import register
 
-    service.add_command(db)
+    register(service)
 
 
-_add_db_group()
+_register_ops()

@@ -12,6 +12,7 @@ import os
 import stat
 from pathlib import Path
 
+from outpost.pidfile import PidFile
 from outpost.service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -74,3 +75,8 @@ def open_private(settings: ServiceSettings) -> None:
     if db is not None:
         db.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         private_file(db)
+
+
+def service_pidfile(data_dir: Path) -> PidFile:
+    """``service.pid`` of the service that runs on ``data_dir`` (``outpost service stop``)."""
+    return PidFile(Path(data_dir) / "service.pid")

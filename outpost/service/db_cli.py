@@ -1,4 +1,5 @@
-"""``outpost service db ...``: the service's database."""
+"""``outpost service db copy``: move a service's data to another database (the rest of
+``outpost service db`` is in ``ops_cli.py``)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,7 @@ import time
 import click
 
 
-@click.group()
-def db() -> None:
-    """Work on the service's database (stop the service first)."""
-
-
-@db.command("copy")
+@click.command("copy")
 @click.option(
     "--from",
     "source",

@@ -17,9 +17,17 @@ log = logging.getLogger(__name__)
 
 
 class APIError(Exception):
-    def __init__(self, status: int, code: ErrorCode | str, reason: str, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: ErrorCode | str,
+        reason: str,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(reason)
         self.status, self.code, self.reason, self.extra = status, str(code), reason, extra
+        self.headers = headers
 
 
 def not_found(what: str, ident: str) -> APIError:
@@ -35,7 +43,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return JSONResponse(
-            {"code": exc.code, "reason": exc.reason, **exc.extra}, status_code=exc.status
+            {"code": exc.code, "reason": exc.reason, **exc.extra},
+            status_code=exc.status,
+            headers=exc.headers,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -281,3 +281,19 @@ def test_environment_value_with_nul_is_refused(tmp_path: Path) -> None:
     f.write_text('A: "x\\0y"\n')
     with pytest.raises(SpawnError):
         user_environment(account(), f)
+
+
+def test_user_endpoints_get_the_site_ca_variables(monkeypatch, tmp_path) -> None:
+    """A user endpoint starts with a clean environment, but SSL_CERT_FILE/SSL_CERT_DIR go
+    along so that it trusts the same CA as its multi-user endpoint."""
+    from outpost.endpoint.multi_user.accounts import LocalAccount
+    from outpost.endpoint.multi_user.spawner import user_environment
+
+    acct = LocalAccount("alice", 1500, 1500, "/home/alice", "/bin/sh", (1500,))
+    monkeypatch.setenv("SSL_CERT_FILE", "/etc/outpost/site-ca.pem")
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.setenv("SECRET_THING", "x")
+    env = user_environment(acct, None)
+    assert env["SSL_CERT_FILE"] == "/etc/outpost/site-ca.pem"
+    assert "SSL_CERT_DIR" not in env and "SECRET_THING" not in env
+    assert env["HOME"] == "/home/alice"

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from outpost.endpoint.multi_user.accounts import LocalAccount
+from outpost.sdk.tls import tls_environment
 
 log = logging.getLogger(__name__)
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -52,7 +53,10 @@ def user_environment(account: LocalAccount, env_file: Path | None) -> dict[str, 
             if "\0" in str(v):
                 raise SpawnError(f"{env_file}: the value of {k} contains a NUL character")
             extra[k] = str(v)
-    return {"PATH": DEFAULT_PATH, **extra, "HOME": account.dir, "USER": account.uname}
+    # The site CA (SSL_CERT_FILE/SSL_CERT_DIR) goes along: the user endpoint connects to
+    # the same service over TLS.
+    tls = tls_environment()
+    return {"PATH": DEFAULT_PATH, **tls, **extra, "HOME": account.dir, "USER": account.uname}
 
 
 class UserEndpointProcess:

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from outpost.endpoint import logfile
 from outpost.endpoint.multi_user.spawner import STATUS_KEY
 from outpost.endpoint.multi_user.template import TemplateError, UserConfigError, render_config
 
@@ -169,12 +170,7 @@ def main() -> int:
     os.dup2(log_fd, 2)
     os.chdir(d.path)
     watch = _ParentWatch()
-    logging.basicConfig(
-        level=logging.INFO,
-        handlers=[logging.FileHandler(d.log_path)],
-        force=True,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    logfile.setup(d.log_path, to_stderr=False, follow_fds=(1, 2))
     log.info(
         "user endpoint %s starting as uid %d; descriptors open at exec: %s",
         doc["endpoint_id"],

@@ -131,4 +131,7 @@ class Task(Base):
     running_at: Mapped[float | None] = mapped_column(Float)
     completed_at: Mapped[float | None] = mapped_column(Float)
 
-    __table_args__ = (Index("ix_tasks_endpoint_status", "endpoint_id", "status"),)
+    __table_args__ = (
+        Index("ix_tasks_endpoint_status", "endpoint_id", "status"),
+        Index("ix_tasks_completed_at", "completed_at"),
+    )

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, event
 
 from outpost.common.batching import next_batch
+from outpost.service import instruments
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,7 +84,7 @@ class Writer:
         if self._inline_when_idle and not self._busy and size <= INLINE_MAX_ROWS:
             # Only the event loop hands work to the thread, so nothing can start there
             # while this runs.
-            with self._engine.begin() as conn:
+            with instruments.db_write(), self._engine.begin() as conn:
                 res = op(conn)
             self._dirty.set()
             return res
@@ -143,7 +144,7 @@ class Writer:
 
     def _commit(self, batch: list[Any]) -> None:
         try:
-            with self._engine.begin() as conn:
+            with instruments.db_write(), self._engine.begin() as conn:
                 results = [op(conn) for op, _, _ in batch]
         except Exception as exc:
             if len(batch) > 1:

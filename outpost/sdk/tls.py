@@ -1,0 +1,35 @@
+"""TLS for clients of the service (SDK, endpoints, multi-user endpoints).
+
+A site CA is trusted through ``SSL_CERT_FILE`` (a PEM bundle) or ``SSL_CERT_DIR`` (a
+hashed directory), as with OpenSSL, curl and Python; otherwise the system's store.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+
+TLS_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+def client_ssl_context() -> ssl.SSLContext:
+    cafile = os.environ.get("SSL_CERT_FILE") or None
+    capath = os.environ.get("SSL_CERT_DIR") or None
+    if cafile or capath:
+        return ssl.create_default_context(cafile=cafile, capath=capath)
+    ctx = ssl.create_default_context()
+    if not ctx.get_ca_certs() and not os.path.isdir("/etc/ssl/certs"):
+        import certifi  # no system store (minimal containers): httpx's bundle
+
+        ctx.load_verify_locations(certifi.where())
+    return ctx
+
+
+def ws_ssl(url: str) -> ssl.SSLContext | None:
+    """The ``ssl=`` argument for a websockets connection to ``url``."""
+    return client_ssl_context() if url.startswith("wss:") else None
+
+
+def tls_environment() -> dict[str, str]:
+    """The CA variables of this process, for a child started with a clean environment."""
+    return {k: os.environ[k] for k in TLS_ENV if os.environ.get(k)}

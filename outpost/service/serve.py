@@ -1,0 +1,96 @@
+"""``outpost service start``: logging, TLS and uvicorn around the app."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import ssl
+from typing import Any
+
+import click
+
+from outpost.service import logs
+from outpost.service.datadir import service_pidfile
+from outpost.service.settings import ServiceSettings
+
+log = logging.getLogger("outpost.service")
+
+PLAINTEXT_WARNING = (
+    "WARNING: listening on {host} without TLS: bearer tokens and results cross the network "
+    "in clear text. Give --tls-cert/--tls-key, or listen on 127.0.0.1 behind a reverse "
+    "proxy that terminates TLS (docs/service-admin.md)."
+)
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_tls_files(settings: ServiceSettings) -> None:
+    """Fail early, with the file to fix, if the certificate or key cannot be used."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as e:
+        raise click.ClickException(
+            f"cannot use TLS certificate {settings.tls_cert} with key {settings.tls_key}: {e}"
+        ) from None
+
+
+def serve(settings: ServiceSettings) -> None:
+    import uvicorn
+
+    from outpost.service.app import create_app
+
+    logs.configure(settings.log_level, settings.log_format)
+    check_tls_files(settings)
+    if not settings.tls and not is_loopback(settings.host):
+        click.echo(PLAINTEXT_WARNING.format(host=settings.host), err=True)
+        log.warning("listening on %s without TLS", settings.host)
+    from outpost.service.store.schema import SchemaError
+
+    pidfile = service_pidfile(settings.data_dir)
+    running = pidfile.pid()
+    if running is not None:
+        raise click.ClickException(
+            f"a service already runs with data directory {settings.data_dir} (pid {running}); "
+            "stop it with `outpost service stop` or give another --data-dir"
+        )
+    try:
+        app = create_app(settings)
+    except SchemaError as e:
+        raise click.ClickException(str(e)) from None
+    pidfile.write()
+    scheme = "https" if settings.tls else "http"
+    click.echo(
+        f"Outpost service on {scheme}://{settings.host}:{settings.port} "
+        f"(data: {settings.data_dir})",
+        err=True,
+    )
+    try:
+        _run(uvicorn, app, settings)
+    finally:
+        pidfile.clear()
+
+
+def _run(uvicorn: Any, app: Any, settings: ServiceSettings) -> None:
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        log_config=None,
+        access_log=False,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        ws_max_size=1 << 30,
+        ws_ping_interval=20,
+        ws_ping_timeout=60,
+    )

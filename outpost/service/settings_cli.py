@@ -1,0 +1,140 @@
+"""Click options made from :class:`ServiceSettings`, and ``outpost service config show``."""
+
+from __future__ import annotations
+
+import os
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import click
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
+
+from outpost.service.settings import ENV_PREFIX, ServiceSettings, field_extra, load
+from outpost.service.settings_file import SettingsFileError, read_settings_file
+
+F = Callable[..., Any]
+
+config_option = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="OUTPOST_CONFIG",
+    default=None,
+    help="Settings file, TOML (.toml) or YAML, with keys named like the flags "
+    '(task_ttl = "7d"). Flags beat OUTPOST_* variables, which beat the file. '
+    "[env: OUTPOST_CONFIG]",
+)
+
+
+def flag_name(name: str, info: FieldInfo) -> str:
+    return str(field_extra(info).get("flag") or "--" + name.replace("_", "-"))
+
+
+def _click_type(annotation: Any) -> tuple[Any, bool]:
+    """(click type, is a bool flag) for a field's annotation."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _click_type(args[0])
+    if origin is typing.Annotated:
+        return _click_type(args[0])
+    if origin is Literal:
+        return click.Choice([str(a) for a in args], case_sensitive=False), False
+    if annotation is bool:
+        return None, True
+    if annotation is int:
+        return int, False
+    if annotation is float:
+        return str, False  # durations such as 14d parse in the model
+    if annotation is Path:
+        return click.Path(path_type=Path), False
+    return str, False
+
+
+def _help(name: str, info: FieldInfo) -> str:
+    default = info.get_default(call_default_factory=False)
+    shown = "" if default is None or info.default_factory else f"default: {default}; "
+    return f"{info.description} [{shown}env: {ENV_PREFIX}{name.upper()}]"
+
+
+def settings_options(fn: F) -> F:
+    """Add one option per CLI setting to a command; unset ones arrive as None."""
+    for name, info in reversed(list(ServiceSettings.model_fields.items())):
+        if not field_extra(info).get("cli", True):
+            continue
+        ctype, is_bool = _click_type(info.annotation)
+        flag = flag_name(name, info)
+        decls = [f"{flag}/--no-{flag[2:]}" if is_bool else flag, name]
+        kw: dict[str, Any] = {"default": None, "help": _help(name, info)}
+        if not is_bool:
+            kw["type"] = ctype
+        fn = click.option(*decls, **kw)(fn)
+    return config_option(fn)
+
+
+def settings_from_cli(config_file: Path | None, **flags: Any) -> ServiceSettings:
+    """Load settings or fail with a message that says which value to fix."""
+    try:
+        return load(config_file, **flags)
+    except SettingsFileError as e:
+        raise click.ClickException(str(e)) from None
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ()))
+            problems.append(f"{loc or 'settings'}: {err.get('msg')}")
+        raise click.ClickException("invalid settings: " + "; ".join(problems)) from None
+
+
+def hide(value: Any) -> str:
+    """A secret for display: a URL keeps everything but its password."""
+    if value is None:
+        return "None"
+    text = str(value)
+    parts = urlsplit(text)
+    if parts.scheme and parts.netloc and "@" in parts.netloc:
+        creds, _, host = parts.netloc.rpartition("@")
+        user = creds.split(":", 1)[0]
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    if parts.scheme and parts.netloc:
+        return text
+    return "***"
+
+
+def describe(
+    settings: ServiceSettings, config_file: Path | None, flags: dict[str, Any]
+) -> list[tuple[str, str, str]]:
+    """(name, shown value, where it came from) for every setting."""
+    in_file = (
+        read_settings_file(config_file, set(ServiceSettings.model_fields)) if config_file else {}
+    )
+    rows = []
+    for name, info in ServiceSettings.model_fields.items():
+        value = getattr(settings, name)
+        shown = hide(value) if field_extra(info).get("secret") else str(value)
+        if flags.get(name) is not None:
+            source = "flag " + flag_name(name, info)
+        elif any(k.upper() == ENV_PREFIX + name.upper() for k in os.environ):
+            source = f"env {ENV_PREFIX}{name.upper()}"
+        elif name in in_file:
+            source = f"file {config_file}"
+        else:
+            source = "default"
+        rows.append((name, shown, source))
+    return rows
+
+
+def start_params_help() -> dict[str, str]:
+    """Setting name -> help text of its ``service start`` option (for tests and docs)."""
+
+    @click.command()
+    @settings_options
+    def probe(**_: Any) -> None:
+        """Probe."""
+
+    return {p.name: getattr(p, "help", "") or "" for p in probe.params if p.name}
