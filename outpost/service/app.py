@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from outpost import __version__
 from outpost.service import errors
 from outpost.service.broker import Broker, EmbeddedBroker
+from outpost.service.console import install as install_console
 from outpost.service.routes import endpoints, functions, sockets, tasks, version
 from outpost.service.settings import ServiceSettings
 from outpost.service.state import ServiceState
@@ -45,4 +46,5 @@ def create_app(settings: ServiceSettings, broker: Broker | None = None) -> FastA
     errors.install(app)
     for module in (version, functions, endpoints, tasks, sockets):
         app.include_router(module.router)
+    install_console(app, settings.data_dir)
     return app

@@ -83,6 +83,14 @@ def service() -> None:
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="Log verbosity (one line per event, on stderr).",
 )
+@click.option(
+    "--admin",
+    "admins",
+    multiple=True,
+    metavar="USERNAME",
+    help="A user who sees every user's endpoints, tasks and groups in the web console "
+    "(/console); repeat for several.",
+)
 def start(
     host: str,
     port: int,
@@ -92,6 +100,7 @@ def start(
     max_payload: int,
     max_retries: int,
     log_level: str,
+    admins: tuple[str, ...],
 ) -> None:
     """Run the service in the foreground (Ctrl-C stops it).
 
@@ -111,6 +120,7 @@ def start(
         sqlite_synchronous=sqlite_sync.upper(),
         max_payload_bytes=max_payload,
         max_retries_on_system_failure=max_retries,
+        admins=list(admins),
     )
     app = create_app(settings)
     click.echo(f"Outpost service on http://{host}:{port} (data: {settings.data_dir})", err=True)
