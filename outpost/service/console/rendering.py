@@ -65,8 +65,6 @@ def secure_headers(response: Response) -> Response:
     return response
 
 
-def render(
-    request: Request, template: str, status_code: int = 200, **context: Any
-) -> HTMLResponse:
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     html = ENV.get_template(template).render(request=request, **context)
     return secure_headers(HTMLResponse(html, status_code=status_code))  # type: ignore[return-value]

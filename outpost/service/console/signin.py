@@ -103,9 +103,7 @@ async def signin_with_token(request: Request) -> Response:
     token = form.get("token", "").strip()
     state = state_of(request)
     user = await state.read(accounts.user_for_token, token) if token else None
-    token_id = (
-        await state.read(queries.token_id_for, accounts.hash_secret(token)) if user else None
-    )
+    token_id = await state.read(queries.token_id_for, accounts.hash_secret(token)) if user else None
     if user is None or token_id is None:
         return signin_page(
             request,
@@ -126,7 +124,10 @@ async def signout(request: Request) -> Response:
         return secure_headers(resp)
     if not same_origin(request) or form.get("csrf") != viewer.session.csrf:
         return render(
-            request, "error.html", status_code=403, viewer=viewer,
+            request,
+            "error.html",
+            status_code=403,
+            viewer=viewer,
             message="That sign-out form came from another site; nothing was done.",
         )
     cookies_of(request).close(request, resp)

@@ -29,9 +29,7 @@ def endpoint_kind(ep: dict[str, Any]) -> str:
     return "user endpoint" if ep.get("parent_id") else "single-user"
 
 
-def endpoint_row(
-    state: ServiceState, ep: dict[str, Any], counts: dict[str, int]
-) -> dict[str, Any]:
+def endpoint_row(state: ServiceState, ep: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
     """One endpoint with its status now and its task counts."""
     live = live_status(state, ep["id"])
     return {

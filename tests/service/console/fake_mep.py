@@ -88,15 +88,24 @@ class FakeMEP:
                     continue
                 if frame["type"] == m.COMMAND and frame["command"] == "start_endpoint":
                     uep = frame["endpoint_id"]
-                    ws.send(m.encode({
-                        "type": m.COMMAND_RESULT, "command_id": frame["command_id"],
-                        "endpoint_id": uep, "ok": True, "stage": "accepted",
-                    }))
+                    ws.send(
+                        m.encode(
+                            {
+                                "type": m.COMMAND_RESULT,
+                                "command_id": frame["command_id"],
+                                "endpoint_id": uep,
+                                "ok": True,
+                                "stage": "accepted",
+                            }
+                        )
+                    )
                     cfg = frame["user_config"]
                     config = EndpointConfig.model_validate(yaml.safe_load(SLURM_UEP.format(**cfg)))
                     creds = frame["credentials"]
                     self.started.append(uep)
-                    self._spawn(self._uep_loop, creds["channel_url"], creds["channel_secret"], config)
+                    self._spawn(
+                        self._uep_loop, creds["channel_url"], creds["channel_secret"], config
+                    )
 
     def _uep_loop(self, url: str, secret: str, config: EndpointConfig) -> None:
         started = time.time()
@@ -116,6 +125,13 @@ class FakeMEP:
                     ids = [t["task_id"] for t in frame["tasks"]]
                     ws.send(m.encode({"type": m.ACK, "task_ids": ids}))
                     # The first task finishes; the others keep running.
-                    ws.send(m.encode({"type": m.RESULT, "results": [
-                        {"task_id": ids[0], "status": "success", "result": "11\n1"}
-                    ]}))
+                    ws.send(
+                        m.encode(
+                            {
+                                "type": m.RESULT,
+                                "results": [
+                                    {"task_id": ids[0], "status": "success", "result": "11\n1"}
+                                ],
+                            }
+                        )
+                    )

@@ -6,9 +6,7 @@ Screenshots of each page are saved in the test's temporary directory.
 
 from __future__ import annotations
 
-import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,9 @@ FLAGS = (
     "--disable-component-update --disable-sync --no-first-run --window-size=1360,1000"
 ).split()
 # Function names and errors that would run script if a page put them into HTML as is.
-HOSTILE_NAME = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
+HOSTILE_NAME = (
+    '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
+)
 HOSTILE_ERROR = '</pre><script>document.title="pwned"</script><b id="injected">x</b>'
 
 ENDPOINT = """\
@@ -96,8 +96,9 @@ class Site:
     def wait_done(self, user: str, tid: str) -> dict[str, Any]:
         with self.api(user) as c:
             return wait_for(  # type: ignore[no-any-return]
-                lambda: (d := c.get(f"/v2/tasks/{tid}").json())["status"] in ("success", "failed")
-                and d,
+                lambda: (
+                    (d := c.get(f"/v2/tasks/{tid}").json())["status"] in ("success", "failed") and d
+                ),
                 what=f"task {tid}",
             )
 
@@ -132,7 +133,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    need(Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(), "Debian's chromium and chromium-driver")
+    need(
+        Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(),
+        "Debian's chromium and chromium-driver",
+    )
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -270,10 +274,15 @@ def test_mep_owner_sees_user_endpoints(site: Site, browser: Any, tmp_path: Path)
         uep = mep.started[0]
         with site.api(alice) as c:
             doc = wait_for(
-                lambda: (x := c.get(f"/v3/endpoints/{reg['endpoint_id']}/console").json())
-                ["user_endpoints"] and x["user_endpoints"][0]["status"] == "online"
-                and x["user_endpoints"][0]["done"] == 1
-                and x["user_endpoints"][0]["running"] == 1 and x,
+                lambda: (
+                    (x := c.get(f"/v3/endpoints/{reg['endpoint_id']}/console").json())[
+                        "user_endpoints"
+                    ]
+                    and x["user_endpoints"][0]["status"] == "online"
+                    and x["user_endpoints"][0]["done"] == 1
+                    and x["user_endpoints"][0]["running"] == 1
+                    and x
+                ),
                 what="the user endpoint online in /console",
             )
         [row] = doc["user_endpoints"]

@@ -19,9 +19,13 @@ def browser(service: InProcessService, https: bool = False) -> httpx.AsyncClient
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app), base_url=base)
 
 
-async def submit(service: InProcessService, token: str, eid: str, fid: str, n: int = 1) -> list[str]:
+async def submit(
+    service: InProcessService, token: str, eid: str, fid: str, n: int = 1
+) -> list[str]:
     async with service.client(token) as c:
-        r = await c.post(f"/v3/endpoints/{eid}/submit", json={"tasks": {fid: [payload(i) for i in range(n)]}})
+        r = await c.post(
+            f"/v3/endpoints/{eid}/submit", json={"tasks": {fid: [payload(i) for i in range(n)]}}
+        )
         assert r.status_code == 200, r.text
         return list(r.json()["tasks"][fid])
 
@@ -33,7 +37,11 @@ async def test_sign_in_sets_an_httponly_samesite_cookie(service: InProcessServic
         assert r.status_code == 303 and r.headers["location"].startswith("/console/signin?next=")
         r = await sign_in(b, token, "/console/groups")
         assert r.status_code == 303 and r.headers["location"] == "/console/groups"
-        cookie = [v for k, v in r.headers.multi_items() if k == "set-cookie" and v.startswith("outpost_console=")]
+        cookie = [
+            v
+            for k, v in r.headers.multi_items()
+            if k == "set-cookie" and v.startswith("outpost_console=")
+        ]
         assert cookie, r.headers
         flags = cookie[0].lower()
         assert "httponly" in flags and "samesite=lax" in flags and "secure" not in flags
@@ -165,7 +173,11 @@ async def test_function_names_and_tracebacks_cannot_inject_script(
     [tid] = await submit(service, alice, eid, fid)
     traceback = 'Traceback...\nValueError: </pre><script>alert("tb")</script>'
     finish(
-        service.state, eid, tid, status="failed", exception=traceback,
+        service.state,
+        eid,
+        tid,
+        status="failed",
+        exception=traceback,
         error_details={"code": "TaskExecutionFailed", "user_message": "<b>bold</b>"},
     )
     async with browser(service) as b:
@@ -179,8 +191,10 @@ async def test_function_names_and_tracebacks_cannot_inject_script(
         assert "&lt;script&gt;alert(&#34;fn&#34;)" in task
         api = (await b.get(f"/console/api/endpoints/{eid}")).json()
         assert api["tasks"][0]["function_name"] == HOSTILE  # JSON carries the text as is
-        assert (await b.get(f"/console/api/endpoints/{eid}")).headers["content-type"].startswith(
-            "application/json"
+        assert (
+            (await b.get(f"/console/api/endpoints/{eid}"))
+            .headers["content-type"]
+            .startswith("application/json")
         )
 
 
