@@ -65,6 +65,13 @@ ensure_compat_venv() {
     "$COMPAT_VENV/bin/pip" install -q "globus-compute-sdk==4.19.0"
 }
 
+ensure_browser() {
+  # The web console's tests drive Debian's Chromium through Debian's chromedriver
+  # (tests/service/console); no browser is downloaded at test time.
+  apt_install chromium chromium-driver ||
+    say "could not install chromium: the console browser tests will be skipped (CI fails them)"
+}
+
 ensure_slurm() {
   # The HPC tests (tests/hpc) run on a one-node Slurm cluster on loopback: installed
   # from Debian's packages and started here when root (.ci/slurm/README.md).
@@ -93,6 +100,7 @@ case "$cmd" in
     ensure_venv test
     ensure_compat_venv
     ensure_user_python
+    ensure_browser
     ensure_slurm
     say "ruff"
     "$VENV/bin/ruff" check outpost tests benchmarks

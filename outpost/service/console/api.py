@@ -56,7 +56,7 @@ async def endpoint_json(request: Request, endpoint_id: str, limit: int = 50) -> 
     if ep is None:
         return _missing("endpoint")
     state = state_of(request)
-    counts = await state.read(queries.task_counts, [ep["id"]])
+    counts = await state.read(queries.endpoint_counts, [ep])
     doc: dict[str, Any] = {"endpoint": views.endpoint_row(state, ep, counts[ep["id"]])}
     ids = [ep["id"]]
     if ep["multi_user"]:

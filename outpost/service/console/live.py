@@ -5,7 +5,6 @@ This is the console's ONLY access to the service's runtime. It reads, never chan
 * ``state.endpoint_online(endpoint_id)``  -> online or not
 * ``state.statuses.get(endpoint_id)``     -> the last heartbeat: ``.last_seen`` and ``.info``
   (the endpoint's own ``status`` frame: worker counts, engine, start time, resources)
-* ``state.broker.queued(endpoint_id)``    -> tasks waiting at the service
 
 When the runtime moves (presence in PostgreSQL, a RabbitMQ broker), re-point
 ``live_status`` and nothing else. Everything in ``info`` was sent by the endpoint and
@@ -47,35 +46,23 @@ class LiveStatus:
     last_heartbeat: float | None = None
     total_workers: int | None = None
     idle_workers: int | None = None
-    #: Waiting at the service for this endpoint (its queue).
-    queued: int = 0
     engine: str | None = None
     started_at: float | None = None
     resources: dict[str, str] = field(default_factory=dict)
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "status": "online" if self.online else "offline",
-            "last_heartbeat": self.last_heartbeat,
-            "total_workers": self.total_workers,
-            "idle_workers": self.idle_workers,
-            "queued_at_service": self.queued,
-            "engine": self.engine,
-            "started_at": self.started_at,
-            "resources": self.resources,
-        }
-
 
 def live_status(state: ServiceState, endpoint_id: str) -> LiveStatus:
     st = state.statuses.get(endpoint_id)
-    online = state.endpoint_online(endpoint_id)
-    out = LiveStatus(online=online, queued=max(0, int(state.broker.queued(endpoint_id))))
     if st is None:
+        return LiveStatus(online=state.endpoint_online(endpoint_id))
+    return from_heartbeat(state.endpoint_online(endpoint_id), st.last_seen, st.info)
+
+
+def from_heartbeat(online: bool, last_seen: Any, info: Any) -> LiveStatus:
+    """What may be shown of an endpoint's last status frame (figures only while online)."""
+    out = LiveStatus(online=online, last_heartbeat=_time(last_seen))
+    if not online or not isinstance(info, dict):
         return out
-    out.last_heartbeat = _time(st.last_seen)
-    if not online:
-        return out
-    info = st.info if isinstance(st.info, dict) else {}
     out.total_workers = _count(info.get("total_workers"))
     out.idle_workers = _count(info.get("idle_workers"))
     out.engine = _text(info.get("engine"))

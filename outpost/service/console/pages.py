@@ -49,7 +49,7 @@ async def endpoint_page(request: Request, endpoint_id: str) -> Response:
     ep = await state.read(queries.get_endpoint, eid, viewer.owner_filter) if eid else None
     if ep is None:
         return not_found(request, viewer, "endpoint")
-    counts = await state.read(queries.task_counts, [ep["id"]])
+    counts = await state.read(queries.endpoint_counts, [ep])
     row = views.endpoint_row(state, ep, counts[ep["id"]])
     mep = await views.mep_console(state, ep) if ep["multi_user"] else None
     ids = [ep["id"]] + [u["id"] for u in (mep["user_endpoints"] if mep else [])]

@@ -108,6 +108,33 @@ def task_counts(conn: Connection, endpoint_ids: list[str]) -> dict[str, dict[str
     return out
 
 
+def children_of(conn: Connection, mep_ids: list[str]) -> dict[str, list[str]]:
+    """{MEP id: its user endpoints' ids}."""
+    out: dict[str, list[str]] = {m: [] for m in mep_ids}
+    if mep_ids:
+        rows = conn.execute(
+            select(endpoints.c.parent_id, endpoints.c.id).where(
+                endpoints.c.parent_id.in_(mep_ids), endpoints.c.deleted_at.is_(None)
+            )
+        )
+        for parent, child in rows:
+            out[parent].append(child)
+    return out
+
+
+def endpoint_counts(conn: Connection, eps: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Task counts per endpoint; a multi-user endpoint's are its user endpoints' together
+    (tasks sent to a MEP are stored under the user endpoint that runs them)."""
+    children = children_of(conn, [e["id"] for e in eps if e.get("multi_user")])
+    ids = [e["id"] for e in eps] + [c for cs in children.values() for c in cs]
+    counts = task_counts(conn, ids)
+    for mep, kids in children.items():
+        for kid in kids:
+            for k, v in counts[kid].items():
+                counts[mep][k] += v
+    return counts
+
+
 _TASK_LIST = [
     tasks.c.id,
     tasks.c.owner_id,

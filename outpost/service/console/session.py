@@ -48,11 +48,19 @@ def load_key(data_dir: Path) -> bytes:
     except FileNotFoundError:
         pass
     key = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, key)
+        os.fsync(fd)
     finally:
         os.close(fd)
+    try:
+        os.link(tmp, path)  # atomic: a process starting at the same moment keeps its key
+    except FileExistsError:
+        key = path.read_bytes()
+    finally:
+        tmp.unlink()
     return key
 
 

@@ -55,7 +55,7 @@ def endpoint_row(state: ServiceState, ep: dict[str, Any], counts: dict[str, int]
 
 async def endpoint_rows(state: ServiceState, viewer: Viewer) -> list[dict[str, Any]]:
     eps = await state.read(queries.list_endpoints, viewer.owner_filter)
-    counts = await state.read(queries.task_counts, [e["id"] for e in eps])
+    counts = await state.read(queries.endpoint_counts, eps)
     return [endpoint_row(state, e, counts[e["id"]]) for e in eps]
 
 

@@ -199,7 +199,8 @@ def test_sign_in_navigate_and_see_results_and_tracebacks(
     no_injection(d)
     # The charts are drawn from the JSON route.
     wait_for(lambda: all_css(d, "#chart-tasks svg path.series.finished"), what="tasks chart")
-    wait_for(lambda: all_css(d, "#chart-latency svg path.series.median"), what="latency chart")
+    # One minute of data: a dot, not an invisible one-point line.
+    wait_for(lambda: all_css(d, "#chart-latency svg circle.dot.median"), what="latency chart")
     d.save_screenshot(str(tmp_path / "endpoint.png"))
 
     by_css(d, f'#tasks tr[data-id="{site.bad_task}"] a').click()  # type: ignore[attr-defined]
@@ -300,6 +301,8 @@ def test_mep_owner_sees_user_endpoints(site: Site, browser: Any, tmp_path: Path)
         assert bob in tr.text and "HighThroughputEngine" in tr.text
         assert by_css(tr, "[data-field=account]").text == "proj-42"
         assert by_css(tr, "[data-field=partition]").text == "gpu<b>"
-        # Bob's tasks are counted, but their contents stay bob's.
+        # The MEP counts its user endpoints' tasks; their contents stay bob's.
+        assert by_css(d, "#endpoint [data-field=running]").text == "1"
+        assert by_css(d, "#endpoint [data-field=done]").text == "1"
         assert not all_css(d, "#tasks tr[data-id]")
         d.save_screenshot(str(tmp_path / "mep.png"))

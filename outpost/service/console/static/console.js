@@ -163,6 +163,16 @@
         pen = true;
       });
       if (d) { el("path", { d: d, "class": "series " + s.cls }, svg); }
+      // A minute with no neighbour has no line to be part of: mark it with a dot.
+      buckets.forEach(function (b, i) {
+        var val = b[s.key];
+        if (val === null || val === undefined) { return; }
+        var prev = i > 0 ? buckets[i - 1][s.key] : null;
+        var next = i < buckets.length - 1 ? buckets[i + 1][s.key] : null;
+        if ((prev === null || prev === undefined) && (next === null || next === undefined)) {
+          el("circle", { cx: x(i).toFixed(1), cy: y(val).toFixed(1), r: 2.5, "class": "dot " + s.cls }, svg);
+        }
+      });
     });
     while (box.firstChild) { box.removeChild(box.firstChild); }
     box.appendChild(svg);
