@@ -84,12 +84,12 @@ def service() -> None:
     help="Log verbosity (one line per event, on stderr).",
 )
 @click.option(
-    "--admin",
-    "admins",
+    "--admin-identity",
+    "admin_identities",
     multiple=True,
     metavar="USERNAME",
-    help="A user who sees every user's endpoints, tasks and groups in the web console "
-    "(/console); repeat for several.",
+    help="An identity (alice@campus.edu) with the admin role: sees every user's "
+    "endpoints, tasks and groups in the web console (/console). Repeatable.",
 )
 def start(
     host: str,
@@ -100,7 +100,7 @@ def start(
     max_payload: int,
     max_retries: int,
     log_level: str,
-    admins: tuple[str, ...],
+    admin_identities: tuple[str, ...],
 ) -> None:
     """Run the service in the foreground (Ctrl-C stops it).
 
@@ -120,7 +120,7 @@ def start(
         sqlite_synchronous=sqlite_sync.upper(),
         max_payload_bytes=max_payload,
         max_retries_on_system_failure=max_retries,
-        admins=list(admins),
+        admin_identities=list(admin_identities),
     )
     app = create_app(settings)
     click.echo(f"Outpost service on http://{host}:{port} (data: {settings.data_dir})", err=True)

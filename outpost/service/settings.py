@@ -24,8 +24,8 @@ class ServiceSettings:
     auth_cache_ttl: float = 5.0
     #: Most tasks sent in one channel frame.
     max_frame_tasks: int = 500
-    #: Usernames (or linked identities) who see every user's things in the web console.
-    admins: list[str] = field(default_factory=list)
+    #: Identity usernames (``alice@campus.edu``) that have the admin role.
+    admin_identities: list[str] = field(default_factory=list)
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -1,8 +1,8 @@
 """Who is looking: the signed-in viewer, and whether they are an administrator.
 
-``is_admin`` is the one place that decides the console's admin role. Today it reads the
-service's ``admins`` setting (usernames or linked identities); an identity provider's
-role claim can be added here without touching any page.
+``is_admin`` is the one place that decides the console's admin role: a user with a
+linked identity listed in the ``admin_identities`` setting (``--admin-identity``). An
+identity provider's admin group can be added here without touching any page.
 """
 
 from __future__ import annotations
@@ -15,12 +15,17 @@ from fastapi import Request
 from outpost.service.console import queries
 from outpost.service.console.session import Session, SessionCookies
 from outpost.service.state import ServiceState
+from outpost.service.store.accounts import identities_of
 
 
-def is_admin(state: ServiceState, user: dict[str, Any]) -> bool:
+async def is_admin(state: ServiceState, user: dict[str, Any]) -> bool:
     """True if ``user`` may see every user's endpoints, tasks and groups."""
-    admins = getattr(state.settings, "admins", None) or ()
-    return bool(user.get("is_admin")) or user.get("username") in admins
+    admins = set(getattr(state.settings, "admin_identities", None) or ())
+    if not admins:
+        return False
+    if user.get("username") in admins:
+        return True
+    return any(i["username"] in admins for i in await state.read(identities_of, user["id"]))
 
 
 @dataclass(frozen=True)
@@ -59,4 +64,4 @@ async def viewer_of(request: Request) -> Viewer | None:
     user = await state.read(queries.session_user, session.user_id, session.token_id)
     if user is None:
         return None
-    return Viewer(user, is_admin(state, user), session)
+    return Viewer(user, await is_admin(state, user), session)

@@ -100,7 +100,7 @@ async def endpoint_console(
     if eid is None:
         raise APIError(400, ErrorCode.BAD_REQUEST, f"endpoint id {endpoint_id!r} is not a UUID")
     state = state_of(request)
-    owner = None if is_admin(state, user) else user["id"]
+    owner = None if await is_admin(state, user) else user["id"]
     ep = await state.read(queries.get_endpoint, eid, owner)
     if ep is None:
         raise not_found("endpoint", eid)

@@ -20,6 +20,7 @@ from outpost.service.console import queries
 from outpost.service.console.access import cookies_of, state_of, viewer_of
 from outpost.service.console.rendering import render, secure_headers
 from outpost.service.console.session import same_origin
+from outpost.service.state import ServiceState
 from outpost.service.store import accounts
 
 router = APIRouter()
@@ -92,6 +93,18 @@ async def _form(request: Request) -> dict[str, str]:
     return dict(pairs)
 
 
+async def verify_token(state: ServiceState, token: str) -> tuple[dict[str, Any], str] | None:
+    """The user behind a token typed into the form, and the token's id (the session
+    ends when that token is revoked); None for an unknown or revoked token."""
+    if not token:
+        return None
+    user = await state.read(accounts.user_for_token, token)
+    if user is None:
+        return None
+    token_id = await state.read(queries.token_id_for, accounts.hash_secret(token))
+    return (user, token_id) if token_id is not None else None
+
+
 @router.post("/console/signin/token", include_in_schema=False)
 async def signin_with_token(request: Request) -> Response:
     form = await _form(request)
@@ -100,16 +113,14 @@ async def signin_with_token(request: Request) -> Response:
         return signin_page(
             request, "The sign-in form expired or came from another site; try again.", 403
         )
-    token = form.get("token", "").strip()
-    state = state_of(request)
-    user = await state.read(accounts.user_for_token, token) if token else None
-    token_id = await state.read(queries.token_id_for, accounts.hash_secret(token)) if user else None
-    if user is None or token_id is None:
+    found = await verify_token(state_of(request), form.get("token", "").strip())
+    if found is None:
         return signin_page(
             request,
             "That token is unknown or revoked. Get one with `outpost service user token`.",
             401,
         )
+    user, token_id = found
     resp = RedirectResponse(safe_next(form.get("next")), status_code=303)
     cookies.open(request, resp, user["id"], TOKEN.name, token_id)
     return secure_headers(resp)

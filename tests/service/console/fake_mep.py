@@ -113,6 +113,7 @@ class FakeMEP:
             ws.send(status_frame(config, self.local_user, started))
             assert m.decode(ws.recv(timeout=20))["type"] == m.WELCOME  # type: ignore[arg-type]
             last = time.time()
+            finished_one = False
             while not self.stop.is_set():
                 if time.time() - last > 1:
                     ws.send(status_frame(config, self.local_user, started))
@@ -124,14 +125,7 @@ class FakeMEP:
                 if frame["type"] == m.TASK:
                     ids = [t["task_id"] for t in frame["tasks"]]
                     ws.send(m.encode({"type": m.ACK, "task_ids": ids}))
-                    # The first task finishes; the others keep running.
-                    ws.send(
-                        m.encode(
-                            {
-                                "type": m.RESULT,
-                                "results": [
-                                    {"task_id": ids[0], "status": "success", "result": "11\n1"}
-                                ],
-                            }
-                        )
-                    )
+                    if not finished_one:  # the first task finishes; the others keep running
+                        finished_one = True
+                        result = {"task_id": ids[0], "status": "success", "result": "11\n1"}
+                        ws.send(m.encode({"type": m.RESULT, "results": [result]}))

@@ -106,7 +106,7 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     home = tmp_path_factory.mktemp("console")
-    svc = LocalService(home, extra_args=("--admin", "root@example.org"))
+    svc = LocalService(home, extra_args=("--admin-identity", "root@example.org"))
     svc.start()
     s = Site(svc)
     try:

@@ -123,7 +123,14 @@ async def test_users_see_only_their_own_things_and_admins_everything(
     alice = service.add_user("alice@example.org")
     bob = service.add_user("bob@example.org")
     root = service.add_user("root@example.org")
-    service.state.settings.admins = ["root@example.org"]
+    carol = service.add_user("carol@example.org")
+    with service.state.engine.begin() as conn:  # an admin through a linked identity
+        from outpost.service.store import accounts
+
+        accounts.link_identity(
+            conn, accounts.get_user(conn, "carol@example.org")["id"], "ops@corp.example"
+        )
+    service.state.settings.admin_identities = ["root@example.org", "ops@corp.example"]
     async with service.client(alice) as c:
         a_ep = (await register_endpoint(c, "alice-ep"))["endpoint_id"]
         fid = await register_function(c)
@@ -154,13 +161,24 @@ async def test_users_see_only_their_own_things_and_admins_everything(
         assert (await b.get("/console/tasks/..%2F..%2Fetc")).status_code == 404
         assert (await b.get("/console/endpoints/nope")).status_code == 404
 
-    async with browser(service) as b:
-        await sign_in(b, root)
-        listing = await b.get("/console/endpoints")
-        assert "bob-ep" in listing.text and "alice-ep" in listing.text and "admin" in listing.text
-        assert (await b.get(f"/console/tasks/{tid}")).status_code == 200
-        assert gid in (await b.get("/console/groups")).text
-        assert b_ep in (await b.get(f"/console/endpoints/{b_ep}")).text
+    for admin in (root, carol):
+        async with browser(service) as b:
+            await sign_in(b, admin)
+            listing = await b.get("/console/endpoints")
+            assert "bob-ep" in listing.text and "alice-ep" in listing.text
+            assert 'class="badge admin"' in listing.text
+            assert (await b.get(f"/console/tasks/{tid}")).status_code == 200
+            assert gid in (await b.get("/console/groups")).text
+            assert b_ep in (await b.get(f"/console/endpoints/{b_ep}")).text
+    # The bearer-token route follows the same rule.
+    for token, status in ((alice, 200), (bob, 404), (root, 200), (carol, 200)):
+        async with service.client(token) as c:
+            r = await c.get(f"/v3/endpoints/{a_ep}/console")
+            assert r.status_code == status, (token, r.text)
+    async with service.client(bob) as c:
+        assert (await c.get("/v3/endpoints/not-a-uuid/console")).status_code == 400
+    async with service.client() as c:
+        assert (await c.get(f"/v3/endpoints/{a_ep}/console")).status_code == 401
 
 
 async def test_function_names_and_tracebacks_cannot_inject_script(
