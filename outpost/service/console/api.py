@@ -83,7 +83,7 @@ async def endpoint_stats(request: Request, endpoint_id: str, hours: float = 3.0)
     ids = [ep["id"]]
     if ep["multi_user"]:
         ids += [c["id"] for c in await state.read(queries.user_endpoints, ep["id"])]
-    hours = min(max(hours, 1 / 60), stats.MAX_HOURS)
+    hours = stats.clamp_hours(hours)
     now = time.time()
     times = await state.read(queries.task_times, ids, now - hours * 3600 - stats.BUCKET_S)
     return _json({"endpoint_id": ep["id"], **stats.per_minute(times, hours, now)})

@@ -24,6 +24,7 @@ def not_found(request: Request, viewer: Viewer, what: str) -> Response:
     )
 
 
+@router.get("/")
 @router.get("/console")
 @router.get("/console/")
 async def home(request: Request) -> Response:

@@ -3,6 +3,7 @@ round-trip latency (submitted -> result stored) of the tasks that finished."""
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from typing import Any
@@ -11,11 +12,18 @@ BUCKET_S = 60
 MAX_HOURS = 48
 
 
+def clamp_hours(hours: float) -> float:
+    """Between one minute and ``MAX_HOURS``; 3 for nonsense (NaN, infinity)."""
+    if not math.isfinite(hours):
+        return 3.0
+    return min(max(hours, 1 / 60), MAX_HOURS)
+
+
 def per_minute(
     times: list[tuple[float, float | None]], hours: float, now: float | None = None
 ) -> dict[str, Any]:
     now = time.time() if now is None else now
-    hours = min(max(hours, 1 / 60), MAX_HOURS)
+    hours = clamp_hours(hours)
     n = max(1, int(hours * 3600 // BUCKET_S))
     end = (int(now) // BUCKET_S + 1) * BUCKET_S
     start = end - n * BUCKET_S

@@ -167,9 +167,11 @@ def all_css(driver: Any, css: str) -> list[Any]:
     return list(driver.find_elements(By.CSS_SELECTOR, css))
 
 
-def sign_in(driver: Any, site: Site, user: str) -> None:
+def sign_in(driver: Any, site: Site, user: str, shot: Path | None = None) -> None:
     driver.get(site.url + "/console")
     wait_for(lambda: all_css(driver, "input[name=token]"), what="the sign-in form")
+    if shot is not None:
+        driver.save_screenshot(str(shot))
     by_css(driver, "input[name=token]").send_keys(site.tokens[user])
     by_css(driver, "#signin").click()
     wait_for(lambda: all_css(driver, "#who"), what="signed in")
@@ -184,7 +186,7 @@ def test_sign_in_navigate_and_see_results_and_tracebacks(
     site: Site, browser: Any, tmp_path: Path
 ) -> None:
     d = browser
-    sign_in(d, site, "alice@example.org")
+    sign_in(d, site, "alice@example.org", tmp_path / "signin.png")
     assert d.current_url.endswith("/console/endpoints")
     row = by_css(d, f'#endpoints tr[data-id="{site.alice_ep}"]')  # type: ignore[attr-defined]
     wait_for(lambda: "online" in row.text, what="alice's endpoint online")
@@ -202,6 +204,12 @@ def test_sign_in_navigate_and_see_results_and_tracebacks(
     # One minute of data: a dot, not an invisible one-point line.
     wait_for(lambda: all_css(d, "#chart-latency svg circle.dot.median"), what="latency chart")
     d.save_screenshot(str(tmp_path / "endpoint.png"))
+    # Another time span redraws the charts: one point a minute.
+    assert by_css(d, "#chart-tasks").get_attribute("data-points") == "180"
+    from selenium.webdriver.support.ui import Select
+
+    Select(by_css(d, "#hours")).select_by_value("1")
+    wait_for(lambda: by_css(d, "#chart-tasks").get_attribute("data-points") == "60", what="1 h")
 
     by_css(d, f'#tasks tr[data-id="{site.bad_task}"] a').click()  # type: ignore[attr-defined]
     tb = wait_for(lambda: all_css(d, "#traceback"), what="the traceback")[0]

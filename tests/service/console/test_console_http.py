@@ -33,6 +33,7 @@ async def submit(
 async def test_sign_in_sets_an_httponly_samesite_cookie(service: InProcessService) -> None:
     token = service.add_user("alice@example.org")
     async with browser(service) as b:
+        assert (await b.get("/")).headers["location"] == "/console/endpoints"
         r = await b.get("/console/endpoints")
         assert r.status_code == 303 and r.headers["location"].startswith("/console/signin?next=")
         r = await sign_in(b, token, "/console/groups")
@@ -253,4 +254,8 @@ async def test_stats_count_tasks_per_minute_and_latency(service: InProcessServic
         assert live["endpoint"]["status"] == "offline"
         assert len(live["tasks"]) == 5
         # Nonsense figures are clamped, not a 500.
-        assert (await b.get(f"/console/api/endpoints/{eid}/stats?hours=1e9")).status_code == 200
+        for hours in ("1e9", "nan", "inf", "-5"):
+            r = await b.get(f"/console/api/endpoints/{eid}/stats?hours={hours}")
+            assert r.status_code == 200, hours
+        assert (await b.get(f"/console/api/endpoints/{eid}/stats?hours=x")).status_code == 422
+        assert (await b.get(f"/console/api/endpoints/{eid}?limit=-1")).status_code == 200
