@@ -68,6 +68,19 @@ async def endpoint_json(request: Request, endpoint_id: str, limit: int = 50) -> 
     return _json(doc)
 
 
+@router.get("/console/api/tasks/{task_id}", include_in_schema=False)
+async def task_json(request: Request, task_id: str) -> Response:
+    """A task's state and times (the task page polls it until the task finishes)."""
+    viewer = await viewer_of(request)
+    if viewer is None:
+        return _unauthorized()
+    tid = views.parse_id(task_id)
+    task = await state_of(request).read(queries.get_task, tid, viewer.owner_filter) if tid else None
+    if task is None:
+        return _missing("task")
+    return _json({"task": views.task_row(task)})
+
+
 @router.get("/console/api/endpoints/{endpoint_id}/stats", include_in_schema=False)
 async def endpoint_stats(request: Request, endpoint_id: str, hours: float = 3.0) -> Response:
     """Per minute over the last ``hours``: tasks submitted and finished, and the median

@@ -50,6 +50,13 @@ def add(a: int, b: int = 1) -> int:
     return a + b
 
 
+def nap(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
 def fails(msg: str) -> None:
     raise ValueError(msg)
 
@@ -242,6 +249,14 @@ def test_new_tasks_and_status_appear_without_reloading(
     wait_for(lambda: "success" in row.text, what="the new task's status")
     assert d.execute_script("return window.__not_reloaded === true;")
     d.save_screenshot(str(tmp_path / "live.png"))
+    # A task's page shows the result once it comes, without a manual reload.
+    slow = site.register("alice@example.org", nap)
+    tid = site.submit("alice@example.org", site.alice_ep, slow, 4)  # type: ignore[attr-defined]
+    d.get(f"{site.url}/console/tasks/{tid}")
+    assert all_css(d, "#pending")
+    result = wait_for(lambda: all_css(d, "#result"), what="the result on the task page")[0]
+    assert result.text.strip()
+    assert not all_css(d, "#pending")
 
 
 def test_isolation_between_users_and_admin_sees_all(

@@ -154,7 +154,11 @@ async def test_users_see_only_their_own_things_and_admins_everything(
             assert r.status_code == 404, path
             assert "not yours" in r.text
         assert gid not in (await b.get("/console/groups")).text
-        for path in (f"/console/api/endpoints/{a_ep}", f"/console/api/endpoints/{a_ep}/stats"):
+        for path in (
+            f"/console/api/endpoints/{a_ep}",
+            f"/console/api/endpoints/{a_ep}/stats",
+            f"/console/api/tasks/{tid}",
+        ):
             assert (await b.get(path)).status_code == 404
         api = (await b.get("/console/api/endpoints")).json()
         assert [e["name"] for e in api["endpoints"]] == ["bob-ep"]
@@ -249,6 +253,11 @@ async def test_stats_count_tasks_per_minute_and_latency(service: InProcessServic
         assert sum(x["finished"] for x in doc["buckets"]) == 3
         lat = [x["latency_median_s"] for x in doc["buckets"] if x["latency_median_s"] is not None]
         assert lat and all(0 <= v < 60 for v in lat)
+        t = (await b.get(f"/console/api/tasks/{ids[0]}")).json()["task"]
+        assert t["status"] == "success" and t["duration"] is not None
+        assert (await b.get(f"/console/api/tasks/{ids[4]}")).json()["task"]["status"] == (
+            "waiting-for-ep"
+        )
         live = (await b.get(f"/console/api/endpoints/{eid}")).json()
         assert live["endpoint"]["queued"] == 2 and live["endpoint"]["done"] == 3
         assert live["endpoint"]["status"] == "offline"

@@ -190,7 +190,15 @@
     });
   }
 
+  function pollTask(box) {
+    getJSON(box.getAttribute("data-poll"), function (doc) {
+      if (doc.task.status !== box.getAttribute("data-status")) { window.location.reload(); }
+    });
+  }
+
   function start() {
+    var pending = document.querySelector("#pending[data-poll]");
+    if (pending) { setInterval(function () { pollTask(pending); }, POLL_MS); }
     var table = document.querySelector("table[data-poll]");
     if (table) { setInterval(function () { pollEndpoints(table); }, POLL_MS); }
     var box = document.querySelector("#endpoint[data-poll]");
