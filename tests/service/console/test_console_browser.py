@@ -138,8 +138,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         svc.close()
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
+def chromium(*extra_flags: str) -> Any:
     need(
         Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(),
         "Debian's chromium and chromium-driver",
@@ -152,10 +151,16 @@ def browser() -> Iterator[Any]:
         raise
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for flag in FLAGS:
+    for flag in (*FLAGS, *extra_flags):
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(60)
+    return driver
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    driver = chromium()
     try:
         yield driver
     finally:
@@ -195,6 +200,10 @@ def test_sign_in_navigate_and_see_results_and_tracebacks(
     d = browser
     sign_in(d, site, "alice@example.org", tmp_path / "signin.png")
     assert d.current_url.endswith("/console/endpoints")
+    # The browser keeps the session cookie away from scripts and other sites.
+    cookie = d.get_cookie("outpost_console")
+    assert cookie["httpOnly"] is True and cookie["sameSite"] == "Lax" and not cookie["secure"]
+    assert "outpost_console" not in d.execute_script("return document.cookie;")
     row = by_css(d, f'#endpoints tr[data-id="{site.alice_ep}"]')  # type: ignore[attr-defined]
     wait_for(lambda: "online" in row.text, what="alice's endpoint online")
     assert by_css(row, "[data-field=total_workers]").text == "3"
