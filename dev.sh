@@ -67,8 +67,9 @@ ensure_compat_venv() {
 
 ensure_browser() {
   # The web console's tests drive Debian's Chromium through Debian's chromedriver
-  # (tests/service/console); no browser is downloaded at test time.
-  apt_install chromium chromium-driver ||
+  # (tests/service/console; openssl makes the TLS test's certificate); no browser is
+  # downloaded at test time.
+  apt_install chromium chromium-driver openssl ||
     say "could not install chromium: the console browser tests will be skipped (CI fails them)"
 }
 
