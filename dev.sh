@@ -93,6 +93,14 @@ check_plain_install() {
       echo "the plain install (no extras) is broken: see above" >&2; return 1; }
 }
 
+ensure_browser() {
+  # The web console's tests drive Debian's Chromium through Debian's chromedriver
+  # (tests/service/console; openssl makes the TLS test's certificate); no browser is
+  # downloaded at test time.
+  apt_install chromium chromium-driver openssl ||
+    say "could not install chromium: the console browser tests will be skipped (CI fails them)"
+}
+
 ensure_slurm() {
   # The HPC tests (tests/hpc) run on a one-node Slurm cluster on loopback: installed
   # from Debian's packages and started here when root (.ci/slurm/README.md).
@@ -138,6 +146,7 @@ case "$cmd" in
     ensure_user_python
     ensure_servers
     ensure_ops_tools
+    ensure_browser
     ensure_slurm
     check_plain_install
     say "ruff"

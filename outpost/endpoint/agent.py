@@ -14,6 +14,7 @@ import asyncio
 import getpass
 import logging
 import socket
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -27,6 +28,7 @@ from outpost.endpoint.config import EndpointConfig
 from outpost.endpoint.connection import keep_connected
 from outpost.endpoint.engines import Engine
 from outpost.endpoint.spool import ResultSpool
+from outpost.endpoint.summary import run_summary
 
 log = logging.getLogger(__name__)
 MAX_RESULTS_PER_FRAME = 2000
@@ -76,6 +78,7 @@ class Agent:
         self._codes: OrderedDict[str, str] = OrderedDict()  # function id -> code
         self._stuck_beats = 0
         self._results_seen = 0
+        self._summary = run_summary(config, time.time())
 
     # -- engine side (engine thread) -------------------------------------------------
     def _from_engine(self, results: list[dict[str, Any]]) -> None:
@@ -127,6 +130,7 @@ class Agent:
             "endpoint_version": __version__,
             "outstanding_tasks": len(self.held),
             "spooled_results": len(self.spool),
+            **self._summary,
             **st,
         }
 

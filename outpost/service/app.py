@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from outpost import __version__
 from outpost.service import apidocs, errors, health, housekeeping, metrics
 from outpost.service.broker import Broker, EmbeddedBroker
+from outpost.service.console import install as install_console
 from outpost.service.datadir import open_private
 from outpost.service.http_log import HTTPLogMiddleware
 from outpost.service.ratelimit import RateLimiter
@@ -69,6 +70,7 @@ def create_app(settings: ServiceSettings, broker: Broker | None = None) -> FastA
     errors.install(app)
     for module in (version, functions, endpoints, tasks, sockets, health):
         app.include_router(module.router)
+    install_console(app, settings.data_dir)
     metrics.install(app, state)
     apidocs.install(app)
     app.add_middleware(HTTPLogMiddleware, access_log=settings.access_log)

@@ -116,6 +116,12 @@ class ServiceSettings(BaseSettings):
         5.0, "Seconds a token or endpoint lookup is cached (how long a revocation takes)."
     )
     max_frame_tasks: int = setting(500, "Most tasks sent to an endpoint in one channel frame.")
+    admin_identities: list[str] = setting(
+        default_factory=list,
+        help="Identity usernames (alice@campus.edu) with the admin role: they see every "
+        "user's endpoints, tasks and groups in the web console (/console).",
+        flag="--admin-identity",
+    )
     tls_cert: Path | None = setting(
         None, "PEM certificate (chain) to serve HTTPS and WSS with; needs --tls-key."
     )

@@ -67,10 +67,14 @@ def settings_options(fn: F) -> F:
     for name, info in reversed(list(ServiceSettings.model_fields.items())):
         if not field_extra(info).get("cli", True):
             continue
-        ctype, is_bool = _click_type(info.annotation)
+        many = typing.get_origin(info.annotation) is list
+        ctype, is_bool = (str, False) if many else _click_type(info.annotation)
         flag = flag_name(name, info)
         decls = [f"{flag}/--no-{flag[2:]}" if is_bool else flag, name]
         kw: dict[str, Any] = {"default": None, "help": _help(name, info)}
+        if many:
+            kw["multiple"] = True
+            kw["help"] += " Repeatable."
         if not is_bool:
             kw["type"] = ctype
         fn = click.option(*decls, **kw)(fn)
@@ -79,6 +83,9 @@ def settings_options(fn: F) -> F:
 
 def settings_from_cli(config_file: Path | None, **flags: Any) -> ServiceSettings:
     """Load settings or fail with a message that says which value to fix."""
+    # A repeatable option given no times arrives as (): unset, like the others.
+    flags = {k: (None if v == () else list(v) if isinstance(v, tuple) else v)
+             for k, v in flags.items()}
     try:
         return load(config_file, **flags)
     except SettingsFileError as e:

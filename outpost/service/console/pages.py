@@ -1,0 +1,120 @@
+"""The console's HTML pages. Each page shows only what its viewer may see (their own
+things; an administrator everything); anything else is the same 404 as a missing one."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+
+from outpost.service.console import queries, views
+from outpost.service.console.access import Viewer, state_of, viewer_of
+from outpost.service.console.rendering import render, secure_headers
+from outpost.service.console.signin import signin_redirect
+
+router = APIRouter(include_in_schema=False)
+
+
+def not_found(request: Request, viewer: Viewer, what: str) -> Response:
+    return render(
+        request,
+        "error.html",
+        status_code=404,
+        viewer=viewer,
+        message=f"No {what} with that id, or it is not yours to see.",
+    )
+
+
+@router.get("/")
+@router.get("/console")
+@router.get("/console/")
+async def home(request: Request) -> Response:
+    return secure_headers(RedirectResponse("/console/endpoints", status_code=303))
+
+
+@router.get("/console/endpoints")
+async def endpoints_page(request: Request) -> Response:
+    viewer = await viewer_of(request)
+    if viewer is None:
+        return signin_redirect(request)
+    rows = await views.endpoint_rows(state_of(request), viewer)
+    return render(request, "endpoints.html", viewer=viewer, endpoints=rows, nav="endpoints")
+
+
+@router.get("/console/endpoints/{endpoint_id}")
+async def endpoint_page(request: Request, endpoint_id: str) -> Response:
+    viewer = await viewer_of(request)
+    if viewer is None:
+        return signin_redirect(request)
+    state = state_of(request)
+    eid = views.parse_id(endpoint_id)
+    ep = await state.read(queries.get_endpoint, eid, viewer.owner_filter) if eid else None
+    if ep is None:
+        return not_found(request, viewer, "endpoint")
+    counts = await state.read(queries.endpoint_counts, [ep])
+    row = views.endpoint_row(state, ep, counts[ep["id"]])
+    mep = await views.mep_console(state, ep) if ep["multi_user"] else None
+    ids = [ep["id"]] + [u["id"] for u in (mep["user_endpoints"] if mep else [])]
+    tasks = await state.read(queries.recent_tasks, ids, viewer.owner_filter, 50)
+    return render(
+        request,
+        "endpoint.html",
+        viewer=viewer,
+        ep=row,
+        mep=mep,
+        tasks=[views.task_row(t) for t in tasks],
+        nav="endpoints",
+    )
+
+
+@router.get("/console/tasks/{task_id}")
+async def task_page(request: Request, task_id: str) -> Response:
+    viewer = await viewer_of(request)
+    if viewer is None:
+        return signin_redirect(request)
+    state = state_of(request)
+    tid = views.parse_id(task_id)
+    task = await state.read(queries.get_task, tid, viewer.owner_filter) if tid else None
+    if task is None:
+        return not_found(request, viewer, "task")
+    return render(
+        request,
+        "task.html",
+        viewer=viewer,
+        task=views.task_row(task),
+        endpoint_name=task.get("endpoint_name"),
+        result=views.result_view(task.get("result")),
+        exception=task.get("exception"),
+        error_details=task.get("error_details") or {},
+        retries=task.get("retries") or 0,
+        nav="tasks",
+    )
+
+
+@router.get("/console/groups")
+async def groups_page(request: Request) -> Response:
+    viewer = await viewer_of(request)
+    if viewer is None:
+        return signin_redirect(request)
+    rows = await state_of(request).read(queries.list_groups, viewer.owner_filter)
+    return render(request, "groups.html", viewer=viewer, groups=rows, nav="groups")
+
+
+@router.get("/console/groups/{group_id}")
+async def group_page(request: Request, group_id: str) -> Response:
+    viewer = await viewer_of(request)
+    if viewer is None:
+        return signin_redirect(request)
+    state = state_of(request)
+    gid = views.parse_id(group_id)
+    group = await state.read(queries.get_group, gid, viewer.owner_filter) if gid else None
+    if group is None:
+        return not_found(request, viewer, "task group")
+    tasks = await state.read(queries.group_tasks, group["id"])
+    return render(
+        request,
+        "group.html",
+        viewer=viewer,
+        group=group,
+        tasks=[views.task_row(t) for t in tasks],
+        nav="groups",
+    )

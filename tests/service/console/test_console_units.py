@@ -1,0 +1,98 @@
+"""Console parts without a server: what an endpoint's status frame may show, the run
+summary endpoints send, per-minute figures, the session key and cookie signing."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import yaml
+from starlette.requests import Request
+
+from outpost.endpoint.config import EndpointConfig
+from outpost.endpoint.summary import run_summary
+from outpost.service.console.live import from_heartbeat
+from outpost.service.console.session import SessionCookies, load_key
+from outpost.service.console.stats import per_minute
+
+
+def test_status_frames_are_untrusted() -> None:
+    info = {
+        "total_workers": 2**60,
+        "idle_workers": -1,
+        "engine": "x" * 10_000,
+        "started_at": float("nan"),
+        "resources": {"account": ["not", "text"], "partition": "p" * 500, "evil": "y"},
+    }
+    live = from_heartbeat(True, 1.0e9, info)
+    assert live.total_workers is None and live.idle_workers is None
+    assert live.engine is not None and len(live.engine) == 120
+    assert live.started_at is None
+    assert live.resources == {"partition": "p" * 120}
+    # Offline: the last heartbeat's time only, no stale figures.
+    off = from_heartbeat(False, 1.0e9, {"total_workers": 4, "engine": "ThreadPoolEngine"})
+    assert off.last_heartbeat == 1.0e9 and off.total_workers is None and off.engine is None
+    assert from_heartbeat(True, "soon", "not a map").last_heartbeat is None
+
+
+def test_run_summary_reports_engine_account_and_partition() -> None:
+    cfg = EndpointConfig.model_validate(
+        yaml.safe_load(
+            "engine:\n  type: HighThroughputEngine\n  provider:\n    type: SlurmProvider\n"
+            "    account: chem\n    partition: short\n"
+        )
+    )
+    assert run_summary(cfg, 5.0) == {
+        "engine": "HighThroughputEngine",
+        "started_at": 5.0,
+        "resources": {"provider": "SlurmProvider", "account": "chem", "partition": "short"},
+    }
+    plain = EndpointConfig.model_validate({"engine": {"type": "ThreadPoolEngine"}})
+    assert run_summary(plain, 1.0)["resources"] == {}
+
+
+def test_per_minute_buckets() -> None:
+    now = 10_000.0 * 60 + 30
+    times = [(now - 120, now - 110), (now - 115, None), (now - 10, now - 5), (now - 9, now - 1)]
+    doc = per_minute(times, 0.1, now)  # 6 minutes
+    assert len(doc["buckets"]) == 6 and doc["until"] - doc["since"] == 360
+    last, two_ago = doc["buckets"][-1], doc["buckets"][-3]
+    assert last["submitted"] == 2 and last["finished"] == 2
+    assert last["latency_median_s"] == 6.5 and last["latency_max_s"] == 8
+    assert two_ago["submitted"] == 2 and two_ago["finished"] == 1
+    assert sum(b["submitted"] for b in doc["buckets"]) == 4
+
+
+def test_session_key_is_private_and_stable(tmp_path: Path) -> None:
+    key = load_key(tmp_path)
+    assert len(key) == 32 and load_key(tmp_path) == key
+    mode = (tmp_path / "console-session.key").stat().st_mode
+    assert stat.S_IMODE(mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["console-session.key"]
+
+
+def _request(cookie: str, scheme: str = "http") -> Request:
+    return Request(
+        {
+            "type": "http",
+            "method": "GET",
+            "scheme": scheme,
+            "server": ("outpost.test", 80),
+            "path": "/console",
+            "headers": [(b"cookie", cookie.encode()), (b"host", b"outpost.test")],
+        }
+    )
+
+
+def test_cookies_signed_under_another_key_are_refused(tmp_path: Path) -> None:
+    from starlette.responses import Response
+
+    ours, theirs = SessionCookies(b"a" * 32), SessionCookies(b"b" * 32)
+    resp = Response()
+    theirs.open(_request(""), resp, "user-1", "token", "t1")
+    value = resp.headers["set-cookie"].split(";")[0]
+    assert theirs.read(_request(value)) is not None
+    assert ours.read(_request(value)) is None
+    assert ours.read(_request("outpost_console=garbage")) is None
+    # An http cookie is not read on https (a different, __Host- cookie there).
+    assert theirs.read(_request(value, "https")) is None
