@@ -35,7 +35,16 @@ def _settings(data_dir: Path | None, database_url: str | None, **kw: Any) -> Ser
     return settings_from_cli(config_file, data_dir=data_dir, database_url=database_url, **kw)
 
 
-@click.group()
+class _ServiceGroup(click.Group):
+    """Every ``outpost service`` command reports an unusable database as a message that
+    names it (password hidden), not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with database_errors():
+            return super().invoke(ctx)
+
+
+@click.group(cls=_ServiceGroup)
 @config_option
 @click.pass_context
 def service(ctx: click.Context, config_file: Path | None) -> None:

@@ -13,8 +13,15 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
-from outpost.service.store.db import MIGRATIONS, make_engine, migrate
+from outpost.service.store.db import (
+    MIGRATIONS,
+    DatabaseUnavailable,
+    describe_failure,
+    make_engine,
+    migrate,
+)
 
 if TYPE_CHECKING:
     from outpost.service.settings import ServiceSettings
@@ -31,8 +38,12 @@ def head() -> str:
 
 
 def current(engine: Engine) -> str | None:
-    with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except DBAPIError as e:
+        url = engine.url.render_as_string(hide_password=False)
+        raise DatabaseUnavailable(describe_failure(url, e)) from e
 
 
 def engine_for(settings: ServiceSettings) -> Engine:
@@ -49,6 +60,8 @@ def upgrade(settings: ServiceSettings) -> tuple[str | None, str]:
         before = current(engine)
         migrate(engine)
         return before, str(current(engine))
+    except DBAPIError as e:
+        raise DatabaseUnavailable(describe_failure(settings.db_url, e)) from e
     finally:
         engine.dispose()
 
@@ -65,6 +78,9 @@ def open_current(settings: ServiceSettings, create: bool = True) -> Engine:
         if at is None and create:
             migrate(engine)
             at = current(engine)
+    except DBAPIError as e:
+        engine.dispose()
+        raise DatabaseUnavailable(describe_failure(settings.db_url, e)) from e
     except Exception:
         engine.dispose()
         raise
