@@ -114,3 +114,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield Stack(svc, token, ep)
     finally:
         svc.close()
+
+
+# The real OpenID Connect issuer (tests/servers/oidc), for every test that signs in.
+from tests.servers.oidc_issuer import oidc_issuer  # noqa: E402, F401
