@@ -7,29 +7,40 @@ from typing import Any
 import httpx
 
 from outpost import __version__
+from outpost.sdk.auth import BearerAuth, StaticToken, TokenSource
 from outpost.sdk.errors import OutpostAPIError, OutpostError
 
 
 class Transport:
-    def __init__(self, base_url: str, token: str | None, timeout: float = 60.0) -> None:
+    """``token``: a bearer token, or a ``TokenSource`` that renews it before it expires."""
+
+    def __init__(
+        self, base_url: str, token: str | TokenSource | None, timeout: float = 60.0
+    ) -> None:
         if not token:
             raise OutpostError(
-                "no token: run `outpost login --token TOKEN`, set OUTPOST_TOKEN, "
-                "or pass token= (an administrator issues tokens with `outpost service user add`)"
+                "no credentials: run `outpost login` (or `outpost login --token TOKEN`), set "
+                "OUTPOST_TOKEN or OUTPOST_CLIENT_ID/OUTPOST_CLIENT_SECRET, or pass token="
             )
-        self.base_url, self.token = base_url, token
+        self.base_url = base_url
+        self.source = StaticToken(token) if isinstance(token, str) else token
         self._http = httpx.Client(
             base_url=base_url,
-            headers={
-                "Authorization": f"Bearer {token}",
-                "User-Agent": f"outpost-sdk/{__version__}",
-            },
+            headers={"User-Agent": f"outpost-sdk/{__version__}"},
+            auth=BearerAuth(self.source),
             timeout=timeout,
         )
+
+    @property
+    def token(self) -> str:
+        """The current access token (renewed first if it was about to expire)."""
+        return self.source.access_token()
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
         try:
             r = self._http.request(method, path, **kw)
+        except OutpostError:
+            raise
         except httpx.TransportError as e:
             raise OutpostError(f"cannot reach the Outpost service at {self.base_url}: {e}") from e
         if r.status_code >= 400:

@@ -10,8 +10,9 @@ from fastapi import FastAPI
 
 from outpost import __version__
 from outpost.service import errors
+from outpost.service.authn import authenticator
 from outpost.service.broker import Broker, EmbeddedBroker
-from outpost.service.routes import endpoints, functions, sockets, tasks, version
+from outpost.service.routes import admin, endpoints, functions, me, sockets, tasks, version
 from outpost.service.settings import ServiceSettings
 from outpost.service.state import ServiceState
 from outpost.service.store.db import open_database
@@ -37,12 +38,13 @@ def create_app(settings: ServiceSettings, broker: Broker | None = None) -> FastA
             for session in list(state.sessions.values()):
                 await session.close("service stopping")
             await state.broker.stop()
+            await authenticator(state).close()
             state.close()
             engine.dispose()
 
     app = FastAPI(title="Outpost", version=__version__, lifespan=lifespan)
     app.state.outpost = state
     errors.install(app)
-    for module in (version, functions, endpoints, tasks, sockets):
+    for module in (version, functions, endpoints, tasks, sockets, me, admin):
         app.include_router(module.router)
     return app

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from outpost.sdk.config import outpost_home
+from outpost.service.oidc.config import IssuerConfigError
+from outpost.service.oidc.options import issuers_from, oidc_options
 
 if TYPE_CHECKING:
     from outpost.service.settings import ServiceSettings
@@ -83,6 +85,7 @@ def service() -> None:
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="Log verbosity (one line per event, on stderr).",
 )
+@oidc_options
 def start(
     host: str,
     port: int,
@@ -92,11 +95,13 @@ def start(
     max_payload: int,
     max_retries: int,
     log_level: str,
+    **sign_in: Any,
 ) -> None:
     """Run the service in the foreground (Ctrl-C stops it).
 
     The database is created and migrated on start. Unfinished tasks from a previous run
-    are queued again.
+    are queued again. With --oidc-issuer, people sign in through that OpenID Connect
+    issuer (`outpost login`); see docs/identity.md.
     """
     import uvicorn
 
@@ -112,6 +117,11 @@ def start(
         max_payload_bytes=max_payload,
         max_retries_on_system_failure=max_retries,
     )
+    try:
+        settings.oidc_issuers = issuers_from(sign_in)
+    except IssuerConfigError as e:
+        raise click.UsageError(str(e)) from None
+    settings.admin_identities = list(sign_in["admin_identity"])
     app = create_app(settings)
     click.echo(f"Outpost service on http://{host}:{port} (data: {settings.data_dir})", err=True)
     uvicorn.run(
@@ -208,14 +218,42 @@ def user_link(
 
 @user.command("token")
 @click.argument("username")
+@click.option(
+    "--expires-in",
+    type=float,
+    default=None,
+    help="Seconds until the token expires (default: never; prefer an expiry for robots).",
+)
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(["compute", "admin"]),
+    help="Limit the token to the compute API and/or the admin API (repeatable; "
+    "default: everything USERNAME may do).",
+)
+@click.option("--description", default=None, help="What the token is for (shown in `tokens`).")
 @data_dir_option
 @db_option
-def user_token(username: str, data_dir: Path | None, database_url: str | None) -> None:
+def user_token(
+    username: str,
+    expires_in: float | None,
+    scopes: tuple[str, ...],
+    description: str | None,
+    data_dir: Path | None,
+    database_url: str | None,
+) -> None:
     """Issue another token for USERNAME (printed alone on stdout, shown once)."""
     from outpost.service.store import accounts
 
     def op(conn: Any) -> str:
-        return accounts.issue_token(conn, _user_or_fail(conn, username)["id"])[1]
+        uid = _user_or_fail(conn, username)["id"]
+        try:
+            return accounts.issue_token(
+                conn, uid, expires_in, list(scopes) if scopes else None, description
+            )[1]
+        except accounts.AccountError as e:
+            raise click.ClickException(str(e)) from None
 
     click.echo(_with_conn(data_dir, database_url, op))
 
@@ -235,9 +273,17 @@ def user_tokens(username: str, data_dir: Path | None, database_url: str | None) 
 
     for t in _with_conn(data_dir, database_url, op):
         state = "revoked" if t["revoked_at"] else "active"
+        if not t["revoked_at"] and t["expires_at"] and t["expires_at"] < time.time():
+            state = "expired"
+        expires = (
+            "expires " + time.strftime("%Y-%m-%d %H:%M", time.localtime(t["expires_at"]))
+            if t["expires_at"]
+            else "no expiry"
+        )
+        scopes = ",".join(t["scopes"]) if t["scopes"] is not None else "all"
         click.echo(
             f"{t['id']}  {time.strftime('%Y-%m-%d %H:%M', time.localtime(t['created_at']))}"
-            f"  {state}"
+            f"  {state}  {expires}  scopes={scopes}  {t['description'] or ''}".rstrip()
         )
 
 

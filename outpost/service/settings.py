@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from outpost.service.oidc.config import IssuerConfig
+
 
 @dataclass
 class ServiceSettings:
@@ -25,6 +27,12 @@ class ServiceSettings:
     #: Most tasks sent in one channel frame.
     max_frame_tasks: int = 500
     extra: dict[str, str] = field(default_factory=dict)
+    #: OpenID Connect issuers whose access tokens sign people in (docs/identity.md).
+    oidc_issuers: list[IssuerConfig] = field(default_factory=list)
+    #: Least seconds between two fetches of an issuer's keys for an unknown key id.
+    oidc_min_refetch_s: float = 10.0
+    #: Identity usernames (``alice@campus.edu``) that have the admin role.
+    admin_identities: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

@@ -27,7 +27,6 @@ import httpx
 import pytest
 
 from outpost.local import free_port
-from tests.conftest import need
 
 HERE = Path(__file__).with_name("oidc")
 AUDIENCE = "outpost-test"
@@ -229,6 +228,32 @@ class Issuer:
         r.raise_for_status()
         return r.json()  # type: ignore[no-any-return]
 
+    def user_token(self, login: str, resource: str | None = None) -> dict[str, Any]:
+        """Sign ``login`` in through the device flow (RFC 8628) as the CLI would, playing
+        the person at the browser; the token response."""
+        d = self.discovery()
+        data = {"client_id": CLI_CLIENT, "scope": "openid profile email offline_access compute"}
+        if resource:
+            data["resource"] = resource
+        da = httpx.post(d["device_authorization_endpoint"], data=data).json()
+        self.user_sign_in(da["verification_uri_complete"], login)
+        r = httpx.post(
+            d["token_endpoint"],
+            data={
+                "grant_type": DEVICE_GRANT,
+                "device_code": da["device_code"],
+                "client_id": CLI_CLIENT,
+            },
+        )
+        r.raise_for_status()
+        return r.json()  # type: ignore[no-any-return]
+
+    def revoke(self, token: str, client_id: str = CLI_CLIENT) -> None:
+        auth = None if client_id == CLI_CLIENT else (client_id, self.secret)
+        data = {"token": token} if auth else {"token": token, "client_id": client_id}
+        r = httpx.post(self.discovery()["revocation_endpoint"], data=data, auth=auth)
+        r.raise_for_status()
+
     def rotate_keys(self, jwks: dict[str, Any] | None = None) -> dict[str, Any]:
         """Sign with a new key from now on (the old one is no longer published)."""
         self.jwks = jwks or new_jwks()
@@ -289,6 +314,8 @@ def issuer_available() -> tuple[bool, str]:
 
 @pytest.fixture(scope="session")
 def oidc_issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Issuer]:
+    from tests.conftest import need  # (tests.conftest imports this module)
+
     ok, why = issuer_available()
     need(ok, why)
     issuer = Issuer(tmp_path_factory.mktemp("issuer")).start()

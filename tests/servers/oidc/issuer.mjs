@@ -37,6 +37,10 @@ function tokenClaims(accountId) {
   return { preferred_username, email, name, identity_set, groups };
 }
 
+function clientTTL(client) {
+  return (config.access_token_ttl || {})[client.clientId] || 600;
+}
+
 function page(title, body) {
   return `<!DOCTYPE html><html><head><meta charset="utf-8"><title>${title}</title></head>`
     + `<body><h1>${title}</h1>${body}</body></html>`;
@@ -66,8 +70,8 @@ function build(jwks) {
       return client.grantTypeAllowed('refresh_token');
     },
     ttl: {
-      AccessToken: 600,
-      ClientCredentials: 600,
+      AccessToken: (ctx, token, client) => clientTTL(client),
+      ClientCredentials: (ctx, token, client) => clientTTL(client),
       DeviceCode: 600,
       Grant: 3600,
       IdToken: 600,
@@ -93,8 +97,7 @@ function build(jwks) {
         defaultResource: (ctx, client, oneOf) => oneOf || API,
         useGrantedResource: () => true,
         async getResourceServerInfo(ctx, indicator, client) {
-          const ttl = (config.access_token_ttl || {})[client.clientId] || 600;
-          const base = { scope: 'compute', accessTokenTTL: ttl };
+          const base = { scope: 'compute', accessTokenTTL: clientTTL(client) };
           if (indicator === API) {
             return { ...base, audience: config.audience, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } };
           }
