@@ -77,7 +77,7 @@ class Authenticator:
         self.issuers: dict[str, IssuerClient] = {}
         self._cache: TTLCache[str, Principal] = TTLCache(settings.auth_cache_ttl)
 
-    def _client(self) -> httpx.AsyncClient:
+    def http_client(self) -> httpx.AsyncClient:
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
             for cfg in self.settings.oidc_issuers:
@@ -108,7 +108,7 @@ class Authenticator:
         return principal
 
     async def _authenticate(self, token: str) -> Principal:
-        self._client()
+        self.http_client()
         if looks_like_jwt(token):
             return await self._from_issuer(await verify_jwt(token, self.issuers))
         record = await self.state.read(accounts.token_record, token)
@@ -162,7 +162,7 @@ class Authenticator:
 
     async def verify_only(self, token: str) -> ProvenIdentity:
         """The identity a token proves, without signing it in (to link it)."""
-        self._client()
+        self.http_client()
         if looks_like_jwt(token):
             verified = await verify_jwt(token, self.issuers)
         else:

@@ -187,6 +187,7 @@ class Issuer:
         log = open(self.home / "issuer.log", "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
             [shutil.which("node") or "node", str(HERE / "issuer.mjs"), str(cfg)],
+            stdin=subprocess.PIPE,  # closed when this process ends: the issuer exits too
             stdout=log,
             stderr=log,
             cwd=HERE,
@@ -206,6 +207,8 @@ class Issuer:
         raise RuntimeError(f"issuer did not answer within {timeout} s")
 
     def stop(self) -> None:
+        if self.proc is not None and self.proc.stdin is not None:
+            self.proc.stdin.close()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:

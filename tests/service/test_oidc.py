@@ -311,3 +311,26 @@ async def test_login_config_is_public(svc, oidc_issuer) -> None:
         r = await c.get("/v3/auth/login")
     assert r.status_code == 200
     assert r.json()["issuers"][0]["issuer"] == oidc_issuer.url
+
+
+async def test_browser_sign_in_for_the_console(tmp_path, oidc_issuer) -> None:
+    from urllib.parse import parse_qs, urlparse
+
+    from outpost.service.oidc import web
+    from outpost.service.oidc.verify import TokenRejected
+    from tests.servers.oidc_issuer import API, CLI_CLIENT
+
+    app = await start_service(tmp_path, oidc_issuer)
+    app.state.outpost.settings.oidc_issuers[0].login_client_id = CLI_CLIENT
+    app.state.outpost.settings.oidc_issuers[0].login_resource = API
+    async with app.router.lifespan_context(app):
+        state = app.state.outpost
+        url, pending = await web.begin(state, "http://127.0.0.1:9/callback")
+        back = oidc_issuer.user_sign_in(url, "alice")
+        query = {k: v[0] for k, v in parse_qs(urlparse(back.headers["location"]).query).items()}
+        with pytest.raises(TokenRejected):
+            await web.finish(state, pending, {**query, "state": "forged"})
+        kept = web.PendingSignIn.from_dict(pending.to_dict())
+        principal = await web.finish(state, kept, query)
+        assert principal.user["username"] == "alice@campus.test"
+        assert principal.via == "jwt"

@@ -35,6 +35,9 @@ class IssuerConfig:
     #: its secret read from a file (never given on the command line).
     introspection_client_id: str | None = None
     introspection_client_secret_file: Path | None = None
+    #: Extra ``include`` parameter of the introspection request (Globus Auth:
+    #: ``identity_set_detail`` to receive the linked identities).
+    introspection_include: str | None = None
     #: What ``outpost login`` uses with this issuer (published at ``/v3/auth/login``):
     #: the public client registered for the CLI, the scopes and, for issuers that use
     #: resource indicators (RFC 8707), the resource.

@@ -126,10 +126,13 @@ class IssuerClient:
             raise IssuerUnavailable(f"{self.issuer} publishes no introspection_endpoint")
         client_id = self.config.introspection_client_id
         assert client_id is not None
+        form = {"token": token, "token_type_hint": "access_token"}
+        if self.config.introspection_include:
+            form["include"] = self.config.introspection_include
         try:
             r = await self._http.post(
                 url,
-                data={"token": token, "token_type_hint": "access_token"},
+                data=form,
                 auth=(client_id, self.config.introspection_secret()),
                 headers={"Accept": "application/json"},
             )

@@ -81,6 +81,12 @@ _OPTIONS = [
         help="File holding that client's secret (keep it 0600). Never on the command line.",
     ),
     click.option(
+        "--oidc-introspection-include",
+        envvar="OUTPOST_OIDC_INTROSPECTION_INCLUDE",
+        default=None,
+        help="`include` parameter sent with introspection (Globus Auth: identity_set_detail).",
+    ),
+    click.option(
         "--oidc-login-client-id",
         envvar="OUTPOST_OIDC_LOGIN_CLIENT_ID",
         default=None,
@@ -158,6 +164,7 @@ def issuers_from(opts: dict[str, Any]) -> list[IssuerConfig]:
                 required_scope=opts["oidc_required_scope"],
                 introspection_client_id=opts["oidc_introspection_client_id"],
                 introspection_client_secret_file=opts["oidc_introspection_secret_file"],
+                introspection_include=opts["oidc_introspection_include"],
                 leeway_s=opts["oidc_leeway"],
                 login_client_id=opts["oidc_login_client_id"],
                 login_scopes=opts["oidc_login_scope"],

@@ -203,6 +203,11 @@ server.listen(config.port, '127.0.0.1', () => {
   process.stdout.write(`ready ${issuer}\n`);
 });
 
+// The test run holds our stdin: when it ends (even killed), so do we.
+process.stdin.on('end', () => process.exit(0));
+process.stdin.on('error', () => process.exit(0));
+process.stdin.resume();
+
 for (const sig of ['SIGTERM', 'SIGINT']) {
   process.on(sig, () => server.close(() => process.exit(0)));
 }
