@@ -10,9 +10,9 @@ import click
 
 
 def _url(service_url: str | None) -> str:
-    from outpost.sdk.config import resolve_source
+    from outpost.sdk.config import find_service_url
 
-    return resolve_source(service_url, token="-")[0]
+    return find_service_url(service_url)
 
 
 def _choose(configs: list[Any], issuer: str | None) -> Any:

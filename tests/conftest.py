@@ -35,7 +35,14 @@ def anyio_backend() -> str:
 def _outpost_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test touches the real ~/.outpost or a developer's credentials."""
     monkeypatch.setenv("OUTPOST_HOME", str(tmp_path / "home"))
-    for var in ("OUTPOST_TOKEN", "OUTPOST_SERVICE_URL", "OUTPOST_DATA_DIR"):
+    for var in (
+        "OUTPOST_TOKEN",
+        "OUTPOST_SERVICE_URL",
+        "OUTPOST_DATA_DIR",
+        "OUTPOST_CLIENT_ID",
+        "OUTPOST_CLIENT_SECRET",
+        "OUTPOST_CLIENT_SECRET_FILE",
+    ):
         monkeypatch.delenv(var, raising=False)
 
 

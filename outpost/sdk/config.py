@@ -78,17 +78,22 @@ def _stored(path: Path | None = None) -> dict[str, Any]:
         return {}
 
 
+def find_service_url(explicit: str | None = None) -> str:
+    """The argument, ``OUTPOST_SERVICE_URL``, the stored one, or the default."""
+    return (
+        explicit
+        or os.environ.get("OUTPOST_SERVICE_URL")
+        or _stored().get("service_url")
+        or DEFAULT_SERVICE_URL
+    ).rstrip("/")
+
+
 def resolve_source(
     service_url: str | None = None, token: str | None = None
 ) -> tuple[str, TokenSource | None]:
     """The service URL and where its bearer tokens come from."""
     stored = _stored()
-    url = (
-        service_url
-        or os.environ.get("OUTPOST_SERVICE_URL")
-        or stored.get("service_url")
-        or DEFAULT_SERVICE_URL
-    ).rstrip("/")
+    url = find_service_url(service_url)
     tok = token or os.environ.get("OUTPOST_TOKEN")
     if tok:
         return url, StaticToken(tok)
