@@ -334,3 +334,30 @@ async def test_browser_sign_in_for_the_console(tmp_path, oidc_issuer) -> None:
         principal = await web.finish(state, kept, query)
         assert principal.user["username"] == "alice@campus.test"
         assert principal.via == "jwt"
+
+
+async def test_several_issuers_are_trusted_side_by_side(tmp_path, oidc_issuer) -> None:
+    from outpost.service import ServiceSettings, create_app
+
+    other = Issuer(tmp_path / "other").start()
+    try:
+        app = create_app(
+            ServiceSettings(
+                data_dir=tmp_path / "svc",
+                auth_cache_ttl=0.0,
+                oidc_issuers=[issuer_config(oidc_issuer), issuer_config(other)],
+            )
+        )
+        async with app.router.lifespan_context(app):
+            svc = InProcessService(app, app.state.outpost)
+            a = (await whoami(svc, oidc_issuer.user_token("carol")["access_token"])).json()
+            b = await whoami(svc, other.client_token("robot")["access_token"])
+            assert b.status_code == 200, b.text
+            assert a["identities"][0]["issuer"] == oidc_issuer.url
+            assert b.json()["identities"][0]["issuer"] == other.url
+            # each issuer's keys verify only its own tokens
+            forged = other.sign(_claims(oidc_issuer))  # claims iss of the first
+            r = await whoami(svc, forged)
+            assert r.status_code == 401 and "unknown signing key" in r.json()["reason"]
+    finally:
+        other.stop()
