@@ -130,6 +130,7 @@ def _alg_none(claims: dict[str, Any]) -> str:
         ("bad_signature", "bad signature"),
         ("alg_none", "alg: none"),
         ("unknown_kid", "unknown signing key"),
+        ("no_exp", "no expiry"),
     ],
 )
 async def test_refusals_are_401_with_a_reason_and_no_token_is_logged(
@@ -150,6 +151,8 @@ async def test_refusals_are_401_with_a_reason_and_no_token_is_logged(
         token = oidc_issuer.sign(_claims(oidc_issuer), jwks=forger)
     elif case == "alg_none":
         token = _alg_none(_claims(oidc_issuer))
+    elif case == "no_exp":
+        token = oidc_issuer.sign(_claims(oidc_issuer, exp=None))
     else:
         token = oidc_issuer.sign(_claims(oidc_issuer), jwks=forger)
     caplog.set_level(logging.DEBUG)

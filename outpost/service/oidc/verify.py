@@ -135,6 +135,8 @@ async def verify_jwt(
         ) from None
     except (JoseError, ValueError) as e:
         raise TokenRejected(f"the token cannot be verified: {type(e).__name__}") from None
+    if "exp" not in verified.claims:
+        raise TokenRejected("the token has no expiry (`exp` claim); access tokens must expire")
     exp = check_claims(verified.claims, issuer, time.time() if now is None else now)
     return VerifiedToken(issuer, verified.claims, exp, "jwt")
 
