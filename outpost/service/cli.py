@@ -203,6 +203,10 @@ def user_link(
     """Link another IDENTITY (e.g. alice@university.edu) to USERNAME.
 
     A multi-user endpoint's identity mapping sees every linked identity of the submitter.
+    For sites without an identity provider: identities from an OpenID Connect issuer are
+    linked by the person signing in with each (`outpost login --link`) or by the issuer's
+    claim, and an identity linked here is never handed to someone who signs in with
+    that username (docs/identity.md).
     """
     from outpost.service.store import accounts
 

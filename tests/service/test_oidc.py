@@ -364,3 +364,16 @@ async def test_several_issuers_are_trusted_side_by_side(tmp_path, oidc_issuer) -
             assert r.status_code == 401 and "unknown signing key" in r.json()["reason"]
     finally:
         other.stop()
+
+
+async def test_an_identity_linked_by_an_admin_is_not_handed_to_whoever_signs_in(
+    svc, oidc_issuer
+) -> None:
+    from outpost.service.store import accounts
+
+    with svc.state.engine.begin() as conn:
+        eve = accounts.create_user(conn, "eve@site")
+        accounts.link_identity(conn, eve["id"], "bob@campus.test")  # on the admin's word
+    r = await whoami(svc, oidc_issuer.user_token("bob")["access_token"])
+    assert r.status_code == 401
+    assert "linked by an administrator" in r.json()["reason"]

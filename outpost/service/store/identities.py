@@ -105,6 +105,14 @@ def _new_user(conn: Connection, ident: LinkedIdentity) -> str:
                 f"the username {ident.username!r} already belongs to another identity "
                 f"(from {same_name['issuer']}); an administrator must resolve this"
             )
+        owner = _user(conn, same_name["user_id"])
+        if owner["username"] != ident.username:
+            # Linked to someone else's account on an administrator's word only: that
+            # does not make this person that account's owner.
+            raise AccountError(
+                f"the username {ident.username!r} was linked by an administrator to the "
+                f"account {owner['username']!r}; an administrator must remove that link"
+            )
         _prove(conn, same_name["id"], ident)
         return str(same_name["user_id"])
     if conn.execute(select(users.c.id).where(users.c.username == ident.username)).first():
