@@ -89,3 +89,24 @@ def test_service_start_refuses_bad_sign_in_flags(tmp_path: Path) -> None:
         ["service", "start", "--data-dir", str(tmp_path), "--oidc-issuer", "https://a"],
     )
     assert r.exit_code == 2 and "--oidc-audience" in r.output
+
+
+def test_user_token_with_expiry_and_scope(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from outpost.cli import main
+
+    d = ["--data-dir", str(tmp_path)]
+    runner = CliRunner()
+    assert runner.invoke(main, ["service", "user", "add", "robot", *d]).exit_code == 0
+    r = runner.invoke(
+        main,
+        ["service", "user", "token", "robot", "--expires-in", "3600", "--scope", "compute",
+         "--description", "ci", *d],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    listed = runner.invoke(main, ["service", "user", "tokens", "robot", *d]).output.splitlines()
+    assert "no expiry" in listed[0] and "scopes=all" in listed[0]
+    assert "expires " in listed[1] and "scopes=compute" in listed[1] and listed[1].endswith("ci")
+    bad = runner.invoke(main, ["service", "user", "token", "robot", "--expires-in", "-5", *d])
+    assert bad.exit_code != 0 and "positive" in bad.output
