@@ -110,3 +110,16 @@ def test_user_token_with_expiry_and_scope(tmp_path: Path) -> None:
     assert "expires " in listed[1] and "scopes=compute" in listed[1] and listed[1].endswith("ci")
     bad = runner.invoke(main, ["service", "user", "token", "robot", "--expires-in", "-5", *d])
     assert bad.exit_code != 0 and "positive" in bad.output
+
+
+def test_sign_in_settings_from_the_environment(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from outpost.cli import main
+
+    r = CliRunner().invoke(
+        main,
+        ["service", "start", "--data-dir", str(tmp_path)],
+        env={"OUTPOST_OIDC_ISSUER": "https://a https://b", "OUTPOST_OIDC_AUDIENCE": "x y z"},
+    )
+    assert r.exit_code == 2 and "2 issuer(s) but 3 audiences" in r.output
