@@ -133,6 +133,21 @@ ensure_ops_tools() {
   command -v systemd-analyze >/dev/null || apt_install systemd
 }
 
+ensure_issuer() {
+  # The sign-in tests run a real OpenID Connect issuer (panva's oidc-provider from the npm
+  # registry, on Debian's Node): tests/servers/oidc.
+  command -v node >/dev/null && command -v npm >/dev/null || {
+    [ "$(id -u)" = 0 ] || command -v sudo >/dev/null || return 0
+    apt_install nodejs npm
+  }
+  local dir=tests/servers/oidc
+  if [ ! -d "$dir/node_modules/oidc-provider" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
+    say "npm ci (test OpenID Connect issuer)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    touch "$dir/node_modules"
+  fi
+}
+
 cmd=${1:-help}
 shift || true
 case "$cmd" in
@@ -149,6 +164,7 @@ case "$cmd" in
     ensure_browser
     ensure_slurm
     check_plain_install
+    ensure_issuer
     say "ruff"
     "$VENV/bin/ruff" check outpost tests benchmarks
     say "mypy (outpost/common, outpost/sdk)"

@@ -46,6 +46,9 @@ def _outpost_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "OUTPOST_CONFIG",
         "SSL_CERT_FILE",
         "SSL_CERT_DIR",
+        "OUTPOST_CLIENT_ID",
+        "OUTPOST_CLIENT_SECRET",
+        "OUTPOST_CLIENT_SECRET_FILE",
     ):
         monkeypatch.delenv(var, raising=False)
 
@@ -129,6 +132,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 # Real servers (tests/servers): PostgreSQL and haproxy fixtures for every test package.
 from tests.servers.haproxy import haproxy_factory  # noqa: E402, F401
+
+# The real OpenID Connect issuer (tests/servers/oidc), for every test that signs in.
+from tests.servers.oidc_issuer import oidc_issuer  # noqa: E402, F401
 from tests.servers.postgres import (  # noqa: E402, F401
     postgres_module_url,
     postgres_server,

@@ -58,8 +58,8 @@ class Client:
     def __init__(
         self, service_url: str | None = None, token: str | None = None, timeout: float = 60.0
     ) -> None:
-        url, tok = config.resolve(service_url, token)
-        self.transport = Transport(url, tok, timeout)
+        url, source = config.resolve_source(service_url, token)
+        self.transport = Transport(url, source, timeout)
         self.service_url = url
 
     # -- functions -------------------------------------------------------------------

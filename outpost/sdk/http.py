@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from outpost import __version__
+from outpost.sdk.auth import BearerAuth, StaticToken, TokenSource
 from outpost.sdk.errors import OutpostAPIError, OutpostError
 from outpost.sdk.tls import client_ssl_context
 
@@ -24,10 +25,12 @@ RETRY_STATUS = frozenset({502, 503, 504})
 
 
 class Transport:
+    """``token``: a bearer token, or a ``TokenSource`` that renews it before it expires."""
+
     def __init__(
         self,
         base_url: str,
-        token: str | None,
+        token: str | TokenSource | None,
         timeout: float = 60.0,
         max_retries: int = 5,
         max_wait: float = 60.0,
@@ -35,17 +38,16 @@ class Transport:
     ) -> None:
         if not token:
             raise OutpostError(
-                "no token: run `outpost login --token TOKEN`, set OUTPOST_TOKEN, "
-                "or pass token= (an administrator issues tokens with `outpost service user add`)"
+                "no credentials: run `outpost login` (or `outpost login --token TOKEN`), set "
+                "OUTPOST_TOKEN or OUTPOST_CLIENT_ID/OUTPOST_CLIENT_SECRET, or pass token="
             )
-        self.base_url, self.token = base_url, token
+        self.base_url = base_url
+        self.source = StaticToken(token) if isinstance(token, str) else token
         self.max_retries, self.max_wait, self._sleep = max_retries, max_wait, sleep
         self._http = httpx.Client(
             base_url=base_url,
-            headers={
-                "Authorization": f"Bearer {token}",
-                "User-Agent": f"outpost-sdk/{__version__}",
-            },
+            headers={"User-Agent": f"outpost-sdk/{__version__}"},
+            auth=BearerAuth(self.source),
             timeout=timeout,
             verify=client_ssl_context() if base_url.startswith("https:") else True,
         )
@@ -60,12 +62,19 @@ class Transport:
         except ValueError:
             return self._backoff(attempt)
 
+    @property
+    def token(self) -> str:
+        """The current access token (renewed first if it was about to expire)."""
+        return self.source.access_token()
+
     def request(self, method: str, path: str, idempotent: bool | None = None, **kw: Any) -> Any:
         safe = method.upper() in IDEMPOTENT if idempotent is None else idempotent
         attempt = 0
         while True:
             try:
                 r = self._http.request(method, path, **kw)
+            except OutpostError:
+                raise
             except httpx.TransportError as e:
                 if safe and attempt < self.max_retries:
                     self._sleep(self._backoff(attempt))

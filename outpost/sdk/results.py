@@ -54,6 +54,8 @@ class ResultListener:
         self._watching: set[str] = set()
         self._ws: ClientConnection | None = None
         self._send_lock = threading.Lock()
+        #: The bearer token the open stream was authenticated with.
+        self._ws_token: str | None = None
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._failures = 0  # connection attempts that failed
@@ -98,6 +100,11 @@ class ResultListener:
         ws = self._ws
         if ws is None:
             raise StreamUnavailable("result stream not connected")
+        if self._transport.token != self._ws_token:
+            # The access token was renewed: the stream reconnects with the new one, and
+            # this submission goes over HTTP meanwhile.
+            ws.close()
+            raise StreamUnavailable("access token renewed; reconnecting the stream")
         ref = next(self._refs)
         reply = _Reply()
         self._submits[ref] = reply
@@ -157,10 +164,12 @@ class ResultListener:
 
     def _run(self) -> None:
         delay = 0.1
-        headers = {"Authorization": f"Bearer {self._transport.token}"}
         url = self._transport.ws_url + "/v3/results"
         while not self._stop.is_set():
             try:
+                token = self._transport.token  # renewed if due: each connection is current
+                headers = {"Authorization": f"Bearer {token}"}
+                self._ws_token = token
                 with connect(
                     url,
                     additional_headers=headers,
@@ -176,7 +185,7 @@ class ResultListener:
                     for g in list(self._groups):
                         self._send_watch(g, pending)
                     self._read(ws)
-            except (WebSocketException, OSError, TimeoutError) as e:
+            except (WebSocketException, OSError, TimeoutError, OutpostError) as e:
                 if self._stop.is_set():
                     break
                 log.info("result stream unavailable (%s); polling meanwhile", e)

@@ -12,12 +12,13 @@ from fastapi import FastAPI
 
 from outpost import __version__
 from outpost.service import apidocs, errors, health, housekeeping, metrics
+from outpost.service.authn import authenticator
 from outpost.service.broker import Broker, EmbeddedBroker
 from outpost.service.console import install as install_console
 from outpost.service.datadir import open_private
 from outpost.service.http_log import HTTPLogMiddleware
 from outpost.service.ratelimit import RateLimiter
-from outpost.service.routes import endpoints, functions, sockets, tasks, version
+from outpost.service.routes import admin, endpoints, functions, me, sockets, tasks, version
 from outpost.service.settings import ServiceSettings
 from outpost.service.state import ServiceState
 from outpost.service.store.db import make_engine, open_database
@@ -57,6 +58,7 @@ def create_app(settings: ServiceSettings, broker: Broker | None = None) -> FastA
             for session in list(state.sessions.values()):
                 await session.close("service stopping")
             await state.broker.stop()
+            await authenticator(state).close()
             state.close()
             engine.dispose()
 
@@ -68,7 +70,7 @@ def create_app(settings: ServiceSettings, broker: Broker | None = None) -> FastA
     rate = settings.rate
     app.state.rate_limiter = RateLimiter(*rate) if rate else None
     errors.install(app)
-    for module in (version, functions, endpoints, tasks, sockets, health):
+    for module in (version, functions, endpoints, tasks, sockets, health, me, admin):
         app.include_router(module.router)
     install_console(app, settings.data_dir)
     metrics.install(app, state)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -180,6 +181,10 @@ def user_link(
     """Link another IDENTITY (e.g. alice@university.edu) to USERNAME.
 
     A multi-user endpoint's identity mapping sees every linked identity of the submitter.
+    For sites without an identity provider: identities from an OpenID Connect issuer are
+    linked by the person signing in with each (`outpost login --link`) or by the issuer's
+    claim, and an identity linked here is never handed to someone who signs in with
+    that username (docs/identity.md).
     """
     from outpost.service.store import accounts
 
@@ -195,14 +200,42 @@ def user_link(
 
 @user.command("token")
 @click.argument("username")
+@click.option(
+    "--expires-in",
+    type=float,
+    default=None,
+    help="Seconds until the token expires (default: never; prefer an expiry for robots).",
+)
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(["compute", "admin"]),
+    help="Limit the token to the compute API and/or the admin API (repeatable; "
+    "default: everything USERNAME may do).",
+)
+@click.option("--description", default=None, help="What the token is for (shown in `tokens`).")
 @data_dir_option
 @db_option
-def user_token(username: str, data_dir: Path | None, database_url: str | None) -> None:
+def user_token(
+    username: str,
+    expires_in: float | None,
+    scopes: tuple[str, ...],
+    description: str | None,
+    data_dir: Path | None,
+    database_url: str | None,
+) -> None:
     """Issue another token for USERNAME (printed alone on stdout, shown once)."""
     from outpost.service.store import accounts
 
     def op(conn: Any) -> str:
-        return accounts.issue_token(conn, _user_or_fail(conn, username)["id"])[1]
+        uid = _user_or_fail(conn, username)["id"]
+        try:
+            return accounts.issue_token(
+                conn, uid, expires_in, list(scopes) if scopes else None, description
+            )[1]
+        except accounts.AccountError as e:
+            raise click.ClickException(str(e)) from None
 
     click.echo(_with_conn(data_dir, database_url, op))
 
@@ -213,7 +246,6 @@ def user_token(username: str, data_dir: Path | None, database_url: str | None) -
 @db_option
 def user_tokens(username: str, data_dir: Path | None, database_url: str | None) -> None:
     """List USERNAME's tokens by id (the tokens themselves are not stored)."""
-    import time
 
     from outpost.service.store import accounts
 
@@ -222,9 +254,17 @@ def user_tokens(username: str, data_dir: Path | None, database_url: str | None) 
 
     for t in _with_conn(data_dir, database_url, op):
         state = "revoked" if t["revoked_at"] else "active"
+        if not t["revoked_at"] and t["expires_at"] and t["expires_at"] < time.time():
+            state = "expired"
+        expires = (
+            "expires " + time.strftime("%Y-%m-%d %H:%M", time.localtime(t["expires_at"]))
+            if t["expires_at"]
+            else "no expiry"
+        )
+        scopes = ",".join(t["scopes"]) if t["scopes"] is not None else "all"
         click.echo(
             f"{t['id']}  {time.strftime('%Y-%m-%d %H:%M', time.localtime(t['created_at']))}"
-            f"  {state}"
+            f"  {state}  {expires}  scopes={scopes}  {t['description'] or ''}".rstrip()
         )
 
 

@@ -18,9 +18,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from outpost.sdk.config import outpost_home
+from outpost.service.oidc.config import DEFAULT_USERNAME_CLAIMS, IssuerConfig
 from outpost.service.settings_file import FileSource, file_values
 
 ENV_PREFIX = "OUTPOST_"
@@ -38,6 +39,16 @@ def parse_duration(value: Any) -> Any:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _words(value: Any) -> Any:
+    """A list from flags or a file as it is; from a variable, space-separated words."""
+    if isinstance(value, str):
+        return value.split()
+    return list(value) if isinstance(value, tuple) else value
+
+
+Words = Annotated[list[str], NoDecode, BeforeValidator(_words)]
 SyncMode = Annotated[
     Literal["NORMAL", "FULL"], BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)
 ]
@@ -116,11 +127,76 @@ class ServiceSettings(BaseSettings):
         5.0, "Seconds a token or endpoint lookup is cached (how long a revocation takes)."
     )
     max_frame_tasks: int = setting(500, "Most tasks sent to an endpoint in one channel frame.")
-    admin_identities: list[str] = setting(
+    admin_identities: Words = setting(
         default_factory=list,
-        help="Identity usernames (alice@campus.edu) with the admin role: they see every "
-        "user's endpoints, tasks and groups in the web console (/console).",
+        help="Identity usernames (alice@campus.edu) with the admin role: users, tokens and "
+        "everyone's endpoints over the API, everything in the web console (/console). "
+        "In OUTPOST_ADMIN_IDENTITIES: space-separated.",
         flag="--admin-identity",
+    )
+    # Sign-in through OpenID Connect issuers (docs/identity.md); ``oidc_issuers`` is built
+    # from these (or given whole, in tests and by --oidc-config's file).
+    oidc_issuer: Words = setting(
+        default_factory=list,
+        help="Trust access tokens from this OpenID Connect issuer (the URL must equal the "
+        "tokens' iss); repeat for several. In OUTPOST_OIDC_ISSUER: space-separated.",
+    )
+    oidc_audience: Words = setting(
+        default_factory=list,
+        help="The aud the issuer puts in tokens for this service: one for all issuers, or "
+        "one per --oidc-issuer in the same order.",
+    )
+    oidc_username_claim: str = setting(
+        ",".join(DEFAULT_USERNAME_CLAIMS),
+        "Claims tried in order for a new identity's username (comma-separated).",
+    )
+    oidc_linked_identities_claim: str = setting(
+        "identity_set",
+        "Claim listing the person's linked identities (Globus Auth style); '' for none.",
+    )
+    oidc_groups_claim: str = setting(
+        "groups", "Claim listing the person's groups (for --oidc-admin-group)."
+    )
+    oidc_admin_group: Words = setting(
+        default_factory=list,
+        help="Members of this group (in the groups claim) are Outpost admins.",
+    )
+    oidc_required_scope: str | None = setting(
+        None, "A scope every access token must carry (none by default)."
+    )
+    oidc_introspection_client_id: str | None = setting(
+        None, "Client id for RFC 7662 introspection of opaque tokens (e.g. Globus Auth)."
+    )
+    oidc_introspection_secret_file: Path | None = setting(
+        None,
+        "File holding that client's secret (keep it 0600). Never on the command line.",
+        flag="--oidc-introspection-secret-file",
+    )
+    oidc_introspection_include: str | None = setting(
+        None, "include parameter sent with introspection (Globus Auth: identity_set_detail)."
+    )
+    oidc_login_client_id: str | None = setting(
+        None, "The public client `outpost login` uses at the issuer (device flow / PKCE)."
+    )
+    oidc_login_scope: str = setting(
+        "openid profile email offline_access",
+        "Scopes `outpost login` asks for (include what makes the issuer put this service's "
+        "audience in the token).",
+    )
+    oidc_login_resource: str | None = setting(
+        None, "Resource indicator (RFC 8707) `outpost login` asks for, if the issuer uses them."
+    )
+    oidc_leeway: float = setting(30.0, "Seconds of clock skew allowed on a token's exp and nbf.")
+    oidc_config: Path | None = setting(
+        None, "YAML/JSON list of issuers with their own settings (see docs/identity.md)."
+    )
+    oidc_min_refetch_s: float = setting(
+        10.0, "Least seconds between two fetches of an issuer's keys for an unknown key id."
+    )
+    oidc_issuers: list[IssuerConfig] = setting(
+        default_factory=list,
+        help="The issuers, built from the oidc_* settings (or given whole in Python).",
+        cli=False,
     )
     tls_cert: Path | None = setting(
         None, "PEM certificate (chain) to serve HTTPS and WSS with; needs --tls-key."
@@ -165,6 +241,10 @@ class ServiceSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> ServiceSettings:
+        if self.oidc_issuer or self.oidc_config:
+            from outpost.service.oidc.options import issuers_from
+
+            self.oidc_issuers = [*self.oidc_issuers, *issuers_from(self)]
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together: give both, or neither")
         if self.rate_limit:

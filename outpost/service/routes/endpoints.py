@@ -270,7 +270,12 @@ async def delete_endpoint(
     endpoint_id: str, request: Request, user: dict[str, Any] = Depends(current_user)
 ) -> dict[str, Any]:
     ep = await owned_endpoint(request, endpoint_id, user)
-    state, eid = state_of(request), ep["id"]
+    return await remove_endpoint(state_of(request), ep)
+
+
+async def remove_endpoint(state: ServiceState, ep: dict[str, Any]) -> dict[str, Any]:
+    """Delete an endpoint: close its channel, fail what waits for it, stop a UEP."""
+    eid = ep["id"]
     await state.write(lambda c: catalog.delete_endpoint(c, eid))
     state.endpoint_cache.invalidate(eid)
     session = state.sessions.get(eid)

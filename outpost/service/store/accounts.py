@@ -78,13 +78,38 @@ def list_users(conn: Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(select(users).order_by(users.c.username)).mappings()]
 
 
-def issue_token(conn: Connection, user_id: str) -> tuple[str, str]:
-    """A new token for the user: (token id, token). The token itself is not stored."""
+TOKEN_SCOPES = ("compute", "admin")
+
+
+def issue_token(
+    conn: Connection,
+    user_id: str,
+    expires_in: float | None = None,
+    scopes: list[str] | None = None,
+    description: str | None = None,
+) -> tuple[str, str]:
+    """A new token for the user: (token id, token). The token itself is not stored.
+
+    ``expires_in`` seconds (none: it does not expire); ``scopes`` limit it to part of the
+    API (``compute``: the Globus Compute routes; ``admin``: the admin routes, for an
+    admin), none: everything its user may do."""
+    if expires_in is not None and expires_in <= 0:
+        raise AccountError("a token's lifetime must be positive")
+    bad = [s for s in scopes or [] if s not in TOKEN_SCOPES]
+    if bad:
+        raise AccountError(f"unknown scope(s) {', '.join(bad)}; known: {', '.join(TOKEN_SCOPES)}")
     token = new_secret()
     token_id = secrets.token_hex(4)
+    now = time.time()
     conn.execute(
         insert(tokens).values(
-            id=token_id, user_id=user_id, token_hash=hash_secret(token), created_at=time.time()
+            id=token_id,
+            user_id=user_id,
+            token_hash=hash_secret(token),
+            created_at=now,
+            expires_at=None if expires_in is None else now + expires_in,
+            scopes=sorted(set(scopes)) if scopes is not None else None,
+            description=description,
         )
     )
     return token_id, token
@@ -92,7 +117,14 @@ def issue_token(conn: Connection, user_id: str) -> tuple[str, str]:
 
 def list_tokens(conn: Connection, user_id: str) -> list[dict[str, Any]]:
     rows = conn.execute(
-        select(tokens.c.id, tokens.c.created_at, tokens.c.revoked_at)
+        select(
+            tokens.c.id,
+            tokens.c.created_at,
+            tokens.c.revoked_at,
+            tokens.c.expires_at,
+            tokens.c.scopes,
+            tokens.c.description,
+        )
         .where(tokens.c.user_id == user_id)
         .order_by(tokens.c.created_at)
     ).mappings()
@@ -123,6 +155,30 @@ def user_for_token(conn: Connection, token: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
+def token_record(conn: Connection, token: str) -> dict[str, Any] | None:
+    """``{user, expires_at, scopes, token_id}`` for an unrevoked admin-minted token."""
+    row = (
+        conn.execute(
+            select(tokens.c.id, tokens.c.user_id, tokens.c.expires_at, tokens.c.scopes).where(
+                tokens.c.token_hash == hash_secret(token), tokens.c.revoked_at.is_(None)
+            )
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    user = conn.execute(select(users).where(users.c.id == row["user_id"])).mappings().first()
+    if user is None:
+        return None
+    return {
+        "user": dict(user),
+        "token_id": row["id"],
+        "expires_at": row["expires_at"],
+        "scopes": row["scopes"],
+    }
+
+
 def identities_of(conn: Connection, user_id: str) -> list[dict[str, Any]]:
     """The user's linked identities, the one named like the user first."""
     user = conn.execute(select(users.c.username).where(users.c.id == user_id)).first()
@@ -135,6 +191,7 @@ def identities_of(conn: Connection, user_id: str) -> list[dict[str, Any]]:
                 identities.c.identity_provider,
                 identities.c.email,
                 identities.c.name,
+                identities.c.issuer,
             ).where(identities.c.user_id == user_id)
         ).mappings()
     ]

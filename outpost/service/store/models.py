@@ -35,6 +35,11 @@ class Identity(Base):
     identity_provider: Mapped[str | None] = mapped_column(String(255))
     email: Mapped[str | None] = mapped_column(String(255))
     name: Mapped[str | None] = mapped_column(String(255))
+    #: For an identity proven by an OpenID Connect issuer: that issuer and the ``sub``.
+    issuer: Mapped[str | None] = mapped_column(String(255))
+    subject: Mapped[str | None] = mapped_column(String(255))
+
+    __table_args__ = (Index("ix_identities_issuer_subject", "issuer", "subject", unique=True),)
 
 
 class Token(Base):
@@ -46,6 +51,11 @@ class Token(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float)
+    #: Epoch seconds after which the token is refused; none: it does not expire.
+    expires_at: Mapped[float | None] = mapped_column(Float)
+    #: What the token may do (``compute``, ``admin``); none: everything its user may.
+    scopes: Mapped[list[str] | None] = mapped_column(JSON)
+    description: Mapped[str | None] = mapped_column(String(255))
 
 
 class Function(Base):

@@ -1,12 +1,12 @@
 """index on tasks.completed_at, for retention purges and latency metrics
 
 Revision ID: 0005
-Revises: 0002
+Revises: 0004
 """
 from alembic import op
 
 revision = '0005'
-down_revision = '0002'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
