@@ -186,11 +186,16 @@ def main() -> int:
         watch.stop = stop
         _say("ready", pid=os.getpid())
 
+    from outpost.endpoint.registration import Registration
     from outpost.endpoint.runner import serve
 
-    creds = {"endpoint_id": str(doc["endpoint_id"]), "channel_secret": doc["channel_secret"]}
+    reg = Registration(
+        endpoint_id=str(doc["endpoint_id"]),
+        channel_url=str(doc["channel_url"]),
+        channel_secret=str(doc["channel_secret"]),
+    )
     try:
-        serve(d, config, str(doc["channel_url"]), creds, on_ready=ready)
+        serve(d, config, reg, on_ready=ready)
     except Exception as e:  # noqa: BLE001 - reported to the MEP, which tells the user
         log.exception("user endpoint failed")
         _say("error", error=f"{type(e).__name__}: {e}")

@@ -7,10 +7,10 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from outpost.common.states import DONE_STATES, TaskState
-from outpost.service.store.models import Task, TaskGroup
+from outpost.service.store.models import Task, TaskGroup, table
 
-tasks = Task.__table__
-groups = TaskGroup.__table__
+tasks = table(Task)
+groups = table(TaskGroup)
 
 _DOC_COLUMNS = [
     tasks.c.id,
