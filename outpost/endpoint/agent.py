@@ -21,7 +21,13 @@ from websockets.exceptions import ConnectionClosed
 from outpost.common import messages as m
 from outpost.common.batching import split_by_size
 from outpost.common.errors import TaskErrorCode
-from outpost.endpoint.channel import Channel, ChannelOwner, ChannelSettings, SessionTask
+from outpost.endpoint.channel import (
+    Channel,
+    ChannelOwner,
+    ChannelSettings,
+    OwnerStatus,
+    SessionTask,
+)
 from outpost.endpoint.config import EndpointConfig
 from outpost.endpoint.engines import Engine
 from outpost.endpoint.execution import failure_result
@@ -117,7 +123,7 @@ class Agent(ChannelOwner):
             self.engine.shutdown()
 
     # -- the channel's owner ---------------------------------------------------------
-    def status(self) -> dict[str, Any]:
+    def status(self) -> OwnerStatus:
         return {
             "outstanding_tasks": len(self.held),
             "spooled_results": len(self.spool),
@@ -149,9 +155,9 @@ class Agent(ChannelOwner):
         else:
             log.info("ignored a %s frame", kind)
 
-    def on_heartbeat(self, status: dict[str, Any]) -> None:
+    def on_heartbeat(self, status: OwnerStatus) -> None:
         cfg = self.config
-        busy = bool(status["pending_tasks"] or self.held)
+        busy = bool(status.get("pending_tasks") or self.held)
         progressed = self._results_seen != self._seen_at_beat
         self._seen_at_beat = self._results_seen
         self._idle_beats = 0 if busy else self._idle_beats + 1

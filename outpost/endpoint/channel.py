@@ -25,7 +25,7 @@ import random
 import socket
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -43,6 +43,25 @@ MAX_DELAY_S = 30.0
 
 Frame = dict[str, Any]
 SessionTask = Coroutine[Any, Any, None]
+
+
+class OwnerStatus(TypedDict, total=False):
+    """What an owner adds to the ``status`` frame (heartbeats and the hello)."""
+
+    total_workers: int
+    idle_workers: int
+    #: Held and not yet on a worker.
+    pending_tasks: int
+    #: Accepted (acknowledged) and not yet finished.
+    outstanding_tasks: int
+    #: Results not yet acknowledged by the service.
+    spooled_results: int
+    #: Engines with blocks of workers.
+    managers: int
+    blocks: dict[str, int]
+    held_tasks: int
+    #: A multi-user endpoint: its running user endpoints.
+    user_endpoints: int
 
 
 class FatalChannelError(Exception):
@@ -71,9 +90,9 @@ class ChannelSettings:
 class ChannelOwner:
     """What a channel's owner supplies. Every hook runs on the event loop."""
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> OwnerStatus:
         """Fields of the ``status`` frame beyond the common ones (worker counts...)."""
-        return {}
+        return OwnerStatus()
 
     async def on_open(self, channel: Channel) -> None:
         """After the welcome, before any frame from the service is read."""
@@ -85,8 +104,8 @@ class ChannelOwner:
     async def on_frame(self, channel: Channel, frame: Frame) -> None:
         log.info("ignored a %s frame", frame["type"])
 
-    def on_heartbeat(self, status: Frame) -> None:
-        """After each heartbeat was sent, with the frame sent."""
+    def on_heartbeat(self, status: OwnerStatus) -> None:
+        """After each heartbeat was sent, with the owner's part of it."""
 
 
 class Channel:
@@ -148,7 +167,7 @@ class Channel:
         self._kept.append(frame)
         return True
 
-    def status_frame(self) -> Frame:
+    def status_frame(self, fields: OwnerStatus | None = None) -> Frame:
         s = self.settings
         return {
             "type": m.STATUS,
@@ -158,7 +177,7 @@ class Channel:
             "hostname": socket.gethostname(),
             "local_user": getpass.getuser(),
             "endpoint_version": __version__,
-            **self.owner.status(),
+            **(self.owner.status() if fields is None else fields),
         }
 
     async def send_status(self) -> None:
@@ -266,6 +285,6 @@ class Channel:
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_period)
-            frame = self.status_frame()
-            await self.send(frame)
-            self.owner.on_heartbeat(frame)
+            fields = self.owner.status()
+            await self.send(self.status_frame(fields))
+            self.owner.on_heartbeat(fields)

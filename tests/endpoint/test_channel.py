@@ -20,6 +20,7 @@ from outpost.endpoint.channel import (
     ChannelOwner,
     ChannelSettings,
     FatalChannelError,
+    OwnerStatus,
     SessionTask,
 )
 
@@ -100,10 +101,10 @@ class Recorder(ChannelOwner):
     def __init__(self, tasks: Callable[[Channel], list[SessionTask]] | None = None) -> None:
         self.frames: list[dict[str, Any]] = []
         self.opened = 0
-        self.beats: list[dict[str, Any]] = []
+        self.beats: list[OwnerStatus] = []
         self._tasks = tasks
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> OwnerStatus:
         return {"total_workers": 3, "idle_workers": 2, "pending_tasks": 0}
 
     async def on_open(self, channel: Channel) -> None:
@@ -115,7 +116,7 @@ class Recorder(ChannelOwner):
     async def on_frame(self, channel: Channel, frame: dict[str, Any]) -> None:
         self.frames.append(frame)
 
-    def on_heartbeat(self, status: dict[str, Any]) -> None:
+    def on_heartbeat(self, status: OwnerStatus) -> None:
         self.beats.append(status)
 
 

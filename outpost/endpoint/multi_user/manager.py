@@ -27,7 +27,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from outpost.common import messages as m
-from outpost.endpoint.channel import Channel, ChannelOwner, ChannelSettings
+from outpost.endpoint.channel import Channel, ChannelOwner, ChannelSettings, OwnerStatus
 from outpost.endpoint.multi_user import accounts
 from outpost.endpoint.multi_user.admission import Refused, resolve_account, start_document
 from outpost.endpoint.multi_user.audit import AuditLog
@@ -121,14 +121,9 @@ class Manager(ChannelOwner):
         t.add_done_callback(self._tasks.discard)
 
     # -- the channel's owner -------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
+    def status(self) -> OwnerStatus:
         running = sum(1 for c in self.children.values() if c.alive())
-        return {
-            "user_endpoints": running,
-            "total_workers": 0,
-            "idle_workers": 0,
-            "pending_tasks": 0,
-        }
+        return OwnerStatus(user_endpoints=running, total_workers=0, idle_workers=0, pending_tasks=0)
 
     async def on_frame(self, channel: Channel, frame: dict[str, Any]) -> None:
         if frame["type"] == m.COMMAND:
