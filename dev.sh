@@ -167,8 +167,12 @@ case "$cmd" in
     ensure_issuer
     say "ruff"
     "$VENV/bin/ruff" check outpost tests benchmarks
-    say "mypy (outpost/common, outpost/sdk)"
-    "$VENV/bin/mypy" outpost/common outpost/sdk
+    # The service's runtime modules (channel, state, routes/endpoints...) are being
+    # redesigned for scale-out; they join this list (then: all of outpost) once clean.
+    say "mypy"
+    "$VENV/bin/mypy" --follow-imports=silent outpost/__init__.py outpost/__main__.py \
+      outpost/cli.py outpost/local.py outpost/demo.py \
+      outpost/common outpost/sdk outpost/endpoint outpost/service/store
     say "pytest"
     export OUTPOST_COMPAT_PYTHON="$PWD/$COMPAT_VENV/bin/python"
     exec "$VENV/bin/pytest" -q "$@"

@@ -1,10 +1,13 @@
-"""Task dicts as an endpoint's engine receives them, for the engine tests."""
+"""Tasks as an endpoint's engine receives them, for the engine tests: maps for the
+HighThroughputEngine (a MapEngine), records for the others."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from outpost.common.serialize import pack_function, pack_payload
+from outpost.endpoint.engines.base import Engine, MapEngine, MapEngineAdapter
+from outpost.endpoint.records import Task
 
 
 def make_tasks(fn: Any, args: Any, prefix: str = "t", **extra: Any) -> list[dict[str, Any]]:
@@ -21,3 +24,14 @@ def make_tasks(fn: Any, args: Any, prefix: str = "t", **extra: Any) -> list[dict
         }
         for i, a in enumerate(args)
     ]
+
+
+def make_records(fn: Any, args: Any, prefix: str = "t", **extra: Any) -> list[Task]:
+    """:func:`make_tasks` as :class:`Task` records."""
+    return [Task.from_wire(t) for t in make_tasks(fn, args, prefix, **extra)]
+
+
+def map_engine(engine: Engine) -> MapEngine:
+    """The HighThroughputEngine that ``build_engine`` wraps (it takes and reports maps)."""
+    assert isinstance(engine, MapEngineAdapter), engine
+    return engine.inner

@@ -55,7 +55,11 @@ def configure(name: str, multi_user: bool) -> None:
     """
     d = _dir(name)
     try:
-        files = d.create_multi_user() if multi_user else (d.create() or [d.config_path])
+        if multi_user:
+            files = d.create_multi_user()
+        else:
+            d.create()
+            files = [d.config_path]
     except EndpointDirError as e:
         raise click.ClickException(str(e)) from None
     for f in files:
@@ -123,31 +127,31 @@ def start(name: str, detach: bool, debug: bool, service_url: str | None) -> None
     running = d.pid()
     if running is not None:
         raise click.ClickException(f"endpoint {name!r} is already running (pid {running})")
-    multi = isinstance(config, MultiUserConfig)
-    if multi:
-        mu_cli.preflight(config)  # type: ignore[arg-type]
+    if isinstance(config, MultiUserConfig):
+        mu_cli.preflight(config)
     if detach:
         _start_detached(d, service_url, debug)
         return
     from outpost.endpoint import runner
     from outpost.endpoint.multi_user import runner as mu_runner
+    from outpost.endpoint.registration import register
 
+    owner = ""
     try:
         client = Client(service_url)
         if isinstance(config, MultiUserConfig):
-            creds = mu_runner.register(client, d, config)
+            reg, owner = mu_runner.register_multi_user(client, d, config)
         else:
-            creds = runner.register(client, d, config)
+            reg = register(client, d, config)
     except (OutpostError, mu_cli.TemplateError) as e:
         raise click.ClickException(f"cannot register endpoint {name!r}: {e}") from None
-    click.echo(creds["endpoint_id"])
+    click.echo(reg.endpoint_id)
     sys.stdout.flush()
     _setup_logging(d, debug)
-    url = runner.channel_url(client.service_url, creds["endpoint_id"])
     if isinstance(config, MultiUserConfig):
-        mu_runner.serve(d, config, url, creds)
+        mu_runner.serve(d, config, reg, owner)
     else:
-        runner.serve(d, config, url, creds)
+        runner.serve(d, config, reg)
 
 
 def _start_detached(d: EndpointDir, service_url: str | None, debug: bool = False) -> None:

@@ -23,6 +23,7 @@ from outpost import __version__
 from outpost.common.errors import TaskErrorCode
 from outpost.common.packing import unpack_buffers
 from outpost.common.serialize import DEFAULT_CODE, DEFAULT_DATA, deserialize, serialize
+from outpost.endpoint.records import Task, TaskResult
 
 
 @dataclass(frozen=True)
@@ -50,24 +51,25 @@ def _text(value: str) -> str:
 
 
 def failure_result(
-    task: dict[str, Any], code: TaskErrorCode, text: str, message: str
-) -> dict[str, Any]:
-    text, message = _text(text), _text(message)
-    return {
-        "task_id": task["task_id"],
-        "task_group_id": task.get("task_group_id"),
-        "status": "failed",
-        "exception": text,
-        "error_details": {"code": code.value, "user_message": message},
-        "details": _DETAILS,
-    }
+    task: Task, code: TaskErrorCode, text: str, message: str, details: bool = True
+) -> TaskResult:
+    """A failed result: ``text`` is the traceback or full reason, ``message`` the short
+    one; ``details``: add where it ran (leave out for failures outside a worker)."""
+    return TaskResult(
+        task_id=task.task_id,
+        task_group_id=task.task_group_id,
+        status="failed",
+        exception=_text(text),
+        error_details={"code": code.value, "user_message": _text(message)},
+        details=dict(_DETAILS) if details else None,
+    )
 
 
-def _load_function(task: dict[str, Any], allowed: tuple[str, ...] | None) -> Callable[..., Any]:
-    fid = task["function_id"]
+def _load_function(task: Task, allowed: tuple[str, ...] | None) -> Callable[..., Any]:
+    fid = task.function_id
     fn = _FUNCTIONS.get(fid)
     if fn is None:
-        code = task.get("function_code")
+        code = task.function_code
         if code is None:
             raise LookupError(f"function {fid} was not sent with the task")
         parts = unpack_buffers(code)
@@ -87,11 +89,11 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
-def run_task(task: dict[str, Any], limits: Limits) -> dict[str, Any]:
+def run_task(task: Task, limits: Limits) -> TaskResult:
     """Run ``task`` (task_id, function_id, function_code?, payload) and return a result."""
     try:
         fn = _load_function(task, limits.allowed_serializers)
-        args_s, kwargs_s = unpack_buffers(task["payload"])
+        args_s, kwargs_s = unpack_buffers(task.payload)
         args = deserialize(args_s, limits.allowed_serializers)
         kwargs = deserialize(kwargs_s, limits.allowed_serializers)
     except Exception as e:  # noqa: BLE001
@@ -106,10 +108,10 @@ def run_task(task: dict[str, Any], limits: Limits) -> dict[str, Any]:
             task, TaskErrorCode.SERIALIZATION, f"the endpoint could not load the task: {text}", text
         )
     if limits.set_task_env:
-        os.environ["OUTPOST_TASK_ID"] = task["task_id"]
+        os.environ["OUTPOST_TASK_ID"] = task.task_id
     cwd = None
     if limits.sandbox_root:
-        sandbox = Path(limits.sandbox_root) / task["task_id"]
+        sandbox = Path(limits.sandbox_root) / task.task_id
         sandbox.mkdir(parents=True, exist_ok=True)
         os.environ["OUTPOST_TASK_SANDBOX_DIR"] = str(sandbox)
         cwd = os.getcwd()
@@ -141,16 +143,16 @@ def run_task(task: dict[str, Any], limits: Limits) -> dict[str, Any]:
             f"{limits.result_size_limit}B; write large results to a file and return its path"
         )
         return failure_result(task, TaskErrorCode.RESULT_TOO_LARGE, msg, msg)
-    return {
-        "task_id": task["task_id"],
-        "task_group_id": task.get("task_group_id"),
-        "status": "success",
-        "result": data,
-        "details": {
+    return TaskResult(
+        task_id=task.task_id,
+        task_group_id=task.task_group_id,
+        status="success",
+        result=data,
+        details={
             **_DETAILS,
             "execution_start": start,
             "execution_end": end,
             "pid": os.getpid(),
             "python": sys.version.split()[0],
         },
-    }
+    )

@@ -16,6 +16,8 @@ from typing import Any
 
 import msgpack
 
+from outpost.endpoint.records import TaskResult
+
 log = logging.getLogger(__name__)
 #: Seconds between background checkpoints while results come and go.
 CHECKPOINT_EVERY = 0.25
@@ -24,6 +26,7 @@ CHECKPOINT_RESTART_FRAMES = 50_000
 
 
 def _pack(result: dict[str, Any]) -> bytes:
+    """The result's wire map as msgpack."""
     try:
         return msgpack.packb(result, use_bin_type=True)  # type: ignore[no-any-return]
     except (TypeError, ValueError):  # e.g. text with lone surrogates; keep what we can
@@ -39,6 +42,10 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_clean(v) for v in value]
     return value if isinstance(value, int | float | bool | type(None) | bytes) else repr(value)
+
+
+def _unpack(body: bytes) -> TaskResult:
+    return TaskResult.from_wire(msgpack.unpackb(body, raw=False))
 
 
 class ResultSpool:
@@ -60,8 +67,8 @@ class ResultSpool:
         )
         self._checkpointer.start()
 
-    def add(self, results: list[dict[str, Any]]) -> None:
-        rows = [(r["task_id"], _pack(r)) for r in results]
+    def add(self, results: list[TaskResult]) -> None:
+        rows = [(r.task_id, _pack(r.to_wire())) for r in results]
         with self._lock:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?)", rows)
@@ -86,18 +93,18 @@ class ResultSpool:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def get(self, task_id: str) -> dict[str, Any] | None:
+    def get(self, task_id: str) -> TaskResult | None:
         with self._lock:
             row = self._db.execute(
                 "SELECT body FROM results WHERE task_id = ?", (task_id,)
             ).fetchone()
-        return msgpack.unpackb(row[0], raw=False) if row else None
+        return _unpack(row[0]) if row else None
 
-    def all(self, chunk: int = 1000) -> Iterator[list[dict[str, Any]]]:
+    def all(self, chunk: int = 1000) -> Iterator[list[TaskResult]]:
         with self._lock:
             bodies = [r[0] for r in self._db.execute("SELECT body FROM results")]
         for i in range(0, len(bodies), chunk):
-            yield [msgpack.unpackb(b, raw=False) for b in bodies[i : i + chunk]]
+            yield [_unpack(b) for b in bodies[i : i + chunk]]
 
     def close(self) -> None:
         self._stop_checkpoints.set()

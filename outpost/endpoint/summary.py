@@ -4,7 +4,7 @@ are charged to and run in (shown in the web console's user endpoint table)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from outpost.endpoint.config import EndpointConfig
 
@@ -12,7 +12,13 @@ from outpost.endpoint.config import EndpointConfig
 RESOURCE_OPTIONS = ("account", "partition", "queue", "project")
 
 
-def run_summary(config: EndpointConfig, started_at: float) -> dict[str, Any]:
+class RunSummary(TypedDict):
+    engine: str
+    started_at: float
+    resources: dict[str, Any]
+
+
+def run_summary(config: EndpointConfig, started_at: float) -> RunSummary:
     engine = config.engine
     resources: dict[str, str] = {}
     provider = getattr(engine, "provider", None)

@@ -7,7 +7,7 @@ import pytest
 from outpost.common.serialize import deserialize
 from outpost.endpoint.engines import ProcessPoolEngine, ThreadPoolEngine
 from outpost.endpoint.execution import Limits
-from tests.engine_tasks import make_tasks as _tasks
+from tests.engine_tasks import make_records as _tasks
 
 
 def square(x):
@@ -32,7 +32,7 @@ def _drain(q, n, timeout=30.0):
     out, deadline = {}, time.monotonic() + timeout
     while len(out) < n:
         r = q.get(timeout=max(0.1, deadline - time.monotonic()))
-        out[r["task_id"]] = r
+        out[r.task_id] = r
     return out
 
 
@@ -45,9 +45,7 @@ def test_many_tasks(engine_cls) -> None:
     try:
         engine.submit(_tasks(square, range(300)))
         out = _drain(q, 300)
-        assert {deserialize(out[f"t{i}"]["result"]) for i in range(300)} == {
-            i * i for i in range(300)
-        }
+        assert {deserialize(out[f"t{i}"].result) for i in range(300)} == {i * i for i in range(300)}
         st = engine.status()
         assert st["total_workers"] == 2 and st["pending_tasks"] == 0
     finally:
@@ -66,13 +64,13 @@ def test_a_task_that_kills_its_worker_fails_alone(how) -> None:
         )
         out = _drain(q, 41)
         bad = out["bad0"]
-        assert bad["status"] == "failed" and bad["error_details"]["code"] == "WorkerLost"
-        assert ("SIGKILL" if how == "kill" else "code 3") in bad["exception"]
-        assert all(out[f"a{i}"]["status"] == "success" for i in range(20))
-        assert all(out[f"b{i}"]["status"] == "success" for i in range(20))
+        assert bad.status == "failed" and bad.error_details["code"] == "WorkerLost"
+        assert ("SIGKILL" if how == "kill" else "code 3") in bad.exception
+        assert all(out[f"a{i}"].status == "success" for i in range(20))
+        assert all(out[f"b{i}"].status == "success" for i in range(20))
         # The pool was refilled: later tasks still run on two live workers.
         engine.submit(_tasks(pid, range(50), "p"))
-        pids = {deserialize(r["result"]) for r in _drain(q, 50).values()}
+        pids = {deserialize(r.result) for r in _drain(q, 50).values()}
         assert 1 <= len(pids) <= 2
     finally:
         engine.shutdown()
@@ -89,6 +87,6 @@ def test_worker_environment() -> None:
     try:
         engine.submit(_tasks(env, [0], "e"))
         r = _drain(q, 1)["e0"]
-        assert deserialize(r["result"]) == ("yes", "e0")
+        assert deserialize(r.result) == ("yes", "e0")
     finally:
         engine.shutdown()

@@ -2,16 +2,17 @@ import os
 
 from outpost.common.serialize import deserialize, pack_function, pack_payload
 from outpost.endpoint.execution import Limits, run_task
+from outpost.endpoint.records import Task, TaskResult
 
 
-def _task(fn, *args, **kwargs):
-    return {
-        "task_id": "t1",
-        "function_id": f"f-{fn.__name__}",
-        "function_code": pack_function(fn),
-        "payload": pack_payload(args, kwargs),
-        "task_group_id": "g",
-    }
+def _task(fn, *args, **kwargs) -> Task:
+    return Task(
+        task_id="t1",
+        function_id=f"f-{fn.__name__}",
+        function_code=pack_function(fn),
+        payload=pack_payload(args, kwargs),
+        task_group_id="g",
+    )
 
 
 def add(a, b=1):
@@ -36,46 +37,46 @@ def task_id():
 
 def test_success() -> None:
     r = run_task(_task(add, 2, b=5), Limits())
-    assert r["status"] == "success" and deserialize(r["result"]) == 7
-    assert r["task_group_id"] == "g"
+    assert r.status == "success" and deserialize(r.result) == 7
+    assert r.task_group_id == "g"
 
 
 def test_exception_carries_the_user_traceback() -> None:
     r = run_task(_task(boom), Limits())
-    assert r["status"] == "failed"
-    assert "Traceback" in r["exception"] and "boom-42" in r["exception"]
-    assert "raise ValueError" in r["exception"]
-    assert "run_task" not in r["exception"]
-    assert r["error_details"]["code"] == "TaskExecutionFailed"
+    assert r.status == "failed"
+    assert "Traceback" in r.exception and "boom-42" in r.exception
+    assert "raise ValueError" in r.exception
+    assert "run_task" not in r.exception
+    assert r.error_details["code"] == "TaskExecutionFailed"
 
 
 def test_unpicklable_result() -> None:
     r = run_task(_task(gen), Limits())
-    assert r["status"] == "failed" and "cannot be serialized" in r["exception"]
+    assert r.status == "failed" and "cannot be serialized" in r.exception
 
 
 def test_result_size_limit() -> None:
     r = run_task(_task(big), Limits(result_size_limit=1000))
-    assert r["status"] == "failed"
-    assert r["error_details"]["code"] == "MaxResultSizeExceeded"
-    assert "exceeded current limit of 1000B" in r["exception"]
+    assert r.status == "failed"
+    assert r.error_details["code"] == "MaxResultSizeExceeded"
+    assert "exceeded current limit of 1000B" in r.exception
 
 
 def test_bad_payload_is_a_failed_task() -> None:
     t = _task(add, 1)
-    t["payload"] = "garbage"
+    t.payload = "garbage"
     r = run_task(t, Limits())
-    assert r["status"] == "failed" and r["error_details"]["code"] == "SerializationError"
+    assert r.status == "failed" and r.error_details["code"] == "SerializationError"
 
 
 def test_serializer_allow_list() -> None:
     r = run_task(_task(add, 1), Limits(allowed_serializers=("st",)))
-    assert r["status"] == "failed" and "not allowed" in r["exception"]
+    assert r.status == "failed" and "not allowed" in r.exception
 
 
 def test_task_id_in_environment_and_sandbox(tmp_path) -> None:
     r = run_task(_task(task_id), Limits(sandbox_root=str(tmp_path)))
-    assert deserialize(r["result"]) == "t1"
+    assert deserialize(r.result) == "t1"
     assert (tmp_path / "t1").is_dir()
 
 
@@ -89,11 +90,12 @@ def test_undecodable_text_in_an_exception_still_travels(tmp_path) -> None:
     from outpost.endpoint.spool import ResultSpool
 
     r = run_task(_task(undecodable), Limits())
-    assert r["status"] == "failed" and "data-\\udcff.csv" in r["exception"]
-    msgpack.packb(r)  # would raise on a lone surrogate
+    assert r.status == "failed" and "data-\\udcff.csv" in r.exception
+    msgpack.packb(r.to_wire())  # would raise on a lone surrogate
     spool = ResultSpool(tmp_path / "spool.db")
-    spool.add([r, {"task_id": "t2", "status": "failed", "exception": "bad \udcff"}])
-    assert spool.get("t2")["exception"] == "bad \\udcff"
+    spool.add([r, TaskResult("t2", None, "failed", exception="bad \udcff")])
+    got = spool.get("t2")
+    assert got is not None and got.exception == "bad \\udcff"
 
 
 def test_a_function_is_deserialized_once_per_worker(monkeypatch) -> None:
@@ -105,9 +107,10 @@ def test_a_function_is_deserialized_once_per_worker(monkeypatch) -> None:
         execution, "deserialize", lambda p, a=None: calls.append(p[:2]) or real(p, a)
     )
     task = _task(add, 1)
-    task["function_id"] = "cached-add"
+    task.function_id = "cached-add"
     for i in range(5):
-        r = run_task({**task, "task_id": f"t{i}", "payload": _task(add, i)["payload"]}, Limits())
-        assert deserialize(r["result"]) == i + 1
+        t = Task(f"t{i}", task.function_id, _task(add, i).payload, task.function_code)
+        r = run_task(t, Limits())
+        assert deserialize(r.result) == i + 1
     assert calls.count("01") == 1  # the function once; args and kwargs every time
     assert calls.count("00") == 10

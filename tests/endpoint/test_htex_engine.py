@@ -18,6 +18,7 @@ from outpost.common.serialize import deserialize
 from outpost.endpoint.config import ConfigError, parse_config
 from outpost.endpoint.engines import build_engine
 from tests.engine_tasks import make_tasks as _tasks
+from tests.engine_tasks import map_engine
 from tests.multi_user.remote import by_value
 
 pytest.importorskip("parsl")
@@ -80,7 +81,7 @@ def _engine(tmp_path: Path, **engine):
             },
         }
     )
-    eng = build_engine(cfg, tmp_path)
+    eng = map_engine(build_engine(cfg, tmp_path))
     q: queue.SimpleQueue = queue.SimpleQueue()
     eng.start(lambda rs: [q.put(r) for r in rs])
     return eng, q

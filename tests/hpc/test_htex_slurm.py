@@ -22,6 +22,7 @@ from outpost.endpoint.config import parse_config
 from outpost.endpoint.engines import build_engine
 from outpost.sdk.shell import MPIFunction
 from tests.engine_tasks import make_tasks as _tasks
+from tests.engine_tasks import map_engine
 from tests.hpc.conftest import SlurmCluster
 from tests.multi_user.remote import by_value
 
@@ -70,7 +71,7 @@ class Engine:
                 }
             }
         )
-        self.engine = build_engine(cfg, tmp_path)
+        self.engine = map_engine(build_engine(cfg, tmp_path))
         self.q: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self.engine.start(lambda rs: [self.q.put(r) for r in rs])
 

@@ -33,6 +33,7 @@ from outpost.endpoint.engines import build_engine
 from outpost.endpoint.htex_config import HighThroughputEngineConfig
 from outpost.endpoint.multi_user.template import render_config
 from tests.engine_tasks import make_tasks as _tasks
+from tests.engine_tasks import map_engine
 from tests.multi_user.remote import by_value
 from tests.multi_user.test_examples import IDENTITY
 
@@ -173,7 +174,7 @@ def job_env(_):
 
 class Engine:
     def __init__(self, tmp_path: Path, data: dict[str, Any]) -> None:
-        self.engine = build_engine(parse_config(data), tmp_path / "endpoint")
+        self.engine = map_engine(build_engine(parse_config(data), tmp_path / "endpoint"))
         self.q: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self.engine.start(self._results)
 

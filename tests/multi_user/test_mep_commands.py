@@ -16,6 +16,7 @@ import pytest
 
 from outpost.endpoint.multi_user.config import parse_multi_user
 from outpost.endpoint.multi_user.manager import Manager
+from outpost.endpoint.registration import Registration
 from tests.multi_user.conftest import MAPPING, SCHEMA, TEMPLATE, MEPStack
 from tests.multi_user.remote import add
 
@@ -54,7 +55,8 @@ def make_manager(base: Path, python: str, **overrides: Any) -> Manager:
         "test",
         base,
     )
-    return Manager(cfg, "m", str(uuid.uuid4()), "ws://127.0.0.1:1/x", "secret", "owner")
+    reg = Registration(str(uuid.uuid4()), "ws://127.0.0.1:1/x", "secret")
+    return Manager(cfg, "m", reg, "owner")
 
 
 @pytest.fixture
@@ -95,7 +97,7 @@ async def test_max_user_endpoints_holds_under_concurrent_starts(
         kinds = [r["event"] for r in events(m)]
         assert kinds.count("start") == 1 and kinds.count("start_refused") == 1
         assert len(m._running()) == 1
-        refusal = next(f for f in m._outbox if f["stage"] == "refused")
+        refusal = next(f for f in m.channel.kept if f["stage"] == "refused")
         assert refusal["retryable"] is True and "max_user_endpoints" in refusal["error"]
     finally:
         await m.stop_all()
@@ -167,7 +169,8 @@ async def test_a_valid_command_after_bad_ones_still_works(manager: Manager) -> N
     events = [json.loads(x)["event"] for x in manager.audit.path.read_text().splitlines()]
     assert events == ["command_dropped", "command", "mapping", "start_refused"]
     assert manager.children == {}
-    assert manager._outbox and manager._outbox[-1]["stage"] == "refused"
+    kept = manager.channel.kept  # not connected: kept for the next connection
+    assert kept and kept[-1]["stage"] == "refused"
 
 
 def test_no_secret_in_any_log(mep_stack: MEPStack, unix_accounts: Any) -> None:

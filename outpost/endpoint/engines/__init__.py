@@ -9,7 +9,7 @@ from outpost.endpoint.config import (
     ProcessPoolEngineConfig,
     ThreadPoolEngineConfig,
 )
-from outpost.endpoint.engines.base import Engine, ResultCallback
+from outpost.endpoint.engines.base import Engine, MapEngineAdapter, ResultCallback
 from outpost.endpoint.engines.processes import ProcessPoolEngine
 from outpost.endpoint.engines.threads import ThreadPoolEngine
 from outpost.endpoint.execution import Limits
@@ -35,5 +35,6 @@ def build_engine(config: EndpointConfig, workdir: Path) -> Engine:
         # Imported here: Parsl is needed (and loaded) only by endpoints that use it.
         from outpost.endpoint.engines.htex import HighThroughputEngine
 
-        return HighThroughputEngine(ec, limits, workdir, config.environment)
+        # It hands tasks to Parsl as maps (see MapEngine).
+        return MapEngineAdapter(HighThroughputEngine(ec, limits, workdir, config.environment))
     raise ValueError(f"unknown engine {ec!r}")

@@ -22,6 +22,7 @@ from queue import Full
 from typing import Any
 
 from outpost.endpoint.execution import Limits, run_task
+from outpost.endpoint.records import Task
 
 
 def pack(tasks: list[dict[str, Any]]) -> bytes:
@@ -85,5 +86,5 @@ def run_batch(buffer: bytes, limits: Limits, environment: dict[str, str]) -> lis
         code = codes.get(t["function_id"])
         if code is not None:
             t["function_code"] = code
-        out.append(run_task(t, limits))
+        out.append(run_task(Task.from_wire(t), limits).to_wire())
     return out

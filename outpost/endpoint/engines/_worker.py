@@ -12,9 +12,9 @@ import os
 import signal
 import time
 from multiprocessing.connection import Connection
-from typing import Any
 
 from outpost.endpoint.execution import Limits, run_task
+from outpost.endpoint.records import Task, TaskResult
 
 FLUSH_SECONDS = 0.002
 FLUSH_COUNT = 256
@@ -36,12 +36,12 @@ def main(
     os.environ.update(environment)
     while True:
         try:
-            batch: list[dict[str, Any]] | None = tasks_in.recv()
+            batch: list[Task] | None = tasks_in.recv()
         except (EOFError, OSError):
             return
         if batch is None:
             return
-        pending: list[dict[str, Any]] = []
+        pending: list[TaskResult] = []
         last = time.monotonic()
         for task in batch:
             pending.append(run_task(task, limits))

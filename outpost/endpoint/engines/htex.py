@@ -31,9 +31,11 @@ from parsl.utils import Timer
 from outpost.common.errors import TaskErrorCode
 from outpost.endpoint.engines import _htex_blocks, _htex_worker, _parsl_glue
 from outpost.endpoint.engines._mpi_spec import task_problem
-from outpost.endpoint.engines.base import Engine, ResultCallback
+from outpost.endpoint.engines.base import MapEngine
+from outpost.endpoint.engines.base import MapResultCallback as ResultCallback
 from outpost.endpoint.execution import Limits, failure_result
 from outpost.endpoint.htex_config import HighThroughputEngineConfig
+from outpost.endpoint.records import Task
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +45,10 @@ _ALIVE = (JobState.PENDING, JobState.RUNNING, JobState.HELD)
 
 
 def _failure(task: dict[str, Any], code: TaskErrorCode, text: str) -> dict[str, Any]:
-    return failure_result(task, code, f"{code.value}: {text}", text)
+    return failure_result(Task.from_wire(task), code, f"{code.value}: {text}", text).to_wire()
 
 
-class HighThroughputEngine(Engine):
+class HighThroughputEngine(MapEngine):
     def __init__(
         self,
         config: HighThroughputEngineConfig,

@@ -23,8 +23,9 @@ from typing import Any
 
 from outpost.common.errors import TaskErrorCode
 from outpost.endpoint.engines import _worker
-from outpost.endpoint.engines.base import Engine, ResultCallback
-from outpost.endpoint.execution import Limits
+from outpost.endpoint.engines.base import Engine, EngineStatus, ResultCallback
+from outpost.endpoint.execution import Limits, failure_result
+from outpost.endpoint.records import Task, TaskResult
 
 log = logging.getLogger(__name__)
 _ctx = mp.get_context("spawn")
@@ -45,8 +46,8 @@ class _Worker:
         self.started = time.monotonic()
         task_r.close()
         result_w.close()
-        self.outstanding: deque[dict[str, Any]] = deque()
-        self.feed: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.outstanding: deque[Task] = deque()
+        self.feed: queue.SimpleQueue[list[Task] | None] = queue.SimpleQueue()
         self.feeder = threading.Thread(target=self._feed, name=f"outpost-feed-{index}", daemon=True)
         self.feeder.start()
 
@@ -60,7 +61,7 @@ class _Worker:
             if item is None:
                 return
 
-    def send(self, tasks: list[dict[str, Any]]) -> None:
+    def send(self, tasks: list[Task]) -> None:
         self.outstanding.extend(tasks)
         self.feed.put(tasks)
 
@@ -97,7 +98,7 @@ class ProcessPoolEngine(Engine):
         self.max_batch = max_batch
         self.environment = dict(environment or {})
         self._workers: list[_Worker] = []
-        self._queue: deque[dict[str, Any]] = deque()
+        self._queue: deque[Task] = deque()
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         self._on_results: ResultCallback | None = None
@@ -110,21 +111,21 @@ class ProcessPoolEngine(Engine):
         self._thread = threading.Thread(target=self._loop, name="outpost-engine", daemon=True)
         self._thread.start()
 
-    def submit(self, tasks: list[dict[str, Any]]) -> None:
+    def submit(self, tasks: list[Task]) -> None:
         with self._lock:
             self._queue.extend(tasks)
         os.write(self._wake_w, b"x")
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> EngineStatus:
         with self._lock:
             busy = sum(1 for w in self._workers if w.outstanding)
             # Held and not yet running: a worker runs the first task of what it holds.
             waiting = len(self._queue) + sum(max(0, len(w.outstanding) - 1) for w in self._workers)
-        return {
-            "total_workers": self.max_workers,
-            "idle_workers": self.max_workers - busy,
-            "pending_tasks": waiting,
-        }
+        return EngineStatus(
+            total_workers=self.max_workers,
+            idle_workers=self.max_workers - busy,
+            pending_tasks=waiting,
+        )
 
     def shutdown(self) -> None:
         self._stopping = True
@@ -171,10 +172,10 @@ class ProcessPoolEngine(Engine):
                 self._replace(w)
         self._dispatch()
 
-    def _finished(self, w: _Worker, results: list[dict[str, Any]]) -> None:
+    def _finished(self, w: _Worker, results: list[TaskResult]) -> None:
         with self._lock:
-            done = {r["task_id"] for r in results}
-            w.outstanding = deque(t for t in w.outstanding if t["task_id"] not in done)
+            done = {r.task_id for r in results}
+            w.outstanding = deque(t for t in w.outstanding if t.task_id not in done)
         assert self._on_results is not None
         self._on_results(results)
 
@@ -200,12 +201,13 @@ class ProcessPoolEngine(Engine):
         dead.kill()
         with self._lock:
             self._workers[self._workers.index(dead)] = fresh
-            if len(lost) == 1 or (lost and lost[0].get("_suspect")):
+            culprit: Task | None
+            if len(lost) == 1 or (lost and lost[0].suspect):
                 culprit, rest = lost[0], lost[1:]
             else:
                 culprit, rest = None, lost
             for t in rest:
-                t["_suspect"] = True  # run alone next time, to find which one kills workers
+                t.suspect = True  # run alone next time, to find which one kills workers
             self._queue.extendleft(reversed(rest))
         if culprit is not None:
             msg = (
@@ -213,20 +215,8 @@ class ProcessPoolEngine(Engine):
                 "the interpreter, called os._exit, or ran out of memory)"
             )
             assert self._on_results is not None
-            self._on_results(
-                [
-                    {
-                        "task_id": culprit["task_id"],
-                        "task_group_id": culprit.get("task_group_id"),
-                        "status": "failed",
-                        "exception": f"WorkerLost: {msg}",
-                        "error_details": {
-                            "code": TaskErrorCode.WORKER_LOST.value,
-                            "user_message": msg,
-                        },
-                    }
-                ]
-            )
+            code = TaskErrorCode.WORKER_LOST
+            self._on_results([failure_result(culprit, code, f"{code}: {msg}", msg, details=False)])
 
     def _dispatch(self) -> None:
         with self._lock:
@@ -241,15 +231,15 @@ class ProcessPoolEngine(Engine):
             for w in sorted(self._workers, key=lambda x: len(x.outstanding)):
                 if not self._queue:
                     break
-                if self._queue[0].get("_suspect"):
+                if self._queue[0].suspect:
                     if not w.outstanding:
                         w.send([self._queue.popleft()])
                     continue
                 room = cap - len(w.outstanding)
                 want = share - len(w.outstanding) if w.outstanding else max(1, share)
                 chunk = min(room, self.max_batch, want)
-                batch: list[dict[str, Any]] = []
-                while self._queue and len(batch) < chunk and not self._queue[0].get("_suspect"):
+                batch: list[Task] = []
+                while self._queue and len(batch) < chunk and not self._queue[0].suspect:
                     batch.append(self._queue.popleft())
                 if batch:
                     w.send(batch)

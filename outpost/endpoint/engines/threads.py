@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-from outpost.endpoint.engines.base import Engine, ResultCallback
+from outpost.endpoint.engines.base import Engine, EngineStatus, ResultCallback
 from outpost.endpoint.execution import Limits, run_task
+from outpost.endpoint.records import Task
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +30,14 @@ class ThreadPoolEngine(Engine):
         self._on_results = on_results
         self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="outpost-task")
 
-    def submit(self, tasks: list[dict[str, Any]]) -> None:
+    def submit(self, tasks: list[Task]) -> None:
         assert self._pool is not None, "start() first"
         with self._lock:
             self._held += len(tasks)
         for t in tasks:
             self._pool.submit(self._run, t)
 
-    def _run(self, task: dict[str, Any]) -> None:
+    def _run(self, task: Task) -> None:
         with self._lock:
             self._running += 1
         try:
@@ -50,15 +50,15 @@ class ThreadPoolEngine(Engine):
         try:
             self._on_results([result])
         except Exception:  # the pool would swallow it and the task would hang silently
-            log.exception("could not record the result of task %s", task["task_id"])
+            log.exception("could not record the result of task %s", task.task_id)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> EngineStatus:
         with self._lock:
-            return {
-                "total_workers": self.max_workers,
-                "idle_workers": self.max_workers - self._running,
-                "pending_tasks": self._held - self._running,  # held, not yet on a worker
-            }
+            return EngineStatus(
+                total_workers=self.max_workers,
+                idle_workers=self.max_workers - self._running,
+                pending_tasks=self._held - self._running,  # held, not yet on a worker
+            )
 
     def shutdown(self) -> None:
         if self._pool is not None:

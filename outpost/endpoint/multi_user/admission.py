@@ -18,6 +18,7 @@ from outpost.endpoint.multi_user.audit import AuditLog
 from outpost.endpoint.multi_user.commands import StartEndpoint
 from outpost.endpoint.multi_user.config import MultiUserConfig
 from outpost.endpoint.multi_user.mapping import MappingFile, map_identities
+from outpost.endpoint.multi_user.start_doc import StartDocument
 from outpost.endpoint.multi_user.template import TemplateError, check_user_values, render_config
 
 
@@ -120,7 +121,7 @@ def start_document(
     config: MultiUserConfig,
     mep_id: str,
     name: str,
-) -> dict[str, Any]:
+) -> StartDocument:
     template, schema = load_template(config), load_schema(config)
     check_user_values(cmd.user_config, schema)
     first = cmd.identities[0]
@@ -130,20 +131,20 @@ def start_document(
     # Rendered here once so that a bad config is refused before anything runs; the
     # user endpoint renders it again, as the user.
     render_config(template, schema, cmd.user_config, mapped, runtime, parent)
-    return {
-        "endpoint_id": str(cmd.endpoint_id),
-        "name": f"{name}.{str(cmd.endpoint_id)[:8]}",
-        "channel_url": cmd.credentials.channel_url,
-        "channel_secret": cmd.credentials.channel_secret,
-        "template": template,
-        "schema": schema,
-        "user_config": cmd.user_config,
-        "user_runtime": runtime,
-        "parent_config": parent,
-        "mapped_identity": mapped,
-        "expected_uid": account.uid,
-        "expected_gid": account.gid,
-    }
+    return StartDocument(
+        endpoint_id=str(cmd.endpoint_id),
+        name=f"{name}.{str(cmd.endpoint_id)[:8]}",
+        channel_url=cmd.credentials.channel_url,
+        channel_secret=cmd.credentials.channel_secret,
+        template=template,
+        schema=schema,
+        user_config=cmd.user_config,
+        user_runtime=runtime,
+        parent_config=parent,
+        mapped_identity=mapped,
+        expected_uid=account.uid,
+        expected_gid=account.gid,
+    )
 
 
 def mapping_problem(config: MultiUserConfig) -> str | None:

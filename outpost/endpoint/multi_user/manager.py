@@ -17,22 +17,17 @@ exits cleanly while its start request is recent, and stops them all when it stop
 from __future__ import annotations
 
 import asyncio
-import getpass
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Coroutine
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, WebSocketException
-
-from outpost import __version__
 from outpost.common import messages as m
-from outpost.endpoint.connection import keep_connected
+from outpost.endpoint.channel import Channel, ChannelOwner, ChannelSettings, OwnerStatus
 from outpost.endpoint.multi_user import accounts
 from outpost.endpoint.multi_user.admission import Refused, resolve_account, start_document
 from outpost.endpoint.multi_user.audit import AuditLog
@@ -49,27 +44,30 @@ from outpost.endpoint.multi_user.template import (
     TemplateError,
     UserConfigError,
 )
+from outpost.endpoint.registration import Registration
 
 log = logging.getLogger(__name__)
-OUTBOX_LIMIT = 1000
 
 
-class Manager:
+class Manager(ChannelOwner):
     def __init__(
-        self,
-        config: MultiUserConfig,
-        name: str,
-        endpoint_id: str,
-        channel_url: str,
-        secret: str,
-        owner_id: str,
+        self, config: MultiUserConfig, name: str, reg: Registration, owner_id: str
     ) -> None:
         self.config = config
         self.name = name
-        self.endpoint_id = endpoint_id
-        self.channel_url = channel_url
-        self._secret = secret
+        self.endpoint_id = reg.endpoint_id
         self.owner_id = owner_id
+        self.channel = Channel(
+            ChannelSettings(
+                url=reg.channel_url,
+                secret=reg.channel_secret,
+                heartbeat_period=config.heartbeat_period,
+                heartbeat_threshold=config.heartbeat_threshold,
+                window=1,  # runs no tasks itself
+            ),
+            self,
+            f"multi-user endpoint {reg.endpoint_id}",
+        )
         self.root = os.geteuid() == 0
         self.python = str(config.user_endpoint_python or sys.executable)
         self.mapping: MappingFile | None = None
@@ -84,18 +82,13 @@ class Manager:
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._reserved: dict[str, int] = {}  # UEP id -> uid, between the checks and the fork
         self._stop_requested: set[str] = set()
-        self._stop = asyncio.Event()
         self._stopping = False
-        self._ws: ClientConnection | None = None
-        self._outbox: list[dict[str, Any]] = []
         self._tasks: set[asyncio.Task[Any]] = set()  # supervisors
         self._commands: set[asyncio.Task[Any]] = set()
 
     # -- process lifecycle -------------------------------------------------------------
     def stop(self) -> None:
-        self._stop.set()
-        if self._ws is not None:
-            asyncio.ensure_future(self._ws.close())
+        self.channel.stop()
 
     async def run(self) -> None:
         self.audit.record(
@@ -105,9 +98,7 @@ class Manager:
             mode="root" if self.root else "template-capable",
         )
         try:
-            await keep_connected(
-                self.channel_url, self._secret, self._session, self._stop, self._set_ws
-            )
+            await self.channel.run()
         finally:
             await self.stop_all()
             self.audit.record("mep_stop", endpoint_id=self.endpoint_id)
@@ -124,68 +115,25 @@ class Manager:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _spawn_task(self, coro: Any) -> None:
+    def _spawn_task(self, coro: Coroutine[Any, Any, None]) -> None:
         t = asyncio.create_task(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 
-    # -- the channel ---------------------------------------------------------------------
-    def _set_ws(self, ws: ClientConnection | None) -> None:
-        self._ws = ws
-
-    def _status_frame(self) -> dict[str, Any]:
+    # -- the channel's owner -------------------------------------------------------------
+    def status(self) -> OwnerStatus:
         running = sum(1 for c in self.children.values() if c.alive())
-        return {
-            "type": m.STATUS,
-            "window": 1,
-            "heartbeat_period": self.config.heartbeat_period,
-            "heartbeat_threshold": self.config.heartbeat_threshold,
-            "hostname": socket.gethostname(),
-            "local_user": getpass.getuser(),
-            "endpoint_version": __version__,
-            "user_endpoints": running,
-            "total_workers": 0,
-            "idle_workers": 0,
-            "pending_tasks": 0,
-        }
+        return OwnerStatus(user_endpoints=running, total_workers=0, idle_workers=0, pending_tasks=0)
 
-    async def _session(self, ws: ClientConnection) -> None:
-        await ws.send(m.encode(self._status_frame()))
-        welcome = m.decode(await asyncio.wait_for(ws.recv(), 20))
-        if welcome["type"] != m.WELCOME:
-            raise WebSocketException(f"expected welcome, got {welcome['type']}")
-        log.info("connected to the service as multi-user endpoint %s", self.endpoint_id)
-        pending, self._outbox = self._outbox, []
-        for frame in pending:
-            await ws.send(m.encode(frame))
-        beats = asyncio.create_task(self._heartbeats(ws))
-        try:
-            async for raw in ws:
-                if not isinstance(raw, bytes):
-                    continue
-                try:
-                    frame = m.decode(raw)
-                except m.FrameError as e:
-                    log.warning("dropped a bad frame from the service: %s", e)
-                    continue
-                if frame["type"] == m.COMMAND:
-                    t = asyncio.create_task(self.on_command(frame))
-                    self._commands.add(t)
-                    t.add_done_callback(self._commands.discard)
-                elif frame["type"] == m.TASK:
-                    log.warning("a multi-user endpoint runs no tasks itself; frame ignored")
-                else:
-                    log.info("ignored a %s frame", frame["type"])
-        except ConnectionClosed as e:
-            log.warning("channel closed: %s", e)
-        finally:
-            beats.cancel()
-            await asyncio.gather(beats, return_exceptions=True)
-
-    async def _heartbeats(self, ws: ClientConnection) -> None:
-        while True:
-            await asyncio.sleep(self.config.heartbeat_period)
-            await ws.send(m.encode(self._status_frame()))
+    async def on_frame(self, channel: Channel, frame: dict[str, Any]) -> None:
+        if frame["type"] == m.COMMAND:
+            t = asyncio.create_task(self.on_command(frame))
+            self._commands.add(t)
+            t.add_done_callback(self._commands.discard)
+        elif frame["type"] == m.TASK:
+            log.warning("a multi-user endpoint runs no tasks itself; frame ignored")
+        else:
+            log.info("ignored a %s frame", frame["type"])
 
     async def _reply(
         self, command_id: str, endpoint_id: str, ok: bool, stage: str, **kw: Any
@@ -198,15 +146,7 @@ class Manager:
             "stage": stage,
             **kw,
         }
-        ws = self._ws
-        if ws is not None:
-            try:
-                await ws.send(m.encode(frame))
-                return
-            except (ConnectionClosed, OSError):
-                pass
-        if len(self._outbox) < OUTBOX_LIMIT:
-            self._outbox.append(frame)
+        await self.channel.send_or_keep(frame)  # kept while disconnected
 
     # -- commands ------------------------------------------------------------------------
     async def on_command(self, frame: dict[str, Any]) -> None:

@@ -183,19 +183,19 @@ async def map_identities(mappers: list[Mapper], identities: list[Identity]) -> M
             continue
         for ident_id, name in names.items():
             found.setdefault(ident_id, name)
-    names = sorted(set(found.values()))
-    if not names:
+    accounts = sorted(set(found.values()))
+    if not accounts:
         why = "no mapper matched the identity"
         if failures:
             why += " (" + "; ".join(failures) + ")"
         return MappingResult(None, why, mapper_failed=bool(failures))
-    if len(names) > 1:
+    if len(accounts) > 1:
         return MappingResult(
-            None, f"ambiguous: the identities map to different accounts {names}", tuple(names)
+            None, f"ambiguous: the identities map to different accounts {accounts}", tuple(accounts)
         )
-    if not ACCOUNT_RE.match(names[0]):
-        return MappingResult(None, f"mapped to {names[0]!r}, which is not a valid account name")
-    return MappingResult(names[0], "mapped", tuple(names))
+    if not ACCOUNT_RE.match(accounts[0]):
+        return MappingResult(None, f"mapped to {accounts[0]!r}, which is not a valid account name")
+    return MappingResult(accounts[0], "mapped", tuple(accounts))
 
 
 class MappingFile:

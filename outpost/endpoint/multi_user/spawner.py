@@ -24,7 +24,9 @@ from typing import Any
 
 import yaml
 
+from outpost.endpoint.multi_user import start_doc
 from outpost.endpoint.multi_user.accounts import LocalAccount
+from outpost.endpoint.multi_user.start_doc import StartDocument
 from outpost.sdk.tls import tls_environment
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,7 @@ class UserEndpointProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    async def start(self, python: str, env: dict[str, str], payload: dict[str, Any]) -> None:
+    async def start(self, python: str, env: dict[str, str], payload: StartDocument) -> None:
         kwargs: dict[str, Any] = {}
         if self.switch_user:
             kwargs = {
@@ -112,7 +114,7 @@ class UserEndpointProcess:
         self.started_at = time.time()
         self.status = "starting"
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(payload).encode() + b"\n")
+        self.proc.stdin.write(start_doc.encode(payload))
         try:
             await self.proc.stdin.drain()
         except (BrokenPipeError, ConnectionResetError):

@@ -120,7 +120,8 @@ def render_text(
     except TemplateError:
         raise
     except JinjaError as e:
-        where = f" (line {e.lineno})" if getattr(e, "lineno", None) else ""
+        lineno = getattr(e, "lineno", None)  # syntax errors know their line; others do not
+        where = f" (line {lineno})" if lineno else ""
         raise TemplateError(f"the config template failed to render{where}: {e}") from None
     except Exception as e:  # noqa: BLE001 - e.g. {{ workers + 1 }} with a string, 1/0
         raise TemplateError(

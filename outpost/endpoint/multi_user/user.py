@@ -19,7 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 from outpost.endpoint import logfile
+from outpost.endpoint.multi_user import start_doc
 from outpost.endpoint.multi_user.spawner import STATUS_KEY
+from outpost.endpoint.multi_user.start_doc import StartDocError
 from outpost.endpoint.multi_user.template import TemplateError, UserConfigError, render_config
 
 log = logging.getLogger(__name__)
@@ -125,35 +127,32 @@ def _read_line(limit: int) -> bytes:
 def main() -> int:
     fds_at_start = open_fds()
     try:
-        raw = _read_line(MAX_START_DOC)
-        doc = json.loads(raw)
-        if not isinstance(doc, dict):
-            raise ValueError("not an object")
-    except ValueError as e:
+        doc = start_doc.decode(_read_line(MAX_START_DOC))
+    except StartDocError as e:
         _say("error", error=f"bad start document on stdin: {e}")
         return 2
     try:
-        check_unprivileged(int(doc["expected_uid"]), int(doc["expected_gid"]))
+        check_unprivileged(doc["expected_uid"], doc["expected_gid"])
         text, config = render_config(
             doc["template"],
-            doc.get("schema"),
-            doc.get("user_config"),
+            doc["schema"],
+            doc["user_config"],
             doc["mapped_identity"],
-            doc.get("user_runtime"),
-            doc.get("parent_config"),
+            doc["user_runtime"],
+            doc["parent_config"],
         )
-    except (PrivilegeError, UserConfigError, TemplateError, KeyError) as e:
+    except (PrivilegeError, UserConfigError, TemplateError) as e:
         _say("error", error=str(e))
         return 2
     from outpost.endpoint.files import EndpointDir, EndpointDirError
 
     try:
-        d = EndpointDir(str(doc["name"]))
+        d = EndpointDir(doc["name"])
         d.path.parent.mkdir(mode=0o700, exist_ok=True)
         d.path.mkdir(mode=0o700, exist_ok=True)
         os.chmod(d.path, 0o700)
         d.config_path.write_text(text)
-        d.save_id(str(doc["endpoint_id"]))
+        d.save_id(doc["endpoint_id"])
     except (OSError, EndpointDirError) as e:
         _say(
             "error",
@@ -182,11 +181,12 @@ def main() -> int:
         watch.stop = stop
         _say("ready", pid=os.getpid())
 
+    from outpost.endpoint.registration import Registration
     from outpost.endpoint.runner import serve
 
-    creds = {"endpoint_id": str(doc["endpoint_id"]), "channel_secret": doc["channel_secret"]}
+    reg = Registration(doc["endpoint_id"], doc["channel_url"], doc["channel_secret"])
     try:
-        serve(d, config, str(doc["channel_url"]), creds, on_ready=ready)
+        serve(d, config, reg, on_ready=ready)
     except Exception as e:  # noqa: BLE001 - reported to the MEP, which tells the user
         log.exception("user endpoint failed")
         _say("error", error=f"{type(e).__name__}: {e}")

@@ -11,11 +11,11 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from outpost.service.store.conflicts import insert_if_absent
-from outpost.service.store.models import Identity, Token, User
+from outpost.service.store.models import Identity, Token, User, table
 
-users = User.__table__
-identities = Identity.__table__
-tokens = Token.__table__
+users = table(User)
+identities = table(Identity)
+tokens = table(Token)
 
 
 class AccountError(ValueError):

@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import Connection, insert, or_, select, update
 
 from outpost.service.store.accounts import hash_secret, new_secret
-from outpost.service.store.models import Endpoint, EndpointCredential, Function
+from outpost.service.store.models import Endpoint, EndpointCredential, Function, table
 
-functions = Function.__table__
-endpoints = Endpoint.__table__
-credentials = EndpointCredential.__table__
+functions = table(Function)
+endpoints = table(Endpoint)
+credentials = table(EndpointCredential)
 
 
 def create_function(conn: Connection, owner_id: str, **fields: Any) -> str:
@@ -78,12 +78,14 @@ def add_credential(conn: Connection, endpoint_id: str) -> tuple[int, str]:
     """Another channel secret for the endpoint: (credential id, secret). Older ones stay
     valid (a user endpoint may be running on one); see ``revoke_credentials``."""
     secret = new_secret()
-    cid = conn.execute(
+    key = conn.execute(
         insert(credentials).values(
             endpoint_id=endpoint_id, secret_hash=hash_secret(secret), created_at=time.time()
         )
-    ).inserted_primary_key[0]
-    return int(cid), secret
+    ).inserted_primary_key
+    if key is None:  # only for an INSERT that made no row, which this one always makes
+        raise RuntimeError("the credential row was not created")
+    return int(key[0]), secret
 
 
 def revoke_credentials(

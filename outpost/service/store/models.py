@@ -8,12 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
     pass
+
+
+def table(model: type[Base]) -> Table:
+    """A model's table, typed as the Table it is (SQLAlchemy types ``__table__`` as any
+    FromClause, which ``insert``/``update`` do not take)."""
+    t = model.__table__
+    assert isinstance(t, Table), t
+    return t
 
 
 class User(Base):

@@ -8,10 +8,10 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 
 from outpost.common.states import DONE_STATES, TaskState
 from outpost.service.store.conflicts import insert_if_absent, text_safe
-from outpost.service.store.models import Task, TaskGroup
+from outpost.service.store.models import Task, TaskGroup, table
 
-tasks = Task.__table__
-groups = TaskGroup.__table__
+tasks = table(Task)
+groups = table(TaskGroup)
 
 _DOC_COLUMNS = [
     tasks.c.id,

@@ -1,0 +1,154 @@
+"""Tasks and results as they travel inside an endpoint: agent -> engine -> worker ->
+engine -> spool -> agent.
+
+A task from a ``task`` frame is checked and turned into a :class:`Task` once, at the
+agent; a :class:`TaskResult` is turned back into the ``result`` frame's map once, when it
+is spooled or sent (:meth:`TaskResult.to_wire`). The maps on the wire are unchanged:
+see ``outpost.common.messages``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+
+class BadTask(ValueError):
+    """A task map from the service that cannot be run; the message says which field."""
+
+
+class ErrorDetails(TypedDict):
+    code: str
+    user_message: str
+
+
+def _opt_str(d: dict[Any, Any], key: str) -> str | None:
+    v = d.get(key)
+    if v is None or isinstance(v, str):
+        return v
+    raise BadTask(f"task field {key!r} must be text, not {type(v).__name__}")
+
+
+@dataclass(slots=True)
+class Task:
+    task_id: str
+    function_id: str
+    payload: str
+    #: Sent once per connection for each function; the agent fills it in from its cache.
+    function_code: str | None = None
+    task_group_id: str | None = None
+    resource_specification: dict[str, Any] | None = None
+    #: Set by the service on a redelivery it does not want run again: the reason.
+    if_lost: str | None = None
+    #: ProcessPoolEngine: run alone (its batch killed a worker; find the task that did).
+    suspect: bool = False
+
+    @classmethod
+    def from_wire(cls, d: Any) -> Task:
+        """The task in a ``task`` frame, or :class:`BadTask`."""
+        if not isinstance(d, dict):
+            raise BadTask(f"a task must be a map, not {type(d).__name__}")
+        for key in ("task_id", "function_id", "payload"):
+            if not isinstance(d.get(key), str):
+                raise BadTask(f"task field {key!r} is missing or not text")
+        spec = d.get("resource_specification")
+        if spec is not None and not isinstance(spec, dict):
+            raise BadTask("task field 'resource_specification' must be a map")
+        return cls(
+            task_id=d["task_id"],
+            function_id=d["function_id"],
+            payload=d["payload"],
+            function_code=_opt_str(d, "function_code"),
+            task_group_id=_opt_str(d, "task_group_id"),
+            resource_specification=spec or None,
+            if_lost=_opt_str(d, "if_lost"),
+        )
+
+    def __reduce__(self) -> tuple[type[Task], tuple[Any, ...]]:
+        # Tasks cross process pipes in bulk: positional fields pickle about twice as
+        # fast as the default for slotted dataclasses. Every field, in order.
+        return Task, (
+            self.task_id,
+            self.function_id,
+            self.payload,
+            self.function_code,
+            self.task_group_id,
+            self.resource_specification,
+            self.if_lost,
+            self.suspect,
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The map form (for engines that hand tasks on as maps)."""
+        d: dict[str, Any] = {
+            "task_id": self.task_id,
+            "function_id": self.function_id,
+            "payload": self.payload,
+            "task_group_id": self.task_group_id,
+        }
+        if self.function_code is not None:
+            d["function_code"] = self.function_code
+        if self.resource_specification:
+            d["resource_specification"] = self.resource_specification
+        return d
+
+
+@dataclass(slots=True)
+class TaskResult:
+    task_id: str
+    task_group_id: str | None
+    status: Literal["success", "failed"]
+    #: The serialized value (success).
+    result: str | None = None
+    #: The remote traceback or reason (failed).
+    exception: str | None = None
+    error_details: ErrorDetails | None = None
+    details: dict[str, Any] | None = None
+
+    def __reduce__(self) -> tuple[type[TaskResult], tuple[Any, ...]]:
+        # As Task.__reduce__: every field, in order.
+        return TaskResult, (
+            self.task_id,
+            self.task_group_id,
+            self.status,
+            self.result,
+            self.exception,
+            self.error_details,
+            self.details,
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The map in a ``result`` frame (absent fields are left out, not sent as nil)."""
+        d: dict[str, Any] = {
+            "task_id": self.task_id,
+            "task_group_id": self.task_group_id,
+            "status": self.status,
+        }
+        if self.result is not None:
+            d["result"] = self.result
+        if self.exception is not None:
+            d["exception"] = self.exception
+        if self.error_details is not None:
+            d["error_details"] = self.error_details
+        if self.details is not None:
+            d["details"] = self.details
+        return d
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> TaskResult:
+        """Back from :meth:`to_wire` (the spool, an engine that reports maps)."""
+        status = d.get("status")
+        return cls(
+            task_id=str(d["task_id"]),
+            task_group_id=d.get("task_group_id"),
+            status="success" if status == "success" else "failed",
+            result=d.get("result"),
+            exception=d.get("exception"),
+            error_details=d.get("error_details"),
+            details=d.get("details"),
+        )
+
+    @property
+    def size(self) -> int:
+        """Bytes of result or traceback: what a frame's size limit counts."""
+        return len(self.result or "") + len(self.exception or "")

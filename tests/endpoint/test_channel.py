@@ -1,0 +1,350 @@
+"""The channel client (outpost/endpoint/channel.py) against a small real WebSocket server
+on loopback that plays the service's side of the protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from outpost.common import messages as m
+from outpost.endpoint.channel import (
+    Channel,
+    ChannelOwner,
+    ChannelSettings,
+    FatalChannelError,
+    OwnerStatus,
+    SessionTask,
+)
+
+pytestmark = pytest.mark.anyio
+SECRET = "s" * 32
+DEADLINE_S = 30.0
+
+
+async def until(cond: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@dataclass
+class FakeService:
+    """Accepts the endpoint's credential, records every frame per connection, and runs
+    ``script(conn_index, ws)`` after the welcome (default: keep the connection open)."""
+
+    script: Callable[[int, ServerConnection], Awaitable[None]] | None = None
+    refuse_with: int | None = None
+    refuse_first: int = 0  # refuse this many attempts with 503 first
+    welcome: bool = True
+    frames: list[list[dict[str, Any]]] = field(default_factory=list)
+    auth: list[str | None] = field(default_factory=list)
+    port: int = 0
+
+    def _check(self, conn: ServerConnection, request: Request) -> Response | None:
+        self.auth.append(request.headers.get("Authorization"))
+        if self.refuse_with is not None:
+            return Response(self.refuse_with, "refused", Headers(), b"no")
+        if len(self.auth) <= self.refuse_first:
+            return Response(503, "Service Unavailable", Headers(), b"starting")
+        if request.headers.get("Authorization") != f"Bearer {SECRET}":
+            return Response(401, "Unauthorized", Headers(), b"bad credential")
+        return None
+
+    async def handler(self, ws: ServerConnection) -> None:
+        index = len(self.frames)
+        got: list[dict[str, Any]] = []
+        self.frames.append(got)
+        hello = m.decode(await ws.recv())  # type: ignore[arg-type]
+        got.append(hello)
+        if not self.welcome:
+            await ws.send(m.encode({"type": m.TASK, "tasks": []}))
+            await ws.wait_closed()
+            return
+        await ws.send(m.encode({"type": m.WELCOME, "endpoint_id": "ep"}))
+
+        async def reader() -> None:
+            async for raw in ws:
+                got.append(m.decode(raw))  # type: ignore[arg-type]
+
+        r = asyncio.create_task(reader())
+        try:
+            if self.script is not None:
+                await self.script(index, ws)
+            await r
+        finally:
+            r.cancel()
+
+    def of_type(self, kind: str, conn: int | None = None) -> list[dict[str, Any]]:
+        conns = self.frames if conn is None else self.frames[conn : conn + 1]
+        return [f for c in conns for f in c if f["type"] == kind]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeService]:
+    svc = FakeService()
+    async with serve(svc.handler, "127.0.0.1", 0, process_request=svc._check) as server:
+        svc.port = server.sockets[0].getsockname()[1]  # type: ignore[index]
+        yield svc
+
+
+class Recorder(ChannelOwner):
+    def __init__(self, tasks: Callable[[Channel], list[SessionTask]] | None = None) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.opened = 0
+        self.beats: list[OwnerStatus] = []
+        self._tasks = tasks
+
+    def status(self) -> OwnerStatus:
+        return {"total_workers": 3, "idle_workers": 2, "pending_tasks": 0}
+
+    async def on_open(self, channel: Channel) -> None:
+        self.opened += 1
+
+    def session_tasks(self, channel: Channel) -> list[SessionTask]:
+        return self._tasks(channel) if self._tasks else []
+
+    async def on_frame(self, channel: Channel, frame: dict[str, Any]) -> None:
+        self.frames.append(frame)
+
+    def on_heartbeat(self, status: OwnerStatus) -> None:
+        self.beats.append(status)
+
+
+def settings(svc: FakeService, secret: str = SECRET, **kw: Any) -> ChannelSettings:
+    base: dict[str, Any] = dict(
+        url=f"ws://127.0.0.1:{svc.port}/v3/endpoints/ep/channel",
+        secret=secret,
+        heartbeat_period=0.2,
+        heartbeat_threshold=5.0,
+        window=17,
+        first_delay=0.05,
+        max_delay=0.4,
+    )
+    return ChannelSettings(**{**base, **kw})
+
+
+async def test_handshake_heartbeats_and_frames_in_order(fake: FakeService) -> None:
+    async def script(index: int, ws: ServerConnection) -> None:
+        for i in range(5):
+            await ws.send(m.encode({"type": m.CANCEL, "task_ids": [f"t{i}"]}))
+        await ws.send(b"\x93not-a-map")  # a bad frame is dropped, the channel stays
+        await ws.send(m.encode({"type": m.RESULT_ACK, "task_ids": ["last"]}))
+
+    fake.script = script
+    owner = Recorder()
+    ch = Channel(settings(fake), owner, "endpoint ep")
+    run = asyncio.create_task(ch.run())
+    try:
+        await until(lambda: len(owner.frames) == 6, "the frames")
+        await until(lambda: len(owner.beats) >= 2, "two heartbeats")
+        assert ch.connected and owner.opened == 1
+        assert [f["task_ids"][0] for f in owner.frames] == ["t0", "t1", "t2", "t3", "t4", "last"]
+        hello = fake.frames[0][0]
+        assert hello["type"] == m.STATUS and hello["window"] == 17
+        assert hello["heartbeat_period"] == 0.2 and hello["total_workers"] == 3
+        assert {"hostname", "local_user", "endpoint_version"} <= hello.keys()
+        assert fake.auth == [f"Bearer {SECRET}"]
+        await until(lambda: len(fake.of_type(m.STATUS)) >= 3, "heartbeats at the service")
+    finally:
+        ch.stop()
+        await asyncio.wait_for(run, DEADLINE_S)
+    assert not ch.connected
+
+
+async def test_reconnects_after_the_service_closes(fake: FakeService) -> None:
+    async def script(index: int, ws: ServerConnection) -> None:
+        if index < 2:
+            await ws.close()  # the service goes away twice
+
+    fake.script = script
+    owner = Recorder()
+    ch = Channel(settings(fake, heartbeat_period=30.0), owner, "endpoint ep")
+    run = asyncio.create_task(ch.run())
+    try:
+        await until(lambda: len(fake.frames) == 3 and ch.connected, "a third connection")
+        assert ch.connections == 3
+        # Every connection starts with the status hello.
+        assert all(c and c[0]["type"] == m.STATUS for c in fake.frames)
+        await ch.send({"type": m.ACK, "task_ids": ["x"], "known": []})
+        await until(lambda: len(fake.of_type(m.ACK, 2)) == 1, "the ack on the live connection")
+    finally:
+        ch.stop()
+        await asyncio.wait_for(run, DEADLINE_S)
+
+
+async def test_backoff_and_kept_frames_sent_first(fake: FakeService) -> None:
+    fake.refuse_first = 3
+    owner = Recorder()
+    ch = Channel(settings(fake, heartbeat_period=30.0), owner, "endpoint ep")
+    # Sent while disconnected: kept, and sent after the next welcome before anything else.
+    assert await ch.send_or_keep({"type": m.COMMAND_RESULT, "command_id": "c1", "ok": True})
+    assert [f["command_id"] for f in ch.kept] == ["c1"]
+    started = time.monotonic()
+    run = asyncio.create_task(ch.run())
+    try:
+        await until(lambda: ch.connected and len(fake.frames[0]) >= 2, "the kept frame")
+        # Three refusals: waits of about 0.05, 0.1 and 0.2 s (each +-20 %).
+        assert time.monotonic() - started >= 0.8 * (0.05 + 0.1 + 0.2)
+        assert len(fake.auth) == 4 and owner.opened == 1
+        assert fake.frames[0][:2] == [
+            fake.frames[0][0],
+            {"type": m.COMMAND_RESULT, "command_id": "c1", "ok": True},
+        ]
+        assert fake.frames[0][0]["type"] == m.STATUS
+        assert ch.kept == []
+    finally:
+        ch.stop()
+        await asyncio.wait_for(run, DEADLINE_S)
+
+
+async def test_refused_credential_is_fatal(fake: FakeService) -> None:
+    ch = Channel(settings(fake, secret="wrong-" * 6), Recorder(), "endpoint ep")
+    with pytest.raises(FatalChannelError, match="HTTP 401"):
+        await asyncio.wait_for(ch.run(), DEADLINE_S)
+    assert len(fake.auth) == 1  # no retries
+
+
+async def test_other_refusals_are_retried(fake: FakeService) -> None:
+    fake.refuse_with = 503
+    ch = Channel(settings(fake), Recorder(), "endpoint ep")
+    run = asyncio.create_task(ch.run())
+    try:
+        await until(lambda: len(fake.auth) >= 3, "three attempts")
+        assert not ch.connected
+    finally:
+        ch.stop()
+        await asyncio.wait_for(run, DEADLINE_S)
+
+
+async def test_no_welcome_means_no_session(fake: FakeService) -> None:
+    fake.welcome = False
+    owner = Recorder()
+    ch = Channel(settings(fake), owner, "endpoint ep")
+    run = asyncio.create_task(ch.run())
+    try:
+        await until(lambda: len(fake.frames) >= 2, "a second attempt")
+        assert owner.opened == 0 and owner.frames == [] and ch.connections == 0
+    finally:
+        ch.stop()
+        await asyncio.wait_for(run, DEADLINE_S)
+
+
+async def test_a_failing_session_task_reconnects(fake: FakeService) -> None:
+    calls = 0
+
+    async def flaky(channel: Channel) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("bug in a per-connection task")
+        await asyncio.sleep(DEADLINE_S)
+
+    owner = Recorder(lambda ch: [flaky(ch)])
+    ch = Channel(settings(fake, heartbeat_period=30.0), owner, "endpoint ep")
+    run = asyncio.create_task(ch.run())
+    try:
+        await until(lambda: owner.opened == 2 and ch.connected, "a new connection")
+        assert calls == 2
+    finally:
+        ch.stop()
+        await asyncio.wait_for(run, DEADLINE_S)
+
+
+async def test_send_without_a_connection_is_refused_and_keep_is_bounded() -> None:
+    from outpost.endpoint import channel as channel_mod
+    from outpost.endpoint.channel import NotConnected
+
+    ch = Channel(
+        ChannelSettings("ws://127.0.0.1:1/x", SECRET, 1.0, 5.0, 1), Recorder(), "endpoint ep"
+    )
+    with pytest.raises(NotConnected):
+        await ch.send({"type": m.ACK, "task_ids": []})
+    for i in range(channel_mod.KEEP_LIMIT):
+        assert await ch.send_or_keep({"type": m.COMMAND_RESULT, "command_id": str(i)})
+    assert not await ch.send_or_keep({"type": m.COMMAND_RESULT, "command_id": "over"})
+    assert len(ch.kept) == channel_mod.KEEP_LIMIT
+    assert "secret" not in repr(ch.settings) and SECRET not in repr(ch.settings)
+
+
+# -- the endpoint agent on the channel --------------------------------------------------
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+async def test_agent_acks_runs_spools_and_resends_after_a_reconnect(
+    fake: FakeService, tmp_path: Any
+) -> None:
+    """Results stay in the spool until ``result_ack``; after a reconnect the spooled ones
+    are sent first; a redelivered task with a spooled result is acknowledged as known and
+    not run again; a task the agent cannot read is failed, not dropped."""
+    from outpost.common.serialize import deserialize
+    from outpost.endpoint.agent import Agent
+    from outpost.endpoint.config import parse_config
+    from outpost.endpoint.engines import build_engine
+    from outpost.endpoint.spool import ResultSpool
+    from tests.engine_tasks import make_tasks
+
+    t1, t2 = make_tasks(_square, [3, 4], "t")
+    del t2["function_code"]  # sent once per connection: the agent keeps it from t1
+    bad = {"task_id": "t-bad", "function_id": 7, "payload": "x"}
+    frames = fake.frames
+
+    def results(conn: int) -> dict[str, dict[str, Any]]:
+        return {r["task_id"]: r for f in fake.of_type(m.RESULT, conn) for r in f["results"]}
+
+    async def script(index: int, ws: ServerConnection) -> None:
+        if index == 0:
+            await ws.send(m.encode({"type": m.TASK, "tasks": [t1, t2, bad, {"x": 1}]}))
+            await until(lambda: len(results(0)) == 3, "three results")
+            await ws.close()  # no result_ack: they stay spooled
+        elif index == 1:
+            await until(lambda: len(results(1)) == 3, "the spooled results again")
+            await ws.send(m.encode({"type": m.TASK, "tasks": [t1]}))  # a redelivery
+            await until(lambda: len(fake.of_type(m.ACK, 1)) == 1, "the ack")
+            await ws.send(m.encode({"type": m.RESULT_ACK, "task_ids": ["t0", "t1", "t-bad"]}))
+
+    fake.script = script
+    config = parse_config(
+        {"engine": {"type": "ThreadPoolEngine", "max_workers": 2}, "task_window": 5}
+    )
+    spool = ResultSpool(tmp_path / "spool.db")
+    url = f"ws://127.0.0.1:{fake.port}/v3/endpoints/ep/channel"
+    agent = Agent(config, "ep", url, SECRET, build_engine(config, tmp_path), spool)
+    run = asyncio.create_task(agent.run())
+    try:
+        await until(lambda: len(frames) == 2 and len(spool) == 0, "the results acknowledged")
+        first = results(0)
+        assert deserialize(first["t0"]["result"]) == 9 and deserialize(first["t1"]["result"]) == 16
+        assert first["t-bad"]["status"] == "failed"
+        assert "malformed task" in first["t-bad"]["exception"]
+        assert fake.of_type(m.ACK, 0) == [
+            {"type": m.ACK, "task_ids": ["t0", "t1", "t-bad"], "known": []}
+        ]
+        hello = frames[1][0]
+        assert hello["window"] == 5 and hello["spooled_results"] == 3
+        # Sent again from the spool, unchanged, before anything else on the new connection.
+        assert [f["type"] for f in frames[1][:2]] == [m.STATUS, m.RESULT]
+        assert results(1)["t0"] == first["t0"]
+        assert fake.of_type(m.ACK, 1) == [{"type": m.ACK, "task_ids": ["t0"], "known": ["t0"]}]
+        # The redelivered task's result is the one it had, not a second run.
+        resent = [
+            r for f in fake.of_type(m.RESULT, 1) for r in f["results"] if r["task_id"] == "t0"
+        ]
+        assert len(resent) == 2 and resent[0]["details"] == resent[1]["details"]
+        assert agent.held == set()
+    finally:
+        agent.stop()
+        await asyncio.wait_for(run, DEADLINE_S)
+        spool.close()
