@@ -63,6 +63,23 @@ ensure_compat_venv() {
   fi
   "$COMPAT_VENV/bin/python" -c 'import globus_compute_sdk' 2>/dev/null ||
     "$COMPAT_VENV/bin/pip" install -q "globus-compute-sdk==4.19.0"
+  # Parsl's GlobusComputeExecutor wraps that SDK's Executor (tests/compat/test_executor_amqp.py).
+  "$COMPAT_VENV/bin/python" -c 'import parsl' 2>/dev/null ||
+    "$COMPAT_VENV/bin/pip" install -q "parsl>=2026.10.26,<2027"
+}
+
+ensure_rabbitmq() {
+  # tests/servers/rabbitmq.py starts private RabbitMQ nodes (own ports, data, epmd) from
+  # Debian's package; the package's own system service is kept from starting.
+  dpkg -s rabbitmq-server >/dev/null 2>&1 && return 0
+  [ "$(id -u)" = 0 ] || { echo "note: rabbitmq-server missing; its tests will skip" >&2; return 0; }
+  local policy=/usr/sbin/policy-rc.d added=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added=1
+  fi
+  apt_install rabbitmq-server
+  [ -n "$added" ] && rm -f "$policy"
+  return 0
 }
 
 ensure_slurm() {
@@ -93,6 +110,7 @@ case "$cmd" in
     ensure_venv test
     ensure_compat_venv
     ensure_user_python
+    ensure_rabbitmq
     ensure_slurm
     say "ruff"
     "$VENV/bin/ruff" check outpost tests benchmarks
