@@ -10,6 +10,8 @@ from fastapi import FastAPI
 
 from outpost import __version__
 from outpost.service import errors
+from outpost.service.amqp import route as amqp_route
+from outpost.service.amqp import setup as amqp_setup
 from outpost.service.broker import Broker, EmbeddedBroker
 from outpost.service.routes import endpoints, functions, sockets, tasks, version
 from outpost.service.settings import ServiceSettings
@@ -25,10 +27,13 @@ def create_app(settings: ServiceSettings, broker: Broker | None = None) -> FastA
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = open_database(settings.db_url, settings.sqlite_synchronous)
     state = ServiceState(settings, engine, broker or EmbeddedBroker())
+    state.amqp = amqp_setup.build(settings, state)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.broker.start()
+        if state.amqp is not None:
+            await state.amqp.start()
         n = state.reload_unfinished()
         log.info("service ready; %d unfinished tasks queued again", n)
         try:
@@ -37,12 +42,14 @@ def create_app(settings: ServiceSettings, broker: Broker | None = None) -> FastA
             for session in list(state.sessions.values()):
                 await session.close("service stopping")
             await state.broker.stop()
+            if state.amqp is not None:
+                await state.amqp.stop()
             state.close()
             engine.dispose()
 
     app = FastAPI(title="Outpost", version=__version__, lifespan=lifespan)
     app.state.outpost = state
     errors.install(app)
-    for module in (version, functions, endpoints, tasks, sockets):
+    for module in (version, functions, endpoints, tasks, sockets, amqp_route):
         app.include_router(module.router)
     return app

@@ -83,6 +83,61 @@ def service() -> None:
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="Log verbosity (one line per event, on stderr).",
 )
+@click.option(
+    "--amqp-url",
+    envvar="OUTPOST_AMQP_URL",
+    default=None,
+    help="RabbitMQ, amqp[s]://user:password@host:port/vhost (a user with the "
+    "'administrator' tag): result queues for globus-compute-sdk's Executor. The URL "
+    "holds a password: prefer --amqp-url-file.",
+)
+@click.option(
+    "--amqp-url-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="OUTPOST_AMQP_URL_FILE",
+    default=None,
+    help="File holding the --amqp-url (keep it readable by the service account only).",
+)
+@click.option(
+    "--amqp-public-url",
+    envvar="OUTPOST_AMQP_PUBLIC_URL",
+    default=None,
+    help="The broker as clients reach it (amqps://broker.example.org:5671/vhost), when "
+    "not the --amqp-url address (NAT, TLS proxy); credentials in it are ignored.",
+)
+@click.option(
+    "--amqp-management-url",
+    envvar="OUTPOST_AMQP_MANAGEMENT_URL",
+    default=None,
+    help="RabbitMQ management API, for per-user credentials [default: http://<amqp "
+    "host>:15672].",
+)
+@click.option(
+    "--amqp-queue-ttl",
+    envvar="OUTPOST_AMQP_QUEUE_TTL",
+    type=click.FloatRange(min=1),
+    default=7 * 24 * 3600.0,
+    show_default=True,
+    help="Seconds after which a result queue nobody consumes is deleted with its results "
+    "(they stay available over REST).",
+)
+@click.option(
+    "--amqp-queue-max-length",
+    envvar="OUTPOST_AMQP_QUEUE_MAX_LENGTH",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    help="Most results one result queue holds; a submit to a full queue is refused.",
+)
+@click.option(
+    "--amqp-credential-check-interval",
+    envvar="OUTPOST_AMQP_CREDENTIAL_CHECK_INTERVAL",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds between checks that remove the RabbitMQ credentials of users whose "
+    "tokens were revoked.",
+)
 def start(
     host: str,
     port: int,
@@ -92,6 +147,13 @@ def start(
     max_payload: int,
     max_retries: int,
     log_level: str,
+    amqp_url: str | None,
+    amqp_url_file: Path | None,
+    amqp_public_url: str | None,
+    amqp_management_url: str | None,
+    amqp_queue_ttl: float,
+    amqp_queue_max_length: int,
+    amqp_credential_check_interval: float,
 ) -> None:
     """Run the service in the foreground (Ctrl-C stops it).
 
@@ -111,6 +173,12 @@ def start(
         sqlite_synchronous=sqlite_sync.upper(),
         max_payload_bytes=max_payload,
         max_retries_on_system_failure=max_retries,
+        amqp_url=_amqp_url(amqp_url, amqp_url_file),
+        amqp_public_url=amqp_public_url,
+        amqp_management_url=amqp_management_url,
+        amqp_result_queue_ttl=amqp_queue_ttl,
+        amqp_result_queue_max_length=amqp_queue_max_length,
+        amqp_credential_check_interval=amqp_credential_check_interval,
     )
     app = create_app(settings)
     click.echo(f"Outpost service on http://{host}:{port} (data: {settings.data_dir})", err=True)
@@ -124,6 +192,23 @@ def start(
         ws_ping_interval=20,
         ws_ping_timeout=60,
     )
+
+
+def _amqp_url(url: str | None, url_file: Path | None) -> str | None:
+    """The RabbitMQ URL from the flag or its file, checked; None when not configured."""
+    from outpost.service.amqp.links import AmqpUrlError, BrokerAddress
+
+    if url and url_file:
+        raise click.UsageError("give --amqp-url or --amqp-url-file, not both")
+    if url_file is not None:
+        url = url_file.read_text().strip()
+    if not url:
+        return None
+    try:
+        BrokerAddress.parse(url)
+    except AmqpUrlError as e:
+        raise click.BadParameter(str(e), param_hint="--amqp-url") from None
+    return url
 
 
 def _with_conn(data_dir: Path | None, database_url: str | None, fn: Any) -> Any:

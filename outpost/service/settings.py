@@ -24,6 +24,20 @@ class ServiceSettings:
     auth_cache_ttl: float = 5.0
     #: Most tasks sent in one channel frame.
     max_frame_tasks: int = 500
+    #: RabbitMQ (``amqp[s]://user:pass@host:port/vhost``, an administrator of the vhost):
+    #: the scale-out broker and the result queues of globus-compute-sdk's Executor.
+    amqp_url: str | None = None
+    #: AMQP URL handed to clients when it differs from ``amqp_url`` (NAT, TLS proxy);
+    #: host, port, scheme and vhost are taken from it, credentials are per user.
+    amqp_public_url: str | None = None
+    #: RabbitMQ management API (default: http://<amqp host>:15672).
+    amqp_management_url: str | None = None
+    #: A result queue nobody used for this long is deleted with its messages (seconds).
+    amqp_result_queue_ttl: float = 7 * 24 * 3600.0
+    #: Most results a result queue holds; further results stay available over REST only.
+    amqp_result_queue_max_length: int = 100_000
+    #: How often per-user RabbitMQ credentials are checked against revoked tokens (s).
+    amqp_credential_check_interval: float = 10.0
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
