@@ -44,6 +44,8 @@ def available() -> tuple[bool, str]:
         return False, f"{SERVER} not found (apt-get install rabbitmq-server)"
     if not os.access(EPMD, os.X_OK):
         return False, "epmd not found (apt-get install erlang-base)"
+    if shutil.which("openssl") is None:
+        return False, "openssl not found (apt-get install openssl), needed for the TLS listener"
     return True, ""
 
 
@@ -65,7 +67,10 @@ class RabbitMQServer:
 
     def __init__(self, boot_timeout: float = BOOT_TIMEOUT) -> None:
         self.boot_timeout = boot_timeout
-        self.amqp_port, self.management_port, self.dist_port, self.epmd_port = _free_ports(4)
+        ports = _free_ports(5)
+        self.amqp_port, self.management_port, self.dist_port, self.epmd_port = ports[:4]
+        #: AMQP over TLS (``amqps://localhost:<tls_port>``), certificate in ``ca_file``
+        self.tls_port = ports[4]
         self.admin_user = "outpost-admin"
         self.admin_password = secrets.token_urlsafe(18)
         self.node = f"outpost-test-{secrets.token_hex(4)}@localhost"
@@ -84,6 +89,11 @@ class RabbitMQServer:
     @property
     def management_url(self) -> str:
         return f"http://127.0.0.1:{self.management_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The self-signed certificate of the TLS listener (CN and SAN: localhost)."""
+        return self.base / "tls" / "cert.pem"
 
     @property
     def log_file(self) -> Path:
@@ -162,6 +172,31 @@ class RabbitMQServer:
     def _write_files(self) -> None:
         (self.base / "mnesia").mkdir()
         (self.base / "log").mkdir()
+        tls = self.base / "tls"
+        tls.mkdir()
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "3",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                "-keyout",
+                str(tls / "key.pem"),
+                "-out",
+                str(tls / "cert.pem"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         (self.base / "rabbitmq.conf").write_text(
             "\n".join(
                 [
@@ -175,6 +210,12 @@ class RabbitMQServer:
                     "default_permissions.read = .*",
                     "default_permissions.write = .*",
                     "loopback_users = none",
+                    f"listeners.ssl.1 = 127.0.0.1:{self.tls_port}",
+                    f"ssl_options.cacertfile = {tls / 'cert.pem'}",
+                    f"ssl_options.certfile = {tls / 'cert.pem'}",
+                    f"ssl_options.keyfile = {tls / 'key.pem'}",
+                    "ssl_options.verify = verify_none",
+                    "ssl_options.fail_if_no_peer_cert = false",
                     "log.console = false",
                     "log.file = server.log",
                     "log.file.level = info",
@@ -249,8 +290,10 @@ class RabbitMQServer:
                     timeout=5,
                 )
                 if r.status_code == 200 and r.json().get("status") == "ok":
-                    with socket.create_connection(("127.0.0.1", self.amqp_port), timeout=5):
-                        return
+                    for port in (self.amqp_port, self.tls_port):
+                        with socket.create_connection(("127.0.0.1", port), timeout=5):
+                            pass
+                    return
                 last = f"management answered {r.status_code}"
             except (httpx.HTTPError, OSError, ValueError) as e:
                 last = f"{type(e).__name__}: {e}"

@@ -289,14 +289,6 @@ def _wait_queue_depth(rmq: RabbitMQServer, name: str, n: int, timeout: float = 6
     pytest.fail(f"queue {name} holds {depth} messages, expected {n}")
 
 
-def test_route_without_rabbitmq_says_how_to_enable_it(stack: AmqpStack) -> None:
-    # (the in-process service has no --amqp-url)
-    from outpost.service.amqp.results import unavailable
-
-    err = unavailable()
-    assert err.status == 404 and "--amqp-url" in err.reason
-
-
 def test_full_queue_is_refused_and_idle_queue_expires(
     rabbitmq: RabbitMQServer, tmp_path: Path
 ) -> None:
