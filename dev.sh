@@ -63,7 +63,11 @@ ensure_compat_venv() {
   fi
   "$COMPAT_VENV/bin/python" -c 'import globus_compute_sdk' 2>/dev/null ||
     "$COMPAT_VENV/bin/pip" install -q "globus-compute-sdk==4.19.0"
+  # Parsl's GlobusComputeExecutor wraps that SDK's Executor (tests/compat/test_executor_amqp.py).
+  "$COMPAT_VENV/bin/python" -c 'import parsl' 2>/dev/null ||
+    "$COMPAT_VENV/bin/pip" install -q "parsl>=2026.10.26,<2027"
 }
+
 
 quietly() {  # run a command; show its output only if it fails
   local out
@@ -118,11 +122,29 @@ ensure_user_python() {
   command -v useradd >/dev/null || apt_install passwd
 }
 
+apt_install_servers() {
+  # Server packages whose own system services must not start: the tests run private
+  # instances on free loopback ports with their own data directories (tests/servers/).
+  local missing=() p policy=/usr/sbin/policy-rc.d added=""
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "note: ${missing[*]} missing (need root to install); their tests will skip" >&2
+    return 0
+  fi
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added=1
+  fi
+  apt_install "${missing[@]}"
+  [ -n "$added" ] && rm -f "$policy"
+  return 0
+}
+
 ensure_servers() {
   # Real servers the tests start on loopback with private data directories and free
-  # ports (tests/servers/): PostgreSQL and haproxy, and RabbitMQ for the broker tests.
-  # Only the binaries are needed; the services Debian's packages start are not used.
-  apt_install postgresql haproxy rabbitmq-server
+  # ports (tests/servers/): PostgreSQL, RabbitMQ, haproxy, nginx (the reverse-proxy
+  # recipe). Only the binaries are used; the services Debian's packages start are not.
+  apt_install_servers postgresql haproxy rabbitmq-server nginx-light
 }
 
 ensure_ops_tools() {

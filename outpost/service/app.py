@@ -12,6 +12,8 @@ from fastapi import FastAPI
 
 from outpost import __version__
 from outpost.service import apidocs, errors, health, housekeeping, metrics
+from outpost.service.amqp import route as amqp_route
+from outpost.service.amqp import setup as amqp_setup
 from outpost.service.authn import authenticator
 from outpost.service.broker import Broker, EmbeddedBroker
 from outpost.service.console import install as install_console
@@ -41,10 +43,13 @@ def create_app(settings: ServiceSettings, broker: Broker | None = None) -> FastA
         engine.dispose()
         engine = make_engine(settings.db_url, settings.sqlite_synchronous, pool)
     state = ServiceState(settings, engine, broker or EmbeddedBroker())
+    state.amqp = amqp_setup.build(settings, state)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.broker.start()
+        if state.amqp is not None:
+            await state.amqp.start()
         n = state.reload_unfinished()
         log.info("service ready; %d unfinished tasks queued again", n)
         purger = asyncio.create_task(housekeeping.purge_loop(state), name="outpost-retention")
@@ -58,6 +63,8 @@ def create_app(settings: ServiceSettings, broker: Broker | None = None) -> FastA
             for session in list(state.sessions.values()):
                 await session.close("service stopping")
             await state.broker.stop()
+            if state.amqp is not None:
+                await state.amqp.stop()
             await authenticator(state).close()
             state.close()
             engine.dispose()
@@ -70,7 +77,7 @@ def create_app(settings: ServiceSettings, broker: Broker | None = None) -> FastA
     rate = settings.rate
     app.state.rate_limiter = RateLimiter(*rate) if rate else None
     errors.install(app)
-    for module in (version, functions, endpoints, tasks, sockets, health, me, admin):
+    for module in (version, functions, endpoints, tasks, sockets, health, me, admin, amqp_route):
         app.include_router(module.router)
     install_console(app, settings.data_dir)
     metrics.install(app, state)

@@ -132,6 +132,8 @@ async def store(
     docs = [task_doc(r) for r in fresh if r.get("task_group_id")]
     if docs:
         state.broker.publish_results(docs)
+        if state.amqp is not None:  # AMQP result queues: only results already stored
+            await state.amqp.results_stored(docs)
     return fresh
 
 

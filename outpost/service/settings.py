@@ -127,6 +127,40 @@ class ServiceSettings(BaseSettings):
         5.0, "Seconds a token or endpoint lookup is cached (how long a revocation takes)."
     )
     max_frame_tasks: int = setting(500, "Most tasks sent to an endpoint in one channel frame.")
+    amqp_url: str | None = setting(
+        None,
+        "RabbitMQ, amqp[s]://user:password@host:port/vhost (a user with the 'administrator' "
+        "tag): the result queues of globus-compute-sdk's Executor. It holds a password: put "
+        "it in OUTPOST_AMQP_URL, the settings file or --amqp-url-file.",
+        secret=True,
+    )
+    amqp_url_file: Path | None = setting(
+        None, "File holding the amqp_url (readable by the service account only)."
+    )
+    amqp_public_url: str | None = setting(
+        None,
+        "The broker as clients reach it (amqps://broker.example.org:5671/vhost), when not the "
+        "amqp_url address (NAT, TLS proxy); credentials in it are ignored.",
+    )
+    amqp_management_url: str | None = setting(
+        None, "RabbitMQ's management API (default: http://<amqp host>:15672)."
+    )
+    amqp_result_queue_ttl: Duration = setting(
+        7 * 24 * 3600.0,
+        "A result queue nobody consumes is deleted with its results after this long (they "
+        "stay available over REST).",
+        flag="--amqp-queue-ttl",
+    )
+    amqp_result_queue_max_length: int = setting(
+        100_000,
+        "Most results one result queue holds; a submit to a full queue is refused.",
+        flag="--amqp-queue-max-length",
+    )
+    amqp_credential_check_interval: Duration = setting(
+        10.0,
+        "Seconds between checks that remove the RabbitMQ credentials of users whose tokens "
+        "were revoked.",
+    )
     admin_identities: Words = setting(
         default_factory=list,
         help="Identity usernames (alice@campus.edu) with the admin role: users, tokens and "
@@ -241,6 +275,16 @@ class ServiceSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> ServiceSettings:
+        if self.amqp_url_file is not None:
+            if self.amqp_url:
+                raise ValueError("give amqp_url or amqp_url_file, not both")
+            self.amqp_url = self.amqp_url_file.read_text().strip() or None
+        if self.amqp_url:
+            from outpost.service.amqp.links import BrokerAddress
+
+            BrokerAddress.parse(self.amqp_url)  # AmqpUrlError (a ValueError) says what to fix
+        if self.amqp_result_queue_max_length < 1 or self.amqp_result_queue_ttl < 1:
+            raise ValueError("amqp_result_queue_max_length and _ttl must be at least 1")
         if self.oidc_issuer or self.oidc_config:
             from outpost.service.oidc.options import issuers_from
 

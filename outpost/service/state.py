@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
+from outpost.service.amqp.results import AmqpResults
 from outpost.service.broker import Broker
 from outpost.service.cache import TTLCache
 from outpost.service.settings import ServiceSettings
@@ -74,6 +75,8 @@ class ServiceState:
         self.function_cache: TTLCache[str, dict[str, Any]] = TTLCache(settings.auth_cache_ttl)
         self._function_code: OrderedDict[str, str] = OrderedDict()
         self.started_at = time.time()
+        #: RabbitMQ result queues for globus-compute-sdk's Executor (--amqp-url), or None.
+        self.amqp: AmqpResults | None = None
         from outpost.service.user_endpoints import UserEndpoints
 
         self.user_endpoints = UserEndpoints(self)

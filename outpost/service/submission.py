@@ -123,6 +123,9 @@ async def accept(
     elif ep["auth_policy"]:
         check_policy(ep["auth_policy"], await state.read(identities_of, uid))
 
+    if state.amqp is not None:  # the group's AMQP result queue, before anything is stored
+        await state.amqp.submit_accepted(uid, gid, body.create_queue)
+
     def store(conn: Any) -> bool:
         if known_owner is None and not task_store.ensure_group(
             conn, gid, uid, body.create_queue, now
