@@ -140,5 +140,6 @@ from tests.servers.postgres import (  # noqa: E402, F401
     postgres_server,
     postgres_url,
 )
+
 # A private RabbitMQ per session (tests/servers/rabbitmq.py); started only when asked for.
 from tests.servers.rabbitmq import rabbitmq  # noqa: E402, F401
