@@ -10,38 +10,34 @@ from fastapi import FastAPI
 
 from outpost import __version__
 from outpost.service import errors
-from outpost.service.broker import Broker, EmbeddedBroker
 from outpost.service.routes import endpoints, functions, sockets, tasks, version
 from outpost.service.settings import ServiceSettings
-from outpost.service.state import ServiceState
 from outpost.service.store.db import open_database
+from outpost.service.wiring import Seams, build_runtime
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: ServiceSettings, broker: Broker | None = None) -> FastAPI:
-    """Build the service. The store is opened (and migrated) here; the broker starts with
-    the app's lifespan and is loaded with every unfinished task."""
+def create_app(settings: ServiceSettings, seams: Seams | None = None) -> FastAPI:
+    """Build the service. The store is opened (and migrated) here; the runtime's seams
+    start with the app's lifespan."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = open_database(settings.db_url, settings.sqlite_synchronous)
-    state = ServiceState(settings, engine, broker or EmbeddedBroker())
+    rt = build_runtime(settings, engine, seams)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await state.broker.start()
-        n = state.reload_unfinished()
+        n = await rt.start()
         log.info("service ready; %d unfinished tasks queued again", n)
         try:
             yield
         finally:
-            for session in list(state.sessions.values()):
-                await session.close("service stopping")
-            await state.broker.stop()
-            state.close()
+            await rt.commands.close_local("service stopping")
+            await rt.stop()
             engine.dispose()
 
     app = FastAPI(title="Outpost", version=__version__, lifespan=lifespan)
-    app.state.outpost = state
+    app.state.outpost = rt
     errors.install(app)
     for module in (version, functions, endpoints, tasks, sockets):
         app.include_router(module.router)

@@ -8,8 +8,8 @@ from fastapi import Request
 
 from outpost.common.errors import ErrorCode
 from outpost.service.errors import APIError
-from outpost.service.state import ServiceState
 from outpost.service.store import accounts
+from outpost.service.wiring import Runtime
 
 
 def bearer(header: str | None) -> str | None:
@@ -21,20 +21,20 @@ def bearer(header: str | None) -> str | None:
     return token.strip()
 
 
-async def user_for(state: ServiceState, token: str | None) -> dict[str, Any] | None:
+async def user_for(state: Runtime, token: str | None) -> dict[str, Any] | None:
     if not token:
         return None
-    user = state.token_cache.get(token)
+    user = state.lookups.tokens.get(token)
     if user is None:
-        user = await state.read(accounts.user_for_token, token)
+        user = await state.db.read(accounts.user_for_token, token)
         if user is not None:
-            state.token_cache.set(token, user)
+            state.lookups.tokens.set(token, user)
     return user
 
 
 async def current_user(request: Request) -> dict[str, Any]:
     """FastAPI dependency: the user behind the request's bearer token, or 401."""
-    state: ServiceState = request.app.state.outpost
+    state: Runtime = request.app.state.outpost
     token = bearer(request.headers.get("authorization"))
     if token is None:
         raise APIError(

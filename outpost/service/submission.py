@@ -12,14 +12,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from outpost.common.errors import ErrorCode
+from outpost.common.records import TaskMessage
 from outpost.common.states import TaskState
 from outpost.service.errors import APIError, not_found
 from outpost.service.routes import parse_uuid
 from outpost.service.routes.endpoints import endpoint_visible_to
-from outpost.service.state import ServiceState
 from outpost.service.store import tasks as task_store
 from outpost.service.store.accounts import identities_of
 from outpost.service.user_endpoints import check_policy
+from outpost.service.wiring import Runtime
 
 
 class SubmitRequest(BaseModel):
@@ -60,7 +61,7 @@ def too_large(limit: int) -> APIError:
 
 
 async def accept(
-    state: ServiceState, user: dict[str, Any], endpoint_id: str, body: SubmitRequest
+    state: Runtime, user: dict[str, Any], endpoint_id: str, body: SubmitRequest
 ) -> dict[str, Any]:
     """Check, store and queue a submission; returns the Globus-Compute-shaped answer."""
     ep = await endpoint_visible_to(state, endpoint_id, user)
@@ -70,7 +71,7 @@ async def accept(
     fn_ids: dict[str, str] = {}
     for key in body.tasks:
         fid = parse_uuid(key, "function id")
-        fn = await state.function(fid)
+        fn = await state.lookups.function(fid)
         if fn is None or (fn["owner_id"] != uid and not fn["public"]):
             raise not_found("function", fid)
         if allowed is not None and fid not in allowed:
@@ -109,7 +110,7 @@ async def accept(
                 }
             )
 
-    known_owner = state.group_owners.get(gid)
+    known_owner = state.lookups.group_owners.get(gid)
     if known_owner is not None and known_owner != uid:
         raise not_found("task group", gid)
     addressed = eid
@@ -121,7 +122,7 @@ async def accept(
         for r in rows:
             r["endpoint_id"] = eid
     elif ep["auth_policy"]:
-        check_policy(ep["auth_policy"], await state.read(identities_of, uid))
+        check_policy(ep["auth_policy"], await state.db.read(identities_of, uid))
 
     def store(conn: Any) -> bool:
         if known_owner is None and not task_store.ensure_group(
@@ -131,21 +132,20 @@ async def accept(
         task_store.insert_tasks(conn, rows)
         return True
 
-    if not await state.write(store, size=len(rows)):
+    if not await state.db.write(store, size=len(rows)):
         raise not_found("task group", gid)
-    state.group_owners.set(gid, uid)
+    state.lookups.group_owners.set(gid, uid)
     # Stored: from here on the tasks survive a crash (they are reloaded at start).
-    state.broker.enqueue(
+    await state.broker.publish(
         eid,
         [
-            {
-                "task_id": r["id"],
-                "function_id": r["function_id"],
-                "task_group_id": gid,
-                "payload": r["payload"],
-                "retries": 0,
-                "resource_specification": spec,
-            }
+            TaskMessage(
+                task_id=r["id"],
+                function_id=r["function_id"],
+                task_group_id=gid,
+                payload=r["payload"],
+                resource_specification=spec,
+            )
             for r in rows
         ],
     )
