@@ -31,6 +31,8 @@ class Seams:
     presence: Presence = field(default_factory=EmbeddedPresence)
     commands: CommandBus = field(default_factory=EmbeddedCommandBus)
     fanout: ResultFanout = field(default_factory=EmbeddedFanout)
+    #: This process among the replicas (names its command and result queues).
+    replica_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ def build_runtime(settings: ServiceSettings, engine: Engine, seams: Seams | None
     db = Database(engine)
     lookups = Lookups(db, settings.auth_cache_ttl)
     ledger = TaskLedger(db, seams.broker, seams.fanout, settings.max_retries_on_system_failure)
-    replica_id = str(uuid.uuid4())
+    replica_id = seams.replica_id
     user_endpoints = UserEndpoints(
         db=db,
         lookups=lookups,

@@ -31,7 +31,7 @@ from outpost.common.errors import TaskErrorCode
 from outpost.common.messages import ResultItem, TaskItem
 from outpost.common.records import ResultRecord, TaskMessage
 from outpost.service import outcomes
-from outpost.service.broker import Broker, Delivery
+from outpost.service.broker import Broker, BrokerUnavailable, Delivery
 from outpost.service.runtime.db import Database
 from outpost.service.runtime.fanout import ResultFanout
 from outpost.service.store import tasks as task_store
@@ -96,7 +96,10 @@ class TaskLedger:
         fresh = [msgspec.convert(r, ResultRecord) for r in fresh_rows]
         docs = [result_doc(r) for r in fresh if r.task_group_id]
         if docs:
-            await self.fanout.publish(docs)
+            try:
+                await self.fanout.publish(docs)
+            except BrokerUnavailable as e:  # stored: watchers catch up from the store
+                log.warning("results stored but not pushed to watchers: %s", e)
         return fresh
 
     async def fail(
