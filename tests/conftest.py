@@ -114,3 +114,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield Stack(svc, token, ep)
     finally:
         svc.close()
+
+
+# A private RabbitMQ per session (tests/servers/rabbitmq.py); started only when asked for.
+from tests.servers.haproxy import haproxy_factory  # noqa: E402, F401
+from tests.servers.rabbitmq import rabbitmq  # noqa: E402, F401

@@ -19,6 +19,7 @@ class ErrorCode(StrEnum):
     INTERNAL = "INTERNAL_ERROR"
     USER_CONFIG_INVALID = "USER_ENDPOINT_CONFIG_INVALID"
     USER_ENDPOINT_REFUSED = "USER_ENDPOINT_START_REFUSED"
+    UNAVAILABLE = "SERVICE_UNAVAILABLE"
 
 
 class TaskErrorCode(StrEnum):
@@ -34,3 +35,4 @@ class TaskErrorCode(StrEnum):
     USER_ENDPOINT_FAILED = "UserEndpointStartFailed"
     ENDPOINT_DELETED = "EndpointDeleted"
     BLOCK_FAILED = "BlockFailed"  # the batch scheduler refused or ended a block's job
+    NOT_QUEUED = "TaskNotQueued"  # the broker was unreachable; the submit got a 503

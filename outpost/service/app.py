@@ -23,12 +23,16 @@ def create_app(settings: ServiceSettings, seams: Seams | None = None) -> FastAPI
     start with the app's lifespan."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = open_database(settings.db_url, settings.sqlite_synchronous)
+    if seams is None and settings.amqp_url:
+        from outpost.service.runtime.rabbit import rabbit_seams
+
+        seams = rabbit_seams(settings.amqp_url, engine)
     rt = build_runtime(settings, engine, seams)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         n = await rt.start()
-        log.info("service ready; %d unfinished tasks queued again", n)
+        log.info("service ready (replica %s); %d unfinished tasks queued again", rt.replica_id, n)
         try:
             yield
         finally:

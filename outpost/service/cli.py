@@ -83,6 +83,15 @@ def service() -> None:
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="Log verbosity (one line per event, on stderr).",
 )
+@click.option(
+    "--amqp-url",
+    envvar="OUTPOST_AMQP_URL",
+    default=None,
+    help="RabbitMQ URL, amqp://USER:PASS@HOST:PORT/VHOST (also $OUTPOST_AMQP_URL, which "
+    "keeps the password out of the process list). Task queues, endpoint commands and "
+    "result streams then go through RabbitMQ, so several replicas can share one "
+    "--database-url behind a load balancer. Needs the 'scale' extra.",
+)
 def start(
     host: str,
     port: int,
@@ -92,6 +101,7 @@ def start(
     max_payload: int,
     max_retries: int,
     log_level: str,
+    amqp_url: str | None,
 ) -> None:
     """Run the service in the foreground (Ctrl-C stops it).
 
@@ -111,7 +121,12 @@ def start(
         sqlite_synchronous=sqlite_sync.upper(),
         max_payload_bytes=max_payload,
         max_retries_on_system_failure=max_retries,
+        amqp_url=amqp_url,
     )
+    if amqp_url:
+        from outpost.service.runtime.rabbit import require_aio_pika
+
+        require_aio_pika()
     app = create_app(settings)
     click.echo(f"Outpost service on http://{host}:{port} (data: {settings.data_dir})", err=True)
     uvicorn.run(

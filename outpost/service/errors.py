@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from outpost.common.errors import ErrorCode
+from outpost.service.broker.base import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,14 @@ def install(app: FastAPI) -> None:
             exc.status_code, ErrorCode.BAD_REQUEST
         )
         return JSONResponse({"code": code, "reason": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(BrokerUnavailable)
+    async def _unavailable(_: Request, exc: BrokerUnavailable) -> JSONResponse:
+        return JSONResponse(
+            {"code": ErrorCode.UNAVAILABLE, "reason": str(exc)},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -28,6 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from outpost.common.errors import ErrorCode
 from outpost.common.records import TaskDoc
 from outpost.service.auth import user_for
+from outpost.service.broker import BrokerUnavailable
 from outpost.service.errors import APIError
 from outpost.service.runtime.fanout import Unsubscribe
 from outpost.service.store import tasks as task_store
@@ -115,6 +116,8 @@ class ResultStream:
             self._say({"type": "submitted", "ref": ref, "answer": answer})
         except APIError as e:
             self._reply_error(ref, e.status, e.code, e.reason)
+        except BrokerUnavailable as e:
+            self._reply_error(ref, 503, ErrorCode.UNAVAILABLE, str(e))
         except Exception:
             log.exception("result stream: a submission failed")
             self._reply_error(ref, 500, ErrorCode.INTERNAL, "internal error; see the service log")
@@ -162,7 +165,11 @@ class ResultStream:
             return
         self.state.lookups.group_owners.set(gid, uid)
         if gid not in self._unsubs:
-            self._unsubs[gid] = await self.state.fanout.subscribe(gid, self._push)
+            try:
+                self._unsubs[gid] = await self.state.fanout.subscribe(gid, self._push)
+            except BrokerUnavailable as e:
+                self._say({"type": "error", "task_group_id": gid, "reason": str(e)})
+                return
         self._say({"type": "watching", "task_group_id": gid})
         raw_ids = frame.get("task_ids")
         ids = (

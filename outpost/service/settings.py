@@ -24,6 +24,9 @@ class ServiceSettings:
     auth_cache_ttl: float = 5.0
     #: Most tasks sent in one channel frame.
     max_frame_tasks: int = 500
+    #: RabbitMQ URL (``amqp://USER:PASS@HOST:PORT/VHOST``): task queues, commands and
+    #: result fan-out go through it, so several replicas can serve one store.
+    amqp_url: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -11,9 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from outpost.common.errors import ErrorCode
+from outpost.common.errors import ErrorCode, TaskErrorCode
 from outpost.common.records import TaskMessage
 from outpost.common.states import TaskState
+from outpost.service.broker import BrokerUnavailable
 from outpost.service.errors import APIError, not_found
 from outpost.service.routes import parse_uuid
 from outpost.service.routes.endpoints import endpoint_visible_to
@@ -132,23 +133,32 @@ async def accept(
         task_store.insert_tasks(conn, rows)
         return True
 
+    if not state.broker.available():
+        raise BrokerUnavailable(
+            "the task broker (RabbitMQ) is not reachable; the service is reconnecting: "
+            "try again in a few seconds"
+        )
     if not await state.db.write(store, size=len(rows)):
         raise not_found("task group", gid)
     state.lookups.group_owners.set(gid, uid)
     # Stored: from here on the tasks survive a crash (they are reloaded at start).
-    await state.broker.publish(
-        eid,
-        [
-            TaskMessage(
-                task_id=r["id"],
-                function_id=r["function_id"],
-                task_group_id=gid,
-                payload=r["payload"],
-                resource_specification=spec,
-            )
-            for r in rows
-        ],
-    )
+    messages = [
+        TaskMessage(
+            task_id=r["id"],
+            function_id=r["function_id"],
+            task_group_id=gid,
+            payload=r["payload"],
+            resource_specification=spec,
+        )
+        for r in rows
+    ]
+    try:
+        await state.broker.publish(eid, messages)
+    except BrokerUnavailable as e:
+        # Stored but not queued: recorded as failed (nothing is left waiting for ever), and
+        # the client is told to submit again.
+        await state.ledger.fail(eid, messages, TaskErrorCode.NOT_QUEUED, str(e))
+        raise
     return {
         "request_id": str(uuid.uuid4()),
         "task_group_id": gid,

@@ -1,7 +1,7 @@
 """The runtime of one service process: its seams, built once and handed to the routes.
 
 Each seam has one owner module; this only wires them together. ``build_runtime`` gives
-the embedded implementations unless others are passed (``outpost.service.amqp`` builds
+the embedded implementations unless others are passed (``outpost.service.runtime.rabbit`` builds
 the RabbitMQ ones).
 """
 

@@ -73,6 +73,10 @@ class Broker(ABC):
     async def stop(self) -> None:  # noqa: B027 - lifecycle hook
         """Disconnect; called once when the service stops."""
 
+    def available(self) -> bool:
+        """False while the broker is known to be unreachable (new work is refused)."""
+        return True
+
     @abstractmethod
     async def publish(self, endpoint_id: str, messages: list[TaskMessage]) -> None:
         """Queue tasks for an endpoint (after they were stored); returns once the broker

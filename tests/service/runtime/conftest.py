@@ -4,25 +4,21 @@ several "replicas" of one (separate instances, separate connections for RabbitMQ
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from tests.servers.rabbitmq import RabbitMQServer, rabbitmq_fixture
+from tests.servers.rabbitmq import RabbitMQServer
 
 T = TypeVar("T")
 Factory = Callable[[], Awaitable[Any]]
 
 
-@pytest.fixture(scope="session")
-def rabbit_server() -> Iterator[RabbitMQServer]:
-    yield from rabbitmq_fixture()
-
-
 def _rabbit(request: pytest.FixtureRequest) -> RabbitMQServer:
-    return request.getfixturevalue("rabbit_server")  # type: ignore[no-any-return]
+    """The session's RabbitMQ (skips locally / fails in CI when it cannot start)."""
+    return request.getfixturevalue("rabbitmq")  # type: ignore[no-any-return]
 
 
 class Replicas:

@@ -7,6 +7,8 @@ presence on the store's database (``SqlPresence``).
 
 from __future__ import annotations
 
+import uuid
+
 from sqlalchemy import Engine
 
 from outpost.service.wiring import Seams
@@ -21,7 +23,7 @@ def require_aio_pika() -> None:
         ) from None
 
 
-def rabbit_seams(amqp_url: str, engine: Engine, replica_id: str) -> Seams:
+def rabbit_seams(amqp_url: str, engine: Engine) -> Seams:
     require_aio_pika()
     from outpost.service.runtime.rabbit.broker import AmqpBroker
     from outpost.service.runtime.rabbit.bus import AmqpCommandBus, AmqpFanout
@@ -29,6 +31,7 @@ def rabbit_seams(amqp_url: str, engine: Engine, replica_id: str) -> Seams:
     from outpost.service.runtime.sql_presence import SqlPresence
 
     rabbit = Rabbit(amqp_url)
+    replica_id = str(uuid.uuid4())
     return Seams(
         broker=AmqpBroker(rabbit),
         presence=SqlPresence(engine),

@@ -133,6 +133,9 @@ class AmqpBroker(Broker):
         self.rabbit = rabbit
         self._declared: set[str] = set()
 
+    def available(self) -> bool:
+        return self.rabbit.connected()
+
     async def start(self) -> None:
         await self.rabbit.open()
 
@@ -151,7 +154,9 @@ class AmqpBroker(Broker):
             return
         try:
             if endpoint_id not in self._declared:
-                await self._declare(self.rabbit.publisher, endpoint_id)
+                await self.rabbit.call(
+                    "declaring a queue", self._declare(self.rabbit.publisher, endpoint_id)
+                )
                 self._declared.add(endpoint_id)
             name = queue_name(endpoint_id)
             await asyncio.gather(
@@ -161,16 +166,19 @@ class AmqpBroker(Broker):
             raise BrokerUnavailable(f"RabbitMQ is not reachable: {e}") from e
 
     async def consume(self, endpoint_id: str, prefetch: int) -> Consumer:
-        try:
+        async def start() -> _Consumer:
             channel = await self.rabbit.channel()
             await channel.set_qos(prefetch_count=max(1, prefetch), global_=True)
             consumer = _Consumer(self, endpoint_id, channel)
             await consumer.start(await self._declare(channel, endpoint_id))
-        except UNAVAILABLE as e:
-            raise BrokerUnavailable(f"RabbitMQ is not reachable: {e}") from e
-        return consumer
+            return consumer
+
+        return await self.rabbit.call("starting a consumer", start())
 
     async def drain(self, endpoint_id: str) -> list[TaskMessage]:
+        return await self.rabbit.call("draining a queue", self._drain(endpoint_id), 60.0)
+
+    async def _drain(self, endpoint_id: str) -> list[TaskMessage]:
         out: list[TaskMessage] = []
         channel = await self.rabbit.channel()
         try:
@@ -185,6 +193,9 @@ class AmqpBroker(Broker):
         return out
 
     async def queued(self, endpoint_id: str) -> int:
+        return await self.rabbit.call("counting a queue", self._queued(endpoint_id))
+
+    async def _queued(self, endpoint_id: str) -> int:
         channel = await self.rabbit.channel()
         try:
             queue = await self._declare(channel, endpoint_id)

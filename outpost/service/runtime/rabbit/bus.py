@@ -74,12 +74,17 @@ class AmqpCommandBus(CommandBus):
     async def attach(self, endpoint_id: str, session_id: str, handler: CommandHandler) -> None:
         self._attached(endpoint_id, session_id, handler)
         assert self._queue is not None and self._commands is not None
-        await self._queue.bind(self._commands, routing_key=endpoint_id)
+        await self.rabbit.call(
+            "routing commands", self._queue.bind(self._commands, routing_key=endpoint_id)
+        )
 
     async def detach(self, endpoint_id: str, session_id: str) -> None:
         if self._detached(endpoint_id, session_id) and self._queue and self._commands:
             try:
-                await self._queue.unbind(self._commands, routing_key=endpoint_id)
+                await self.rabbit.call(
+                    "unrouting commands",
+                    self._queue.unbind(self._commands, routing_key=endpoint_id),
+                )
             except Exception as e:  # noqa: BLE001 - gone with the connection anyway
                 log.info("unbinding %s from the command bus failed: %s", endpoint_id, e)
 
@@ -140,12 +145,22 @@ class AmqpFanout(ResultFanout):
     async def subscribe(self, group_id: str, callback: ResultCallback) -> Unsubscribe:
         if self._watchers.add(group_id, callback):
             assert self._queue is not None and self._exchange is not None
-            await self._queue.bind(self._exchange, routing_key=group_id)
+            try:
+                await self.rabbit.call(
+                    "watching a task group",
+                    self._queue.bind(self._exchange, routing_key=group_id),
+                )
+            except BaseException:
+                self._watchers.remove(group_id, callback)
+                raise
 
         async def unsubscribe() -> None:
             if self._watchers.remove(group_id, callback) and self._queue and self._exchange:
                 try:
-                    await self._queue.unbind(self._exchange, routing_key=group_id)
+                    await self.rabbit.call(
+                        "unwatching a task group",
+                        self._queue.unbind(self._exchange, routing_key=group_id),
+                    )
                 except Exception as e:  # noqa: BLE001 - gone with the connection anyway
                     log.info("unbinding group %s failed: %s", group_id, e)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import aio_pika
 import aio_pika.abc
@@ -20,6 +21,7 @@ import aiormq
 from outpost.service.broker.base import BrokerUnavailable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 #: How long a publish waits for a lost connection to come back before giving up.
 PUBLISH_PATIENCE = 5.0
 UNAVAILABLE = (
@@ -48,6 +50,7 @@ class Rabbit:
         self._publisher: aio_pika.abc.AbstractChannel | None = None
         self._users = 0
         self._lock = asyncio.Lock()
+        self._up = False
 
     async def open(self) -> None:
         """Connect (once for all the seams sharing this connection)."""
@@ -65,6 +68,9 @@ class Rabbit:
             self._publisher = await self._conn.channel(
                 publisher_confirms=True, on_return_raises=True
             )
+            self._up = True
+            self._conn.close_callbacks.add(self._on_lost)
+            self._conn.reconnect_callbacks.add(self._on_back)
             log.info("connected to RabbitMQ at %s", safe_url(self.url))
 
     async def close(self) -> None:
@@ -87,8 +93,28 @@ class Rabbit:
             raise BrokerUnavailable("not connected to RabbitMQ")
         return self._publisher
 
+    def _on_lost(self, *_: Any) -> None:
+        if self._up:
+            log.warning("lost the connection to RabbitMQ; reconnecting")
+        self._up = False
+
+    def _on_back(self, *_: Any) -> None:
+        log.info("connected to RabbitMQ again")
+        self._up = True
+
     def connected(self) -> bool:
-        return self._conn is not None and not self._conn.is_closed
+        return self._up and self._conn is not None and not self._conn.is_closed
+
+    async def call(self, what: str, op: Awaitable[T], patience: float = PUBLISH_PATIENCE) -> T:
+        """Await a RabbitMQ operation; ``BrokerUnavailable`` if RabbitMQ does not answer
+        within ``patience`` seconds (a robust channel waits for ever while reconnecting)."""
+        try:
+            return await asyncio.wait_for(op, patience)
+        except UNAVAILABLE as e:
+            raise BrokerUnavailable(
+                f"RabbitMQ is not reachable ({what}: {type(e).__name__} {e}); it is probably "
+                "restarting: try again in a few seconds"
+            ) from e
 
     async def channel(self, prefetch: int | None = None) -> aio_pika.abc.AbstractChannel:
         ch = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
