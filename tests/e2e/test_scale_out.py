@@ -15,7 +15,6 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from outpost import Client
 from outpost.common.serialize import pack_payload
 from outpost.local import LocalEndpoint, LocalService
 from tests.conftest import FAST_ENDPOINT
+from tests.e2e.cluster import Cluster, start_cluster
 
 pytestmark = pytest.mark.e2e
 WAIT = 120.0
@@ -35,7 +35,6 @@ WAIT = 120.0
 
 def mark(path: str, i: int) -> int:
     """Record one run of task ``i`` (to count duplicate runs), then return ``i``."""
-    import os
     import time
 
     with open(path, "a") as f:
@@ -46,36 +45,12 @@ def mark(path: str, i: int) -> int:
     return i
 
 
-@dataclass
-class Cluster:
-    replicas: list[LocalService]
-    balancer: Any
-    token: str
-    db_url: str
-
-    def url(self, i: int) -> str:
-        return self.replicas[i].url
-
-
 @pytest.fixture
 def cluster(
     tmp_path: Path, rabbitmq: Any, haproxy_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Cluster]:
-    db_url = os.environ.get("OUTPOST_TEST_DATABASE_URL") or f"sqlite:///{tmp_path / 'shared.db'}"
-    # Given to every process started here through the environment, not argv.
-    monkeypatch.setenv("OUTPOST_DATABASE_URL", db_url)
-    monkeypatch.setenv("OUTPOST_AMQP_URL", rabbitmq.amqp_url)
-    replicas = [LocalService(tmp_path / f"r{i}") for i in range(3)]
-    try:
-        replicas[0].start(timeout=60)  # migrates the store first
-        for r in replicas[1:]:
-            r.start(timeout=60)
-        balancer = haproxy_factory([f"127.0.0.1:{r.port}" for r in replicas], "/v2/version")
-        token = replicas[0].add_user("alice@example.org")
-        yield Cluster(replicas, balancer, token, db_url)
-    finally:
-        for r in replicas:
-            r.close()
+    with start_cluster(tmp_path, rabbitmq, haproxy_factory, monkeypatch) as c:
+        yield c
 
 
 async def _watch_then_collect(
