@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 import uuid
 from collections import defaultdict
@@ -36,12 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from outpost.common import messages as m
 from outpost.common.errors import ErrorCode, TaskErrorCode
 from outpost.common.records import CommandReply, Forward
-from outpost.common.user_config import (
-    InvalidSchema,
-    UserConfigError,
-    canonical_json,
-    check_user_values,
-)
+from outpost.common.user_config import canonical_json
 from outpost.service.broker import Broker
 from outpost.service.cache import TTLCache
 from outpost.service.errors import APIError
@@ -51,6 +45,15 @@ from outpost.service.runtime.ledger import TaskLedger
 from outpost.service.runtime.lookups import Lookups
 from outpost.service.runtime.presence import Presence
 from outpost.service.store import accounts, catalog
+from outpost.service.user_endpoint_rules import (
+    check_config,
+    check_policy,
+    command_id,
+    credential_of,
+    user_endpoint_id,
+)
+
+__all__ = ["UserEndpoints", "check_config", "check_policy", "user_endpoint_id"]
 
 log = logging.getLogger(__name__)
 DECISION_TIMEOUT = 15.0
@@ -58,56 +61,6 @@ DECISION_TIMEOUT = 15.0
 START_PATIENCE = 30.0
 RECONCILE_EVERY = 5.0
 MAX_CRASHES = 3
-_LOW64 = (1 << 64) - 1
-
-
-def command_id(credential_id: int) -> str:
-    """A start command's id: random high bits, the credential id it carries low."""
-    return str(uuid.UUID(int=(secrets.randbits(64) << 64) | (credential_id & _LOW64)))
-
-
-def credential_of(command_id: str | None) -> int | None:
-    """The credential id a start command carried (None for other command ids)."""
-    try:
-        low = uuid.UUID(str(command_id)).int & _LOW64
-    except ValueError:
-        return None
-    return low if 0 < low < 2**53 else None
-
-
-def user_endpoint_id(
-    mep_id: str, identity_id: str, config: dict[str, Any], attempt: int = 0
-) -> str:
-    """The UEP id. ``attempt`` > 0 gives the alternatives used when the plain id is taken
-    (someone registered it first, or it was deleted: ids are never reused)."""
-    salt = f"#{attempt}" if attempt else ""
-    return str(uuid.uuid5(uuid.UUID(mep_id), identity_id + canonical_json(config) + salt))
-
-
-def check_policy(
-    policy: dict[str, Any] | None, identities: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """The submitter's identities that the endpoint's policy admits (403 if none)."""
-    domains = [d.lower() for d in (policy or {}).get("allowed_domains") or []]
-    if not domains:
-        return identities
-    ok = [i for i in identities if i["username"].rpartition("@")[2].lower() in domains]
-    if not ok:
-        have = ", ".join(i["username"] for i in identities) or "none"
-        raise APIError(
-            403,
-            ErrorCode.FORBIDDEN,
-            f"this endpoint's authentication policy admits identities from "
-            f"{', '.join(domains)}; yours: {have}. Link an identity from an allowed domain",
-        )
-    return ok
-
-
-def check_config(config: Any, schema: dict[str, Any] | None) -> dict[str, Any]:
-    try:
-        return check_user_values(config, schema)
-    except (UserConfigError, InvalidSchema) as e:
-        raise APIError(422, ErrorCode.USER_CONFIG_INVALID, str(e)) from None
 
 
 class UserEndpoints:
