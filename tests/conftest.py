@@ -61,7 +61,7 @@ class InProcessService:
     def add_user(self, username: str) -> str:
         from outpost.service.store import accounts
 
-        with self.state.engine.begin() as conn:
+        with self.state.db.engine.begin() as conn:
             user = accounts.create_user(conn, username)
             return accounts.issue_token(conn, user["id"])[1]
 

@@ -35,3 +35,4 @@ class TaskErrorCode(StrEnum):
     USER_ENDPOINT_FAILED = "UserEndpointStartFailed"
     ENDPOINT_DELETED = "EndpointDeleted"
     BLOCK_FAILED = "BlockFailed"  # the batch scheduler refused or ended a block's job
+    NOT_QUEUED = "TaskNotQueued"  # the broker was unreachable; the submit got a 503

@@ -11,6 +11,7 @@ for a failure), ``details``, ``error_details`` (``{code, user_message}`` or null
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -58,7 +59,7 @@ class GCResult:
         )
 
 
-def from_task_doc(doc: dict[str, Any]) -> GCResult:
+def from_task_doc(doc: Mapping[str, Any]) -> GCResult:
     """A Result message from a stored task's document (``outpost.service.taskdoc``)."""
     failed = doc["status"] == "failed"
     err = doc.get("error_details") or {}

@@ -9,50 +9,51 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy import Engine
 
 from outpost import __version__
 from outpost.service import apidocs, errors, health, housekeeping, metrics
 from outpost.service.amqp import route as amqp_route
-from outpost.service.amqp import setup as amqp_setup
 from outpost.service.authn import authenticator
-from outpost.service.broker import Broker, EmbeddedBroker
 from outpost.service.console import install as install_console
 from outpost.service.datadir import open_private
 from outpost.service.http_log import HTTPLogMiddleware
 from outpost.service.ratelimit import RateLimiter
 from outpost.service.routes import admin, endpoints, functions, me, sockets, tasks, version
 from outpost.service.settings import ServiceSettings
-from outpost.service.state import ServiceState
 from outpost.service.store.db import make_engine, open_database
+from outpost.service.wiring import Seams, build_runtime
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: ServiceSettings, broker: Broker | None = None) -> FastAPI:
-    """Build the service. The store is opened (and migrated, unless ``auto_migrate`` is
-    off) here; the broker starts with the app's lifespan and is loaded with every
-    unfinished task."""
+def _open_store(settings: ServiceSettings) -> Engine:
+    """The database, migrated unless ``auto_migrate`` is off (then it must be current)."""
     open_private(settings)
     pool = settings.database_pool_size
     if settings.auto_migrate:
-        engine = open_database(settings.db_url, settings.sqlite_synchronous, pool)
-    else:
-        from outpost.service.store.schema import open_current
+        return open_database(settings.db_url, settings.sqlite_synchronous, pool)
+    from outpost.service.store.schema import open_current
 
-        engine = open_current(settings, create=False)
-        engine.dispose()
-        engine = make_engine(settings.db_url, settings.sqlite_synchronous, pool)
-    state = ServiceState(settings, engine, broker or EmbeddedBroker())
-    state.amqp = amqp_setup.build(settings, state)
+    open_current(settings, create=False).dispose()
+    return make_engine(settings.db_url, settings.sqlite_synchronous, pool)
+
+
+def create_app(settings: ServiceSettings, seams: Seams | None = None) -> FastAPI:
+    """Build the service. The store is opened (and migrated) here; the runtime's seams
+    (embedded, or RabbitMQ with ``amqp_url``) start with the app's lifespan."""
+    engine = _open_store(settings)
+    if seams is None and settings.amqp_url:
+        from outpost.service.runtime.rabbit import rabbit_seams
+
+        seams = rabbit_seams(settings.amqp_url, engine)
+    rt = build_runtime(settings, engine, seams)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await state.broker.start()
-        if state.amqp is not None:
-            await state.amqp.start()
-        n = state.reload_unfinished()
-        log.info("service ready; %d unfinished tasks queued again", n)
-        purger = asyncio.create_task(housekeeping.purge_loop(state), name="outpost-retention")
+        n = await rt.start()
+        log.info("service ready (replica %s); %d unfinished tasks queued again", rt.replica_id, n)
+        purger = asyncio.create_task(housekeeping.purge_loop(rt), name="outpost-retention")
         try:
             yield
         finally:
@@ -60,19 +61,15 @@ def create_app(settings: ServiceSettings, broker: Broker | None = None) -> FastA
             purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await purger
-            for session in list(state.sessions.values()):
-                await session.close("service stopping")
-            await state.broker.stop()
-            if state.amqp is not None:
-                await state.amqp.stop()
-            await authenticator(state).close()
-            state.close()
+            await rt.commands.close_local("service stopping")
+            await rt.stop()
+            await authenticator(rt).close()
             engine.dispose()
 
     app = FastAPI(
         title="Outpost", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
     )
-    app.state.outpost = state
+    app.state.outpost = rt
     app.state.stopping = False
     rate = settings.rate
     app.state.rate_limiter = RateLimiter(*rate) if rate else None
@@ -80,7 +77,7 @@ def create_app(settings: ServiceSettings, broker: Broker | None = None) -> FastA
     for module in (version, functions, endpoints, tasks, sockets, health, me, admin, amqp_route):
         app.include_router(module.router)
     install_console(app, settings.data_dir)
-    metrics.install(app, state)
+    metrics.install(app, rt)
     apidocs.install(app)
     app.add_middleware(HTTPLogMiddleware, access_log=settings.access_log)
     return app

@@ -9,7 +9,7 @@ from fastapi import Request
 from outpost.common.errors import ErrorCode
 from outpost.service.authn import IssuerUnavailable, Principal, TokenRejected, authenticator
 from outpost.service.errors import APIError
-from outpost.service.state import ServiceState
+from outpost.service.wiring import Runtime
 
 IDENTITY_PROVIDER_UNAVAILABLE = "IDENTITY_PROVIDER_UNAVAILABLE"
 
@@ -23,7 +23,7 @@ def bearer(header: str | None) -> str | None:
     return token.strip()
 
 
-async def principal_for(state: ServiceState, token: str) -> Principal:
+async def principal_for(state: Runtime, token: str) -> Principal:
     """The caller behind ``token``, or the APIError to answer (401, or 503 when the
     issuer that must vouch for it cannot be reached)."""
     try:
@@ -42,7 +42,7 @@ def issuer_unavailable(e: IssuerUnavailable) -> APIError:
     )
 
 
-async def user_for(state: ServiceState, token: str | None) -> dict[str, Any] | None:
+async def user_for(state: Runtime, token: str | None) -> dict[str, Any] | None:
     """The user behind ``token`` allowed to use the compute API, or None (WebSockets)."""
     if not token:
         return None
@@ -55,7 +55,7 @@ async def user_for(state: ServiceState, token: str | None) -> dict[str, Any] | N
 
 async def current_principal(request: Request) -> Principal:
     """FastAPI dependency: who sent the request (401 without a valid bearer token)."""
-    state: ServiceState = request.app.state.outpost
+    state: Runtime = request.app.state.outpost
     token = bearer(request.headers.get("authorization"))
     if token is None:
         raise APIError(

@@ -28,9 +28,9 @@ from outpost.service.oidc.verify import (
     verify_jwt,
 )
 from outpost.service.settings import ServiceSettings
-from outpost.service.state import ServiceState
 from outpost.service.store import accounts
 from outpost.service.store import identities as identity_store
+from outpost.service.wiring import Runtime
 
 log = logging.getLogger(__name__)
 __all__ = ["Authenticator", "IssuerUnavailable", "Principal", "TokenRejected", "authenticator"]
@@ -69,7 +69,7 @@ def fingerprint(token: str) -> str:
 
 
 class Authenticator:
-    def __init__(self, state: ServiceState) -> None:
+    def __init__(self, state: Runtime) -> None:
         self.state = state
         settings: ServiceSettings = state.settings
         self.settings = settings
@@ -111,7 +111,7 @@ class Authenticator:
         self.http_client()
         if looks_like_jwt(token):
             return await self._from_issuer(await verify_jwt(token, self.issuers))
-        record = await self.state.read(accounts.token_record, token)
+        record = await self.state.db.read(accounts.token_record, token)
         if record is not None:
             return await self._from_record(record)
         introspecting = [i for i in self.issuers.values() if i.config.introspects]
@@ -146,7 +146,7 @@ class Authenticator:
     async def _from_issuer(self, verified: VerifiedToken) -> Principal:
         proven = self.proven_identity(verified)
         try:
-            user = await self.state.write(lambda c: identity_store.sign_in(c, proven))
+            user = await self.state.db.write(lambda c: identity_store.sign_in(c, proven))
         except accounts.AccountError as e:
             raise TokenRejected(str(e)) from None
         admin_groups = set(verified.issuer.config.admin_groups)
@@ -176,14 +176,14 @@ class Authenticator:
         admins = set(self.settings.admin_identities)
         if not admins:
             return False
-        idents = await self.state.read(accounts.identities_of, user_id)
+        idents = await self.state.db.read(accounts.identities_of, user_id)
         return any(i["username"] in admins for i in idents)
 
 
-_by_state: weakref.WeakKeyDictionary[ServiceState, Authenticator] = weakref.WeakKeyDictionary()
+_by_state: weakref.WeakKeyDictionary[Runtime, Authenticator] = weakref.WeakKeyDictionary()
 
 
-def authenticator(state: ServiceState) -> Authenticator:
+def authenticator(state: Runtime) -> Authenticator:
     """The one authenticator of a service process (made on first use)."""
     a = _by_state.get(state)
     if a is None:

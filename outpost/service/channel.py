@@ -1,33 +1,49 @@
 """The service side of an endpoint's channel: one WebSocket, msgpack frames.
 
-Tasks flow out in ``task`` frames while the endpoint has credit (its ``window`` minus the
-tasks it holds); ``ack`` marks them running; ``result`` frames are stored, acknowledged
-with ``result_ack`` and fanned out to watchers. When the channel closes, every task sent
-and not finished goes back to the front of the queue. What counts as a lost task, and
-when one fails, is in ``outcomes.py``.
+The channel claims its endpoint in the presence registry (a newer connection of the same
+endpoint closes the older one, on whichever replica it is), attaches to the command bus,
+and consumes the endpoint's task queue with a prefetch equal to the endpoint's credit
+window. Tasks flow out in ``task`` frames; ``ack`` marks them running; ``result`` frames
+are stored, acknowledged with ``result_ack`` and fanned out. What counts as a lost task,
+and what goes back to the queue when the channel closes, is the task ledger's business
+(``runtime/ledger.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+import uuid
 from collections import OrderedDict
+from functools import partial
 from typing import Any
 
+import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from outpost.common import messages as m
 from outpost.common.errors import TaskErrorCode
-from outpost.service import outcomes
+from outpost.common.records import (
+    ChannelCommand,
+    CloseChannel,
+    CommandReply,
+    EndpointLoad,
+    ResultRecord,
+)
 from outpost.service.broker import Consumer, ConsumerClosed
-from outpost.service.state import EndpointStatus, ServiceState
+from outpost.service.runtime.presence import Holder
 from outpost.service.store import catalog
 from outpost.service.store import tasks as task_store
+from outpost.service.wiring import Runtime
 
 log = logging.getLogger(__name__)
 HELLO_TIMEOUT = 15.0
 RUNNING_DELAY = 0.2
+TAKEOVER_PATIENCE = 30.0
+#: Beats on frames other than heartbeats are written at most this often.
+BEAT_EVERY = 1.0
 #: Function ids whose code this connection has sent; the endpoint keeps more (4096).
 SENT_FUNCTIONS = 2048
 CLOSED = (WebSocketDisconnect, RuntimeError, OSError)
@@ -37,46 +53,96 @@ class ChannelClosed(Exception):
     pass
 
 
+def count(value: Any) -> int:
+    """A figure an endpoint reported, if it is one (a non-negative whole number)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53:
+        return value
+    return 0
+
+
+def load_of(frame: m.StatusFrame, outstanding: int) -> EndpointLoad:
+    blocks = None
+    if isinstance(frame.blocks, dict):  # engines with blocks of workers: {state: n}
+        blocks = {str(k)[:32]: count(v) for k, v in list(frame.blocks.items())[:16]}
+    return EndpointLoad(
+        total_workers=count(frame.total_workers),
+        idle_workers=count(frame.idle_workers),
+        pending_tasks=count(frame.pending_tasks),
+        managers=count(frame.managers) if frame.managers is not None else None,
+        blocks=blocks,
+        outstanding=outstanding,
+        engine=_text(frame.engine),
+        started_at=_time(frame.started_at),
+        resources=_resources(frame.resources),
+    )
+
+
+MAX_TEXT = 120
+RESOURCE_KEYS = ("provider", "account", "partition", "queue", "project")
+
+
+def _text(value: Any) -> str | None:
+    return value[:MAX_TEXT] if isinstance(value, str) and value else None
+
+
+def _time(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value) if 0 < value < 2**40 else None
+    return None
+
+
+def _resources(value: Any) -> dict[str, str] | None:
+    if not isinstance(value, dict):
+        return None
+    return {k: v for k in RESOURCE_KEYS if (v := _text(value.get(k))) is not None} or None
+
+
 class EndpointSession:
-    def __init__(self, state: ServiceState, ws: WebSocket, endpoint: dict[str, Any]) -> None:
-        self.state = state
+    def __init__(self, rt: Runtime, ws: WebSocket, endpoint: dict[str, Any]) -> None:
+        self.rt = rt
         self.ws = ws
         self.endpoint_id: str = endpoint["id"]
+        self.session_id = str(uuid.uuid4())
         self.multi_user: bool = bool(endpoint.get("multi_user"))
-        self.inflight: dict[str, dict[str, Any]] = {}
+        self.tasks = rt.ledger.channel(self.endpoint_id)
         self.sent_functions: OrderedDict[str, None] = OrderedDict()
         self.window = 64
-        self.threshold = state.settings.heartbeat_threshold
+        self.threshold = rt.settings.heartbeat_threshold
         self.finished = asyncio.Event()
         self.consumer: Consumer | None = None
-        self._credit = asyncio.Event()
+        self._claimed = False
         self._send_lock = asyncio.Lock()
         self._closing: str | None = None
         self._running_flush: asyncio.Task[None] | None = None
-        self._results: list[dict[str, Any]] = []
+        self._results: list[ResultRecord] = []
         self._results_ready = asyncio.Event()
         self._receiving = True
         self._meta: dict[str, str] = {}
+        self._last_beat = 0.0
+        self._load = EndpointLoad()
 
     # -- lifecycle -----------------------------------------------------------------
     async def run(self) -> None:
         try:
             hello = await asyncio.wait_for(self._receive(), HELLO_TIMEOUT)
-            if hello["type"] != m.STATUS:
-                raise m.FrameError(f"first frame was {hello['type']}, not status")
+            if not isinstance(hello, m.StatusFrame):
+                raise m.FrameError(f"first frame was {type(hello).__name__}, not status")
         except (TimeoutError, ChannelClosed, m.FrameError, *CLOSED) as e:
             log.warning("endpoint %s: no valid status frame first (%s)", self.endpoint_id, e)
             self.finished.set()
             return
         try:
-            await self._take_over()
-            await self._on_status(hello)
-            await self._send({"type": m.WELCOME, "endpoint_id": self.endpoint_id})
+            await self._on_status(hello, beat=False)
+            if not await self._take_over():
+                return
+            self.consumer = await self.rt.broker.consume(self.endpoint_id, self.window)
+            await self.rt.commands.attach(self.endpoint_id, self.session_id, self._on_command)
+            await self._send(m.WelcomeFrame(endpoint_id=self.endpoint_id))
             log.info("endpoint %s connected (window %d)", self.endpoint_id, self.window)
             if self.multi_user:
-                await self.state.user_endpoints.reconcile(self, force=True)
+                await self.rt.user_endpoints.reconcile(self.endpoint_id, force=True)
             else:
-                self.state.user_endpoints.connected(self.endpoint_id)
+                self.rt.user_endpoints.connected(self.endpoint_id)
             sender = asyncio.create_task(self._send_loop())
             storer = asyncio.create_task(self._store_loop())
             try:
@@ -90,37 +156,56 @@ class EndpointSession:
                 if self._running_flush is not None:
                     self._running_flush.cancel()
         finally:
-            self._teardown()
+            await self._teardown()
 
-    async def _take_over(self) -> None:
-        """Replace an older connection of the same endpoint, after its teardown (and any
-        connection that took over meanwhile: the last to arrive wins)."""
-        while True:
-            previous = self.state.sessions.get(self.endpoint_id)
-            if previous is None or previous is self:
-                break
-            await previous.close("replaced by a newer connection of the same endpoint")
-            try:
-                await asyncio.wait_for(previous.finished.wait(), 30)
-            except TimeoutError:
+    async def _take_over(self) -> bool:
+        """Claim the endpoint. A channel holding it (on any replica) is asked to close and
+        its teardown awaited; one nobody answers for (its replica died) or that does not
+        finish in time is taken over. False if this channel closed meanwhile."""
+        patience: dict[str, float] = {}
+        steal: str | None = None
+        while self._closing is None:
+            me = Holder(
+                self.endpoint_id,
+                self.rt.replica_id,
+                self.session_id,
+                time.time(),
+                self.threshold,
+                self._load,
+            )
+            current = await self.rt.presence.claim(me, steal_from=steal)
+            if current is None:
+                self._claimed = True
+                return True
+            sid = current.session_id
+            if sid not in patience:
+                patience[sid] = time.monotonic() + TAKEOVER_PATIENCE
+                reason = "replaced by a newer connection of the same endpoint"
+                if not await self.rt.commands.send(self.endpoint_id, CloseChannel(reason, sid)):
+                    steal = sid  # nobody holds it any more: take it
+                    continue
+            if time.monotonic() > patience[sid]:
                 log.error("endpoint %s: old connection did not finish", self.endpoint_id)
-            if self.state.sessions.get(self.endpoint_id) is previous:
-                del self.state.sessions[self.endpoint_id]
-        self.state.sessions[self.endpoint_id] = self
-        self.state.statuses[self.endpoint_id] = EndpointStatus(time.time(), self.threshold)
-        self.consumer = self.state.broker.consumer(self.endpoint_id)
+                steal = sid
+                continue
+            await asyncio.sleep(0.05)
+        return False
 
-    def _teardown(self) -> None:
-        if self.consumer is not None:
-            back = outcomes.give_back(self.state, self.inflight)
-            if back:
-                self.consumer.requeue(back)
-                log.info("endpoint %s: %d tasks back in the queue", self.endpoint_id, len(back))
-            self.consumer.close()
-        if self.state.sessions.get(self.endpoint_id) is self:
-            del self.state.sessions[self.endpoint_id]
-        self.finished.set()
-        log.info("endpoint %s disconnected (%s)", self.endpoint_id, self._closing or "closed")
+    async def _teardown(self) -> None:
+        try:
+            if self.consumer is not None:
+                back = await self.tasks.give_back()
+                if back:
+                    log.info("endpoint %s: %d tasks back in the queue", self.endpoint_id, back)
+                await self.consumer.close()
+            await self.rt.commands.detach(self.endpoint_id, self.session_id)
+            if self._claimed:
+                await self.rt.presence.release(self.endpoint_id, self.session_id)
+        except Exception:
+            log.exception("endpoint %s: channel teardown failed", self.endpoint_id)
+        finally:
+            self.finished.set()
+            log.info("endpoint %s disconnected (%s)", self.endpoint_id, self._closing or "closed")
 
     async def close(self, reason: str) -> None:
         self._closing = reason
@@ -129,18 +214,34 @@ class EndpointSession:
         except Exception:  # noqa: BLE001 - already closed
             pass
 
+    async def _on_command(self, command: ChannelCommand) -> None:
+        if isinstance(command, CloseChannel):
+            if command.session_id in (None, self.session_id):
+                await self.close(command.reason)
+            return
+        frame = command.frame
+        creds = frame.credentials
+        if creds is not None and not creds.channel_url:
+            creds = m.Credentials(self.channel_url_for(frame.endpoint_id), creds.channel_secret)
+            frame = msgspec.structs.replace(frame, credentials=creds)
+        await self._send(frame)
+
+    def channel_url_for(self, endpoint_id: str) -> str:
+        """This channel's URL with another endpoint's id (a MEP's user endpoints)."""
+        return str(self.ws.url).replace(self.endpoint_id, endpoint_id)
+
     # -- I/O -----------------------------------------------------------------------
-    async def _receive(self) -> dict[str, Any]:
+    async def _receive(self) -> m.AnyFrame:
         msg = await self.ws.receive()
         if msg["type"] == "websocket.disconnect":
             raise ChannelClosed(str(msg.get("code")))
         data = msg.get("bytes")
         if data is None:
             raise m.FrameError("text frames are not part of the protocol; send msgpack bytes")
-        return m.decode(data)
+        return m.decode_frame(data)
 
-    async def _send(self, frame: dict[str, Any]) -> None:
-        data = m.encode(frame)
+    async def _send(self, frame: m.Frame) -> None:
+        data = m.encode_frame(frame)
         async with self._send_lock:
             await self.ws.send_bytes(data)
 
@@ -156,9 +257,6 @@ class EndpointSession:
             except m.FrameError as e:
                 log.warning("endpoint %s: dropped a bad frame: %s", self.endpoint_id, e)
                 continue
-            st = self.state.statuses.get(self.endpoint_id)
-            if st is not None:
-                st.last_seen = time.time()
             try:
                 await self._handle(frame)
             except CLOSED:
@@ -168,44 +266,62 @@ class EndpointSession:
                     "endpoint %s: handling a %s frame failed; closing the channel "
                     "(the endpoint reconnects and resends)",
                     self.endpoint_id,
-                    frame["type"],
+                    type(frame).__name__,
                 )
                 await self.close("internal error; please reconnect")
                 return
 
-    async def _handle(self, frame: dict[str, Any]) -> None:
-        kind = frame["type"]
-        if kind == m.RESULT:
-            rows, problems = outcomes.result_rows(
-                self.endpoint_id, self.inflight, frame["results"], time.time()
-            )
-            for p in problems[:5]:
-                log.warning("endpoint %s: %s", self.endpoint_id, p)
-            self._results.extend(rows)
-            self._results_ready.set()
-        elif kind == m.ACK:
-            await self._on_ack(frame["task_ids"], frame.get("known", []))
-        elif kind == m.STATUS:
+    async def _handle(self, frame: m.AnyFrame) -> None:
+        if isinstance(frame, m.StatusFrame):
             await self._on_status(frame)
             if self.multi_user:
-                await self.state.user_endpoints.reconcile(self)
-        elif kind == m.COMMAND_RESULT and self.multi_user:
-            await self.state.user_endpoints.on_command_result(self.endpoint_id, frame)
+                await self.rt.user_endpoints.reconcile(self.endpoint_id)
+            return
+        now = time.time()
+        if now - self._last_beat > BEAT_EVERY:
+            self._last_beat = now
+            await self.rt.presence.beat(self.endpoint_id, self.session_id, None, self.threshold)
+        if isinstance(frame, m.ResultFrame):
+            records, problems = self.tasks.results(frame.results)
+            for p in problems[:5]:
+                log.warning("endpoint %s: %s", self.endpoint_id, p)
+            self._results.extend(records)
+            self._results_ready.set()
+        elif isinstance(frame, m.AckFrame):
+            await self.tasks.accept(frame.task_ids, frame.known)
+            if self._running_flush is None and len(self.tasks):
+                self._running_flush = asyncio.create_task(self._flush_running())
+        elif isinstance(frame, m.CommandResultFrame) and self.multi_user:
+            await self.rt.commands.reply(
+                CommandReply(mep_id=self.endpoint_id, origin=self.rt.replica_id, frame=frame)
+            )
         else:
-            log.warning("endpoint %s: unexpected %s frame dropped", self.endpoint_id, kind)
+            log.warning(
+                "endpoint %s: unexpected %s frame dropped", self.endpoint_id, type(frame).__name__
+            )
 
     async def _send_loop(self) -> None:
         assert self.consumer is not None
-        max_frame = self.state.settings.max_frame_tasks
+        max_frame = self.rt.settings.max_frame_tasks
         try:
             while True:
-                while len(self.inflight) >= self.window:
-                    self._credit.clear()
-                    await self._credit.wait()
-                batch = await self.consumer.get(min(self.window - len(self.inflight), max_frame))
-                for x in batch:
-                    self.inflight[x["task_id"]] = x
-                await self._dispatch(batch)
+                deliveries = await self.consumer.get(max_frame)
+                items: list[m.TaskItem] = []
+                for msg in await self.tasks.take(deliveries):
+                    fid, code = msg.function_id, None
+                    if fid not in self.sent_functions:
+                        code = await self.rt.lookups.function_code(fid)
+                        if code is None:
+                            await self.tasks.drop(
+                                msg, TaskErrorCode.EXECUTION, "the function was deleted"
+                            )
+                            continue
+                        self.sent_functions[fid] = None
+                        if len(self.sent_functions) > SENT_FUNCTIONS:
+                            self.sent_functions.popitem(last=False)
+                    items.append(self.tasks.task_item(msg, code))
+                for frame in m.task_frames(items, len(items) or 1):
+                    await self._send(frame)
         except ConsumerClosed:
             return
         except CLOSED as e:
@@ -214,85 +330,31 @@ class EndpointSession:
             log.exception("endpoint %s: dispatch failed; closing the channel", self.endpoint_id)
             await self.close("internal error; please reconnect")
 
-    async def _dispatch(self, batch: list[dict[str, Any]]) -> None:
-        state = self.state
-        limit = state.settings.max_retries_on_system_failure
-        out: list[dict[str, Any]] = []
-        gone: list[dict[str, Any]] = []
-        for x in batch:
-            tid, fid = x["task_id"], x["function_id"]
-            if tid in state.recently_done:
-                self.inflight.pop(tid, None)
-                continue
-            task = {
-                "task_id": tid,
-                "function_id": fid,
-                "payload": x["payload"],
-                "task_group_id": x["task_group_id"],
-            }
-            if x.get("resource_specification"):
-                task["resource_specification"] = x["resource_specification"]
-            if x.get("was_acked") and x.get("retries", 0) >= limit:
-                # One more loss would be one too many: the endpoint reports it back if it
-                # does not hold the task any more, instead of running it again.
-                task["if_lost"] = (
-                    f"the endpoint lost this task {x.get('retries', 0) + 1} time(s) (it "
-                    "stopped or restarted while the task ran); not retrying"
-                )
-            if fid not in self.sent_functions:
-                code = await state.function_code(fid)
-                if code is None:
-                    gone.append(x)
-                    continue
-                task["function_code"] = code
-                self.sent_functions[fid] = None
-                if len(self.sent_functions) > SENT_FUNCTIONS:
-                    self.sent_functions.popitem(last=False)
-            out.append(task)
-        if gone:
-            await self._fail(gone, TaskErrorCode.EXECUTION, "the function was deleted")
-        for frame in m.chunks_by_size(out, "payload", len(out) or 1):
-            await self._send({"type": m.TASK, "tasks": frame})
-
-    async def send_command(self, frame: dict[str, Any]) -> None:
-        await self._send(frame)
-
-    def channel_url_for(self, endpoint_id: str) -> str:
-        """This channel's URL with another endpoint's id (a MEP's user endpoints)."""
-        return str(self.ws.url).replace(self.endpoint_id, endpoint_id)
-
     # -- frames from the endpoint -------------------------------------------------
-    async def _on_status(self, frame: dict[str, Any]) -> None:
-        st = self.state.statuses.get(self.endpoint_id)
-        window = frame.get("window")
-        if isinstance(window, int) and window > 0:
-            self.window = min(window, 100_000)
-            self._credit.set()
-        thr = frame.get("heartbeat_threshold")
-        if isinstance(thr, int | float) and thr > 0:
-            self.threshold = float(thr)
-        if st is not None:
-            st.threshold = self.threshold
-            st.info = {k: v for k, v in frame.items() if k != "type"}
+    async def _on_status(self, frame: m.StatusFrame, beat: bool = True) -> None:
+        if frame.window is not None and frame.window > 0:
+            window = min(frame.window, 100_000)
+            if window != self.window and self.consumer is not None:
+                await self.consumer.set_prefetch(window)
+            self.window = window
+        if frame.heartbeat_threshold is not None and frame.heartbeat_threshold > 0:
+            self.threshold = float(frame.heartbeat_threshold)
+        self._load = load_of(frame, len(self.tasks))
+        if beat:
+            self._last_beat = time.time()
+            await self.rt.presence.beat(
+                self.endpoint_id, self.session_id, self._load, self.threshold
+            )
         meta = {
-            k: frame[k]
+            k: v
             for k in ("hostname", "local_user", "endpoint_version")
-            if isinstance(frame.get(k), str)
+            if isinstance(v := getattr(frame, k), str)
         }
         if meta and meta != self._meta:  # written when it changes, not every heartbeat
             self._meta = meta
             eid = self.endpoint_id
-            await self.state.write(lambda c: catalog.set_endpoint_fields(c, eid, **meta))
-            self.state.endpoint_cache.invalidate(eid)
-
-    async def _on_ack(self, task_ids: Any, known: Any) -> None:
-        lost = outcomes.accept(self.inflight, task_ids, known, time.time())
-        if lost:
-            ids = [x["task_id"] for x in lost]
-            log.info("endpoint %s had lost %d task(s); they run again", self.endpoint_id, len(ids))
-            await self.state.write(lambda c: task_store.add_retries(c, ids))
-        if self._running_flush is None and self.inflight:
-            self._running_flush = asyncio.create_task(self._flush_running())
+            await self.rt.db.write(lambda c: catalog.set_endpoint_fields(c, eid, **meta))
+            self.rt.lookups.forget_endpoint(eid)
 
     async def _flush_running(self) -> None:
         """Record 'running' a moment later, for tasks still running then: most quick tasks
@@ -301,14 +363,8 @@ class EndpointSession:
             await asyncio.sleep(RUNNING_DELAY)
         finally:
             self._running_flush = None
-        batch: dict[float, list[str]] = {}
-        for tid, x in self.inflight.items():
-            acked = x.get("acked")
-            if acked and not x.get("marked"):
-                x["marked"] = True
-                batch.setdefault(acked, []).append(tid)
-        for at, ids in batch.items():
-            await self.state.write(lambda c, ids=ids, at=at: task_store.mark_running(c, ids, at))
+        for at, ids in self.tasks.to_mark_running().items():
+            await self.rt.db.write(partial(task_store.mark_running, task_ids=ids, now=at))
 
     # -- results ---------------------------------------------------------------------
     async def _store_loop(self) -> None:
@@ -331,23 +387,11 @@ class EndpointSession:
                     await self.close("internal error; please reconnect")
                     return
 
-    async def _store(self, rows: list[dict[str, Any]]) -> None:
+    async def _store(self, rows: list[ResultRecord]) -> None:
         if not rows:
             return
-        await outcomes.store(self.state, self.endpoint_id, self.inflight, rows)
-        self._credit.set()
-        assert self.consumer is not None
-        self.consumer.done([r["task_id"] for r in rows])
+        await self.tasks.finish(rows)
         try:
-            await self._send({"type": m.RESULT_ACK, "task_ids": [r["task_id"] for r in rows]})
+            await self._send(m.ResultAckFrame(task_ids=[r.task_id for r in rows]))
         except CLOSED:
             pass  # stored; the endpoint sends them again and they are acknowledged then
-
-    async def _fail(self, msgs: list[dict[str, Any]], code: TaskErrorCode, reason: str) -> None:
-        await outcomes.store(
-            self.state,
-            self.endpoint_id,
-            self.inflight,
-            outcomes.failure_rows(self.endpoint_id, msgs, code, reason),
-        )
-        self._credit.set()

@@ -12,6 +12,7 @@ from sqlalchemy import exc as db_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from outpost.common.errors import ErrorCode
+from outpost.service.broker.base import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,14 @@ def install(app: FastAPI) -> None:
                 "reason": "the service's database is unavailable or overloaded; "
                 "try again in a few seconds",
             },
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(BrokerUnavailable)
+    async def _unavailable(_: Request, exc: BrokerUnavailable) -> JSONResponse:
+        return JSONResponse(
+            {"code": ErrorCode.UNAVAILABLE, "reason": str(exc)},
             status_code=503,
             headers={"Retry-After": "5"},
         )

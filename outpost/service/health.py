@@ -36,7 +36,7 @@ async def _problems(request: Request) -> list[str]:
     if getattr(request.app.state, "stopping", False):
         problems.append("service is stopping")
     try:
-        await asyncio.wait_for(asyncio.to_thread(_query_database, state.engine), CHECK_TIMEOUT)
+        await asyncio.wait_for(asyncio.to_thread(_query_database, state.db.engine), CHECK_TIMEOUT)
     except TimeoutError:
         problems.append(f"database: no answer within {CHECK_TIMEOUT:g} s")
     except Exception as e:  # noqa: BLE001 - any failure means not ready; say which

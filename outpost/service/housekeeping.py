@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from outpost.service.store import retention
 
 if TYPE_CHECKING:
-    from outpost.service.state import ServiceState
+    from outpost.service.wiring import Runtime
 
 log = logging.getLogger(__name__)
 BATCH = 5000
@@ -33,17 +33,17 @@ def purge(engine: Engine, ttl: float, now: float | None = None) -> tuple[int, in
     return total, groups
 
 
-async def purge_once(state: ServiceState) -> int:
+async def purge_once(state: Runtime) -> int:
     """One purge through the service's writer, a batch at a time (other writes go on)."""
     ttl = state.settings.task_ttl
     cutoff = time.time() - ttl
     total = 0
     while True:
-        n = await state.write(lambda c: retention.purge_batch(c, cutoff, BATCH), size=BATCH)
+        n = await state.db.write(lambda c: retention.purge_batch(c, cutoff, BATCH), size=BATCH)
         total += n
         if n < BATCH:
             break
-    groups = await state.write(lambda c: retention.purge_groups(c, cutoff), size=BATCH)
+    groups = await state.db.write(lambda c: retention.purge_groups(c, cutoff), size=BATCH)
     if total or groups:
         log.info(
             "retention: deleted %d tasks and %d task groups older than %g s",
@@ -55,7 +55,7 @@ async def purge_once(state: ServiceState) -> int:
     return total
 
 
-async def purge_loop(state: ServiceState) -> None:
+async def purge_loop(state: Runtime) -> None:
     interval = state.settings.purge_interval
     if not interval or not state.settings.task_ttl:
         return

@@ -35,7 +35,7 @@ from outpost.service.instruments import DB_WRITE, HTTP_LATENCY, HTTP_REQUESTS, d
 __all__ = ["DB_WRITE", "HTTP_LATENCY", "HTTP_REQUESTS", "ServiceCollector", "db_write", "install"]
 
 if TYPE_CHECKING:
-    from outpost.service.state import ServiceState
+    from outpost.service.wiring import Runtime
 
 #: Upper bounds of the submit-to-result latency histogram, seconds.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 86400)
@@ -46,7 +46,7 @@ SETTLE_SECONDS = 2.0
 class ServiceCollector(Collector):
     """Metrics read when Prometheus scrapes, from the store and the live channels."""
 
-    def __init__(self, state: ServiceState) -> None:
+    def __init__(self, state: Runtime) -> None:
         self.state = state
         self.connected: list[str] = []  # set on the event loop before each collect
         self._mark = time.time()  # results completed after this are not counted yet
@@ -54,7 +54,7 @@ class ServiceCollector(Collector):
         self._sum = 0.0
 
     def collect(self) -> Iterator[Any]:
-        with self.state.engine.connect() as conn:
+        with self.state.db.engine.connect() as conn:
             by_state: dict[str, int] = dict(
                 conn.execute(text("SELECT status, COUNT(*) FROM tasks GROUP BY status")).all()
             )
@@ -148,12 +148,12 @@ async def metrics(request: Request) -> Response:
     """Prometheus text format: process metrics, then the service's."""
     collector: ServiceCollector = request.app.state.metrics_collector
     registry: CollectorRegistry = request.app.state.metrics_registry
-    collector.connected = list(collector.state.sessions)
+    collector.connected = collector.state.commands.local_endpoints()
     body = generate_latest(REGISTRY) + await asyncio.to_thread(generate_latest, registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-def install(app: Any, state: ServiceState) -> None:
+def install(app: Any, state: Runtime) -> None:
     registry = CollectorRegistry(auto_describe=False)
     collector = ServiceCollector(state)
     registry.register(collector)

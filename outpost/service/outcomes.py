@@ -1,28 +1,19 @@
-"""What happens to tasks on one endpoint channel: acknowledgements, losses, results.
-
-Kept apart from the WebSocket plumbing in ``channel.py``. A task message in flight
-carries ``was_acked`` (an endpoint accepted it at some point) and ``retries`` (times an
-endpoint lost it). A loss is counted only when an endpoint accepts, as new, a task it
-had accepted before: a task the endpoint still holds, or has a result for in its spool,
-is acknowledged as ``known`` and costs nothing, however often the channel drops.
-"""
+"""Results as the service stores them: checking what an endpoint sent, and the failures
+the service itself records. Pure functions over typed records (no I/O)."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from outpost.common.errors import TaskErrorCode
+from outpost.common.messages import ResultItem
+from outpost.common.records import ResultRecord, TaskMessage
 from outpost.common.states import TaskState
-from outpost.service.state import ServiceState
-from outpost.service.store import tasks as task_store
-from outpost.service.taskdoc import task_doc
 
-Msg = dict[str, Any]
 DONE = (TaskState.SUCCESS.value, TaskState.FAILED.value)
-
-
 _PLAIN = frozenset((str, int, float, bool, type(None)))
 
 
@@ -38,128 +29,83 @@ def _json_or_none(value: Any) -> dict[str, Any] | None:
     return value
 
 
-def _malformed(r: dict[str, Any]) -> str | None:
+def _malformed(r: ResultItem) -> str | None:
     """Why a result cannot be stored as sent, or None."""
-    if r.get("status") not in DONE:
-        return f"status {r.get('status')!r} is not success or failed"
+    if r.status not in DONE:
+        return f"status {r.status!r} is not success or failed"
     for key in ("result", "exception"):
-        if r.get(key) is not None and not isinstance(r[key], str):
-            return f"{key} is a {type(r[key]).__name__}, not text"
-    if r["status"] == TaskState.SUCCESS.value and not isinstance(r.get("result"), str):
+        value = getattr(r, key)
+        if value is not None and not isinstance(value, str):
+            return f"{key} is a {type(value).__name__}, not text"
+    if r.status == TaskState.SUCCESS.value and not isinstance(r.result, str):
         return "a successful result without a result"
     return None
 
 
-def result_rows(
-    endpoint_id: str, inflight: dict[str, Msg], results: list[Any], now: float
-) -> tuple[list[Msg], list[str]]:
-    """Validate a result frame: (rows to store, problems).
+def result_records(
+    endpoint_id: str, groups: Mapping[str, str], items: list[ResultItem], now: float
+) -> tuple[list[ResultRecord], list[str]]:
+    """Check a result frame's items: (records to store, problems).
 
-    A result that cannot be stored as sent is stored as a failure that says why, so the
-    task finishes and the endpoint stops resending it.
+    ``groups``: task id -> task group id of the tasks this channel holds (group ids come
+    from the service's own records, never from the endpoint). A result that cannot be
+    stored as sent is stored as a failure that says why, so the task finishes and the
+    endpoint stops resending it.
     """
-    rows: list[Msg] = []
+    out: list[ResultRecord] = []
     problems: list[str] = []
     seen: set[str] = set()
-    for r in results if isinstance(results, list) else []:
-        tid = r.get("task_id") if isinstance(r, dict) else None
-        if not isinstance(tid, str) or tid in seen:
-            if not isinstance(tid, str):
-                problems.append("a result without a task_id")
+    for r in items:
+        if r.task_id in seen:
             continue
-        seen.add(tid)
-        held = inflight.get(tid)
-        row = {
-            "task_id": tid,
-            "status": r.get("status"),
-            "result": r.get("result"),
-            "exception": r.get("exception"),
-            "error_details": _json_or_none(r.get("error_details")),
-            "details": _json_or_none(r.get("details")),
-            "completed_at": now,
-            # Group ids come from the service's own records, never from the endpoint.
-            "task_group_id": held["task_group_id"] if held else None,
-            "endpoint_id": endpoint_id,
-        }
+        seen.add(r.task_id)
         why = _malformed(r)
         if why is not None:
-            problems.append(f"result for {tid}: {why}")
+            problems.append(f"result for {r.task_id}: {why}")
             reason = f"the endpoint sent a malformed result ({why})"
-            row.update(
-                status=TaskState.FAILED.value,
-                result=None,
-                exception=reason,
-                error_details={"code": "MalformedResult", "user_message": reason},
+            out.append(
+                ResultRecord(
+                    task_id=r.task_id,
+                    status=TaskState.FAILED.value,
+                    completed_at=now,
+                    endpoint_id=endpoint_id,
+                    task_group_id=groups.get(r.task_id),
+                    exception=reason,
+                    error_details={"code": "MalformedResult", "user_message": reason},
+                    details=_json_or_none(r.details),
+                )
             )
-        elif row["status"] == TaskState.FAILED.value:
-            row["result"] = None
-        rows.append(row)
-    return rows, problems
+            continue
+        success = r.status == TaskState.SUCCESS.value
+        out.append(
+            ResultRecord(
+                task_id=r.task_id,
+                status=str(r.status),
+                completed_at=now,
+                endpoint_id=endpoint_id,
+                task_group_id=groups.get(r.task_id),
+                result=r.result if success else None,
+                exception=r.exception,
+                error_details=_json_or_none(r.error_details),
+                details=_json_or_none(r.details),
+            )
+        )
+    return out, problems
 
 
-def failure_rows(endpoint_id: str, msgs: list[Msg], code: TaskErrorCode, reason: str) -> list[Msg]:
+def failure_records(
+    endpoint_id: str, messages: list[TaskMessage], code: TaskErrorCode, reason: str
+) -> list[ResultRecord]:
     now = time.time()
     return [
-        {
-            "task_id": x["task_id"],
-            "status": TaskState.FAILED.value,
-            "exception": f"{code.value}: {reason}",
-            "error_details": {"code": code.value, "user_message": reason},
-            "completed_at": now,
-            "task_group_id": x["task_group_id"],
-            "endpoint_id": endpoint_id,
-        }
-        for x in msgs
+        ResultRecord(
+            task_id=x.task_id,
+            status=TaskState.FAILED.value,
+            completed_at=now,
+            endpoint_id=endpoint_id,
+            task_group_id=x.task_group_id,
+            exception=f"{code.value}: {reason}",
+            error_details={"code": code.value, "user_message": reason},
+        )
+        for x in messages
     ]
-
-
-async def store(
-    state: ServiceState, endpoint_id: str, inflight: dict[str, Msg], rows: list[Msg]
-) -> list[Msg]:
-    """Store results, forget the tasks, publish the new ones; returns the new ones."""
-    for r in rows:  # a task may have been sent since its result frame was read
-        held = inflight.get(r["task_id"])
-        if held is not None and r["task_group_id"] is None:
-            r["task_group_id"] = held["task_group_id"]
-    known = {r["task_id"] for r in rows if r["task_id"] in inflight}
-    fresh: list[Msg] = await state.write(
-        lambda c: task_store.store_results(c, endpoint_id, rows, known), size=len(rows)
-    )
-    ids = [r["task_id"] for r in rows]
-    state.recently_done.add_many(ids)
-    for t in ids:
-        inflight.pop(t, None)
-    docs = [task_doc(r) for r in fresh if r.get("task_group_id")]
-    if docs:
-        state.broker.publish_results(docs)
-        if state.amqp is not None:  # AMQP result queues: only results already stored
-            await state.amqp.results_stored(docs)
-    return fresh
-
-
-def accept(
-    inflight: dict[str, Msg], task_ids: list[Any], known: list[Any], now: float
-) -> list[Msg]:
-    """Record an ack; returns the tasks the endpoint had lost (accepted before, new now)."""
-    known_set = {k for k in known if isinstance(k, str)} if isinstance(known, list) else set()
-    lost = []
-    for tid in task_ids if isinstance(task_ids, list) else []:
-        x = inflight.get(tid) if isinstance(tid, str) else None
-        if x is None:
-            continue
-        if x.get("was_acked") and tid not in known_set:
-            x["retries"] = x.get("retries", 0) + 1
-            lost.append(x)
-        x["was_acked"] = True
-        x["acked"] = now
-    return lost
-
-
-def give_back(state: ServiceState, inflight: dict[str, Msg]) -> list[Msg]:
-    """Tasks to queue again when a channel closes (those not finished meanwhile)."""
-    msgs = [x for tid, x in inflight.items() if tid not in state.recently_done]
-    inflight.clear()
-    for x in msgs:
-        x.pop("acked", None)
-        x.pop("marked", None)
-    return msgs

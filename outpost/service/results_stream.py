@@ -19,7 +19,6 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -27,12 +26,15 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from outpost.common.errors import ErrorCode
+from outpost.common.records import TaskDoc
 from outpost.service.auth import user_for
+from outpost.service.broker import BrokerUnavailable
 from outpost.service.errors import APIError
-from outpost.service.state import ServiceState
+from outpost.service.runtime.fanout import Unsubscribe
 from outpost.service.store import tasks as task_store
 from outpost.service.submission import SubmitRequest, accept, too_large, validation_error
 from outpost.service.taskdoc import task_doc
+from outpost.service.wiring import Runtime
 
 log = logging.getLogger(__name__)
 MAX_CATCHUP = 100_000
@@ -40,16 +42,14 @@ MARGIN = 1_000_000  # frame bytes allowed beyond the payload limit (the rest of 
 
 
 class ResultStream:
-    def __init__(
-        self, state: ServiceState, ws: WebSocket, user: dict[str, Any], token: str
-    ) -> None:
+    def __init__(self, state: Runtime, ws: WebSocket, user: dict[str, Any], token: str) -> None:
         self.state, self.ws, self.user, self.token = state, ws, user, token
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[TaskDoc] = []
         self._wake = asyncio.Event()
-        self._unsubs: dict[str, Callable[[], None]] = {}
+        self._unsubs: dict[str, Unsubscribe] = {}
         self._control: list[dict[str, Any]] = []
 
-    def _push(self, docs: list[dict[str, Any]]) -> None:
+    def _push(self, docs: list[TaskDoc]) -> None:
         self._pending.extend(docs)
         self._wake.set()
 
@@ -84,7 +84,7 @@ class ResultStream:
             return
         finally:
             for unsub in self._unsubs.values():
-                unsub()
+                await unsub()
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
 
@@ -116,6 +116,8 @@ class ResultStream:
             self._say({"type": "submitted", "ref": ref, "answer": answer})
         except APIError as e:
             self._reply_error(ref, e.status, e.code, e.reason)
+        except BrokerUnavailable as e:
+            self._reply_error(ref, 503, ErrorCode.UNAVAILABLE, str(e))
         except Exception:
             log.exception("result stream: a submission failed")
             self._reply_error(ref, 500, ErrorCode.INTERNAL, "internal error; see the service log")
@@ -139,7 +141,7 @@ class ResultStream:
         if kind == "unwatch":
             unsub = self._unsubs.pop(gid, None)
             if unsub:
-                unsub()
+                await unsub()
             return
         try:
             uuid.UUID(gid)
@@ -149,7 +151,7 @@ class ResultStream:
         # A client subscribes before it submits, so the group may not exist yet: then it
         # is created now, for this user, so nobody else can claim it (and its results).
         uid, now = self.user["id"], time.time()
-        owned = self.state.group_owners.get(gid) == uid or await self.state.write(
+        owned = self.state.lookups.group_owners.get(gid) == uid or await self.state.db.write(
             lambda c: task_store.ensure_group(c, gid, uid, False, now)
         )
         if not owned:
@@ -161,9 +163,13 @@ class ResultStream:
                 }
             )
             return
-        self.state.group_owners.set(gid, uid)
+        self.state.lookups.group_owners.set(gid, uid)
         if gid not in self._unsubs:
-            self._unsubs[gid] = self.state.broker.subscribe(gid, self._push)
+            try:
+                self._unsubs[gid] = await self.state.fanout.subscribe(gid, self._push)
+            except BrokerUnavailable as e:
+                self._say({"type": "error", "task_group_id": gid, "reason": str(e)})
+                return
         self._say({"type": "watching", "task_group_id": gid})
         raw_ids = frame.get("task_ids")
         ids = (
@@ -172,7 +178,7 @@ class ResultStream:
             else []
         )
         if ids:
-            rows = await self.state.read(task_store.get_tasks, ids)
+            rows = await self.state.db.read(task_store.get_tasks, ids)
             done = [
                 task_doc(r)
                 for r in rows

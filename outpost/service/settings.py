@@ -130,8 +130,10 @@ class ServiceSettings(BaseSettings):
     amqp_url: str | None = setting(
         None,
         "RabbitMQ, amqp[s]://user:password@host:port/vhost (a user with the 'administrator' "
-        "tag): the result queues of globus-compute-sdk's Executor. It holds a password: put "
-        "it in OUTPOST_AMQP_URL, the settings file or --amqp-url-file.",
+        "tag). Task queues, endpoint commands and result fan-out then go through it, so "
+        "several replicas can share one database behind a load balancer; it also holds the "
+        "result queues of globus-compute-sdk's Executor. Needs the 'scale' extra. It holds "
+        "a password: put it in OUTPOST_AMQP_URL, the settings file or --amqp-url-file.",
         secret=True,
     )
     amqp_url_file: Path | None = setting(

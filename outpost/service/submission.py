@@ -11,15 +11,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from outpost.common.errors import ErrorCode
+from outpost.common.errors import ErrorCode, TaskErrorCode
+from outpost.common.records import TaskMessage
 from outpost.common.states import TaskState
+from outpost.service.broker import BrokerUnavailable
 from outpost.service.errors import APIError, not_found
 from outpost.service.routes import parse_uuid
 from outpost.service.routes.endpoints import endpoint_visible_to
-from outpost.service.state import ServiceState
 from outpost.service.store import tasks as task_store
 from outpost.service.store.accounts import identities_of
 from outpost.service.user_endpoints import check_policy
+from outpost.service.wiring import Runtime
 
 
 class SubmitRequest(BaseModel):
@@ -60,7 +62,7 @@ def too_large(limit: int) -> APIError:
 
 
 async def accept(
-    state: ServiceState, user: dict[str, Any], endpoint_id: str, body: SubmitRequest
+    state: Runtime, user: dict[str, Any], endpoint_id: str, body: SubmitRequest
 ) -> dict[str, Any]:
     """Check, store and queue a submission; returns the Globus-Compute-shaped answer."""
     ep = await endpoint_visible_to(state, endpoint_id, user)
@@ -70,7 +72,7 @@ async def accept(
     fn_ids: dict[str, str] = {}
     for key in body.tasks:
         fid = parse_uuid(key, "function id")
-        fn = await state.function(fid)
+        fn = await state.lookups.function(fid)
         if fn is None or (fn["owner_id"] != uid and not fn["public"]):
             raise not_found("function", fid)
         if allowed is not None and fid not in allowed:
@@ -109,7 +111,7 @@ async def accept(
                 }
             )
 
-    known_owner = state.group_owners.get(gid)
+    known_owner = state.lookups.group_owners.get(gid)
     if known_owner is not None and known_owner != uid:
         raise not_found("task group", gid)
     addressed = eid
@@ -121,7 +123,7 @@ async def accept(
         for r in rows:
             r["endpoint_id"] = eid
     elif ep["auth_policy"]:
-        check_policy(ep["auth_policy"], await state.read(identities_of, uid))
+        check_policy(ep["auth_policy"], await state.db.read(identities_of, uid))
 
     if state.amqp is not None:  # the group's AMQP result queue, before anything is stored
         await state.amqp.submit_accepted(uid, gid, body.create_queue)
@@ -134,24 +136,32 @@ async def accept(
         task_store.insert_tasks(conn, rows)
         return True
 
-    if not await state.write(store, size=len(rows)):
+    if not state.broker.available():
+        raise BrokerUnavailable(
+            "the task broker (RabbitMQ) is not reachable; the service is reconnecting: "
+            "try again in a few seconds"
+        )
+    if not await state.db.write(store, size=len(rows)):
         raise not_found("task group", gid)
-    state.group_owners.set(gid, uid)
+    state.lookups.group_owners.set(gid, uid)
     # Stored: from here on the tasks survive a crash (they are reloaded at start).
-    state.broker.enqueue(
-        eid,
-        [
-            {
-                "task_id": r["id"],
-                "function_id": r["function_id"],
-                "task_group_id": gid,
-                "payload": r["payload"],
-                "retries": 0,
-                "resource_specification": spec,
-            }
-            for r in rows
-        ],
-    )
+    messages = [
+        TaskMessage(
+            task_id=r["id"],
+            function_id=r["function_id"],
+            task_group_id=gid,
+            payload=r["payload"],
+            resource_specification=spec,
+        )
+        for r in rows
+    ]
+    try:
+        await state.broker.publish(eid, messages)
+    except BrokerUnavailable as e:
+        # Stored but not queued: recorded as failed (nothing is left waiting for ever), and
+        # the client is told to submit again.
+        await state.ledger.fail(eid, messages, TaskErrorCode.NOT_QUEUED, str(e))
+        raise
     return {
         "request_id": str(uuid.uuid4()),
         "task_group_id": gid,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from outpost.common.records import ResultRecord, TaskDoc
 from outpost.common.states import TaskState
 
 
@@ -16,28 +17,48 @@ def transitions(row: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def task_doc(row: dict[str, Any]) -> dict[str, Any]:
-    """Build the Globus-Compute-shaped doc from a task row (or a fresh result)."""
+def _finish(doc: TaskDoc, status: str, completed_at: float, row: dict[str, Any]) -> None:
+    doc["completion_t"] = repr(completed_at)
+    if status == TaskState.SUCCESS.value:
+        doc["result"] = row.get("result")
+    else:
+        # globus-compute-sdk needs `exception` on every failed task.
+        doc["exception"] = row.get("exception") or "task failed (no details)"
+        doc["error_details"] = row.get("error_details")
+        if row.get("error_details"):
+            doc["reason"] = row["error_details"].get("user_message")
+
+
+def task_doc(row: dict[str, Any]) -> TaskDoc:
+    """Build the Globus-Compute-shaped doc from a task row of the store."""
     status = row["status"]
-    doc: dict[str, Any] = {
+    doc: TaskDoc = {
         "task_id": row.get("id") or row["task_id"],
         "status": status,
         "task_group_id": row.get("task_group_id"),
     }
     if status in (TaskState.SUCCESS.value, TaskState.FAILED.value):
-        doc["completion_t"] = repr(row["completed_at"])
-        if status == TaskState.SUCCESS.value:
-            doc["result"] = row.get("result")
-        else:
-            # globus-compute-sdk needs `exception` on every failed task.
-            doc["exception"] = row.get("exception") or "task failed (no details)"
-            doc["error_details"] = row.get("error_details")
-            if row.get("error_details"):
-                doc["reason"] = row["error_details"].get("user_message")
+        _finish(doc, status, row["completed_at"], row)
     details = dict(row.get("details") or {})
     if "created_at" in row:
         details["task_transitions"] = transitions(row)
     details.setdefault("endpoint_id", row.get("endpoint_id"))
     details.setdefault("function_id", row.get("function_id"))
+    doc["details"] = details
+    return doc
+
+
+def result_doc(r: ResultRecord) -> TaskDoc:
+    """The doc of a result just stored (pushed to watchers)."""
+    doc: TaskDoc = {"task_id": r.task_id, "status": r.status, "task_group_id": r.task_group_id}
+    _finish(
+        doc,
+        r.status,
+        r.completed_at,
+        {"result": r.result, "exception": r.exception, "error_details": r.error_details},
+    )
+    details = dict(r.details or {})
+    details.setdefault("endpoint_id", r.endpoint_id)
+    details.setdefault("function_id", None)
     doc["details"] = details
     return doc

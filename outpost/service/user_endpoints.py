@@ -11,6 +11,13 @@ with 422 and stores nothing. Accepted or undecided, the tasks are stored and que
 the UEP, which drains the queue once it connects. If the UEP then fails to start, its
 queued tasks fail with the MEP's reason. A MEP that comes back online is sent starts for
 UEPs whose tasks are waiting.
+
+Commands reach the MEP through the command bus (its channel may be on another replica);
+its answers come back to every replica through the bus: the one that sent the command
+is waiting for the decision, and the one whose channel received the answer does what
+is done once per answer (revoking credentials, failing queued tasks). The credential a
+start carries is named by its command id (see ``command_id``), so any replica can
+revoke it.
 """
 
 from __future__ import annotations
@@ -20,26 +27,33 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import msgspec
 from sqlalchemy.exc import IntegrityError
 
 from outpost.common import messages as m
 from outpost.common.errors import ErrorCode, TaskErrorCode
-from outpost.common.user_config import (
-    InvalidSchema,
-    UserConfigError,
-    canonical_json,
-    check_user_values,
-)
-from outpost.service import outcomes
+from outpost.common.records import CommandReply, Forward
+from outpost.common.user_config import canonical_json
+from outpost.service.broker import Broker
 from outpost.service.cache import TTLCache
 from outpost.service.errors import APIError
+from outpost.service.runtime.commands import CommandBus
+from outpost.service.runtime.db import Database
+from outpost.service.runtime.ledger import TaskLedger
+from outpost.service.runtime.lookups import Lookups
+from outpost.service.runtime.presence import Presence
 from outpost.service.store import accounts, catalog
+from outpost.service.user_endpoint_rules import (
+    check_config,
+    check_policy,
+    command_id,
+    credential_of,
+    user_endpoint_id,
+)
 
-if TYPE_CHECKING:
-    from outpost.service.channel import EndpointSession
-    from outpost.service.state import ServiceState
+__all__ = ["UserEndpoints", "check_config", "check_policy", "user_endpoint_id"]
 
 log = logging.getLogger(__name__)
 DECISION_TIMEOUT = 15.0
@@ -49,58 +63,37 @@ RECONCILE_EVERY = 5.0
 MAX_CRASHES = 3
 
 
-def user_endpoint_id(
-    mep_id: str, identity_id: str, config: dict[str, Any], attempt: int = 0
-) -> str:
-    """The UEP id. ``attempt`` > 0 gives the alternatives used when the plain id is taken
-    (someone registered it first, or it was deleted: ids are never reused)."""
-    salt = f"#{attempt}" if attempt else ""
-    return str(uuid.uuid5(uuid.UUID(mep_id), identity_id + canonical_json(config) + salt))
-
-
-def check_policy(
-    policy: dict[str, Any] | None, identities: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """The submitter's identities that the endpoint's policy admits (403 if none)."""
-    domains = [d.lower() for d in (policy or {}).get("allowed_domains") or []]
-    if not domains:
-        return identities
-    ok = [i for i in identities if i["username"].rpartition("@")[2].lower() in domains]
-    if not ok:
-        have = ", ".join(i["username"] for i in identities) or "none"
-        raise APIError(
-            403,
-            ErrorCode.FORBIDDEN,
-            f"this endpoint's authentication policy admits identities from "
-            f"{', '.join(domains)}; yours: {have}. Link an identity from an allowed domain",
-        )
-    return ok
-
-
-def check_config(config: Any, schema: dict[str, Any] | None) -> dict[str, Any]:
-    try:
-        return check_user_values(config, schema)
-    except (UserConfigError, InvalidSchema) as e:
-        raise APIError(422, ErrorCode.USER_CONFIG_INVALID, str(e)) from None
-
-
 class UserEndpoints:
-    def __init__(self, state: ServiceState) -> None:
-        self.state = state
-        self._decisions: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
+    def __init__(
+        self,
+        *,
+        db: Database,
+        lookups: Lookups,
+        broker: Broker,
+        presence: Presence,
+        commands: CommandBus,
+        ledger: TaskLedger,
+        replica_id: str,
+        cache_ttl: float,
+    ) -> None:
+        self.db, self.lookups, self.broker = db, lookups, broker
+        self.presence, self.commands, self.ledger = presence, commands, ledger
+        self.replica_id = replica_id
+        self._decisions: dict[str, asyncio.Future[m.CommandResultFrame | None]] = {}
+        self._inflight: dict[str, asyncio.Future[m.CommandResultFrame | None]] = {}
         self._accepted_at: dict[str, float] = {}
         self._children: defaultdict[str, set[str]] = defaultdict(set)
         self._loaded: set[str] = set()
         self._last_reconcile: dict[str, float] = {}
         self._create_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._credential_of: dict[str, int] = {}  # command id -> the credential it carried
         self._crashes: dict[str, int] = {}  # UEP -> failed exits since it last connected
         self._retry_after: dict[str, float] = {}  # UEP -> when a capacity refusal expires
         # (MEP, user, config) -> UEP, for as long as other authorisation data is cached.
-        self._routes: TTLCache[tuple[str, str, str], str] = TTLCache(
-            state.settings.auth_cache_ttl, max_size=100_000
-        )
+        self._routes: TTLCache[tuple[str, str, str], str] = TTLCache(cache_ttl, max_size=100_000)
+        commands.on_reply(self._on_reply)
+
+    async def _online(self, endpoint_id: str) -> bool:
+        return bool(await self.presence.online([endpoint_id]))
 
     # -- submit ------------------------------------------------------------------------
     async def route(
@@ -116,27 +109,26 @@ class UserEndpoints:
         except (TypeError, ValueError, RecursionError):
             key = None
         uep = self._routes.get(key) if key else None
-        if uep is not None and uep in self.state.sessions:
+        if uep is not None and await self._online(uep):
             return uep  # checked moments ago and running: the hot path
         cfg = check_config(config, mep["user_config_schema"])
-        idents = await self.state.read(accounts.identities_of, user["id"])
+        idents = await self.db.read(accounts.identities_of, user["id"])
         idents = check_policy(mep["auth_policy"], idents)
         uep = await self._ensure_row(idents[0]["id"], user, mep, cfg)
         self._children[mep["id"]].add(uep)
         if key:
             self._routes.set(key, uep)
-        if uep in self.state.sessions or self._recently_accepted(uep):
+        if self._recently_accepted(uep) or await self._online(uep):
             return uep
-        session = self.state.sessions.get(mep["id"])
-        if session is None or not self.state.endpoint_online(mep["id"]):
+        if not await self._online(mep["id"]):
             return uep  # the start is sent when the MEP connects
-        decision = await self._start(session, uep, user["id"], idents, cfg, user_runtime)
-        if decision is not None and not decision.get("ok") and decision.get("stage") == "refused":
+        decision = await self._start(mep["id"], uep, user["id"], idents, cfg, user_runtime)
+        if decision is not None and not decision.ok and decision.stage == "refused":
             raise APIError(
                 422,
                 ErrorCode.USER_ENDPOINT_REFUSED,
                 f"the multi-user endpoint refused to start your endpoint: "
-                f"{str(decision.get('error') or 'no reason given')[:2000]}",
+                f"{str(decision.error or 'no reason given')[:2000]}",
             )
         return uep
 
@@ -164,14 +156,14 @@ class UserEndpoints:
         def ours(ep: dict[str, Any] | None) -> bool:
             return ep is not None and ep["owner_id"] == user["id"] and ep["parent_id"] == mep["id"]
 
-        ep = await self.state.endpoint(uep)
+        ep = await self.lookups.endpoint(uep)
         if ep is not None:
             return ours(ep)
         lock = self._create_locks[uep]
         try:
             async with lock:
-                if await self.state.read(catalog.endpoint_exists, uep):
-                    return ours(await self.state.read(catalog.get_endpoint, uep))
+                if await self.db.read(catalog.endpoint_exists, uep):
+                    return ours(await self.db.read(catalog.get_endpoint, uep))
                 fields = {
                     "name": f"{mep['name']}/{user['username']}"[:255],
                     "display_name": mep["display_name"],
@@ -182,11 +174,11 @@ class UserEndpoints:
                     "allowed_functions": mep["allowed_functions"],
                 }
                 try:
-                    await self.state.write(
+                    await self.db.write(
                         lambda c: catalog.create_endpoint(c, user["id"], endpoint_id=uep, **fields)
                     )
                 except IntegrityError:  # created meanwhile by another service replica
-                    return ours(await self.state.read(catalog.get_endpoint, uep))
+                    return ours(await self.db.read(catalog.get_endpoint, uep))
                 return True
         finally:
             if not lock.locked():
@@ -194,196 +186,201 @@ class UserEndpoints:
 
     async def _start(
         self,
-        session: EndpointSession,
+        mep_id: str,
         uep: str,
         user_id: str,
         identities: list[dict[str, Any]],
         cfg: dict[str, Any],
         user_runtime: dict[str, Any] | None,
-    ) -> dict[str, Any] | None:
+    ) -> m.CommandResultFrame | None:
         """Send one start (joining one already on its way); the MEP's first answer, or
         None if it did not answer in time."""
         fut = self._inflight.get(uep)
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
             self._inflight[uep] = fut
-            cid = str(uuid.uuid4())
+            cred_id, secret = await self.db.write(lambda c: catalog.add_credential(c, uep))
+            cid = command_id(cred_id)
             self._decisions[cid] = fut
+            frame = m.CommandFrame(
+                command="start_endpoint",
+                command_id=cid,
+                endpoint_id=uep,
+                issued_at=time.time(),
+                user_id=user_id,
+                identities=[msgspec.convert(i, m.Identity) for i in identities],
+                user_config=cfg,
+                user_runtime=user_runtime or {},
+                # The channel holding the MEP fills in its own URL.
+                credentials=m.Credentials(channel_url="", channel_secret=secret),
+            )
             try:
-                cred_id, secret = await self.state.write(lambda c: catalog.add_credential(c, uep))
-                self._credential_of[cid] = cred_id
-                await session.send_command(
-                    {
-                        "type": m.COMMAND,
-                        "command": "start_endpoint",
-                        "command_id": cid,
-                        "issued_at": time.time(),
-                        "endpoint_id": uep,
-                        "user_id": user_id,
-                        "identities": [
-                            {k: v for k, v in i.items() if v is not None} for i in identities
-                        ],
-                        "user_config": cfg,
-                        "user_runtime": user_runtime or {},
-                        "credentials": {
-                            "channel_url": session.channel_url_for(uep),
-                            "channel_secret": secret,
-                        },
-                    }
-                )
-                log.info("asked MEP %s to start user endpoint %s", session.endpoint_id, uep)
+                sent = await self.commands.send(mep_id, Forward(frame))
             except Exception as e:  # noqa: BLE001 - e.g. the MEP's channel closed
                 log.warning("could not send a start for %s: %s", uep, e)
+                sent = False
+            if not sent:
                 self._decisions.pop(cid, None)
                 self._inflight.pop(uep, None)
+                await self._revoke(uep, only=cred_id)
                 if not fut.done():
-                    fut.set_result({"ok": None})
+                    fut.set_result(None)
                 return None
+            log.info("asked MEP %s to start user endpoint %s", mep_id, uep)
             asyncio.get_running_loop().call_later(DECISION_TIMEOUT, self._expire, cid, uep, fut)
         try:
             return await asyncio.wait_for(asyncio.shield(fut), DECISION_TIMEOUT)
         except TimeoutError:
             return None
 
-    def _expire(self, cid: str, uep: str, fut: asyncio.Future[dict[str, Any]]) -> None:
+    def _expire(self, cid: str, uep: str, fut: asyncio.Future[m.CommandResultFrame | None]) -> None:
         self._decisions.pop(cid, None)
         if self._inflight.get(uep) is fut:
             del self._inflight[uep]
         if not fut.done():
-            fut.set_result({"ok": None})
+            fut.set_result(None)
 
     async def stop(self, mep_id: str, uep: str) -> None:
         """Ask the MEP to stop a user endpoint (e.g. it was deleted)."""
-        session = self.state.sessions.get(mep_id)
         self._accepted_at.pop(uep, None)
-        if session is None:
-            return
+        frame = m.CommandFrame(
+            command="stop_endpoint",
+            command_id=str(uuid.uuid4()),
+            endpoint_id=uep,
+            issued_at=time.time(),
+        )
         try:
-            await session.send_command(
-                {
-                    "type": m.COMMAND,
-                    "command": "stop_endpoint",
-                    "command_id": str(uuid.uuid4()),
-                    "issued_at": time.time(),
-                    "endpoint_id": uep,
-                }
-            )
+            await self.commands.send(mep_id, Forward(frame))
         except Exception as e:  # noqa: BLE001 - the MEP's channel closed: nothing runs
             log.info("could not ask MEP %s to stop %s: %s", mep_id, uep, e)
 
     # -- from the MEP ------------------------------------------------------------------
-    async def on_command_result(self, mep_id: str, frame: dict[str, Any]) -> None:
-        uep = frame.get("endpoint_id")
-        if not isinstance(uep, str):
+    async def _on_reply(self, reply: CommandReply) -> None:
+        try:
+            await self.on_command_result(
+                reply.mep_id, reply.frame, act=reply.origin == self.replica_id
+            )
+        except Exception:  # noqa: BLE001 - one bad answer must not stop the bus
+            log.exception("handling MEP %s's answer failed", reply.mep_id)
+
+    async def on_command_result(
+        self, mep_id: str, frame: m.CommandResultFrame, act: bool = True
+    ) -> None:
+        """A MEP's answer. Every replica sees it; ``act``: this replica received it and
+        does what is done once (revoking credentials, failing queued tasks)."""
+        uep = frame.endpoint_id
+        if uep is None:
             return
-        child = await self.state.endpoint(uep)
+        child = await self.lookups.endpoint(uep)
         if child is None or child.get("parent_id") != mep_id:
-            log.warning("MEP %s answered for %s, which is not one of its endpoints", mep_id, uep)
+            if act:
+                log.warning(
+                    "MEP %s answered for %s, which is not one of its endpoints", mep_id, uep
+                )
             return
-        ok, stage = frame.get("ok"), frame.get("stage")
-        error = str(frame.get("error") or "")[:4000]
-        cid = str(frame.get("command_id"))
+        ok, stage = frame.ok, frame.stage
+        error = str(frame.error or "")[:4000]
+        cid = frame.command_id
         fut = self._decisions.pop(cid, None)
         if fut is not None:
             if self._inflight.get(uep) is fut:
                 del self._inflight[uep]
             if not fut.done():
                 fut.set_result(frame)
-        cred = self._credential_of.get(cid)
+        cred = credential_of(cid)
         if ok and stage == "accepted":
             self._accepted_at[uep] = time.time()
-            if frame.get("detail") == "already running":
+            if frame.detail == "already running":
                 # The running process keeps its own credential; this one was never used.
-                await self._revoke(uep, only=cred)
+                if act:
+                    await self._revoke(uep, only=cred)
             else:
                 self._retry_after.pop(uep, None)
         elif stage in ("refused", "failed"):
             self._accepted_at.pop(uep, None)
-            await self._revoke(uep, only=cred)
-            if stage == "refused" and frame.get("retryable"):
+            if act:
+                await self._revoke(uep, only=cred)
+            if stage == "refused" and frame.retryable:
                 self._retry_after[uep] = time.time() + START_PATIENCE  # e.g. at capacity
-            else:
+            elif act:
                 await self.fail_queued(uep, error or "the user endpoint could not start")
         elif stage == "exited":
             self._accepted_at.pop(uep, None)
-            if not frame.get("restarting"):
-                await self._revoke(uep, up_to=cred)
-                self._credential_of.pop(cid, None)
-                await self._count_crash(uep, frame.get("code"))
+            if not frame.restarting:
+                if act:
+                    await self._revoke(uep, up_to=cred)
+                await self._count_crash(uep, frame.code, act)
 
     async def _revoke(self, uep: str, only: int | None = None, up_to: int | None = None) -> None:
         if only is None and up_to is None:
             return
-        await self.state.write(lambda c: catalog.revoke_credentials(c, uep, up_to=up_to, only=only))
+        await self.db.write(lambda c: catalog.revoke_credentials(c, uep, up_to=up_to, only=only))
 
-    async def _count_crash(self, uep: str, code: Any) -> None:
+    async def _count_crash(self, uep: str, code: int | None, act: bool) -> None:
         """A UEP that keeps exiting with an error before it takes any task fails its
         queued tasks after three tries, instead of being restarted forever."""
-        if code == 0 or uep in self.state.sessions:
+        if code == 0 or await self._online(uep):
             return
         n = self._crashes.get(uep, 0) + 1
         self._crashes[uep] = n
         if n >= MAX_CRASHES:
             self._crashes.pop(uep, None)
-            await self.fail_queued(
-                uep,
-                f"it exited with code {code} {n} times without taking tasks; its "
-                "endpoint.log (in your ~/.outpost/) says why",
-            )
+            if act:
+                await self.fail_queued(
+                    uep,
+                    f"it exited with code {code} {n} times without taking tasks; its "
+                    "endpoint.log (in your ~/.outpost/) says why",
+                )
 
     def connected(self, uep: str) -> None:
         self._crashes.pop(uep, None)
         self._accepted_at.pop(uep, None)
 
     async def fail_queued(self, uep: str, reason: str) -> None:
-        msgs = self.state.broker.drain(uep)
-        if not msgs:
-            return
-        log.info("user endpoint %s did not start; failing %d queued task(s)", uep, len(msgs))
-        rows = outcomes.failure_rows(
-            uep,
-            msgs,
-            TaskErrorCode.USER_ENDPOINT_FAILED,
-            f"the user endpoint did not start: {reason}",
+        n = await self.ledger.fail_queued(
+            uep, TaskErrorCode.USER_ENDPOINT_FAILED, f"the user endpoint did not start: {reason}"
         )
-        await outcomes.store(self.state, uep, {}, rows)
+        if n:
+            log.info("user endpoint %s did not start; failed %d queued task(s)", uep, n)
 
-    async def reconcile(self, session: EndpointSession, force: bool = False) -> None:
+    async def reconcile(self, mep_id: str, force: bool = False) -> None:
         """Send starts for this MEP's UEPs that have tasks waiting and are not running."""
         try:
-            await self._reconcile(session, force)
+            await self._reconcile(mep_id, force)
         except Exception:  # noqa: BLE001 - retried at the next heartbeat
-            log.exception("reconciling MEP %s's user endpoints failed", session.endpoint_id)
+            log.exception("reconciling MEP %s's user endpoints failed", mep_id)
 
-    async def _reconcile(self, session: EndpointSession, force: bool) -> None:
-        mep_id, now = session.endpoint_id, time.time()
+    async def _reconcile(self, mep_id: str, force: bool) -> None:
+        now = time.time()
         if not force and now - self._last_reconcile.get(mep_id, 0.0) < RECONCILE_EVERY:
             return
         self._last_reconcile[mep_id] = now
         if mep_id not in self._loaded:
             self._loaded.add(mep_id)
-            rows = await self.state.read(catalog.user_endpoints, mep_id)
+            rows = await self.db.read(catalog.user_endpoints, mep_id)
             self._children[mep_id].update(r["id"] for r in rows)
-        mep = await self.state.endpoint(mep_id)
-        for uep in list(self._children[mep_id]):
+        mep = await self.lookups.endpoint(mep_id)
+        children = list(self._children[mep_id])
+        online = await self.presence.online(children)
+        for uep in children:
             if (
-                not self.state.broker.queued(uep)
-                or uep in self.state.sessions
+                uep in online
                 or uep in self._inflight
                 or self._recently_accepted(uep)
                 or self._retry_after.get(uep, 0.0) > now
+                or not await self.broker.queued(uep)
             ):
                 continue
-            ep = await self.state.endpoint(uep)
+            ep = await self.lookups.endpoint(uep)
             if ep is None or mep is None:
                 continue
             try:
                 idents = check_policy(
                     mep["auth_policy"],
-                    await self.state.read(accounts.identities_of, ep["owner_id"]),
+                    await self.db.read(accounts.identities_of, ep["owner_id"]),
                 )
             except APIError as e:
                 await self.fail_queued(uep, e.reason)
                 continue
             cfg = ep["user_endpoint_config"] or {}
-            asyncio.create_task(self._start(session, uep, ep["owner_id"], idents, cfg, None))
+            asyncio.create_task(self._start(mep_id, uep, ep["owner_id"], idents, cfg, None))

@@ -26,7 +26,7 @@ async def test_revoked_token_is_401(service) -> None:
     token = service.add_user("bob")
     async with service.client(token) as c:
         assert (await c.get("/v2/endpoints")).status_code == 200
-        with service.state.engine.begin() as conn:
+        with service.state.db.engine.begin() as conn:
             user = accounts.get_user(conn, "bob")
             assert accounts.revoke_tokens(conn, user["id"]) == 1
         assert (await c.get("/v2/endpoints")).status_code == 401
@@ -36,7 +36,7 @@ async def test_token_is_stored_hashed(service) -> None:
     from sqlalchemy import text
 
     token = service.add_user("carol")
-    with service.state.engine.connect() as conn:
+    with service.state.db.engine.connect() as conn:
         stored = [r[0] for r in conn.execute(text("select token_hash from tokens"))]
     assert token not in stored
     assert len(stored) == 1 and len(stored[0]) == 64
@@ -47,7 +47,7 @@ async def test_store_is_migrated_by_alembic(service) -> None:
 
     from outpost.service.store.db import MIGRATIONS
 
-    with service.state.engine.connect() as conn:
+    with service.state.db.engine.connect() as conn:
         if conn.dialect.name == "sqlite":
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         else:

@@ -11,7 +11,7 @@ async def test_register_returns_channel_credentials_stored_hashed(service) -> No
     async with service.client(service.add_user("alice")) as c:
         creds = await register_endpoint(c, "laptop", display_name="My laptop")
     assert creds["channel_url"].endswith(f"/v3/endpoints/{creds['endpoint_id']}/channel")
-    with service.state.engine.connect() as conn:
+    with service.state.db.engine.connect() as conn:
         hashes = [r[0] for r in conn.execute(text("select secret_hash from endpoint_credentials"))]
     assert creds["channel_secret"] not in hashes and len(hashes) == 1
 
@@ -44,7 +44,7 @@ async def test_reregistration_rotates_the_secret(service) -> None:
         eid = first["endpoint_id"]
         second = (await c.put(f"/v3/endpoints/{eid}", json={"endpoint_name": "ep"})).json()
     assert second["endpoint_id"] == eid and second["channel_secret"] != first["channel_secret"]
-    with service.state.engine.connect() as conn:
+    with service.state.db.engine.connect() as conn:
         assert catalog.endpoint_for_secret(conn, first["channel_secret"]) is None
         assert catalog.endpoint_for_secret(conn, second["channel_secret"])["id"] == eid
 

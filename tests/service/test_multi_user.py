@@ -6,8 +6,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import msgspec
 import pytest
 
+from outpost.common import messages as m
+from outpost.common.records import Forward
 from outpost.service.user_endpoints import user_endpoint_id
 from tests.conftest import InProcessService
 from tests.service.helpers import payload, register_endpoint, register_function
@@ -29,7 +32,7 @@ def task_count(service: InProcessService) -> int:
 
     from outpost.service.store.models import Task
 
-    with service.state.engine.connect() as conn:
+    with service.state.db.engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(Task)).scalar_one())
 
 
@@ -66,11 +69,11 @@ async def test_tasks_go_to_the_users_own_endpoint(service: InProcessService) -> 
         info = (await c.get(f"/v2/endpoints/{uep}")).json()
     assert info["parent_endpoint"] == eid and info["user_endpoint_config"] == {"account": "abc"}
     # Not connected: the task waits in the user endpoint's queue.
-    assert service.state.broker.queued(uep) == 1
+    assert await service.state.broker.queued(uep) == 1
     # The same config reaches the same endpoint; another config another one.
     r2 = await submit(service, alice, eid, {"account": "abc"})
     r3 = await submit(service, alice, eid, {"account": "xyz"})
-    assert service.state.broker.queued(uep) == 2
+    assert await service.state.broker.queued(uep) == 2
     assert r3.status_code == 200
     # Someone else cannot see alice's user endpoint.
     bob = service.add_user("bob@example.org")
@@ -123,7 +126,7 @@ async def test_policy_admits_a_linked_identity(service: InProcessService) -> Non
     _, eid = await mep(service, authentication_policy={"allowed_domains": ["uni.edu"]})
     carol = service.add_user("carol@gmail.com")
     assert (await submit(service, carol, eid, {})).status_code == 403
-    with service.state.engine.begin() as conn:
+    with service.state.db.engine.begin() as conn:
         user = accounts.get_user(conn, "carol@gmail.com")
         accounts.link_identity(conn, user["id"], "carol@uni.edu")
     assert (await submit(service, carol, eid, {})).status_code == 200
@@ -162,14 +165,17 @@ async def test_a_failed_start_fails_the_queued_tasks(service: InProcessService) 
     ue = service.state.user_endpoints
     # A MEP cannot speak for another MEP's user endpoints.
     await ue.on_command_result(
-        str(uuid.uuid4()), {"endpoint_id": uep, "ok": False, "stage": "failed", "error": "forged"}
+        str(uuid.uuid4()),
+        result({"endpoint_id": uep, "ok": False, "stage": "failed", "error": "forged"}),
     )
-    assert service.state.broker.queued(uep) == 1
+    assert await service.state.broker.queued(uep) == 1
     await ue.on_command_result(
         eid,
-        {"endpoint_id": uep, "ok": False, "stage": "failed", "error": "sbatch: invalid account"},
+        result(
+            {"endpoint_id": uep, "ok": False, "stage": "failed", "error": "sbatch: invalid account"}
+        ),
     )
-    assert service.state.broker.queued(uep) == 0
+    assert await service.state.broker.queued(uep) == 0
     async with service.client(alice) as c:
         task = (await c.get(f"/v2/tasks/{tid}")).json()
     assert task["status"] == "failed"
@@ -194,7 +200,7 @@ async def test_a_squatted_user_endpoint_id_gets_an_alternative(service: InProces
         info = (await c.get(f"/v2/endpoints/{uep}")).json()
     assert uep == user_endpoint_id(eid, ident, {}, attempt=1) != predicted
     assert info["parent_endpoint"] == eid
-    assert service.state.broker.queued(predicted) == 0
+    assert await service.state.broker.queued(predicted) == 0
 
 
 async def test_deleting_a_user_endpoint_fails_its_queued_tasks(service: InProcessService) -> None:
@@ -211,7 +217,7 @@ async def test_deleting_a_user_endpoint_fails_its_queued_tasks(service: InProces
         r = await submit(service, alice, eid, {"nodes": 1})
         tid2 = next(iter(r.json()["tasks"].values()))[0]
         uep2 = (await c.get(f"/v2/tasks/{tid2}")).json()["details"]["endpoint_id"]
-    assert uep2 != uep and service.state.broker.queued(uep2) == 1
+    assert uep2 != uep and await service.state.broker.queued(uep2) == 1
 
 
 async def test_user_endpoints_cannot_be_registered_or_locked_by_hand(
@@ -228,18 +234,22 @@ async def test_user_endpoints_cannot_be_registered_or_locked_by_hand(
         assert (await c.post(f"/v3/endpoints/{uep}/lock")).status_code == 409
 
 
-class FakeMEPSession:
-    """Stands in for a connected MEP's channel: records the commands sent to it."""
+def result(fields: dict[str, Any]) -> m.CommandResultFrame:
+    """A MEP's answer as the channel decodes it."""
+    fields.setdefault("command_id", str(uuid.uuid4()))
+    return msgspec.convert(fields, m.CommandResultFrame)
 
-    def __init__(self, endpoint_id: str) -> None:
-        self.endpoint_id = endpoint_id
+
+class FakeMEPChannel:
+    """Stands in for a connected MEP's channel on the command bus: records the command
+    frames sent to it."""
+
+    def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
 
-    async def send_command(self, frame: dict[str, Any]) -> None:
-        self.sent.append(frame)
-
-    def channel_url_for(self, endpoint_id: str) -> str:
-        return f"ws://127.0.0.1:1/v3/endpoints/{endpoint_id}/channel"
+    async def handle(self, command: Any) -> None:
+        if isinstance(command, Forward):
+            self.sent.append(msgspec.to_builtins(command.frame))
 
 
 def live_secrets(service: InProcessService, uep: str) -> set[str]:
@@ -247,7 +257,7 @@ def live_secrets(service: InProcessService, uep: str) -> set[str]:
 
     from outpost.service.store.models import EndpointCredential as C
 
-    with service.state.engine.connect() as conn:
+    with service.state.db.engine.connect() as conn:
         rows = conn.execute(
             select(C.secret_hash).where(C.endpoint_id == uep, C.revoked_at.is_(None))
         )
@@ -264,17 +274,18 @@ async def test_start_secrets_are_revoked_when_unused_or_done(service: InProcessS
     tid = next(iter(r.json()["tasks"].values()))[0]
     async with service.client(alice) as c:
         uep = (await c.get(f"/v2/tasks/{tid}")).json()["details"]["endpoint_id"]
-    ue, fake = service.state.user_endpoints, FakeMEPSession(eid)
+    ue, fake = service.state.user_endpoints, FakeMEPChannel()
+    await service.state.commands.attach(eid, "fake-session", fake.handle)
     ident = {"id": str(uuid.uuid4()), "username": "alice@example.org"}
 
     async def start(answer: dict[str, Any]) -> str:
-        task = asyncio.create_task(ue._start(fake, uep, "u", [ident], {}, None))  # type: ignore[arg-type]
+        task = asyncio.create_task(ue._start(eid, uep, "u", [ident], {}, None))
         while not fake.sent or fake.sent[-1].get("_answered"):
             await asyncio.sleep(0)
         cmd = fake.sent[-1]
         cmd["_answered"] = True
         await ue.on_command_result(
-            eid, {"command_id": cmd["command_id"], "endpoint_id": uep, **answer}
+            eid, result({"command_id": cmd["command_id"], "endpoint_id": uep, **answer})
         )
         await task
         return hashlib.sha256(cmd["credentials"]["channel_secret"].encode()).hexdigest()
@@ -291,13 +302,15 @@ async def test_start_secrets_are_revoked_when_unused_or_done(service: InProcessS
     first_cmd = next(c for c in fake.sent if "_answered" in c)
     await ue.on_command_result(
         eid,
-        {
-            "command_id": first_cmd["command_id"],
-            "endpoint_id": uep,
-            "ok": True,
-            "stage": "exited",
-            "code": 0,
-        },
+        result(
+            {
+                "command_id": first_cmd["command_id"],
+                "endpoint_id": uep,
+                "ok": True,
+                "stage": "exited",
+                "code": 0,
+            }
+        ),
     )
     assert first not in live_secrets(service, uep)
 
@@ -311,18 +324,20 @@ async def test_repeated_failed_exits_fail_the_queued_tasks(service: InProcessSer
         uep = (await c.get(f"/v2/tasks/{tid}")).json()["details"]["endpoint_id"]
     ue = service.state.user_endpoints
     for n in range(3):
-        assert service.state.broker.queued(uep) == 1, n
+        assert await service.state.broker.queued(uep) == 1, n
         await ue.on_command_result(
             eid,
-            {
-                "command_id": str(uuid.uuid4()),
-                "endpoint_id": uep,
-                "ok": False,
-                "stage": "exited",
-                "code": 1,
-            },
+            result(
+                {
+                    "command_id": str(uuid.uuid4()),
+                    "endpoint_id": uep,
+                    "ok": False,
+                    "stage": "exited",
+                    "code": 1,
+                }
+            ),
         )
-    assert service.state.broker.queued(uep) == 0
+    assert await service.state.broker.queued(uep) == 0
     async with service.client(alice) as c:
         task = (await c.get(f"/v2/tasks/{tid}")).json()
     assert task["status"] == "failed" and "exited with code 1 3 times" in task["exception"]
@@ -337,13 +352,15 @@ async def test_capacity_refusals_keep_the_tasks(service: InProcessService) -> No
         uep = (await c.get(f"/v2/tasks/{tid}")).json()["details"]["endpoint_id"]
     await service.state.user_endpoints.on_command_result(
         eid,
-        {
-            "command_id": str(uuid.uuid4()),
-            "endpoint_id": uep,
-            "ok": False,
-            "stage": "refused",
-            "retryable": True,
-            "error": "at capacity",
-        },
+        result(
+            {
+                "command_id": str(uuid.uuid4()),
+                "endpoint_id": uep,
+                "ok": False,
+                "stage": "refused",
+                "retryable": True,
+                "error": "at capacity",
+            }
+        ),
     )
-    assert service.state.broker.queued(uep) == 1
+    assert await service.state.broker.queued(uep) == 1

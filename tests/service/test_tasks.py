@@ -25,12 +25,12 @@ async def test_submit_stores_before_answering_in_payload_order(service) -> None:
     ids = body["tasks"][fid]
     assert len(ids) == 5 and body["endpoint_id"] == eid
     uuid.UUID(body["request_id"]), uuid.UUID(body["task_group_id"])
-    with service.state.engine.connect() as conn:
+    with service.state.db.engine.connect() as conn:
         rows = dict(conn.execute(text("select id, payload from tasks")).all())
         status = {r[0] for r in conn.execute(text("select status from tasks"))}
     assert [rows[i] for i in ids] == [payload(i) for i in range(5)]
     assert status == {"waiting-for-ep"}
-    assert service.state.broker.queued(eid) == 5
+    assert await service.state.broker.queued(eid) == 5
 
 
 async def test_task_doc_and_batch_status_and_taskgroup(service) -> None:
@@ -110,7 +110,7 @@ async def test_submit_errors(service) -> None:
         assert r.status_code == 400
         r = await c.post(url, json={"tasks": {fid: [payload(1)]}, "task_group_id": "bad"})
         assert r.status_code == 400
-    with service.state.engine.connect() as conn:
+    with service.state.db.engine.connect() as conn:
         assert conn.execute(text("select count(*) from tasks")).scalar() == 0
 
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from outpost.common.gc_result import from_task_doc
+from outpost.common.records import TaskDoc
 from outpost.service.amqp import aio_pika, links
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class ResultQueues:
         self.max_length = max_length
         self._conn: Any = None
         self._channel: Any = None
-        self._pending: deque[tuple[str, dict[str, Any]]] = deque()
+        self._pending: deque[tuple[str, TaskDoc]] = deque()
         self._retry: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.published = 0
@@ -118,7 +119,7 @@ class ResultQueues:
 
     # -- results ----------------------------------------------------------------------
 
-    async def results_stored(self, docs: list[dict[str, Any]]) -> None:
+    async def results_stored(self, docs: Sequence[TaskDoc]) -> None:
         """Publish stored results; on a broker outage they wait and are sent later."""
         for doc in docs:
             gid = doc.get("task_group_id")
@@ -155,7 +156,7 @@ class ResultQueues:
                     self.published += 1
                 self._pending.popleft()
 
-    async def _publish(self, name: str, doc: dict[str, Any]) -> None:
+    async def _publish(self, name: str, doc: TaskDoc) -> None:
         pika = aio_pika()
         if self._conn is None:
             raise BrokerUnavailable("not connected")

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from outpost.common.errors import ErrorCode
+from outpost.common.records import TaskDoc
 from outpost.service.amqp.credentials import UserCredentials
 from outpost.service.amqp.links import BrokerAddress
 from outpost.service.amqp.management import Management, ManagementError
@@ -54,7 +55,7 @@ class AmqpResults:
                 "and poll for results)",
             ) from None
 
-    async def results_stored(self, docs: list[dict[str, Any]]) -> None:
+    async def results_stored(self, docs: Sequence[TaskDoc]) -> None:
         """Called after results were stored: publish them to their result queues."""
         await self.queues.results_stored(docs)
 

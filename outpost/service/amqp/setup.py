@@ -1,4 +1,4 @@
-"""Build the RabbitMQ result-queue support from the settings and attach it to the state."""
+"""Build the RabbitMQ result-queue support from the settings (``wiring.build_runtime``)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,24 @@ from outpost.service.amqp.credentials import TokenState, UserCredentials
 from outpost.service.amqp.management import Management
 from outpost.service.amqp.queues import ResultQueues
 from outpost.service.amqp.results import AmqpResults
+from outpost.service.runtime.db import Database
+from outpost.service.runtime.lookups import Lookups
 from outpost.service.settings import ServiceSettings
-from outpost.service.state import ServiceState
 from outpost.service.store import accounts
 from outpost.service.store import tasks as task_store
-from outpost.service.store.models import User
+from outpost.service.store.models import User, table
+
+users = table(User)
 
 
 def _user_exists(conn: Connection, user_id: str) -> bool:
     return (
-        conn.execute(select(User.__table__.c.id).where(User.__table__.c.id == user_id)).first()
+        conn.execute(select(users.c.id).where(users.c.id == user_id)).first()
         is not None
     )
 
 
-def build(settings: ServiceSettings, state: ServiceState) -> AmqpResults | None:
+def build(settings: ServiceSettings, db: Database, lookups: Lookups) -> AmqpResults | None:
     if not settings.amqp_url:
         return None
     admin = links.BrokerAddress.parse(settings.amqp_url)
@@ -39,18 +42,18 @@ def build(settings: ServiceSettings, state: ServiceState) -> AmqpResults | None:
     )
 
     async def owner_of(group_id: str) -> str | None:
-        owner = state.group_owners.get(group_id)
+        owner = lookups.group_owners.get(group_id)
         if owner is None:
-            group = await state.read(task_store.get_group, group_id)
+            group = await db.read(task_store.get_group, group_id)
             if group is None:
                 return None
             owner = str(group["owner_id"])
-            state.group_owners.set(group_id, owner)
+            lookups.group_owners.set(group_id, owner)
         return owner
 
     async def tokens_of(user_id: str) -> TokenState:
-        known = await state.read(_user_exists, user_id)
-        toks = await state.read(accounts.list_tokens, user_id) if known else []
+        known = await db.read(_user_exists, user_id)
+        toks = await db.read(accounts.list_tokens, user_id) if known else []
         active = [str(t["id"]) for t in toks if t["revoked_at"] is None]
         return TokenState(
             known=known,

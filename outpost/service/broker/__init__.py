@@ -1,6 +1,19 @@
-"""Task dispatch and result fan-out between service replicas and endpoint channels."""
+"""Per-endpoint task queues with delivery handles (embedded | RabbitMQ)."""
 
-from outpost.service.broker.base import Broker, Consumer, ConsumerClosed
+from outpost.service.broker.base import (
+    Broker,
+    BrokerUnavailable,
+    Consumer,
+    ConsumerClosed,
+    Delivery,
+)
 from outpost.service.broker.embedded import EmbeddedBroker
 
-__all__ = ["Broker", "Consumer", "ConsumerClosed", "EmbeddedBroker"]
+__all__ = [
+    "Broker",
+    "BrokerUnavailable",
+    "Consumer",
+    "ConsumerClosed",
+    "Delivery",
+    "EmbeddedBroker",
+]

@@ -1,71 +1,95 @@
-"""The broker interface.
+"""The task broker: per-endpoint task queues with delivery handles.
 
-A task message is a dict: ``task_id, function_id, task_group_id, payload, retries,
-resource_specification``. The store is the source of truth; the broker only moves
-messages. Implementations: ``EmbeddedBroker`` (in-process queues, the default) and, for
-scale-out, one backed by RabbitMQ.
+The store is the source of truth; the broker moves ``TaskMessage`` records from the
+replica that accepted a submission to the replica holding the endpoint's channel.
+A consumer takes deliveries up to its *prefetch* (the endpoint's credit window): a
+delivery counts against it until it is settled through its handle, by ``ack`` (the
+task is finished) or ``requeue`` (give it back, possibly updated). Closing a consumer
+gives back every delivery it has not settled.
+
+``drain`` and ``queued`` are for operations off the hot path (deleting an endpoint,
+failing a user endpoint's queue, status pages).
+
+Implementations: ``EmbeddedBroker`` (in-process, the default) and ``AmqpBroker``
+(RabbitMQ: durable queues, publisher confirms, prefetch = window). One contract test
+suite (tests/service/runtime/test_broker_contract.py) runs against both.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import Any
 
-Message = dict[str, Any]
-ResultCallback = Callable[[list[Message]], None]
+from outpost.common.records import TaskMessage
 
 
 class ConsumerClosed(Exception):
     """The consumer was closed or replaced by a newer one."""
 
 
+class BrokerUnavailable(Exception):
+    """The broker cannot be reached now (e.g. RabbitMQ restarting); retry later."""
+
+
+class Delivery(ABC):
+    """One task handed to a consumer, settled once through this handle."""
+
+    message: TaskMessage
+
+    @abstractmethod
+    async def ack(self) -> None:
+        """The task is finished (its result is stored): remove it for good."""
+
+    @abstractmethod
+    async def requeue(self, message: TaskMessage | None = None) -> None:
+        """Give the task back to its queue, as ``message`` if given (e.g. with a loss
+        counted), else unchanged."""
+
+
 class Consumer(ABC):
     """One endpoint channel's view of its task queue."""
 
     @abstractmethod
-    async def get(self, max_n: int) -> list[Message]:
-        """Wait for at least one task, then return up to ``max_n``."""
+    async def get(self, max_n: int) -> list[Delivery]:
+        """Wait until there is credit and at least one task, then return up to
+        ``max_n`` (never more than the prefetch minus the deliveries not settled)."""
 
     @abstractmethod
-    def done(self, task_ids: list[str]) -> None:
-        """These tasks are finished (their results are stored)."""
+    async def set_prefetch(self, prefetch: int) -> None:
+        """The endpoint's credit window changed."""
 
     @abstractmethod
-    def requeue(self, messages: list[Message]) -> None:
-        """Give back tasks that were taken but not finished (e.g. the channel closed)."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """The channel is gone; the queue stays."""
+    async def close(self) -> None:
+        """The channel is gone: unsettled deliveries go back; the queue stays."""
 
 
 class Broker(ABC):
+    #: True if queued tasks survive a restart of the service (then the service does not
+    #: queue unfinished tasks again at start).
+    durable: bool = False
+
     async def start(self) -> None:  # noqa: B027 - lifecycle hook
         """Connect; called once when the service starts."""
 
     async def stop(self) -> None:  # noqa: B027 - lifecycle hook
         """Disconnect; called once when the service stops."""
 
-    @abstractmethod
-    def enqueue(self, endpoint_id: str, messages: list[Message]) -> None:
-        """Queue tasks for an endpoint (after they were stored)."""
+    def available(self) -> bool:
+        """False while the broker is known to be unreachable (new work is refused)."""
+        return True
 
     @abstractmethod
-    def consumer(self, endpoint_id: str) -> Consumer:
-        """Take over an endpoint's queue (a newer consumer replaces an older one)."""
+    async def publish(self, endpoint_id: str, messages: list[TaskMessage]) -> None:
+        """Queue tasks for an endpoint (after they were stored); returns once the broker
+        has them."""
 
     @abstractmethod
-    def drain(self, endpoint_id: str) -> list[Message]:
-        """Take every task queued for the endpoint and not yet sent (to fail them)."""
+    async def consume(self, endpoint_id: str, prefetch: int) -> Consumer:
+        """Start taking the endpoint's tasks (a newer consumer replaces an older one)."""
 
     @abstractmethod
-    def queued(self, endpoint_id: str) -> int:
-        """Tasks waiting for the endpoint, not yet sent."""
+    async def drain(self, endpoint_id: str) -> list[TaskMessage]:
+        """Take every task queued for the endpoint and not delivered (to fail them)."""
 
     @abstractmethod
-    def publish_results(self, results: list[Message]) -> None:
-        """Fan results (task docs with ``task_group_id``) out to watchers of their group."""
-
-    @abstractmethod
-    def subscribe(self, group_id: str, callback: ResultCallback) -> Callable[[], None]:
-        """Call ``callback`` with each batch of results of the group; returns unsubscribe."""
+    async def queued(self, endpoint_id: str) -> int:
+        """Tasks waiting for the endpoint, not delivered."""

@@ -1,88 +1,121 @@
-"""The in-process broker: per-endpoint deques and a dict of result watchers.
+"""The in-process broker: one deque per endpoint.
 
-It serves one service process. It keeps nothing durable itself: at start the service
-reloads every unfinished task from the store into it.
+It serves one service process and keeps nothing durable: at start the service queues
+every unfinished task from the store again (``durable = False``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections import defaultdict, deque
-from collections.abc import Callable
+from collections import deque
 
-from outpost.service.broker.base import (
-    Broker,
-    Consumer,
-    ConsumerClosed,
-    Message,
-    ResultCallback,
-)
-
-log = logging.getLogger(__name__)
+from outpost.common.records import TaskMessage
+from outpost.service.broker.base import Broker, Consumer, ConsumerClosed, Delivery
 
 
 class _Queue:
     def __init__(self) -> None:
-        self.items: deque[Message] = deque()
-        self.ready = asyncio.Event()
-        self.owner: _EmbeddedConsumer | None = None
+        self.items: deque[TaskMessage] = deque()
+        self.changed = asyncio.Event()
+        self.owner: _Consumer | None = None
 
-    def put(self, messages: list[Message], front: bool = False) -> None:
+    def put(self, messages: list[TaskMessage], front: bool = False) -> None:
         if front:
             self.items.extendleft(reversed(messages))
         else:
             self.items.extend(messages)
-        if self.items:
-            self.ready.set()
+        if messages:
+            self.changed.set()
 
 
-class _EmbeddedConsumer(Consumer):
-    def __init__(self, queue: _Queue) -> None:
-        self._q = queue
+class _Delivery(Delivery):
+    def __init__(self, consumer: _Consumer, message: TaskMessage) -> None:
+        self.message = message
+        self._consumer = consumer
+        self._settled = False
+
+    def _settle(self) -> bool:
+        if self._settled:
+            return False
+        self._settled = True
+        self._consumer.unsettled.discard(self)
+        self._consumer.queue.changed.set()  # credit freed
+        return True
+
+    async def ack(self) -> None:
+        self._settle()
+
+    async def requeue(self, message: TaskMessage | None = None) -> None:
+        if self._settle():
+            self._consumer.queue.put([message or self.message], front=True)
+
+
+class _Consumer(Consumer):
+    def __init__(self, queue: _Queue, prefetch: int) -> None:
+        self.queue = queue
+        self.prefetch = max(1, prefetch)
+        self.unsettled: set[_Delivery] = set()
         self.closed = False
 
-    async def get(self, max_n: int) -> list[Message]:
-        q = self._q
-        while not q.items or q.owner is not self:
+    async def get(self, max_n: int) -> list[Delivery]:
+        q = self.queue
+        while True:
             if self.closed or q.owner is not self:
                 raise ConsumerClosed("consumer replaced or closed")
-            q.ready.clear()
-            await q.ready.wait()
-        n = min(max_n, len(q.items))
-        return [q.items.popleft() for _ in range(n)]
+            credit = self.prefetch - len(self.unsettled)
+            if credit > 0 and q.items:
+                break
+            q.changed.clear()
+            await q.changed.wait()
+        n = min(max(1, max_n), credit, len(q.items))
+        out = [_Delivery(self, q.items.popleft()) for _ in range(n)]
+        self.unsettled.update(out)
+        return list(out)
 
-    def done(self, task_ids: list[str]) -> None:
-        pass
+    async def set_prefetch(self, prefetch: int) -> None:
+        self.prefetch = max(1, prefetch)
+        self.queue.changed.set()
 
-    def requeue(self, messages: list[Message]) -> None:
-        self._q.put(messages, front=True)
-
-    def close(self) -> None:
+    async def close(self) -> None:
+        if self.closed:
+            return
         self.closed = True
-        if self._q.owner is self:
-            self._q.owner = None
-        self._q.ready.set()
+        back = [d for d in self.unsettled]
+        for d in back:
+            d._settled = True
+        self.unsettled.clear()
+        self.queue.put([d.message for d in back], front=True)
+        if self.queue.owner is self:
+            self.queue.owner = None
+        self.queue.changed.set()
 
 
 class EmbeddedBroker(Broker):
+    durable = False
+
     def __init__(self) -> None:
-        self._queues: dict[str, _Queue] = defaultdict(_Queue)
-        self._watchers: dict[str, set[ResultCallback]] = defaultdict(set)
+        self._queues: dict[str, _Queue] = {}
 
-    def enqueue(self, endpoint_id: str, messages: list[Message]) -> None:
-        self._queues[endpoint_id].put(messages)
+    def _queue(self, endpoint_id: str) -> _Queue:
+        q = self._queues.get(endpoint_id)
+        if q is None:
+            q = self._queues[endpoint_id] = _Queue()
+        return q
 
-    def consumer(self, endpoint_id: str) -> Consumer:
-        q = self._queues[endpoint_id]
-        if q.owner is not None:
-            q.owner.close()
-        c = _EmbeddedConsumer(q)
+    async def publish(self, endpoint_id: str, messages: list[TaskMessage]) -> None:
+        self._queue(endpoint_id).put(messages)
+
+    async def consume(self, endpoint_id: str, prefetch: int) -> Consumer:
+        q = self._queue(endpoint_id)
+        old = q.owner
+        c = _Consumer(q, prefetch)
         q.owner = c
-        q.ready.set()  # wake a replaced consumer so it notices
+        if old is not None:
+            await old.close()  # its unsettled deliveries go back first
+        q.changed.set()  # wake a replaced consumer so it notices
         return c
 
-    def drain(self, endpoint_id: str) -> list[Message]:
+    async def drain(self, endpoint_id: str) -> list[TaskMessage]:
         q = self._queues.get(endpoint_id)
         if q is None:
             return []
@@ -90,29 +123,6 @@ class EmbeddedBroker(Broker):
         q.items.clear()
         return out
 
-    def queued(self, endpoint_id: str) -> int:
+    async def queued(self, endpoint_id: str) -> int:
         q = self._queues.get(endpoint_id)
         return len(q.items) if q else 0
-
-    def publish_results(self, results: list[Message]) -> None:
-        by_group: dict[str, list[Message]] = defaultdict(list)
-        for r in results:
-            by_group[r["task_group_id"]].append(r)
-        for group, batch in by_group.items():
-            for cb in list(self._watchers.get(group, ())):
-                try:
-                    cb(batch)
-                except Exception:  # a broken watcher must not stop the others
-                    log.exception("result watcher for group %s failed", group)
-
-    def subscribe(self, group_id: str, callback: ResultCallback) -> Callable[[], None]:
-        self._watchers[group_id].add(callback)
-
-        def unsubscribe() -> None:
-            watchers = self._watchers.get(group_id)
-            if watchers is not None:
-                watchers.discard(callback)
-                if not watchers:
-                    self._watchers.pop(group_id, None)
-
-        return unsubscribe

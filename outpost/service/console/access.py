@@ -14,18 +14,18 @@ from fastapi import Request
 
 from outpost.service.console import queries
 from outpost.service.console.session import Session, SessionCookies
-from outpost.service.state import ServiceState
 from outpost.service.store.accounts import identities_of
+from outpost.service.wiring import Runtime
 
 
-async def is_admin(state: ServiceState, user: dict[str, Any]) -> bool:
+async def is_admin(state: Runtime, user: dict[str, Any]) -> bool:
     """True if ``user`` may see every user's endpoints, tasks and groups."""
     admins = set(getattr(state.settings, "admin_identities", None) or ())
     if not admins:
         return False
     if user.get("username") in admins:
         return True
-    return any(i["username"] in admins for i in await state.read(identities_of, user["id"]))
+    return any(i["username"] in admins for i in await state.db.read(identities_of, user["id"]))
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Viewer:
         return self.admin or owner_id == self.id
 
 
-def state_of(request: Request) -> ServiceState:
+def state_of(request: Request) -> Runtime:
     return request.app.state.outpost  # type: ignore[no-any-return]
 
 
@@ -61,7 +61,7 @@ async def viewer_of(request: Request) -> Viewer | None:
     if session is None:
         return None
     state = state_of(request)
-    user = await state.read(queries.session_user, session.user_id, session.token_id)
+    user = await state.db.read(queries.session_user, session.user_id, session.token_id)
     if user is None:
         return None
     return Viewer(user, await is_admin(state, user), session)

@@ -35,7 +35,7 @@ async def _endpoint(request: Request, viewer: Viewer, endpoint_id: str) -> dict[
     eid = views.parse_id(endpoint_id)
     if eid is None:
         return None
-    return await state_of(request).read(queries.get_endpoint, eid, viewer.owner_filter)
+    return await state_of(request).db.read(queries.get_endpoint, eid, viewer.owner_filter)
 
 
 @router.get("/console/api/endpoints", include_in_schema=False)
@@ -56,14 +56,15 @@ async def endpoint_json(request: Request, endpoint_id: str, limit: int = 50) -> 
     if ep is None:
         return _missing("endpoint")
     state = state_of(request)
-    counts = await state.read(queries.endpoint_counts, [ep])
-    doc: dict[str, Any] = {"endpoint": views.endpoint_row(state, ep, counts[ep["id"]])}
+    counts = await state.db.read(queries.endpoint_counts, [ep])
+    doc: dict[str, Any] = {"endpoint": await views.endpoint_row(state, ep, counts[ep["id"]])}
     ids = [ep["id"]]
     if ep["multi_user"]:
         mep = await views.mep_console(state, ep)
         doc["user_endpoints"] = mep["user_endpoints"]
         ids += [u["id"] for u in mep["user_endpoints"]]
-    rows = await state.read(queries.recent_tasks, ids, viewer.owner_filter, min(max(limit, 1), 500))
+    n = min(max(limit, 1), 500)
+    rows = await state.db.read(queries.recent_tasks, ids, viewer.owner_filter, n)
     doc["tasks"] = [views.task_row(t) for t in rows]
     return _json(doc)
 
@@ -75,7 +76,8 @@ async def task_json(request: Request, task_id: str) -> Response:
     if viewer is None:
         return _unauthorized()
     tid = views.parse_id(task_id)
-    task = await state_of(request).read(queries.get_task, tid, viewer.owner_filter) if tid else None
+    state = state_of(request)
+    task = await state.db.read(queries.get_task, tid, viewer.owner_filter) if tid else None
     if task is None:
         return _missing("task")
     return _json({"task": views.task_row(task)})
@@ -95,10 +97,10 @@ async def endpoint_stats(request: Request, endpoint_id: str, hours: float = 3.0)
     state = state_of(request)
     ids = [ep["id"]]
     if ep["multi_user"]:
-        ids += [c["id"] for c in await state.read(queries.user_endpoints, ep["id"])]
+        ids += [c["id"] for c in await state.db.read(queries.user_endpoints, ep["id"])]
     hours = stats.clamp_hours(hours)
     now = time.time()
-    times = await state.read(queries.task_times, ids, now - hours * 3600 - stats.BUCKET_S)
+    times = await state.db.read(queries.task_times, ids, now - hours * 3600 - stats.BUCKET_S)
     return _json({"endpoint_id": ep["id"], **stats.per_minute(times, hours, now)})
 
 
@@ -114,7 +116,7 @@ async def endpoint_console(
         raise APIError(400, ErrorCode.BAD_REQUEST, f"endpoint id {endpoint_id!r} is not a UUID")
     state = state_of(request)
     owner = None if await is_admin(state, user) else user["id"]
-    ep = await state.read(queries.get_endpoint, eid, owner)
+    ep = await state.db.read(queries.get_endpoint, eid, owner)
     if ep is None:
         raise not_found("endpoint", eid)
     return await views.mep_console(state, ep)

@@ -47,14 +47,14 @@ async def endpoint_page(request: Request, endpoint_id: str) -> Response:
         return signin_redirect(request)
     state = state_of(request)
     eid = views.parse_id(endpoint_id)
-    ep = await state.read(queries.get_endpoint, eid, viewer.owner_filter) if eid else None
+    ep = await state.db.read(queries.get_endpoint, eid, viewer.owner_filter) if eid else None
     if ep is None:
         return not_found(request, viewer, "endpoint")
-    counts = await state.read(queries.endpoint_counts, [ep])
-    row = views.endpoint_row(state, ep, counts[ep["id"]])
+    counts = await state.db.read(queries.endpoint_counts, [ep])
+    row = await views.endpoint_row(state, ep, counts[ep["id"]])
     mep = await views.mep_console(state, ep) if ep["multi_user"] else None
     ids = [ep["id"]] + [u["id"] for u in (mep["user_endpoints"] if mep else [])]
-    tasks = await state.read(queries.recent_tasks, ids, viewer.owner_filter, 50)
+    tasks = await state.db.read(queries.recent_tasks, ids, viewer.owner_filter, 50)
     return render(
         request,
         "endpoint.html",
@@ -73,7 +73,7 @@ async def task_page(request: Request, task_id: str) -> Response:
         return signin_redirect(request)
     state = state_of(request)
     tid = views.parse_id(task_id)
-    task = await state.read(queries.get_task, tid, viewer.owner_filter) if tid else None
+    task = await state.db.read(queries.get_task, tid, viewer.owner_filter) if tid else None
     if task is None:
         return not_found(request, viewer, "task")
     return render(
@@ -95,7 +95,7 @@ async def groups_page(request: Request) -> Response:
     viewer = await viewer_of(request)
     if viewer is None:
         return signin_redirect(request)
-    rows = await state_of(request).read(queries.list_groups, viewer.owner_filter)
+    rows = await state_of(request).db.read(queries.list_groups, viewer.owner_filter)
     return render(request, "groups.html", viewer=viewer, groups=rows, nav="groups")
 
 
@@ -106,10 +106,10 @@ async def group_page(request: Request, group_id: str) -> Response:
         return signin_redirect(request)
     state = state_of(request)
     gid = views.parse_id(group_id)
-    group = await state.read(queries.get_group, gid, viewer.owner_filter) if gid else None
+    group = await state.db.read(queries.get_group, gid, viewer.owner_filter) if gid else None
     if group is None:
         return not_found(request, viewer, "task group")
-    tasks = await state.read(queries.group_tasks, group["id"])
+    tasks = await state.db.read(queries.group_tasks, group["id"])
     return render(
         request,
         "group.html",

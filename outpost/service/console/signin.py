@@ -20,8 +20,8 @@ from outpost.service.console import queries
 from outpost.service.console.access import cookies_of, state_of, viewer_of
 from outpost.service.console.rendering import render, secure_headers
 from outpost.service.console.session import same_origin
-from outpost.service.state import ServiceState
 from outpost.service.store import accounts
+from outpost.service.wiring import Runtime
 
 router = APIRouter()
 MAX_FORM_BYTES = 16_384
@@ -93,15 +93,15 @@ async def _form(request: Request) -> dict[str, str]:
     return dict(pairs)
 
 
-async def verify_token(state: ServiceState, token: str) -> tuple[dict[str, Any], str] | None:
+async def verify_token(state: Runtime, token: str) -> tuple[dict[str, Any], str] | None:
     """The user behind a token typed into the form, and the token's id (the session
     ends when that token is revoked); None for an unknown or revoked token."""
     if not token:
         return None
-    user = await state.read(accounts.user_for_token, token)
+    user = await state.db.read(accounts.user_for_token, token)
     if user is None:
         return None
-    token_id = await state.read(queries.token_id_for, accounts.hash_secret(token))
+    token_id = await state.db.read(queries.token_id_for, accounts.hash_secret(token))
     return (user, token_id) if token_id is not None else None
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from outpost.service.console import queries
 from outpost.service.console.access import Viewer
-from outpost.service.console.live import live_status
-from outpost.service.state import ServiceState
+from outpost.service.console.live import LiveStatus, live_status
+from outpost.service.wiring import Runtime
 
 #: Strategy ids of serialized data (outpost/common/serialize.py) and their names.
 DATA_STRATEGIES = {"00": "dill", "11": "JSON", "01": "dill (code)", "10": "combined"}
@@ -29,9 +29,11 @@ def endpoint_kind(ep: dict[str, Any]) -> str:
     return "user endpoint" if ep.get("parent_id") else "single-user"
 
 
-def endpoint_row(state: ServiceState, ep: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
+async def endpoint_row(
+    state: Runtime, ep: dict[str, Any], counts: dict[str, int], live: LiveStatus | None = None
+) -> dict[str, Any]:
     """One endpoint with its status now and its task counts."""
-    live = live_status(state, ep["id"])
+    live = live or await live_status(state, ep["id"])
     return {
         "id": ep["id"],
         "name": ep["name"],
@@ -53,18 +55,18 @@ def endpoint_row(state: ServiceState, ep: dict[str, Any], counts: dict[str, int]
     }
 
 
-async def endpoint_rows(state: ServiceState, viewer: Viewer) -> list[dict[str, Any]]:
-    eps = await state.read(queries.list_endpoints, viewer.owner_filter)
-    counts = await state.read(queries.endpoint_counts, eps)
-    return [endpoint_row(state, e, counts[e["id"]]) for e in eps]
+async def endpoint_rows(state: Runtime, viewer: Viewer) -> list[dict[str, Any]]:
+    eps = await state.db.read(queries.list_endpoints, viewer.owner_filter)
+    counts = await state.db.read(queries.endpoint_counts, eps)
+    return [await endpoint_row(state, e, counts[e["id"]]) for e in eps]
 
 
-def user_endpoint_row(
-    state: ServiceState, ep: dict[str, Any], counts: dict[str, int]
+async def user_endpoint_row(
+    state: Runtime, ep: dict[str, Any], counts: dict[str, int]
 ) -> dict[str, Any]:
     """A MEP's user endpoint: who, where, since when, what it holds, on what."""
-    live = live_status(state, ep["id"])
-    row = endpoint_row(state, ep, counts)
+    live = await live_status(state, ep["id"])
+    row = await endpoint_row(state, ep, counts, live)
     row.update(
         {
             "started_at": live.started_at,
@@ -78,11 +80,11 @@ def user_endpoint_row(
     return row
 
 
-async def mep_console(state: ServiceState, mep: dict[str, Any]) -> dict[str, Any]:
+async def mep_console(state: Runtime, mep: dict[str, Any]) -> dict[str, Any]:
     """The document of ``GET /v3/endpoints/{id}/console`` and the MEP page's table."""
-    children = await state.read(queries.user_endpoints, mep["id"])
-    counts = await state.read(queries.task_counts, [c["id"] for c in children])
-    live = live_status(state, mep["id"])
+    children = await state.db.read(queries.user_endpoints, mep["id"])
+    counts = await state.db.read(queries.task_counts, [c["id"] for c in children])
+    live = await live_status(state, mep["id"])
     return {
         "endpoint_id": mep["id"],
         "name": mep["name"],
@@ -91,7 +93,7 @@ async def mep_console(state: ServiceState, mep: dict[str, Any]) -> dict[str, Any
         "hostname": mep.get("hostname"),
         "status": "online" if live.online else "offline",
         "last_heartbeat": live.last_heartbeat,
-        "user_endpoints": [user_endpoint_row(state, c, counts[c["id"]]) for c in children],
+        "user_endpoints": [await user_endpoint_row(state, c, counts[c["id"]]) for c in children],
     }
 
 

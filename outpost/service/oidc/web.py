@@ -24,7 +24,7 @@ import httpx
 from outpost.service.authn import Principal, authenticator
 from outpost.service.oidc.issuer import IssuerClient, IssuerUnavailable
 from outpost.service.oidc.verify import TokenRejected
-from outpost.service.state import ServiceState
+from outpost.service.wiring import Runtime
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class PendingSignIn:
         return cls(**{k: str(data[k]) for k in cls.__dataclass_fields__})
 
 
-def _issuer(state: ServiceState, issuer: str | None) -> IssuerClient:
+def _issuer(state: Runtime, issuer: str | None) -> IssuerClient:
     a = authenticator(state)
     a.http_client()  # (the issuers are made with the HTTP client)
     candidates = [i for i in a.issuers.values() if i.config.login_client_id]
@@ -59,7 +59,7 @@ def _issuer(state: ServiceState, issuer: str | None) -> IssuerClient:
 
 
 async def begin(
-    state: ServiceState, redirect_uri: str, issuer: str | None = None
+    state: Runtime, redirect_uri: str, issuer: str | None = None
 ) -> tuple[str, PendingSignIn]:
     """The issuer's authorization URL to send the browser to, and what to keep."""
     client = _issuer(state, issuer)
@@ -83,7 +83,7 @@ async def begin(
 
 
 async def finish(
-    state: ServiceState, pending: PendingSignIn, query: Mapping[str, str]
+    state: Runtime, pending: PendingSignIn, query: Mapping[str, str]
 ) -> Principal:
     """Exchange the code from the issuer's redirect; the signed-in ``Principal``.
 

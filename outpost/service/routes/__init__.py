@@ -8,7 +8,7 @@ from fastapi import Request
 
 from outpost.common.errors import ErrorCode
 from outpost.service.errors import APIError
-from outpost.service.state import ServiceState
+from outpost.service.wiring import Runtime
 
 
 def parse_uuid(value: str, what: str) -> str:
@@ -20,5 +20,5 @@ def parse_uuid(value: str, what: str) -> str:
         ) from None
 
 
-def state_of(request: Request) -> ServiceState:
+def state_of(request: Request) -> Runtime:
     return request.app.state.outpost  # type: ignore[no-any-return]

@@ -52,7 +52,7 @@ def _user_ref(conn: Connection, ref: str) -> dict[str, Any] | None:
 
 
 async def _user(request: Request, ref: str) -> dict[str, Any]:
-    user = await state_of(request).read(_user_ref, ref)
+    user = await state_of(request).db.read(_user_ref, ref)
     if user is None:
         raise not_found("user", ref)
     return user
@@ -69,7 +69,7 @@ def _all_users(conn: Connection) -> list[dict[str, Any]]:
 async def list_users(
     request: Request, _: Principal = Depends(current_admin)
 ) -> list[dict[str, Any]]:
-    return await state_of(request).read(_all_users)
+    return await state_of(request).db.read(_all_users)
 
 
 @router.post("/users", status_code=201)
@@ -78,7 +78,7 @@ async def create_user(
 ) -> dict[str, Any]:
     """A user without an identity provider (a robot); people sign in instead."""
     try:
-        return await state_of(request).write(
+        return await state_of(request).db.write(
             lambda c: accounts.create_user(c, body.username, body.email, body.name)
         )
     except accounts.AccountError as e:
@@ -90,7 +90,7 @@ async def list_tokens(
     user_ref: str, request: Request, _: Principal = Depends(current_admin)
 ) -> list[dict[str, Any]]:
     user = await _user(request, user_ref)
-    return await state_of(request).read(accounts.list_tokens, user["id"])
+    return await state_of(request).db.read(accounts.list_tokens, user["id"])
 
 
 @router.post("/users/{user_ref}/tokens", status_code=201)
@@ -100,7 +100,7 @@ async def issue_token(
     """A new token (shown once in the answer, stored hashed)."""
     user = await _user(request, user_ref)
     try:
-        token_id, token = await state_of(request).write(
+        token_id, token = await state_of(request).db.write(
             lambda c: accounts.issue_token(
                 c, user["id"], body.expires_in, body.scopes, body.description
             )
@@ -120,7 +120,7 @@ async def revoke_tokens(
     """Revoke the user's tokens (all, or ``?token_id=``); noticed within the auth cache
     time."""
     user = await _user(request, user_ref)
-    n = await state_of(request).write(lambda c: accounts.revoke_tokens(c, user["id"], token_id))
+    n = await state_of(request).db.write(lambda c: accounts.revoke_tokens(c, user["id"], token_id))
     return {"revoked": int(n)}
 
 
@@ -141,10 +141,9 @@ async def list_endpoints(
     request: Request, _: Principal = Depends(current_admin)
 ) -> list[dict[str, Any]]:
     state = state_of(request)
-    rows = await state.read(_all_endpoints)
-    return [
-        {**r, "status": "online" if state.endpoint_online(r["id"]) else "offline"} for r in rows
-    ]
+    rows = await state.db.read(_all_endpoints)
+    online = await state.presence.online([r["id"] for r in rows])
+    return [{**r, "status": "online" if r["id"] in online else "offline"} for r in rows]
 
 
 @router.delete("/endpoints/{endpoint_id}")
@@ -153,7 +152,7 @@ async def delete_endpoint(
 ) -> dict[str, Any]:
     state = state_of(request)
     eid = parse_uuid(endpoint_id, "endpoint id")
-    ep = await state.read(catalog.get_endpoint, eid)
+    ep = await state.db.read(catalog.get_endpoint, eid)
     if ep is None:
         raise not_found("endpoint", eid)
     return await remove_endpoint(state, ep)

@@ -11,12 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 
 from outpost.common.errors import ErrorCode, TaskErrorCode
-from outpost.service import outcomes
+from outpost.common.records import CloseChannel, EndpointLoad
 from outpost.service.auth import current_user
 from outpost.service.errors import APIError, not_found
 from outpost.service.routes import parse_uuid, state_of
-from outpost.service.state import ServiceState
 from outpost.service.store import catalog
+from outpost.service.wiring import Runtime
 
 router = APIRouter()
 LOCK_SECONDS = 300
@@ -102,18 +102,18 @@ async def owned_endpoint(
     request: Request, endpoint_id: str, user: dict[str, Any]
 ) -> dict[str, Any]:
     eid = parse_uuid(endpoint_id, "endpoint id")
-    ep = await state_of(request).endpoint(eid)
+    ep = await state_of(request).lookups.endpoint(eid)
     if ep is None or ep["owner_id"] != user["id"]:
         raise not_found("endpoint", eid)
     return ep
 
 
 async def endpoint_visible_to(
-    state: ServiceState, endpoint_id: str, user: dict[str, Any]
+    state: Runtime, endpoint_id: str, user: dict[str, Any]
 ) -> dict[str, Any]:
     """The endpoint if ``user`` owns it or it is public; 404 otherwise."""
     eid = parse_uuid(endpoint_id, "endpoint id")
-    ep = await state.endpoint(eid)
+    ep = await state.lookups.endpoint(eid)
     if ep is None or (ep["owner_id"] != user["id"] and not ep["public"]):
         raise not_found("endpoint", eid)
     return ep
@@ -133,7 +133,7 @@ async def register_endpoint(
         return await _reregister(parse_uuid(body.endpoint_id, "endpoint_id"), body, request, user)
     state = state_of(request)
     fields, uid = _fields(body), user["id"]
-    eid, secret = await state.write(lambda c: catalog.create_endpoint(c, uid, **fields))
+    eid, secret = await state.db.write(lambda c: catalog.create_endpoint(c, uid, **fields))
     return _credentials(request, eid, secret)
 
 
@@ -151,19 +151,19 @@ async def _reregister(
     eid: str, body: EndpointRegistration, request: Request, user: dict[str, Any]
 ) -> dict[str, Any]:
     state = state_of(request)
-    ep = await state.read(catalog.get_endpoint, eid)
+    ep = await state.db.read(catalog.get_endpoint, eid)
     fields, uid = _fields(body), user["id"]
     if ep is None:
-        if await state.read(catalog.endpoint_exists, eid):
+        if await state.db.read(catalog.endpoint_exists, eid):
             raise APIError(
                 409, ErrorCode.BAD_REQUEST, f"endpoint {eid} was deleted; its id cannot be reused"
             )
         try:
-            _, secret = await state.write(
+            _, secret = await state.db.write(
                 lambda c: catalog.create_endpoint(c, uid, endpoint_id=eid, **fields)
             )
         except IntegrityError:
-            if not await state.read(catalog.endpoint_exists, eid):
+            if not await state.db.read(catalog.endpoint_exists, eid):
                 raise
             # Registered meanwhile by another request (perhaps on another replica).
             return await _reregister(eid, body, request, user)
@@ -178,8 +178,8 @@ async def _reregister(
             ErrorCode.LOCKED,
             f"endpoint {eid} is locked until {ep['locked_until']:.0f}; try again later",
         )
-    secret = await state.write(lambda c: catalog.update_endpoint(c, eid, **fields))
-    state.endpoint_cache.invalidate(eid)
+    secret = await state.db.write(lambda c: catalog.update_endpoint(c, eid, **fields))
+    state.lookups.forget_endpoint(eid)
     return _credentials(request, eid, secret)
 
 
@@ -190,14 +190,15 @@ async def list_endpoints(
     if role not in ("owner", "any"):
         raise APIError(400, ErrorCode.BAD_REQUEST, "role must be 'owner' or 'any'")
     state = state_of(request)
-    rows = await state.read(catalog.list_endpoints, user["id"], role)
+    rows = await state.db.read(catalog.list_endpoints, user["id"], role)
+    online = await state.presence.online([r["id"] for r in rows])
     return [
         {
             "uuid": r["id"],
             "name": r["name"],
             "display_name": r["display_name"] or r["name"],
             "owner": r["owner_id"],
-            "status": "online" if state.endpoint_online(r["id"]) else "offline",
+            "status": "online" if r["id"] in online else "offline",
         }
         for r in rows
     ]
@@ -230,13 +231,6 @@ async def get_endpoint(
     }
 
 
-def _count(value: Any) -> int:
-    """A figure an endpoint reported, if it is one (a non-negative whole number)."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53:
-        return value
-    return 0
-
-
 @router.get("/v2/endpoints/{endpoint_id}/status")
 async def endpoint_status(
     endpoint_id: str, request: Request, user: dict[str, Any] = Depends(current_user)
@@ -244,24 +238,21 @@ async def endpoint_status(
     ep = await visible_endpoint(request, endpoint_id, user)
     state = state_of(request)
     eid = ep["id"]
-    st = state.statuses.get(eid)
-    online = state.endpoint_online(eid)
-    session = state.sessions.get(eid)
-    info = st.info if st else {}
-    details = {
-        "total_workers": _count(info.get("total_workers")),
-        "idle_workers": _count(info.get("idle_workers")),
+    holder = await state.presence.get(eid)
+    online = holder is not None and holder.online()
+    load = holder.load if holder is not None and online else EndpointLoad()
+    details: dict[str, Any] = {
+        "total_workers": load.total_workers,
+        "idle_workers": load.idle_workers,
         # Waiting for a worker: queued at the service, or held by the engine not yet on one.
-        "pending_tasks": state.broker.queued(eid)
-        + (_count(info.get("pending_tasks")) if online else 0),
-        "outstanding_tasks": len(session.inflight) if session else 0,
-        "managers": _count(info.get("managers", 1 if online else 0)),
-        "last_heartbeat": st.last_seen if st else None,
-        "heartbeat_threshold": st.threshold if st else None,
+        "pending_tasks": await state.broker.queued(eid) + load.pending_tasks,
+        "outstanding_tasks": load.outstanding,
+        "managers": load.managers if load.managers is not None else int(online),
+        "last_heartbeat": holder.last_seen if holder else None,
+        "heartbeat_threshold": holder.threshold if holder else None,
     }
-    blocks = info.get("blocks")
-    if online and isinstance(blocks, dict):  # engines with blocks of workers: {state: n}
-        details["blocks"] = {str(k)[:32]: _count(v) for k, v in list(blocks.items())[:16]}
+    if load.blocks is not None:  # engines with blocks of workers: {state: n}
+        details["blocks"] = load.blocks
     return {"status": "online" if online else "offline", "details": details}
 
 
@@ -273,24 +264,17 @@ async def delete_endpoint(
     return await remove_endpoint(state_of(request), ep)
 
 
-async def remove_endpoint(state: ServiceState, ep: dict[str, Any]) -> dict[str, Any]:
+async def remove_endpoint(state: Runtime, ep: dict[str, Any]) -> dict[str, Any]:
     """Delete an endpoint: close its channel, fail what waits for it, stop a UEP."""
     eid = ep["id"]
-    await state.write(lambda c: catalog.delete_endpoint(c, eid))
-    state.endpoint_cache.invalidate(eid)
-    session = state.sessions.get(eid)
-    if session is not None:
-        await session.close("endpoint deleted")
-        try:  # its tasks in flight are back in the queue once it has closed
-            await asyncio.wait_for(session.finished.wait(), 10)
-        except TimeoutError:
-            pass
-    waiting = state.broker.drain(eid)
-    if waiting:
-        rows = outcomes.failure_rows(
-            eid, waiting, TaskErrorCode.ENDPOINT_DELETED, "the endpoint was deleted"
-        )
-        await outcomes.store(state, eid, {}, rows)
+    await state.db.write(lambda c: catalog.delete_endpoint(c, eid))
+    state.lookups.forget_endpoint(eid)
+    if await state.commands.send(eid, CloseChannel("endpoint deleted")):
+        # Its tasks in flight are back in the queue once it has closed.
+        deadline = time.monotonic() + 10
+        while await state.presence.get(eid) is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    await state.ledger.fail_queued(eid, TaskErrorCode.ENDPOINT_DELETED, "the endpoint was deleted")
     if ep["parent_id"]:  # a user endpoint: its MEP stops the process too
         await state.user_endpoints.stop(ep["parent_id"], eid)
     return {"result": 302, "endpoint_id": eid}
@@ -305,8 +289,8 @@ async def lock_endpoint(
     if ep["parent_id"]:
         raise user_endpoint_managed(eid)
     until = time.time() + LOCK_SECONDS
-    await state.write(lambda c: catalog.set_endpoint_fields(c, eid, locked_until=until))
-    state.endpoint_cache.invalidate(eid)
+    await state.db.write(lambda c: catalog.set_endpoint_fields(c, eid, locked_until=until))
+    state.lookups.forget_endpoint(eid)
     return {"endpoint_id": eid, "lock_expiration_timestamp": until}
 
 

@@ -79,8 +79,8 @@ async def register_function(
         "group": group,
     }
     uid = user["id"]
-    fid = await state.write(lambda c: catalog.create_function(c, uid, **fields))
-    state.remember_function(fid, code)
+    fid = await state.db.write(lambda c: catalog.create_function(c, uid, **fields))
+    state.lookups.remember_function(fid, code)
     return {"function_uuid": fid}
 
 
@@ -88,7 +88,7 @@ async def visible_function(
     request: Request, function_id: str, user: dict[str, Any]
 ) -> dict[str, Any]:
     fid = parse_uuid(function_id, "function id")
-    fn = await state_of(request).read(catalog.get_function, fid)
+    fn = await state_of(request).db.read(catalog.get_function, fid)
     if fn is None or (fn["owner_id"] != user["id"] and not fn["public"]):
         raise not_found("function", fid)
     return fn
@@ -119,6 +119,6 @@ async def delete_function(
         raise APIError(403, ErrorCode.FORBIDDEN, "only the function's owner may delete it")
     fid = fn["id"]
     state = state_of(request)
-    await state.write(lambda c: catalog.delete_function(c, fid))
-    state.forget_function(fid)
+    await state.db.write(lambda c: catalog.delete_function(c, fid))
+    state.lookups.forget_function(fid)
     return {"result": 302, "function_uuid": fid}

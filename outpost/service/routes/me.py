@@ -37,7 +37,7 @@ def _identity(i: dict[str, Any]) -> dict[str, Any]:
 
 async def _me(request: Request, principal: Principal) -> dict[str, Any]:
     user = principal.user
-    idents = await state_of(request).read(accounts.identities_of, user["id"])
+    idents = await state_of(request).db.read(accounts.identities_of, user["id"])
     return {
         "id": user["id"],
         "username": user["username"],
@@ -91,7 +91,7 @@ async def link_identity(
         raise issuer_unavailable(e) from None
     uid = principal.user["id"]
     try:
-        await state.write(lambda c: identity_store.link(c, uid, proven.primary))
+        await state.db.write(lambda c: identity_store.link(c, uid, proven.primary))
     except accounts.AccountError as e:
         raise APIError(409, ErrorCode.BAD_REQUEST, str(e)) from None
     return await _me(request, principal)

@@ -49,10 +49,10 @@ async def get_task(
     task_id: str, request: Request, user: dict[str, Any] = Depends(current_user)
 ) -> dict[str, Any]:
     tid = parse_uuid(task_id, "task id")
-    row = await state_of(request).read(task_store.get_task, tid)
+    row = await state_of(request).db.read(task_store.get_task, tid)
     if row is None or row["owner_id"] != user["id"]:
         raise not_found("task", tid)
-    return task_doc(row)
+    return dict(task_doc(row))
 
 
 class BatchStatus(BaseModel):
@@ -68,7 +68,7 @@ async def batch_status(
             422, ErrorCode.UNPROCESSABLE, f"at most {MAX_BATCH_STATUS} task ids per request"
         )
     ids = [parse_uuid(t, "task id") for t in body.task_ids]
-    rows = await state_of(request).read(task_store.get_tasks, ids)
+    rows = await state_of(request).db.read(task_store.get_tasks, ids)
     found = {r["id"]: task_doc(r) for r in rows if r["owner_id"] == user["id"]}
     results = {
         orig: found.get(tid) or {"task_id": orig, "status": "failed", "reason": "unknown task id"}
@@ -83,10 +83,10 @@ async def task_group(
 ) -> dict[str, Any]:
     gid = parse_uuid(task_group_id, "task group id")
     state = state_of(request)
-    group = await state.read(task_store.get_group, gid)
+    group = await state.db.read(task_store.get_group, gid)
     if group is None or group["owner_id"] != user["id"]:
         raise not_found("task group", gid)
-    rows = await state.read(task_store.group_tasks, gid)
+    rows = await state.db.read(task_store.group_tasks, gid)
     return {
         "taskgroup_id": gid,
         "create_websockets_queue": group["create_websockets_queue"],

@@ -9,30 +9,28 @@ from pathlib import Path
 import yaml
 from starlette.requests import Request
 
+from outpost.common import messages as m
 from outpost.endpoint.config import EndpointConfig
 from outpost.endpoint.summary import run_summary
-from outpost.service.console.live import from_heartbeat
+from outpost.service.channel import load_of
 from outpost.service.console.session import SessionCookies, load_key
 from outpost.service.console.stats import per_minute
 
 
 def test_status_frames_are_untrusted() -> None:
-    info = {
-        "total_workers": 2**60,
-        "idle_workers": -1,
-        "engine": "x" * 10_000,
-        "started_at": float("nan"),
-        "resources": {"account": ["not", "text"], "partition": "p" * 500, "evil": "y"},
-    }
-    live = from_heartbeat(True, 1.0e9, info)
-    assert live.total_workers is None and live.idle_workers is None
-    assert live.engine is not None and len(live.engine) == 120
-    assert live.started_at is None
-    assert live.resources == {"partition": "p" * 120}
-    # Offline: the last heartbeat's time only, no stale figures.
-    off = from_heartbeat(False, 1.0e9, {"total_workers": 4, "engine": "ThreadPoolEngine"})
-    assert off.last_heartbeat == 1.0e9 and off.total_workers is None and off.engine is None
-    assert from_heartbeat(True, "soon", "not a map").last_heartbeat is None
+    frame = m.StatusFrame(
+        total_workers=2**60,
+        idle_workers=-1,
+        engine="x" * 10_000,
+        started_at=float("nan"),
+        resources={"account": ["not", "text"], "partition": "p" * 500, "evil": "y"},
+    )
+    load = load_of(frame, 0)
+    assert load.total_workers == 0 and load.idle_workers == 0
+    assert load.engine is not None and len(load.engine) == 120
+    assert load.started_at is None
+    assert load.resources == {"partition": "p" * 120}
+    assert load_of(m.StatusFrame(resources="not a map", started_at="soon"), 0).resources is None
 
 
 def test_run_summary_reports_engine_account_and_partition() -> None:

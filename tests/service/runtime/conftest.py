@@ -1,0 +1,115 @@
+"""Fixtures for the runtime seams' contract tests: each seam's implementations, and
+several "replicas" of one (separate instances, separate connections for RabbitMQ)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from tests.servers.rabbitmq import RabbitMQServer
+
+T = TypeVar("T")
+Factory = Callable[[], Awaitable[Any]]
+
+
+def _rabbit(request: pytest.FixtureRequest) -> RabbitMQServer:
+    """The session's RabbitMQ (skips locally / fails in CI when it cannot start)."""
+    return request.getfixturevalue("rabbitmq")  # type: ignore[no-any-return]
+
+
+class Replicas:
+    """Makes started instances of one implementation and stops them all at the end."""
+
+    def __init__(self, make: Callable[[str], Any]) -> None:
+        self._make = make
+        self.started: list[Any] = []
+
+    async def __call__(self) -> Any:
+        part = self._make(str(uuid.uuid4()))
+        await part.start()
+        self.started.append(part)
+        return part
+
+    async def close(self) -> None:
+        for part in reversed(self.started):
+            await part.stop()
+
+
+async def _replicas(make: Callable[[str], Any]) -> AsyncIterator[Replicas]:
+    r = Replicas(make)
+    try:
+        yield r
+    finally:
+        await r.close()
+
+
+@pytest.fixture(params=["embedded", "rabbitmq"])
+async def brokers(request: pytest.FixtureRequest) -> AsyncIterator[Replicas]:
+    if request.param == "embedded":
+        from outpost.service.broker import EmbeddedBroker
+
+        shared = EmbeddedBroker()  # one process: every "replica" is the same broker
+        make: Callable[[str], Any] = lambda _id: shared  # noqa: E731
+    else:
+        from outpost.service.runtime.rabbit.broker import AmqpBroker
+        from outpost.service.runtime.rabbit.connection import Rabbit
+
+        url = _rabbit(request).amqp_url
+        make = lambda _id: AmqpBroker(Rabbit(url))  # noqa: E731
+    async for r in _replicas(make):
+        yield r
+
+
+@pytest.fixture(params=["embedded", "rabbitmq"])
+async def buses(request: pytest.FixtureRequest) -> AsyncIterator[Replicas]:
+    if request.param == "embedded":
+        from outpost.service.runtime.commands import EmbeddedCommandBus
+
+        shared = EmbeddedCommandBus()
+        make: Callable[[str], Any] = lambda _id: shared  # noqa: E731
+    else:
+        from outpost.service.runtime.rabbit.bus import AmqpCommandBus
+        from outpost.service.runtime.rabbit.connection import Rabbit
+
+        url = _rabbit(request).amqp_url
+        make = lambda rid: AmqpCommandBus(Rabbit(url), rid)  # noqa: E731
+    async for r in _replicas(make):
+        yield r
+
+
+@pytest.fixture(params=["embedded", "rabbitmq"])
+async def fanouts(request: pytest.FixtureRequest) -> AsyncIterator[Replicas]:
+    if request.param == "embedded":
+        from outpost.service.runtime.fanout import EmbeddedFanout
+
+        shared = EmbeddedFanout()
+        make: Callable[[str], Any] = lambda _id: shared  # noqa: E731
+    else:
+        from outpost.service.runtime.rabbit.bus import AmqpFanout
+        from outpost.service.runtime.rabbit.connection import Rabbit
+
+        url = _rabbit(request).amqp_url
+        make = lambda rid: AmqpFanout(Rabbit(url), rid)  # noqa: E731
+    async for r in _replicas(make):
+        yield r
+
+
+@pytest.fixture(params=["embedded", "sql"])
+async def presences(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Replicas]:
+    if request.param == "embedded":
+        from outpost.service.runtime.presence import EmbeddedPresence
+
+        shared = EmbeddedPresence()
+        make: Callable[[str], Any] = lambda _id: shared  # noqa: E731
+    else:
+        from outpost.service.runtime.sql_presence import SqlPresence
+        from outpost.service.store.db import open_database
+
+        engine = open_database(f"sqlite:///{tmp_path / 'presence.db'}", "NORMAL")
+        make = lambda _id: SqlPresence(engine)  # noqa: E731
+    async for r in _replicas(make):
+        yield r

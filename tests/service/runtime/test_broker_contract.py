@@ -1,0 +1,152 @@
+"""The broker contract, for every implementation (embedded; RabbitMQ on a real server)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import msgspec
+import pytest
+
+from outpost.common.records import TaskMessage
+from outpost.service.broker import Broker, ConsumerClosed, Delivery
+from tests.service.runtime.conftest import Replicas
+
+pytestmark = pytest.mark.anyio
+WAIT = 30.0
+
+
+def tasks(n: int) -> list[TaskMessage]:
+    gid = str(uuid.uuid4())
+    return [
+        TaskMessage(task_id=str(uuid.uuid4()), function_id="f", task_group_id=gid, payload=f"p{i}")
+        for i in range(n)
+    ]
+
+
+async def take(consumer: object, want: int, max_n: int = 100) -> list[Delivery]:
+    """Deliveries until ``want`` arrived (a broker may hand them out in several batches)."""
+    got: list[Delivery] = []
+    while len(got) < want:
+        got += await asyncio.wait_for(consumer.get(max_n), WAIT)  # type: ignore[attr-defined]
+    return got
+
+
+async def eventually(check: object, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while not await check():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.05)
+
+
+async def test_published_tasks_are_delivered_in_order_and_acked(brokers: Replicas) -> None:
+    a, b = await brokers(), await brokers()
+    eid, msgs = str(uuid.uuid4()), tasks(5)
+    await a.publish(eid, msgs)
+    await eventually(lambda: _is(b.queued(eid), 5), "5 queued")
+    consumer = await b.consume(eid, prefetch=10)
+    got = await take(consumer, 5)
+    assert [d.message for d in got] == msgs  # typed records round-trip unchanged
+    for d in got:
+        await d.ack()
+    await consumer.close()
+    assert await a.queued(eid) == 0
+    again = await b.consume(eid, prefetch=10)
+    with pytest.raises(TimeoutError):  # acked: gone for good
+        await asyncio.wait_for(again.get(10), 1.0)
+    await again.close()
+
+
+async def _is(value: object, expected: int) -> bool:
+    return await value == expected  # type: ignore[misc]
+
+
+async def test_prefetch_is_the_credit_window(brokers: Replicas) -> None:
+    broker: Broker = await brokers()
+    eid = str(uuid.uuid4())
+    await broker.publish(eid, tasks(6))
+    consumer = await broker.consume(eid, prefetch=2)
+    first = await take(consumer, 2)
+    assert len(first) == 2
+    with pytest.raises(TimeoutError):  # no credit until one is settled
+        await asyncio.wait_for(consumer.get(10), 1.0)
+    await first[0].ack()
+    more = await take(consumer, 1)
+    assert len(more) == 1
+    await consumer.set_prefetch(10)
+    rest = await take(consumer, 3)
+    assert len(rest) == 3
+    for d in [first[1], *more, *rest]:
+        await d.ack()
+    await consumer.close()
+
+
+async def test_requeue_through_the_handle_can_update_the_message(brokers: Replicas) -> None:
+    broker: Broker = await brokers()
+    eid, [msg] = str(uuid.uuid4()), tasks(1)
+    await broker.publish(eid, [msg])
+    consumer = await broker.consume(eid, prefetch=5)
+    [d] = await take(consumer, 1)
+    lost = msgspec.structs.replace(msg, retries=1, was_acked=True)
+    await d.requeue(lost)
+    [again] = await take(consumer, 1)
+    assert again.message == lost
+    await again.requeue()  # unchanged
+    [third] = await take(consumer, 1)
+    assert third.message == lost
+    await third.ack()
+    await third.ack()  # settling twice is harmless
+    await consumer.close()
+
+
+async def test_closing_a_consumer_gives_back_what_it_did_not_settle(brokers: Replicas) -> None:
+    a, b = await brokers(), await brokers()
+    eid, msgs = str(uuid.uuid4()), tasks(4)
+    await a.publish(eid, msgs)
+    first = await a.consume(eid, prefetch=4)
+    got = await take(first, 4)
+    await got[0].ack()
+    await first.close()
+    with pytest.raises(ConsumerClosed):
+        await first.get(1)
+    second = await b.consume(eid, prefetch=10)
+    back = await take(second, 3)
+    assert sorted(d.message.task_id for d in back) == sorted(m.task_id for m in msgs[1:])
+    for d in back:
+        await d.ack()
+    await second.close()
+
+
+async def test_drain_takes_what_is_queued_not_what_is_delivered(brokers: Replicas) -> None:
+    broker: Broker = await brokers()
+    eid, msgs = str(uuid.uuid4()), tasks(5)
+    await broker.publish(eid, msgs)
+    consumer = await broker.consume(eid, prefetch=2)
+    held = await take(consumer, 2)
+    await eventually(lambda: _is(broker.queued(eid), 3), "3 still queued")
+    drained = await broker.drain(eid)
+    assert sorted(m.task_id for m in drained) == sorted(
+        m.task_id for m in msgs if m.task_id not in {d.message.task_id for d in held}
+    )
+    assert await broker.queued(eid) == 0
+    for d in held:
+        await d.ack()
+    await consumer.close()
+    assert await broker.drain(str(uuid.uuid4())) == []  # an unknown endpoint: nothing
+
+
+async def test_a_durable_broker_keeps_tasks_across_connections(brokers: Replicas) -> None:
+    a = await brokers()
+    if not a.durable:
+        pytest.skip("this broker keeps nothing across restarts (the store is reloaded)")
+    eid, msgs = str(uuid.uuid4()), tasks(3)
+    await a.publish(eid, msgs)
+    await a.stop()
+    brokers.started.remove(a)
+    b = await brokers()
+    consumer = await b.consume(eid, prefetch=10)
+    got = await take(consumer, 3)
+    assert [d.message for d in got] == msgs
+    for d in got:
+        await d.ack()
+    await consumer.close()
