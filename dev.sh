@@ -110,6 +110,13 @@ ensure_user_python() {
   command -v useradd >/dev/null || apt_install passwd
 }
 
+ensure_servers() {
+  # Real servers the tests start on loopback with private data directories and free
+  # ports (tests/servers/): PostgreSQL and haproxy, and RabbitMQ for the broker tests.
+  # Only the binaries are needed; the services Debian's packages start are not used.
+  apt_install postgresql haproxy rabbitmq-server
+}
+
 cmd=${1:-help}
 shift || true
 case "$cmd" in
@@ -121,6 +128,7 @@ case "$cmd" in
     ensure_venv test
     ensure_compat_venv
     ensure_user_python
+    ensure_servers
     ensure_slurm
     check_plain_install
     say "ruff"

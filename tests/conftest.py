@@ -114,3 +114,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield Stack(svc, token, ep)
     finally:
         svc.close()
+
+
+# Real servers (tests/servers): PostgreSQL and haproxy fixtures for every test package.
+from tests.servers.haproxy import haproxy_factory  # noqa: E402, F401
+from tests.servers.postgres import (  # noqa: E402, F401
+    postgres_module_url,
+    postgres_server,
+    postgres_url,
+)
