@@ -204,7 +204,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 
     bindir = bin_dir()
     need(bindir is not None, "PostgreSQL is not installed (apt-get install postgresql)")
-    need(_psycopg_available(), "psycopg is not installed (pip install 'outpost[scale]')")
+    need(_psycopg_available(), "psycopg is not installed (pip install 'outpost-faas[scale]')")
     assert bindir is not None
     with PostgresServer(bindir) as server:
         yield server
