@@ -24,7 +24,9 @@ def create_app(settings: ServiceSettings, broker: Broker | None = None) -> FastA
     """Build the service. The store is opened (and migrated) here; the broker starts with
     the app's lifespan and is loaded with every unfinished task."""
     open_private(settings)
-    engine = open_database(settings.db_url, settings.sqlite_synchronous)
+    engine = open_database(
+        settings.db_url, settings.sqlite_synchronous, settings.database_pool_size
+    )
     state = ServiceState(settings, engine, broker or EmbeddedBroker())
 
     @asynccontextmanager

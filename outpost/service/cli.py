@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +32,9 @@ db_option = click.option(
     "--database-url",
     envvar="OUTPOST_DATABASE_URL",
     default=None,
-    help="SQLAlchemy URL (default: SQLite in the data directory).",
+    metavar="URL",
+    help="Database: postgresql://USER[:PASSWORD]@HOST[:PORT]/DB or sqlite:///PATH "
+    "(default: SQLite in the data directory). Prefer a ~/.pgpass file to a password here.",
 )
 
 
@@ -67,6 +71,16 @@ def service() -> None:
     help="SQLite durability: 'normal' survives a killed process, 'full' a power cut.",
 )
 @click.option(
+    "--database-pool-size",
+    "pool_size",
+    envvar="OUTPOST_DATABASE_POOL_SIZE",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="PostgreSQL connections kept open by this replica (as many again under bursts); "
+    "the server needs replicas x 2 x this many connections.",
+)
+@click.option(
     "--max-payload",
     default=10_000_000,
     show_default=True,
@@ -91,6 +105,7 @@ def start(
     data_dir: Path | None,
     database_url: str | None,
     sqlite_sync: str,
+    pool_size: int,
     max_payload: int,
     max_retries: int,
     log_level: str,
@@ -111,6 +126,7 @@ def start(
         data_dir,
         database_url,
         sqlite_synchronous=sqlite_sync.upper(),
+        database_pool_size=pool_size,
         max_payload_bytes=max_payload,
         max_retries_on_system_failure=max_retries,
     )
@@ -121,7 +137,8 @@ def start(
             f"a service already runs with data directory {settings.data_dir} (pid {running}); "
             "stop it with `outpost service stop` or give another --data-dir"
         )
-    app = create_app(settings)
+    with _database_errors():
+        app = create_app(settings)
     pidfile.write()
     click.echo(f"Outpost service on http://{host}:{port} (data: {settings.data_dir})", err=True)
     try:
@@ -170,12 +187,25 @@ def _with_conn(data_dir: Path | None, database_url: str | None, fn: Any) -> Any:
 
     settings = _settings(data_dir, database_url)
     open_private(settings)
-    engine = open_database(settings.db_url)
+    with _database_errors():
+        engine = open_database(settings.db_url)
     try:
         with engine.begin() as conn:
             return fn(conn)
     finally:
         engine.dispose()
+
+
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    """A database that cannot be used is an error message naming it, not a traceback."""
+    from outpost.service.store.db import DatabaseUnavailable
+    from outpost.service.store.urls import DatabaseURLError
+
+    try:
+        yield
+    except (DatabaseUnavailable, DatabaseURLError) as e:
+        raise click.ClickException(str(e)) from None
 
 
 def _user_or_fail(conn: Any, username: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as db_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from outpost.common.errors import ErrorCode
@@ -62,6 +63,33 @@ def install(app: FastAPI) -> None:
             exc.status_code, ErrorCode.BAD_REQUEST
         )
         return JSONResponse({"code": code, "reason": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(db_exc.DataError)
+    async def _bad_value(request: Request, exc: db_exc.DataError) -> JSONResponse:
+        # A value the database cannot hold (too long for its column, a NUL character):
+        # the client's to fix.
+        reason = (str(exc.orig).strip().splitlines() or ["invalid value"])[0]
+        log.info("refused a value on %s %s: %s", request.method, request.url.path, reason)
+        return JSONResponse(
+            {"code": ErrorCode.BAD_REQUEST, "reason": f"a value cannot be stored: {reason}"},
+            status_code=400,
+        )
+
+    @app.exception_handler(db_exc.OperationalError)
+    @app.exception_handler(db_exc.InterfaceError)
+    @app.exception_handler(db_exc.TimeoutError)
+    async def _db_down(request: Request, exc: Exception) -> JSONResponse:
+        # The database is restarting, unreachable, or too busy: the request may be retried.
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            {
+                "code": ErrorCode.UNAVAILABLE,
+                "reason": "the service's database is unavailable or overloaded; "
+                "try again in a few seconds",
+            },
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

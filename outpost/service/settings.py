@@ -9,7 +9,8 @@ from pathlib import Path
 @dataclass
 class ServiceSettings:
     data_dir: Path
-    #: SQLAlchemy URL; default ``sqlite:///<data_dir>/outpost.db``.
+    #: Database URL: ``sqlite:///PATH`` or ``postgresql://USER@HOST:PORT/DB``; default
+    #: ``sqlite:///<data_dir>/outpost.db``.
     database_url: str | None = None
     #: SQLite ``synchronous`` pragma: NORMAL survives a killed process, FULL a power cut too.
     sqlite_synchronous: str = "NORMAL"
@@ -24,6 +25,8 @@ class ServiceSettings:
     auth_cache_ttl: float = 5.0
     #: Most tasks sent in one channel frame.
     max_frame_tasks: int = 500
+    #: PostgreSQL connections this process keeps open (as many again under bursts).
+    database_pool_size: int = 10
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError
 
 from outpost.common.errors import ErrorCode, TaskErrorCode
 from outpost.service import outcomes
@@ -37,7 +38,8 @@ class EndpointRegistration(BaseModel):
     multi_user: bool = False
     metadata: dict[str, Any] | None = None
     allowed_functions: list[str] | None = None
-    authentication_policy: str | AuthPolicy | None = None
+    #: A Globus policy id (kept as given) or Outpost's own policy.
+    authentication_policy: Annotated[str, Field(max_length=36)] | AuthPolicy | None = None
     public: bool | None = None
     endpoint_config: dict[str, Any] | None = None
     user_config_template: str | None = None
@@ -65,10 +67,16 @@ def _fields(body: EndpointRegistration) -> dict[str, Any]:
         "endpoint_config": body.endpoint_config,
         "user_config_template": body.user_config_template,
         "user_config_schema": body.user_config_schema,
-        "hostname": meta.get("hostname"),
-        "local_user": meta.get("local_user"),
-        "endpoint_version": meta.get("endpoint_version"),
+        "hostname": _meta_text(meta, "hostname", 255),
+        "local_user": _meta_text(meta, "local_user", 255),
+        "endpoint_version": _meta_text(meta, "endpoint_version", 64),
     }
+
+
+def _meta_text(meta: dict[str, Any], key: str, limit: int) -> str | None:
+    """A descriptive metadata field as the store keeps it: text, at most ``limit``."""
+    value = meta.get(key)
+    return None if value is None else str(value)[:limit]
 
 
 def _credentials(request: Request, eid: str, secret: str) -> dict[str, Any]:
@@ -150,9 +158,15 @@ async def _reregister(
             raise APIError(
                 409, ErrorCode.BAD_REQUEST, f"endpoint {eid} was deleted; its id cannot be reused"
             )
-        _, secret = await state.write(
-            lambda c: catalog.create_endpoint(c, uid, endpoint_id=eid, **fields)
-        )
+        try:
+            _, secret = await state.write(
+                lambda c: catalog.create_endpoint(c, uid, endpoint_id=eid, **fields)
+            )
+        except IntegrityError:
+            if not await state.read(catalog.endpoint_exists, eid):
+                raise
+            # Registered meanwhile by another request (perhaps on another replica).
+            return await _reregister(eid, body, request, user)
         return _credentials(request, eid, secret)
     if ep["owner_id"] != uid:
         raise not_found("endpoint", eid)

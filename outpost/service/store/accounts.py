@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from outpost.service.store.conflicts import insert_if_absent
 from outpost.service.store.models import Identity, Token, User
 
 users = User.__table__
@@ -33,14 +34,18 @@ def new_secret() -> str:
 def create_user(
     conn: Connection, username: str, email: str | None = None, name: str | None = None
 ) -> dict[str, Any]:
-    if conn.execute(select(users.c.id).where(users.c.username == username)).first():
-        raise AccountError(f"user {username!r} already exists")
     uid = str(uuid.uuid4())
-    conn.execute(
-        insert(users).values(
-            id=uid, username=username, email=email, name=name, created_at=time.time()
-        )
-    )
+    if not insert_if_absent(
+        conn,
+        users,
+        ["username"],
+        id=uid,
+        username=username,
+        email=email,
+        name=name,
+        created_at=time.time(),
+    ):
+        raise AccountError(f"user {username!r} already exists")
     # Every user has at least one identity: their own name.
     link_identity(conn, uid, username, email, name)
     return get_user(conn, username)  # type: ignore[return-value]
@@ -49,18 +54,19 @@ def create_user(
 def link_identity(
     conn: Connection, user_id: str, username: str, email: str | None = None, name: str | None = None
 ) -> None:
-    if conn.execute(select(identities.c.id).where(identities.c.username == username)).first():
+    # The identity's id derives from its name, so both unique keys clash together.
+    if not insert_if_absent(
+        conn,
+        identities,
+        ["username"],
+        id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"outpost:identity:{username}")),
+        user_id=user_id,
+        username=username,
+        identity_provider=username.partition("@")[2] or None,
+        email=email,
+        name=name,
+    ):
         raise AccountError(f"identity {username!r} is already linked to a user")
-    conn.execute(
-        insert(identities).values(
-            id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"outpost:identity:{username}")),
-            user_id=user_id,
-            username=username,
-            identity_provider=username.partition("@")[2] or None,
-            email=email,
-            name=name,
-        )
-    )
 
 
 def get_user(conn: Connection, username: str) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from outpost.common.states import DONE_STATES, TaskState
+from outpost.service.store.conflicts import insert_if_absent, text_safe
 from outpost.service.store.models import Task, TaskGroup
 
 tasks = Task.__table__
@@ -33,16 +34,20 @@ _DOC_COLUMNS = [
 def ensure_group(
     conn: Connection, group_id: str, owner_id: str, ws_queue: bool, now: float
 ) -> bool:
-    """Create the group if new. False if it exists and belongs to someone else."""
-    row = conn.execute(select(groups.c.owner_id).where(groups.c.id == group_id)).first()
-    if row is None:
-        conn.execute(
-            insert(groups).values(
-                id=group_id, owner_id=owner_id, create_websockets_queue=ws_queue, created_at=now
-            )
-        )
+    """Create the group if new. False if it exists and belongs to someone else (also when
+    another replica creates it at the same moment)."""
+    if insert_if_absent(
+        conn,
+        groups,
+        ["id"],
+        id=group_id,
+        owner_id=owner_id,
+        create_websockets_queue=ws_queue,
+        created_at=now,
+    ):
         return True
-    return bool(row[0] == owner_id)
+    row = conn.execute(select(groups.c.owner_id).where(groups.c.id == group_id)).first()
+    return row is not None and bool(row[0] == owner_id)
 
 
 def get_group(conn: Connection, group_id: str) -> dict[str, Any] | None:
@@ -140,8 +145,8 @@ def store_results(
                     "ep": endpoint_id,
                     "task_id": r["task_id"],
                     "status": r["status"],
-                    "result": r.get("result"),
-                    "exception": r.get("exception"),
+                    "result": text_safe(r.get("result")),
+                    "exception": text_safe(r.get("exception")),
                     "error_details": r.get("error_details"),
                     "details": r.get("details"),
                     "completed_at": r["completed_at"],
