@@ -340,3 +340,12 @@ def user_list(data_dir: Path | None, database_url: str | None) -> None:
 
     for u in _with_conn(data_dir, database_url, accounts.list_users):
         click.echo(f"{u['username']}\t{u['email'] or ''}\t{u['id']}")
+
+
+def _add_db_group() -> None:
+    from outpost.service.db_cli import db
+
+    service.add_command(db)
+
+
+_add_db_group()
