@@ -113,8 +113,19 @@ ensure_user_python() {
 ensure_servers() {
   # Real servers the tests start on loopback with private data directories and free
   # ports (tests/servers/): PostgreSQL and haproxy, and RabbitMQ for the broker tests.
-  # Only the binaries are needed; the services Debian's packages start are not used.
+  # Only the binaries are needed: the packages' own system services are kept from
+  # starting (policy-rc.d), so they hold no ports on this machine.
+  local missing=""
+  for p in postgresql haproxy rabbitmq-server; do dpkg -s "$p" >/dev/null 2>&1 || missing=1; done
+  [ -z "$missing" ] && return 0
+  [ "$(id -u)" = 0 ] || { apt_install postgresql haproxy rabbitmq-server; return; }
+  local policy=/usr/sbin/policy-rc.d added=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added=1
+  fi
   apt_install postgresql haproxy rabbitmq-server
+  [ -n "$added" ] && rm -f "$policy"
+  return 0
 }
 
 cmd=${1:-help}
