@@ -153,11 +153,14 @@ async def _reregister(
     state = state_of(request)
     ep = await state.db.read(catalog.get_endpoint, eid)
     fields, uid = _fields(body), user["id"]
-    if ep is None:
-        if await state.db.read(catalog.endpoint_exists, eid):
+    if ep is None and await state.db.read(catalog.endpoint_exists, eid):
+        # Deleted, or registered a moment ago by another request (or replica).
+        ep = await state.db.read(catalog.get_endpoint, eid)
+        if ep is None:
             raise APIError(
                 409, ErrorCode.BAD_REQUEST, f"endpoint {eid} was deleted; its id cannot be reused"
             )
+    if ep is None:
         try:
             _, secret = await state.db.write(
                 lambda c: catalog.create_endpoint(c, uid, endpoint_id=eid, **fields)

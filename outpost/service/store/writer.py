@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, event
+from sqlalchemy.exc import DBAPIError
 
 from outpost.common.batching import next_batch
 from outpost.service import instruments
@@ -143,17 +144,23 @@ class Writer:
                     self._busy -= len(batch)
 
     def _commit(self, batch: list[Any]) -> None:
+        connected = False
         try:
             with instruments.db_write(), self._engine.begin() as conn:
+                connected = True
                 results = [op(conn) for op, _, _ in batch]
         except Exception as exc:
-            if len(batch) > 1:
+            lost = not connected or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+            if len(batch) > 1 and not lost:
                 log.warning("batched write failed; retrying %d operations one by one", len(batch))
                 for one in batch:
                     self._commit([one])
                 return
-            _, fut, loop = batch[0]
-            loop.call_soon_threadsafe(_set_exception, fut, exc)
+            # One bad operation; or no connection could be had, or it was lost (the
+            # database is restarting or unreachable): then no operation is at fault, and
+            # trying each again would make every caller wait for as many attempts.
+            for _, fut, loop in batch:
+                loop.call_soon_threadsafe(_set_exception, fut, exc)
             return
         self._dirty.set()
         for (_, fut, loop), res in zip(batch, results, strict=True):
