@@ -148,11 +148,12 @@ ensure_servers() {
 }
 
 ensure_ops_tools() {
-  # Operations tests: nginx (the reverse-proxy recipe, tests/e2e/test_reverse_proxy.py) and
-  # systemd-analyze (checks the generated unit files).
+  # Operations tests: nginx (the reverse-proxy recipe, tests/e2e/test_reverse_proxy.py),
+  # systemd-analyze (checks the generated unit files) and Chromium (renders /docs).
   [ "$(id -u)" = 0 ] || return 0
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx-light
   command -v systemd-analyze >/dev/null || apt_install systemd
+  command -v chromium >/dev/null || apt_install chromium
 }
 
 ensure_issuer() {

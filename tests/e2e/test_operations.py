@@ -89,6 +89,7 @@ def test_rate_limit_sdk_retries_and_executor_stays_under(tmp_path: Path) -> None
             futs = [ex.submit(inc, i) for i in range(300)]
             assert [f.result(timeout=120) for f in futs] == list(range(1, 301))
         used = _metric(svc.url, "outpost_http_requests_total") - requests_before
+        print(f"executor: 300 tasks with {used:.0f} HTTP requests")
         assert used <= 20, used  # 300 tasks, a handful of requests (over the result stream)
         assert _limited(svc.url) == limited_before
     finally:
@@ -172,7 +173,7 @@ def test_restore_refuses_a_file_that_is_not_a_backup(tmp_path: Path) -> None:
     assert out.returncode != 0 and "pg_dump" in out.stderr
 
 
-def test_endpoint_log_rotates_by_size_and_debug(
+def test_endpoint_log_rotates_by_size_reopens_on_sighup_and_debug(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OUTPOST_LOG_MAX_BYTES", "4000")
@@ -194,26 +195,45 @@ def test_endpoint_log_rotates_by_size_and_debug(
         for f in ("endpoint.log", "endpoint.log.1", "endpoint.log.2"):
             assert (logdir / f).stat().st_size <= 4000 + 2000
         assert " DEBUG " in (logdir / "endpoint.log.1").read_text()
-    finally:
-        svc.close()
 
-
-def test_endpoint_log_reopens_on_sighup(tmp_path: Path) -> None:
-    svc = LocalService(tmp_path).start()
-    try:
-        token = svc.add_user("alice@example.org")
-        ep = LocalEndpoint(svc, "ep", token, config=FAST_ENDPOINT).start()
-        log = ep.path / "endpoint.log"
-        assert log.exists()
-        log.rename(ep.path / "endpoint.log.old")  # what logrotate does
+        # logrotate's way: rename the file, then SIGHUP; a new endpoint.log appears.
+        (logdir / "endpoint.log").rename(logdir / "rotated.log")
         assert ep.proc is not None
         os.kill(ep.proc.pid, signal.SIGHUP)
+
+        def reopened() -> bool:
+            return any(
+                (logdir / f).exists() and "log file reopened (SIGHUP)" in (logdir / f).read_text()
+                for f in ("endpoint.log", "endpoint.log.1", "endpoint.log.2")
+            )
+
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (log.exists() and "reopened" in log.read_text()):
+        while time.monotonic() < deadline and not reopened():
             time.sleep(0.1)
-        assert "log file reopened (SIGHUP)" in log.read_text()
-        assert oct(log.stat().st_mode & 0o777) == "0o600"
+        assert reopened()
+        assert "reopened" not in (logdir / "rotated.log").read_text()
+        assert oct((logdir / "endpoint.log").stat().st_mode & 0o777) == "0o600"
         with svc_executor(svc, ep, token) as ex:  # still serving after the signal
             assert ex.submit(inc, 1).result(timeout=60) == 2
     finally:
         svc.close()
+
+
+def test_json_logs_and_access_log_of_a_real_service(tmp_path: Path) -> None:
+    import json
+
+    svc = LocalService(tmp_path, extra_args=("--log-format", "json")).start()
+    try:
+        token = svc.add_user("alice@example.org")
+        httpx.get(svc.url + "/v2/endpoints", headers={"Authorization": f"Bearer {token}"})
+    finally:
+        svc.close()
+    docs = []
+    for line in (tmp_path / "service.log").read_text().splitlines():
+        if line.startswith("{"):
+            docs.append(json.loads(line))
+    access = [d for d in docs if d["logger"] == "outpost.access"]
+    hit = [d for d in access if d["path"] == "/v2/endpoints"]
+    assert hit and hit[0]["status"] == 200 and hit[0]["user"] == "alice@example.org"
+    assert token not in (tmp_path / "service.log").read_text()
+    assert any(d["msg"].startswith("service ready") for d in docs)
