@@ -131,4 +131,8 @@ class Task(Base):
     running_at: Mapped[float | None] = mapped_column(Float)
     completed_at: Mapped[float | None] = mapped_column(Float)
 
-    __table_args__ = (Index("ix_tasks_endpoint_status", "endpoint_id", "status"),)
+    __table_args__ = (
+        Index("ix_tasks_endpoint_status", "endpoint_id", "status"),
+        # The web console: an endpoint's newest tasks, and its tasks of the last hours.
+        Index("ix_tasks_endpoint_created", "endpoint_id", "created_at", "completed_at"),
+    )
