@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SCRIPTS = ["core.py", "multi_user.py", "htex_slurm.py"]  # the last two need root (and Slurm)
+# The last two need root (and Slurm).
+SCRIPTS = ["core.py", "console.py", "multi_user.py", "htex_slurm.py"]
 
 if __name__ == "__main__":
     failed = 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import Connection, Integer, case, cast, func, select
 
 from outpost.common.states import TaskState
 from outpost.service.store.models import Endpoint, Function, Task, TaskGroup, Token, User
@@ -19,9 +19,6 @@ endpoints = Endpoint.__table__
 groups = TaskGroup.__table__
 users = User.__table__
 tokens = Token.__table__
-
-#: Most rows a chart reads (the newest ones win when an endpoint is busier than that).
-CHART_ROWS = 200_000
 
 
 def session_user(conn: Connection, user_id: str, token_id: str | None) -> dict[str, Any] | None:
@@ -237,17 +234,42 @@ def group_tasks(conn: Connection, group_id: str, limit: int = 500) -> list[dict[
     return [dict(r) for r in rows]
 
 
-def task_times(
-    conn: Connection, endpoint_ids: list[str], since: float
-) -> list[tuple[float, float | None]]:
-    """(created_at, completed_at) of the tasks created or finished since ``since``."""
-    rows = conn.execute(
-        select(tasks.c.created_at, tasks.c.completed_at)
+#: Tasks created this long before a chart's window are not looked at (a task running
+#: longer than that and finishing inside the window is not counted as finished there).
+CHART_LOOKBACK_S = 6 * 3600
+
+
+def _minute(conn: Connection, col: Any, start: float, bucket_s: int) -> Any:
+    """The bucket index of a time column: floor((col - start) / bucket_s) (col >= start)."""
+    x = (col - start) / bucket_s
+    if conn.dialect.name == "sqlite":
+        return cast(x, Integer)  # truncates, which is floor for x >= 0
+    return cast(func.floor(x), Integer)
+
+
+def task_buckets(
+    conn: Connection, endpoint_ids: list[str], start: float, bucket_s: int
+) -> tuple[dict[int, int], dict[int, tuple[int, float, float]]]:
+    """Per bucket since ``start``: tasks submitted, and (finished, mean latency, largest
+    latency) of the tasks that finished, latency being completed_at - created_at."""
+    sub_b = _minute(conn, tasks.c.created_at, start, bucket_s).label("b")
+    submitted = conn.execute(
+        select(sub_b, func.count())
+        .where(tasks.c.endpoint_id.in_(endpoint_ids), tasks.c.created_at >= start)
+        .group_by(sub_b)
+    )
+    fin_b = _minute(conn, tasks.c.completed_at, start, bucket_s).label("b")
+    latency = tasks.c.completed_at - tasks.c.created_at
+    finished = conn.execute(
+        select(fin_b, func.count(), func.avg(latency), func.max(latency))
         .where(
             tasks.c.endpoint_id.in_(endpoint_ids),
-            (tasks.c.created_at >= since) | (tasks.c.completed_at >= since),
+            tasks.c.created_at >= start - CHART_LOOKBACK_S,
+            tasks.c.completed_at >= start,
         )
-        .order_by(tasks.c.created_at.desc())
-        .limit(CHART_ROWS)
+        .group_by(fin_b)
     )
-    return [(float(c), float(d) if d is not None else None) for c, d in rows]
+    return (
+        {int(b): int(n) for b, n in submitted},
+        {int(b): (int(n), float(avg), float(mx)) for b, n, avg, mx in finished},
+    )

@@ -1,11 +1,10 @@
 """Per-minute figures for an endpoint's charts: tasks submitted and finished, and the
-round-trip latency (submitted -> result stored) of the tasks that finished."""
+round-trip latency (submitted -> result stored, mean and largest) of those that
+finished. The database adds them up (``queries.task_buckets``); this lays them out."""
 
 from __future__ import annotations
 
 import math
-import statistics
-import time
 from typing import Any
 
 BUCKET_S = 60
@@ -19,36 +18,30 @@ def clamp_hours(hours: float) -> float:
     return min(max(hours, 1 / 60), MAX_HOURS)
 
 
-def per_minute(
-    times: list[tuple[float, float | None]], hours: float, now: float | None = None
-) -> dict[str, Any]:
-    now = time.time() if now is None else now
-    hours = clamp_hours(hours)
-    n = max(1, int(hours * 3600 // BUCKET_S))
+def window(hours: float, now: float) -> tuple[float, int]:
+    """(start, number of buckets) of the last ``hours``, the current minute last."""
+    n = max(1, int(clamp_hours(hours) * 3600 // BUCKET_S))
     end = (int(now) // BUCKET_S + 1) * BUCKET_S
-    start = end - n * BUCKET_S
-    submitted = [0] * n
-    finished = [0] * n
-    latencies: list[list[float]] = [[] for _ in range(n)]
-    for created, completed in times:
-        i = int((created - start) // BUCKET_S)
-        if 0 <= i < n:
-            submitted[i] += 1
-        if completed is not None:
-            j = int((completed - start) // BUCKET_S)
-            if 0 <= j < n:
-                finished[j] += 1
-                latencies[j].append(max(0.0, completed - created))
+    return float(end - n * BUCKET_S), n
+
+
+def per_minute(
+    start: float,
+    n: int,
+    submitted: dict[int, int],
+    finished: dict[int, tuple[int, float, float]],
+) -> dict[str, Any]:
+    """The chart document from per-bucket figures (``queries.task_buckets``)."""
     buckets = []
     for i in range(n):
-        lat = latencies[i]
+        done, mean, largest = finished.get(i, (0, None, None))
         buckets.append(
             {
                 "t": start + i * BUCKET_S,
-                "submitted": submitted[i],
-                "finished": finished[i],
-                "latency_median_s": round(statistics.median(lat), 4) if lat else None,
-                "latency_max_s": round(max(lat), 4) if lat else None,
+                "submitted": submitted.get(i, 0),
+                "finished": done,
+                "latency_mean_s": round(max(mean, 0.0), 4) if mean is not None else None,
+                "latency_max_s": round(max(largest, 0.0), 4) if largest is not None else None,
             }
         )
-    return {"bucket_s": BUCKET_S, "since": start, "until": end, "buckets": buckets}
+    return {"bucket_s": BUCKET_S, "since": start, "until": start + n * BUCKET_S, "buckets": buckets}

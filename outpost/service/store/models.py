@@ -152,4 +152,6 @@ class Task(Base):
     __table_args__ = (
         Index("ix_tasks_endpoint_status", "endpoint_id", "status"),
         Index("ix_tasks_completed_at", "completed_at"),
+        # The web console: an endpoint's newest tasks, and its tasks of the last hours.
+        Index("ix_tasks_endpoint_created", "endpoint_id", "created_at", "completed_at"),
     )

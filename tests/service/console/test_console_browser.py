@@ -218,7 +218,7 @@ def test_sign_in_navigate_and_see_results_and_tracebacks(
     # The charts are drawn from the JSON route.
     wait_for(lambda: all_css(d, "#chart-tasks svg path.series.finished"), what="tasks chart")
     # One minute of data: a dot, not an invisible one-point line.
-    wait_for(lambda: all_css(d, "#chart-latency svg circle.dot.median"), what="latency chart")
+    wait_for(lambda: all_css(d, "#chart-latency svg circle.dot.mean"), what="latency chart")
     d.save_screenshot(str(tmp_path / "endpoint.png"))
     # Another time span redraws the charts: one point a minute.
     assert by_css(d, "#chart-tasks").get_attribute("data-points") == "180"

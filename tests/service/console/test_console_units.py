@@ -14,7 +14,7 @@ from outpost.endpoint.config import EndpointConfig
 from outpost.endpoint.summary import run_summary
 from outpost.service.channel import load_of
 from outpost.service.console.session import SessionCookies, load_key
-from outpost.service.console.stats import per_minute
+from outpost.service.console.stats import per_minute, window
 
 
 def test_status_frames_are_untrusted() -> None:
@@ -49,16 +49,18 @@ def test_run_summary_reports_engine_account_and_partition() -> None:
     assert run_summary(plain, 1.0)["resources"] == {}
 
 
-def test_per_minute_buckets() -> None:
-    now = 10_000.0 * 60 + 30
-    times = [(now - 120, now - 110), (now - 115, None), (now - 10, now - 5), (now - 9, now - 1)]
-    doc = per_minute(times, 0.1, now)  # 6 minutes
+def test_chart_window_and_layout() -> None:
+    now = 10_000.0 * 60 + 30  # half a minute into a minute
+    start, n = window(0.1, now)  # 6 minutes, the current one last
+    assert n == 6 and start == (10_000 - 5) * 60
+    doc = per_minute(start, n, {5: 2, 3: 1}, {5: (2, 6.5, 8.0), 0: (1, -0.001, 0.0)})
     assert len(doc["buckets"]) == 6 and doc["until"] - doc["since"] == 360
-    last, two_ago = doc["buckets"][-1], doc["buckets"][-3]
-    assert last["submitted"] == 2 and last["finished"] == 2
-    assert last["latency_median_s"] == 6.5 and last["latency_max_s"] == 8
-    assert two_ago["submitted"] == 2 and two_ago["finished"] == 1
-    assert sum(b["submitted"] for b in doc["buckets"]) == 4
+    last = doc["buckets"][-1]
+    assert (last["submitted"], last["finished"]) == (2, 2)
+    assert (last["latency_mean_s"], last["latency_max_s"]) == (6.5, 8.0)
+    assert doc["buckets"][1]["latency_mean_s"] is None and doc["buckets"][1]["finished"] == 0
+    assert doc["buckets"][0]["latency_mean_s"] == 0.0  # clock skew never goes negative
+    assert window(float("nan"), now)[1] == 180 and window(1e9, now)[1] == 48 * 60
 
 
 def test_session_key_is_private_and_stable(tmp_path: Path) -> None:

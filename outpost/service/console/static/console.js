@@ -185,7 +185,7 @@
       drawChart(document.getElementById("chart-tasks"), doc.buckets,
         [{ key: "submitted", cls: "submitted" }, { key: "finished", cls: "finished" }]);
       drawChart(document.getElementById("chart-latency"), doc.buckets,
-        [{ key: "latency_median_s", cls: "median" }, { key: "latency_max_s", cls: "max" }]);
+        [{ key: "latency_mean_s", cls: "mean" }, { key: "latency_max_s", cls: "max" }]);
       section.setAttribute("data-drawn", String(Date.now()));
     });
   }
