@@ -19,14 +19,8 @@ from typing import Any, TypeVar
 
 import msgspec
 from sqlalchemy import (
-    Column,
     Connection,
     Engine,
-    Float,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
     delete,
     insert,
     select,
@@ -36,19 +30,10 @@ from sqlalchemy.exc import IntegrityError
 
 from outpost.common.records import EndpointLoad
 from outpost.service.runtime.presence import Holder, Presence
+from outpost.service.store.models import EndpointPresence, table
 
 T = TypeVar("T")
-metadata = MetaData()
-presence = Table(
-    "endpoint_presence",
-    metadata,
-    Column("endpoint_id", String(36), primary_key=True),
-    Column("replica_id", String(36), nullable=False),
-    Column("session_id", String(36), nullable=False),
-    Column("last_seen", Float, nullable=False),
-    Column("threshold", Float, nullable=False),
-    Column("load", LargeBinary, nullable=True),
-)
+presence = table(EndpointPresence)  # created by migration 0006
 _enc = msgspec.msgpack.Encoder().encode
 _load = msgspec.msgpack.Decoder(EndpointLoad).decode
 
@@ -74,9 +59,6 @@ class SqlPresence(Presence):
                 return fn(conn)
 
         return await asyncio.to_thread(work)
-
-    async def start(self) -> None:
-        await asyncio.to_thread(metadata.create_all, self.engine, [presence], True)
 
     async def claim(self, holder: Holder, steal_from: str | None = None) -> Holder | None:
         values = {

@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Table, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -155,3 +166,17 @@ class Task(Base):
         # The web console: an endpoint's newest tasks, and its tasks of the last hours.
         Index("ix_tasks_endpoint_created", "endpoint_id", "created_at", "completed_at"),
     )
+
+
+class EndpointPresence(Base):
+    """Which replica holds an endpoint's channel, its last heartbeat and reported load
+    (the presence seam of a scale-out service: ``runtime/sql_presence.py``)."""
+
+    __tablename__ = "endpoint_presence"
+    endpoint_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    replica_id: Mapped[str] = mapped_column(String(36))
+    session_id: Mapped[str] = mapped_column(String(36))
+    last_seen: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    #: msgpack of ``EndpointLoad``.
+    load: Mapped[bytes | None] = mapped_column(LargeBinary)
