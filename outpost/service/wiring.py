@@ -37,7 +37,7 @@ class Seams:
     replica_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one per process: compared and hashed by identity
 class Runtime:
     settings: ServiceSettings
     replica_id: str
