@@ -27,7 +27,7 @@ from outpost.service.store import tasks as task_store
 
 def seed(app: object, n: int) -> tuple[str, str]:
     state = app.state.outpost  # type: ignore[attr-defined]
-    with state.engine.begin() as conn:
+    with state.db.engine.begin() as conn:
         user = accounts.create_user(conn, "alice@example.org")
         token = accounts.issue_token(conn, user["id"])[1]
         eid, _ = catalog.create_endpoint(conn, user["id"], name="bench")

@@ -224,7 +224,7 @@ async def test_unreachable_issuer_is_503_while_cached_keys_keep_working(tmp_path
 async def test_admin_minted_tokens_expire_and_have_scopes(svc) -> None:
     from outpost.service.store import accounts
 
-    with svc.state.engine.begin() as conn:
+    with svc.state.db.engine.begin() as conn:
         uid = accounts.create_user(conn, "robot@site")["id"]
         _, short = accounts.issue_token(conn, uid, expires_in=1.0)
         _, admin_only = accounts.issue_token(conn, uid, scopes=["admin"])
@@ -299,7 +299,7 @@ async def test_admin_created_user_is_taken_over_by_the_identity_of_that_name(
 ) -> None:
     from outpost.service.store import accounts
 
-    with svc.state.engine.begin() as conn:
+    with svc.state.db.engine.begin() as conn:
         made = accounts.create_user(conn, "bob@campus.test")
         ident_id = accounts.identities_of(conn, made["id"])[0]["id"]
     me = (await whoami(svc, oidc_issuer.user_token("bob")["access_token"])).json()
@@ -371,7 +371,7 @@ async def test_an_identity_linked_by_an_admin_is_not_handed_to_whoever_signs_in(
 ) -> None:
     from outpost.service.store import accounts
 
-    with svc.state.engine.begin() as conn:
+    with svc.state.db.engine.begin() as conn:
         eve = accounts.create_user(conn, "eve@site")
         accounts.link_identity(conn, eve["id"], "bob@campus.test")  # on the admin's word
     r = await whoami(svc, oidc_issuer.user_token("bob")["access_token"])

@@ -31,13 +31,13 @@ async def test_readyz_ok_then_503_with_the_reason(
         r = await c.get("/readyz")
         assert r.status_code == 200 and r.json() == {"status": "ready"}
         # The database becomes unreachable: a file in a directory that does not exist.
-        good = service.state.engine
-        service.state.engine = create_engine(f"sqlite:///{tmp_path}/gone/outpost.db")
+        good = service.state.db.engine
+        service.state.db.engine = create_engine(f"sqlite:///{tmp_path}/gone/outpost.db")
         try:
             r = await c.get("/readyz")
         finally:
-            service.state.engine.dispose()
-            service.state.engine = good
+            service.state.db.engine.dispose()
+            service.state.db.engine = good
         assert r.status_code == 503
         body = r.json()
         assert body["status"] == "unavailable"

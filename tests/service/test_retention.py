@@ -36,7 +36,7 @@ async def _submit(svc: InProcessService, n: int) -> list[str]:
 def _age(svc: InProcessService, ids: list[str], days: float, status: str | None) -> None:
     """Make tasks look ``days`` old: finished then (status) or still unfinished."""
     then = time.time() - days * DAY
-    with svc.state.engine.begin() as conn:
+    with svc.state.db.engine.begin() as conn:
         for tid in ids:
             conn.execute(
                 text(
@@ -49,7 +49,7 @@ def _age(svc: InProcessService, ids: list[str], days: float, status: str | None)
 
 
 def _remaining(svc: InProcessService) -> set[str]:
-    with svc.state.engine.connect() as conn:
+    with svc.state.db.engine.connect() as conn:
         return {r[0] for r in conn.execute(text("SELECT id FROM tasks"))}
 
 

@@ -40,5 +40,5 @@ def finish(state: Any, endpoint_id: str, task_id: str, **result: Any) -> None:
         "completed_at": time.time(),
         **result,
     }
-    with state.engine.begin() as conn:
+    with state.db.engine.begin() as conn:
         assert task_store.store_results(conn, endpoint_id, [row], known_fresh={task_id})

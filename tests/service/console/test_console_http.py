@@ -111,7 +111,7 @@ async def test_forged_cookie_and_revoked_token_end_the_session(service: InProces
         assert (await b.get("/console/endpoints")).status_code == 303
         b.cookies.set("outpost_console", value, domain="outpost.test")
         assert (await b.get("/console/endpoints")).status_code == 200
-        with service.state.engine.begin() as conn:
+        with service.state.db.engine.begin() as conn:
             uid = accounts.user_for_token(conn, token)["id"]
             accounts.revoke_tokens(conn, uid)
         assert (await b.get("/console/endpoints")).status_code == 303
@@ -125,7 +125,7 @@ async def test_users_see_only_their_own_things_and_admins_everything(
     bob = service.add_user("bob@example.org")
     root = service.add_user("root@example.org")
     carol = service.add_user("carol@example.org")
-    with service.state.engine.begin() as conn:  # an admin through a linked identity
+    with service.state.db.engine.begin() as conn:  # an admin through a linked identity
         from outpost.service.store import accounts
 
         accounts.link_identity(
