@@ -40,6 +40,7 @@ MARKER = "OUTPOST_TEST_RUN"
 #: How long processes still ending at the session's end get before they count as left.
 GRACE_S = float(os.environ.get("OUTPOST_LEAK_GRACE_S", "15"))
 KILL_WAIT_S = 5.0
+TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 #: multiprocessing's helpers and pool workers of the pytest process itself (a test that
 #: runs an engine in-process): Python stops them as pytest exits.
 _PYTEST_OWN = (
@@ -75,7 +76,9 @@ class LeakCheck:
     _decided: dict[int, tuple[float, bool]] = field(default_factory=dict)
     #: this run's processes seen after some test: pid -> what is known
     _known: dict[int, _Known] = field(default_factory=dict)
-    #: (test id, start, end), wall clock, to name the test that started a process
+    #: (test id, start, end) in seconds since boot, to name the test that started a
+    #: process (a process's start time is known to the clock tick since boot; as wall
+    #: clock time, only to the second)
     _tests: list[tuple[str, float, float]] = field(default_factory=list)
     _used_slurm: bool = False
     left: list[Left] = field(default_factory=list)
@@ -89,11 +92,11 @@ class LeakCheck:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Any:
-        start = time.time()
+        start = _since_boot()
         try:
             return (yield)
         finally:
-            self._tests.append((item.nodeid, start, time.time()))
+            self._tests.append((item.nodeid, start, _since_boot()))
             if "tests/hpc/" in item.nodeid:
                 self._used_slurm = True
             self._look_at_new(item.nodeid)
@@ -199,8 +202,9 @@ class LeakCheck:
 
     def _test_for(self, pid: int, ctime: float) -> str:
         known = self._known.get(pid)
-        for nodeid, start, end in self._tests:
-            if start <= ctime <= end:
+        ctime -= psutil.boot_time()  # since boot, cut to the clock tick: a tick's slack
+        for nodeid, start, end in reversed(self._tests):
+            if start - TICK_S <= ctime <= end:
                 return nodeid
         if known is not None:
             return f"{known.first_test} (seen first after it)"
@@ -290,6 +294,10 @@ class LeakCheck:
             else:
                 pid = int(x.what.split()[1])
                 x.stopped = "could not be stopped" if pid in still else "stopped now"
+
+
+def _since_boot() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def _alive(p: psutil.Process) -> bool:
