@@ -223,7 +223,7 @@ class LeakCheck:
             time.sleep(0.5)
             found = {pid: (p, why) for pid, (p, why) in found.items() if _alive(p)}
         left: list[Left] = []
-        jobs: dict[str, str] = {}
+        from_procs: dict[str, str] = {}
         for pid, (p, why) in sorted(found.items()):
             try:
                 with p.oneshot():
@@ -239,38 +239,66 @@ class LeakCheck:
             except (psutil.Error, OSError):
                 job = None
             if job:
-                jobs.setdefault(job, self._test_for(pid, ctime))
+                from_procs[job] = self._test_for(pid, ctime)
             left.append(Left(desc, why, self._test_for(pid, ctime)))
-        for job, test in self._slurm_jobs(jobs).items():
-            left.append(Left(f"Slurm job {job}", "squeue", test))
-        self._stop(found, left, jobs)
+        # Jobs being cancelled (a stop under way) get the same moment to leave squeue.
+        jobs = self._slurm_jobs(from_procs)
+        while jobs and time.monotonic() < deadline:
+            time.sleep(1.0)
+            jobs = self._slurm_jobs(from_procs)
+        for job, (desc, test) in jobs.items():
+            left.append(Left(f"Slurm job {job}: {desc}", "squeue", test))
+        self._stop(found, left, list(jobs))
         return left
 
-    def _slurm_jobs(self, from_processes: dict[str, str]) -> dict[str, str]:
-        """This run's jobs in squeue: those of its processes, and those whose command or
-        working directory lies in its directories."""
-        out = dict(from_processes)
-        if not (self._used_slurm or out) or shutil.which("squeue") is None:
-            return out
-        roots = [self.basetemp] if self.basetemp else []
-        roots += [k.cwd for k in self._known.values() if "/.outpost/" in k.cwd + "/"]
+    def _squeue(self) -> list[list[str]] | None:
+        if shutil.which("squeue") is None:
+            return None
         try:
             r = subprocess.run(
-                ["squeue", "-h", "-o", "%i|%Z|%o|%V"],
+                ["squeue", "-h", "-o", "%i|%Z|%o|%V|%T|%u|%j"],
                 capture_output=True,
                 text=True,
                 timeout=15,
             )
         except (OSError, subprocess.TimeoutExpired):
-            return out
-        for line in r.stdout.splitlines() if r.returncode == 0 else []:
-            job, wd, cmd, _ = (line.split("|") + ["", "", "", ""])[:4]
-            if any(r and (wd.startswith(r) or cmd.startswith(r)) for r in roots):
-                out.setdefault(job, "a test that used Slurm")
+            return None
+        if r.returncode != 0:
+            return None
+        return [(line.split("|") + [""] * 7)[:7] for line in r.stdout.splitlines()]
+
+    def _slurm_jobs(self, from_processes: dict[str, str]) -> dict[str, tuple[str, str]]:
+        """This run's jobs in squeue, as (what, likely test): those of its processes, and
+        those whose command or working directory lies in its directories."""
+        if not (self._used_slurm or from_processes):
+            return {}
+        rows = self._squeue()
+        if rows is None:
+            return {j: ("(squeue unavailable)", t) for j, t in from_processes.items()}
+        roots = [self.basetemp] if self.basetemp else []
+        roots += [k.cwd for k in self._known.values() if "/.outpost/" in k.cwd + "/"]
+        out = {}
+        for job, wd, cmd, submitted, state, user, name in rows:
+            test = from_processes.get(job)
+            if test is None and any(r and (wd.startswith(r) or cmd.startswith(r)) for r in roots):
+                test = self._test_submitting(submitted)
+            if test is not None:
+                out[job] = (f"{name} of {user}, {state}, submitted {submitted}", test)
         return out
 
+    def _test_submitting(self, submitted: str) -> str:
+        """The test running when a job was submitted (squeue's time: to the second)."""
+        try:
+            at = time.mktime(time.strptime(submitted, "%Y-%m-%dT%H:%M:%S")) - psutil.boot_time()
+        except ValueError:
+            return "a test that used Slurm"
+        for nodeid, start, end in reversed(self._tests):
+            if start - 1.0 <= at <= end + 1.0:
+                return nodeid
+        return "a test that used Slurm"
+
     def _stop(
-        self, found: dict[int, tuple[psutil.Process, str]], left: list[Left], jobs: dict[str, str]
+        self, found: dict[int, tuple[psutil.Process, str]], left: list[Left], jobs: list[str]
     ) -> None:
         procs = [p for p, _ in found.values()]
         for p in procs:
@@ -280,17 +308,25 @@ class LeakCheck:
             _signal(p, signal.SIGKILL)
         _, alive = psutil.wait_procs(alive, timeout=KILL_WAIT_S)
         still = {p.pid for p in alive}
-        cancelled = set()
+        remaining: set[str] = set()
         if jobs and shutil.which("scancel"):
-            r = subprocess.run(
-                ["scancel", *jobs], capture_output=True, text=True, timeout=30, check=False
-            )
-            if r.returncode == 0:
-                cancelled = set(jobs)
+            for job in jobs:
+                subprocess.run(["scancel", job], capture_output=True, timeout=30, check=False)
+            deadline = time.monotonic() + KILL_WAIT_S * 2
+            while True:
+                rows = self._squeue()
+                remaining = (
+                    {r[0] for r in rows or []} & set(jobs) if rows is not None else set(jobs)
+                )
+                if not remaining or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+        elif jobs:
+            remaining = set(jobs)
         for x in left:
             if x.what.startswith("Slurm job "):
-                job = x.what.removeprefix("Slurm job ")
-                x.stopped = "cancelled (scancel)" if job in cancelled else "could not cancel"
+                job = x.what.removeprefix("Slurm job ").split(":")[0]
+                x.stopped = "still in squeue after scancel" if job in remaining else "cancelled"
             else:
                 pid = int(x.what.split()[1])
                 x.stopped = "could not be stopped" if pid in still else "stopped now"

@@ -146,7 +146,6 @@ def test_a_process_with_a_clean_environment_is_known_by_its_parent(tmp_path) -> 
         f"""
         import subprocess, sys, time
         import psutil
-import pytest
 
         started = []
 
