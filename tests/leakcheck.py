@@ -40,6 +40,7 @@ MARKER = "OUTPOST_TEST_RUN"
 #: How long processes still ending at the session's end get before they count as left.
 GRACE_S = float(os.environ.get("OUTPOST_LEAK_GRACE_S", "15"))
 KILL_WAIT_S = 5.0
+TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 #: multiprocessing's helpers and pool workers of the pytest process itself (a test that
 #: runs an engine in-process): Python stops them as pytest exits.
 _PYTEST_OWN = (
@@ -75,7 +76,9 @@ class LeakCheck:
     _decided: dict[int, tuple[float, bool]] = field(default_factory=dict)
     #: this run's processes seen after some test: pid -> what is known
     _known: dict[int, _Known] = field(default_factory=dict)
-    #: (test id, start, end), wall clock, to name the test that started a process
+    #: (test id, start, end) in seconds since boot, to name the test that started a
+    #: process (a process's start time is known to the clock tick since boot; as wall
+    #: clock time, only to the second)
     _tests: list[tuple[str, float, float]] = field(default_factory=list)
     _used_slurm: bool = False
     left: list[Left] = field(default_factory=list)
@@ -89,11 +92,11 @@ class LeakCheck:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Any:
-        start = time.time()
+        start = _since_boot()
         try:
             return (yield)
         finally:
-            self._tests.append((item.nodeid, start, time.time()))
+            self._tests.append((item.nodeid, start, _since_boot()))
             if "tests/hpc/" in item.nodeid:
                 self._used_slurm = True
             self._look_at_new(item.nodeid)
@@ -199,8 +202,9 @@ class LeakCheck:
 
     def _test_for(self, pid: int, ctime: float) -> str:
         known = self._known.get(pid)
-        for nodeid, start, end in self._tests:
-            if start <= ctime <= end:
+        ctime -= psutil.boot_time()  # since boot, cut to the clock tick: a tick's slack
+        for nodeid, start, end in reversed(self._tests):
+            if start - TICK_S <= ctime <= end:
                 return nodeid
         if known is not None:
             return f"{known.first_test} (seen first after it)"
@@ -219,7 +223,7 @@ class LeakCheck:
             time.sleep(0.5)
             found = {pid: (p, why) for pid, (p, why) in found.items() if _alive(p)}
         left: list[Left] = []
-        jobs: dict[str, str] = {}
+        from_procs: dict[str, str] = {}
         for pid, (p, why) in sorted(found.items()):
             try:
                 with p.oneshot():
@@ -235,38 +239,66 @@ class LeakCheck:
             except (psutil.Error, OSError):
                 job = None
             if job:
-                jobs.setdefault(job, self._test_for(pid, ctime))
+                from_procs[job] = self._test_for(pid, ctime)
             left.append(Left(desc, why, self._test_for(pid, ctime)))
-        for job, test in self._slurm_jobs(jobs).items():
-            left.append(Left(f"Slurm job {job}", "squeue", test))
-        self._stop(found, left, jobs)
+        # Jobs being cancelled (a stop under way) get the same moment to leave squeue.
+        jobs = self._slurm_jobs(from_procs)
+        while jobs and time.monotonic() < deadline:
+            time.sleep(1.0)
+            jobs = self._slurm_jobs(from_procs)
+        for job, (desc, test) in jobs.items():
+            left.append(Left(f"Slurm job {job}: {desc}", "squeue", test))
+        self._stop(found, left, list(jobs))
         return left
 
-    def _slurm_jobs(self, from_processes: dict[str, str]) -> dict[str, str]:
-        """This run's jobs in squeue: those of its processes, and those whose command or
-        working directory lies in its directories."""
-        out = dict(from_processes)
-        if not (self._used_slurm or out) or shutil.which("squeue") is None:
-            return out
-        roots = [self.basetemp] if self.basetemp else []
-        roots += [k.cwd for k in self._known.values() if "/.outpost/" in k.cwd + "/"]
+    def _squeue(self) -> list[list[str]] | None:
+        if shutil.which("squeue") is None:
+            return None
         try:
             r = subprocess.run(
-                ["squeue", "-h", "-o", "%i|%Z|%o|%V"],
+                ["squeue", "-h", "-o", "%i|%Z|%o|%V|%T|%u|%j"],
                 capture_output=True,
                 text=True,
                 timeout=15,
             )
         except (OSError, subprocess.TimeoutExpired):
-            return out
-        for line in r.stdout.splitlines() if r.returncode == 0 else []:
-            job, wd, cmd, _ = (line.split("|") + ["", "", "", ""])[:4]
-            if any(r and (wd.startswith(r) or cmd.startswith(r)) for r in roots):
-                out.setdefault(job, "a test that used Slurm")
+            return None
+        if r.returncode != 0:
+            return None
+        return [(line.split("|") + [""] * 7)[:7] for line in r.stdout.splitlines()]
+
+    def _slurm_jobs(self, from_processes: dict[str, str]) -> dict[str, tuple[str, str]]:
+        """This run's jobs in squeue, as (what, likely test): those of its processes, and
+        those whose command or working directory lies in its directories."""
+        if not (self._used_slurm or from_processes):
+            return {}
+        rows = self._squeue()
+        if rows is None:
+            return {j: ("(squeue unavailable)", t) for j, t in from_processes.items()}
+        roots = [self.basetemp] if self.basetemp else []
+        roots += [k.cwd for k in self._known.values() if "/.outpost/" in k.cwd + "/"]
+        out = {}
+        for job, wd, cmd, submitted, state, user, name in rows:
+            test = from_processes.get(job)
+            if test is None and any(r and (wd.startswith(r) or cmd.startswith(r)) for r in roots):
+                test = self._test_submitting(submitted)
+            if test is not None:
+                out[job] = (f"{name} of {user}, {state}, submitted {submitted}", test)
         return out
 
+    def _test_submitting(self, submitted: str) -> str:
+        """The test running when a job was submitted (squeue's time: to the second)."""
+        try:
+            at = time.mktime(time.strptime(submitted, "%Y-%m-%dT%H:%M:%S")) - psutil.boot_time()
+        except ValueError:
+            return "a test that used Slurm"
+        for nodeid, start, end in reversed(self._tests):
+            if start - 1.0 <= at <= end + 1.0:
+                return nodeid
+        return "a test that used Slurm"
+
     def _stop(
-        self, found: dict[int, tuple[psutil.Process, str]], left: list[Left], jobs: dict[str, str]
+        self, found: dict[int, tuple[psutil.Process, str]], left: list[Left], jobs: list[str]
     ) -> None:
         procs = [p for p, _ in found.values()]
         for p in procs:
@@ -276,20 +308,32 @@ class LeakCheck:
             _signal(p, signal.SIGKILL)
         _, alive = psutil.wait_procs(alive, timeout=KILL_WAIT_S)
         still = {p.pid for p in alive}
-        cancelled = set()
+        remaining: set[str] = set()
         if jobs and shutil.which("scancel"):
-            r = subprocess.run(
-                ["scancel", *jobs], capture_output=True, text=True, timeout=30, check=False
-            )
-            if r.returncode == 0:
-                cancelled = set(jobs)
+            for job in jobs:
+                subprocess.run(["scancel", job], capture_output=True, timeout=30, check=False)
+            deadline = time.monotonic() + KILL_WAIT_S * 2
+            while True:
+                rows = self._squeue()
+                remaining = (
+                    {r[0] for r in rows or []} & set(jobs) if rows is not None else set(jobs)
+                )
+                if not remaining or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+        elif jobs:
+            remaining = set(jobs)
         for x in left:
             if x.what.startswith("Slurm job "):
-                job = x.what.removeprefix("Slurm job ")
-                x.stopped = "cancelled (scancel)" if job in cancelled else "could not cancel"
+                job = x.what.removeprefix("Slurm job ").split(":")[0]
+                x.stopped = "still in squeue after scancel" if job in remaining else "cancelled"
             else:
                 pid = int(x.what.split()[1])
                 x.stopped = "could not be stopped" if pid in still else "stopped now"
+
+
+def _since_boot() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def _alive(p: psutil.Process) -> bool:

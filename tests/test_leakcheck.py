@@ -4,24 +4,45 @@ process is stopped, and a clean run passes."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import textwrap
 import uuid
 from pathlib import Path
 
 import psutil
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 
-def _run_suite(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
+def _run_suite(
+    tmp_path: Path, body: str, as_nobody: bool = False
+) -> subprocess.CompletedProcess[str]:
     (tmp_path / "test_inner.py").write_text(textwrap.dedent(body))
     (tmp_path / "conftest.py").write_text('pytest_plugins = ["tests.leakcheck"]\n')
+    python, path = [sys.executable], str(ROOT)
+    if as_nobody:
+        # The system Python with this environment's packages (the environment's own
+        # interpreter may live where other accounts cannot read).
+        site = sysconfig.get_paths()["purelib"]
+        python = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SYSTEM_PYTHON]
+        path = f"{ROOT}:{site}"
+        os.chmod(tmp_path, 0o777)
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        [*python, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
         cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "OUTPOST_LEAK_GRACE_S": "8"},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "PYTHONPATH": path,
+            "OUTPOST_LEAK_GRACE_S": "8",
+        },
         capture_output=True,
         text=True,
         timeout=120,
@@ -60,9 +81,59 @@ def test_a_process_left_by_a_test_fails_the_run_names_the_test_and_is_stopped(
     assert r.returncode == 1, out
     assert "2 passed" in out
     assert "left running after the suite" in out
-    assert token in out and "test_inner.py::test_leaks" in out
+    assert token in out and "likely started by test_inner.py::test_leaks" in out
     assert "stopped now" in out
     assert not _by_token(token)
+
+
+def _can_run_as_nobody() -> bool:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return False
+    try:
+        v = subprocess.run(
+            [SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+    except OSError:
+        return False
+    return v == str(sys.version_info[:2])
+
+
+def test_without_root_it_reads_what_it_can_and_still_finds_its_own() -> None:
+    """Not root: other accounts' processes cannot be read (they are skipped, not an
+    error); the run's own are found and stopped."""
+    if not _can_run_as_nobody():
+        pytest.skip(f"needs root, setpriv and {SYSTEM_PYTHON} of this Python's version")
+    token = f"leak-{uuid.uuid4().hex}"
+    # pytest's own temporary directories are closed to other accounts.
+    where = Path(tempfile.mkdtemp(prefix="outpost-leakcheck-"))
+    try:
+        r = _nobody_leaks(where, token)
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert "user nobody" in out and token in out and "stopped now" in out
+    assert "likely started by test_inner.py::test_leaks_as_nobody" in out
+    assert not _by_token(token)
+
+
+def _nobody_leaks(where: Path, token: str) -> subprocess.CompletedProcess[str]:
+    return _run_suite(
+        where,
+        f"""
+        import subprocess, sys
+
+        def test_leaks_as_nobody():
+            subprocess.Popen(
+                [sys.executable, "-c", "import time; time.sleep(300)", "{token}"],
+                start_new_session=True,
+            )
+        """,
+        as_nobody=True,
+    )
 
 
 def test_a_process_with_a_clean_environment_is_known_by_its_parent(tmp_path) -> None:

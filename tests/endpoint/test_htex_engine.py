@@ -87,7 +87,7 @@ def _engine(tmp_path: Path, **engine):
     return eng, q
 
 
-def _drain(q, n, timeout=60.0):
+def _drain(q, n, timeout=180.0):
     out, deadline = {}, time.monotonic() + timeout
     while len(out) < n:
         r = q.get(timeout=max(0.1, deadline - time.monotonic()))
@@ -95,7 +95,7 @@ def _drain(q, n, timeout=60.0):
     return out
 
 
-def _wait(cond, timeout=30.0, what="condition"):
+def _wait(cond, timeout=120.0, what="condition"):
     deadline = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -131,15 +131,15 @@ def test_runs_tasks_reports_real_workers_and_releases_idle_blocks(tmp_path) -> N
         assert deserialize(_drain(q, 1)["e0"]["result"]) == "yes"
         assert len(_pools(tmp_path)) == 1
         # Idle for max_idletime: the block is released and its pool ends.
-        _wait(lambda: not _pools(tmp_path), 30, "the idle block to be released")
-        _wait(lambda: eng.status()["total_workers"] == 0, 30, "status to show no workers")
-        _wait(lambda: eng.status()["blocks"] == {}, 30, "status to show no block")
+        _wait(lambda: not _pools(tmp_path), 120, "the idle block to be released")
+        _wait(lambda: eng.status()["total_workers"] == 0, 120, "status to show no workers")
+        _wait(lambda: eng.status()["blocks"] == {}, 120, "status to show no block")
         # New work scales out again.
         eng.submit(_tasks(square, [7], prefix="again"))
         assert deserialize(_drain(q, 1)["again0"]["result"]) == 49
     finally:
         eng.shutdown()
-    _wait(lambda: not _pools(tmp_path), 15, "shutdown to cancel the block")
+    _wait(lambda: not _pools(tmp_path), 60, "shutdown to cancel the block")
 
 
 def test_a_task_that_kills_its_worker_fails_alone_and_the_engine_goes_on(tmp_path) -> None:
@@ -214,17 +214,17 @@ def test_a_lost_block_fails_its_tasks_with_a_reason_and_a_new_block_runs_the_res
         assert pool["status"] == "success"
         slow = _tasks(sleepy, [30, 30], prefix="s")
         eng.submit(slow)
-        _wait(lambda: eng.status()["idle_workers"] == 0, 15, "both workers busy")
+        _wait(lambda: eng.status()["idle_workers"] == 0, 120, "both workers busy")
         # The whole block dies (as when its job is cancelled or hits its walltime).
         for p in _pools(tmp_path):
             os.killpg(os.getpgid(p.pid), signal.SIGKILL)
-        out = _drain(q, 2, timeout=60)
+        out = _drain(q, 2, timeout=180)
         for r in out.values():
             assert r["status"] == "failed"
             assert r["error_details"]["code"] == TaskErrorCode.WORKER_LOST.value
             assert "worker pool running this task was lost" in r["exception"]
         eng.submit(_tasks(square, [3], prefix="after"))
-        assert deserialize(_drain(q, 1, timeout=60)["after0"]["result"]) == 9
+        assert deserialize(_drain(q, 1, timeout=180)["after0"]["result"]) == 9
     finally:
         eng.shutdown()
 
@@ -236,7 +236,7 @@ def test_a_block_that_never_starts_fails_waiting_tasks_with_its_own_message(tmp_
     )
     try:
         eng.submit(_tasks(square, [1, 2]))
-        out = _drain(q, 2, timeout=90)
+        out = _drain(q, 2, timeout=180)
         for r in out.values():
             assert r["status"] == "failed"
             assert r["error_details"]["code"] == TaskErrorCode.BLOCK_FAILED.value
@@ -261,12 +261,12 @@ def test_every_task_is_answered_when_later_blocks_fail_and_no_block_storm(tmp_pa
     )
     try:
         eng.submit(_tasks(sleepy, [20] * 8, prefix="s"))
-        _wait(lambda: eng.status()["total_workers"] == 2, 30, "the first block's workers")
-        _wait(lambda: eng.status()["pending_tasks"] == 0, 30, "all batches handed to Parsl")
+        _wait(lambda: eng.status()["total_workers"] == 2, 120, "the first block's workers")
+        _wait(lambda: eng.status()["pending_tasks"] == 0, 120, "all batches handed to Parsl")
         flag.touch()
         for p in _pools(tmp_path):
             os.killpg(os.getpgid(p.pid), signal.SIGKILL)
-        out = _drain(q, 8, timeout=90)
+        out = _drain(q, 8, timeout=180)
         assert {r["status"] for r in out.values()} == {"failed"}
         codes = {r["error_details"]["code"] for r in out.values()}
         assert codes <= {TaskErrorCode.WORKER_LOST.value, TaskErrorCode.BLOCK_FAILED.value}
@@ -292,11 +292,11 @@ def test_a_block_that_ran_and_was_lost_does_not_fail_the_backlog(tmp_path) -> No
     )
     try:
         eng.submit(_tasks(sleepy, [1] * 10, prefix="s"))
-        _wait(lambda: eng.status()["total_workers"] == 2, 30, "the first block's workers")
+        _wait(lambda: eng.status()["total_workers"] == 2, 120, "the first block's workers")
         time.sleep(1.5)
         for p in _pools(tmp_path):
             os.kill(p.pid, signal.SIGKILL)  # the pool only; its job script lingers 4 s
-        out = _drain(q, 10, timeout=120)
+        out = _drain(q, 10, timeout=240)
         codes = [r["error_details"]["code"] for r in out.values() if r["status"] == "failed"]
         assert set(codes) <= {TaskErrorCode.WORKER_LOST.value} and len(codes) <= 2, codes
         assert sum(r["status"] == "success" for r in out.values()) >= 8
@@ -340,19 +340,19 @@ def test_a_lost_block_is_stopped_and_its_tasks_run_nowhere(tmp_path, how) -> Non
     block: list[psutil.Process] = []
     try:
         eng.submit(_tasks(note_pid_and_sleep, [(str(pids), 120)] * 2, prefix="s"))
-        _wait(lambda: len(list(pids.iterdir())) == 2, 60, "both tasks to run")
+        _wait(lambda: len(list(pids.iterdir())) == 2, 120, "both tasks to run")
         tasks = [int(f.name) for f in pids.iterdir()]
         (pool,) = _pools(tmp_path)
         block = [pool, *pool.children(recursive=True)]
         assert set(tasks) <= {p.pid for p in block}
         os.kill(pool.pid, signal.SIGSTOP if how == "silent" else signal.SIGKILL)
-        out = _drain(q, 2, timeout=90)
+        out = _drain(q, 2, timeout=180)
         for r in out.values():
             assert r["status"] == "failed"
             assert r["error_details"]["code"] == TaskErrorCode.WORKER_LOST.value
         # The lost block's processes are stopped: its pool, its workers, and with them
         # the tasks it held.
-        _wait(lambda: not any(_alive(p.pid) for p in block), 30, "the lost block to stop")
+        _wait(lambda: not any(_alive(p.pid) for p in block), 60, "the lost block to stop")
         assert not any(_alive(t) for t in tasks)
     finally:
         for p in block:  # a failed test leaves nothing behind either
@@ -371,12 +371,12 @@ def test_an_interchange_that_dies_is_started_again(tmp_path) -> None:
         first = eng.htex.interchange_proc
         first.kill()
         eng.submit(_tasks(square, [3, 4], prefix="b"))
-        out = _drain(q, 2, timeout=90)
+        out = _drain(q, 2, timeout=180)
         assert [deserialize(out[f"b{i}"]["result"]) for i in range(2)] == [9, 16]
         assert eng.htex.interchange_proc is not first
     finally:
         eng.shutdown()
-    _wait(lambda: not _pools(tmp_path), 30, "no worker pool left")
+    _wait(lambda: not _pools(tmp_path), 60, "no worker pool left")
 
 
 def test_resource_specification_needs_mpi_mode(tmp_path) -> None:
