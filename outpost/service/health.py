@@ -41,6 +41,8 @@ async def _problems(request: Request) -> list[str]:
         problems.append(f"database: no answer within {CHECK_TIMEOUT:g} s")
     except Exception as e:  # noqa: BLE001 - any failure means not ready; say which
         problems.append(f"database: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+    if not state.broker.available():
+        problems.append("broker: RabbitMQ is unreachable; reconnecting")
     check = getattr(state.broker, "health", None)
     if check is not None:
         try:

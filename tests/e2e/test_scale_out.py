@@ -186,6 +186,9 @@ def test_rabbitmq_restart_under_load_is_waited_out(
             )
             statuses.append((r.status_code, r.json().get("reason", "")))
             time.sleep(0.5)
+        # Readiness says why (a balancer or an orchestrator can act on it).
+        ready = httpx.get(f"{cluster.url(2)}/readyz", timeout=30)
+        assert ready.status_code == 503 and "RabbitMQ" in ready.text, ready.text
     finally:
         rabbitmq.start()
     refused = [s for s in statuses if s[0] == 503]
