@@ -36,7 +36,7 @@ def tls_service(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         check=True, capture_output=True,
     )  # fmt: skip
     app = create_app(ServiceSettings(data_dir=tmp_path / "service"))
-    with app.state.outpost.engine.begin() as conn:
+    with app.state.outpost.db.engine.begin() as conn:
         user = accounts.create_user(conn, "alice@example.org")
         token = accounts.issue_token(conn, user["id"])[1]
     port = free_port()
