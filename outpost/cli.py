@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from outpost import __version__
@@ -31,6 +33,48 @@ def demo(keep: bool) -> None:
     from outpost.demo import run_demo
 
     run_demo(keep=keep)
+
+
+@main.command()
+@click.argument("remote")
+@click.option(
+    "--listen",
+    default="127.0.0.1:5000",
+    show_default=True,
+    help="Local address:port to listen on (globus-compute-sdk's local mode uses "
+    "localhost:5000).",
+)
+@click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="CA certificate(s) to trust for an https:// remote (default: the system's).",
+)
+def tunnel(remote: str, listen: str, ca_file: Path | None) -> None:
+    """Forward localhost:5000 to a remote Outpost service (REMOTE: https://host[:port]).
+
+    globus-compute-sdk 4.x reaches only Globus's services or http://localhost:5000
+    (Client(local_compute_services=True)); run this beside such a program to point it
+    at your site's Outpost. TLS is used to the remote when REMOTE is https://.
+    """
+    import asyncio
+
+    from outpost.tunnel import Remote, client_context, serve
+
+    try:
+        target = Remote.parse(remote)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="REMOTE") from None
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter("use HOST:PORT, e.g. 127.0.0.1:5000", param_hint="--listen")
+    click.echo(f"forwarding http://{host}:{port} -> {remote} (Ctrl-C stops)", err=True)
+    try:
+        asyncio.run(serve(target, host, int(port), client_context(ca_file)))
+    except KeyboardInterrupt:
+        pass
+    except OSError as e:
+        raise click.ClickException(f"cannot listen on {listen}: {e}") from None
 
 
 main.add_command(service)

@@ -23,6 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -78,6 +79,7 @@ class RabbitMQServer:
         self._as_root = os.geteuid() == 0
         self._server: subprocess.Popen[bytes] | None = None
         self._epmd: subprocess.Popen[bytes] | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
         self._write_files()
 
     # -- public ------------------------------------------------------------------------
@@ -120,6 +122,19 @@ class RabbitMQServer:
             )
         finally:
             out.close()
+        assert self._epmd is not None
+        self._watchdog = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _WATCHDOG,
+                str(os.getpid()),
+                str(self._server.pid),
+                str(self._epmd.pid),
+            ],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             self._wait_ready()
         except BaseException:
@@ -135,6 +150,10 @@ class RabbitMQServer:
         epmd, self._epmd = self._epmd, None
         if epmd is not None:
             _terminate_group(epmd, 10)
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.kill()
+            watchdog.wait(timeout=10)
 
     def restart(self) -> RabbitMQServer:
         self.stop()
@@ -302,6 +321,27 @@ class RabbitMQServer:
             f"RabbitMQ did not become ready within {self.boot_timeout} s ({last})\n"
             + self.describe_failure()
         )
+
+
+# Runs beside the broker: if the test process dies without stopping it (SIGKILL, a
+# timeout), stop the broker's and epmd's process groups so nothing outlives the tests.
+_WATCHDOG = """
+import os, signal, sys, time
+parent, groups = int(sys.argv[1]), [int(g) for g in sys.argv[2:]]
+while True:
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(1)
+for sig, pause in ((signal.SIGTERM, 20), (signal.SIGKILL, 0)):
+    for g in groups:
+        try:
+            os.killpg(g, sig)
+        except ProcessLookupError:
+            pass
+    time.sleep(pause)
+"""
 
 
 def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes], what: str) -> None:

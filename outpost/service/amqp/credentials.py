@@ -44,6 +44,10 @@ class Grant:
     queue_prefix: str
 
 
+class Revoked(Exception):
+    """The user's tokens are all revoked (the request's token may still sit in a cache)."""
+
+
 class UserCredentials:
     def __init__(
         self,
@@ -61,6 +65,8 @@ class UserCredentials:
     async def grant(self, user_id: str) -> Grant:
         """Create (or refresh) the user's RabbitMQ account; return its credentials."""
         tokens = await self.lookup(user_id)
+        if tokens.revoked or not tokens.known:
+            raise Revoked(user_id)
         name = links.rabbit_user(user_id)
         password = links.derive_password(self.admin, user_id, tokens.fingerprint)
         await self.management.put_user(name, password, ["outpost", FP_TAG + tokens.fingerprint])

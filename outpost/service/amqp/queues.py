@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 #: group id -> owner's user id, or None when unknown
 OwnerLookup = Callable[[str], Awaitable[str | None]]
 RETRY_SECONDS = 1.0
+DECLARE_TIMEOUT = 30.0
+PUBLISH_TIMEOUT = 30.0
 
 
 class QueueFull(Exception):
@@ -56,6 +58,7 @@ class ResultQueues:
         self._pending: deque[tuple[str, TaskDoc]] = deque()
         self._retry: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._flushing: set[asyncio.Task[None]] = set()
         self.published = 0
         self.rejected = 0
 
@@ -73,6 +76,11 @@ class ResultQueues:
         log.info("amqp result queues on %s", self.admin.redacted())
 
     async def stop(self) -> None:
+        if self._pending and self._conn is not None:
+            try:  # a last try for results stored just before the stop
+                await asyncio.wait_for(self._flush(), PUBLISH_TIMEOUT)
+            except Exception as e:
+                log.warning("amqp: final publication failed: %s", e)
         if self._retry is not None:
             self._retry.cancel()
             try:
@@ -98,7 +106,8 @@ class ResultQueues:
         pika = aio_pika()
         if self._conn is None:
             raise BrokerUnavailable("the service is not connected to RabbitMQ")
-        try:
+
+        async def declare() -> int:
             async with await self._conn.channel(publisher_confirms=False) as ch:
                 try:
                     q = await ch.declare_queue(name, durable=True, arguments=self.arguments)
@@ -106,9 +115,14 @@ class ResultQueues:
                     # Declared earlier with other limits (settings changed): keep it.
                     async with await self._conn.channel() as ch2:
                         q = await ch2.declare_queue(name, passive=True)
-                count = int(q.declaration_result.message_count or 0)
-        except (TimeoutError, pika.exceptions.AMQPError, ConnectionError) as e:
-            raise BrokerUnavailable(f"RabbitMQ did not declare the result queue: {e}") from e
+                return int(q.declaration_result.message_count or 0)
+
+        try:
+            count = await asyncio.wait_for(declare(), DECLARE_TIMEOUT)
+        except Exception as e:  # unreachable, closed, timed out: the client may retry
+            raise BrokerUnavailable(
+                f"RabbitMQ did not declare the result queue: {type(e).__name__}: {e}"
+            ) from e
         if count >= self.max_length:
             raise QueueFull(
                 f"result queue {name} already holds {count} results (the limit is "
@@ -120,7 +134,8 @@ class ResultQueues:
     # -- results ----------------------------------------------------------------------
 
     async def results_stored(self, docs: Sequence[TaskDoc]) -> None:
-        """Publish stored results; on a broker outage they wait and are sent later."""
+        """Queue stored results for publication; sent now, or when the broker is back.
+        Never waits for RabbitMQ, so an outage does not hold up storing results."""
         for doc in docs:
             gid = doc.get("task_group_id")
             if not gid:
@@ -129,7 +144,10 @@ class ResultQueues:
             if owner is None:
                 continue
             self._pending.append((self.queue_name(owner, gid), doc))
-        await self._flush()
+        if self._pending and not self._lock.locked():
+            task = asyncio.create_task(self._flush(), name="amqp-publish")
+            self._flushing.add(task)
+            task.add_done_callback(self._flushing.discard)
 
     async def _flush(self) -> None:
         pika = aio_pika()
@@ -137,7 +155,7 @@ class ResultQueues:
             while self._pending:
                 name, doc = self._pending[0]
                 try:
-                    await self._publish(name, doc)
+                    await asyncio.wait_for(self._publish(name, doc), PUBLISH_TIMEOUT)
                 except pika.exceptions.DeliveryError:
                     self.rejected += 1
                     log.error(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from outpost.common.errors import ErrorCode
 from outpost.common.records import TaskDoc
-from outpost.service.amqp.credentials import UserCredentials
+from outpost.service.amqp.credentials import Revoked, UserCredentials
 from outpost.service.amqp.links import BrokerAddress
 from outpost.service.amqp.management import Management, ManagementError
 from outpost.service.amqp.queues import BrokerUnavailable, QueueFull, ResultQueues
@@ -64,6 +64,8 @@ class AmqpResults:
     async def connection_info(self, user_id: str) -> dict[str, str]:
         try:
             grant = await self.credentials.grant(user_id)
+        except Revoked:
+            raise APIError(401, ErrorCode.UNAUTHORIZED, "token is unknown or revoked") from None
         except ManagementError as e:
             log.error("amqp credentials for user %s: %s", user_id, e)
             raise APIError(

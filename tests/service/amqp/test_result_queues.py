@@ -340,3 +340,32 @@ def test_full_queue_is_refused_and_idle_queue_expires(
             pytest.fail(f"idle queue {name} did not expire")
     finally:
         svc.close()
+
+
+def nap(x):
+    import time
+
+    time.sleep(4)
+    return x
+
+
+def test_result_stored_while_the_broker_is_down_is_published_when_it_is_back(
+    stack: AmqpStack,
+) -> None:
+    fid = stack.register("alice", nap)
+    r = stack.submit("alice", fid, [(99,)])
+    assert r.status_code == 200, r.text
+    gid, (tid,) = r.json()["task_group_id"], r.json()["tasks"][fid]
+    info = stack.amqp_info("alice")
+    stack.rmq.stop()
+    try:
+        with stack.http("alice") as h:  # the result is stored while RabbitMQ is away
+            deadline = time.monotonic() + 90
+            while h.get(f"/v2/tasks/{tid}").json()["status"] != "success":
+                assert time.monotonic() < deadline, "result not stored during the outage"
+                time.sleep(0.3)
+    finally:
+        stack.rmq.start()
+    ((_, _, body),) = take(info, gid, 1, ack=True, timeout=90)
+    assert GCResult.unpack(body).task_id == tid
+    assert deserialize(GCResult.unpack(body).data) == 99
