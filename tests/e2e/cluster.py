@@ -3,7 +3,6 @@ in front (for the scale-out tests here and in tests/multi_user)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,19 +32,21 @@ def start_cluster(
     haproxy_factory: Any,
     monkeypatch: pytest.MonkeyPatch,
     n: int = 3,
+    db_url: str | None = None,
 ) -> Iterator[Cluster]:
-    """``n`` replicas sharing a store (``OUTPOST_TEST_DATABASE_URL``, else one SQLite file)
-    and the session's RabbitMQ; a user alice@example.org; everything stopped at the end."""
-    db_url = os.environ.get("OUTPOST_TEST_DATABASE_URL") or f"sqlite:///{tmp_path / 'shared.db'}"
+    """``n`` replicas sharing a store (``db_url``: the test's PostgreSQL database; else
+    one SQLite file) and the session's RabbitMQ; a user alice@example.org; everything
+    stopped at the end."""
+    db_url = db_url or f"sqlite:///{tmp_path / 'shared.db'}"
     # Given to every process started here through the environment, not argv.
     monkeypatch.setenv("OUTPOST_DATABASE_URL", db_url)
     monkeypatch.setenv("OUTPOST_AMQP_URL", rabbitmq.amqp_url)
     replicas = [LocalService(tmp_path / f"r{i}") for i in range(n)]
     try:
-        replicas[0].start(timeout=60)  # migrates the store first
+        replicas[0].start()  # migrates the store first
         for r in replicas[1:]:
-            r.start(timeout=60)
-        balancer = haproxy_factory([f"127.0.0.1:{r.port}" for r in replicas], "/v2/version")
+            r.start()
+        balancer = haproxy_factory([f"127.0.0.1:{r.port}" for r in replicas], "/healthz")
         token = replicas[0].add_user("alice@example.org")
         yield Cluster(replicas, balancer, token, db_url)
     finally:

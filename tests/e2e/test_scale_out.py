@@ -3,8 +3,8 @@ haproxy in front: an endpoint on one replica runs tasks submitted on another and
 on a third gets the results; a replica SIGKILLed under load loses nothing; a RabbitMQ
 restart under load is waited out (503 with a reason meanwhile, never 500).
 
-The replicas share a SQLite store here (WAL, several processes on one machine); the
-same tests run on PostgreSQL once the store supports it (``OUTPOST_TEST_DATABASE_URL``).
+The replicas share one PostgreSQL database (a fresh one per test, on the session's
+private server).
 """
 
 from __future__ import annotations
@@ -47,9 +47,15 @@ def mark(path: str, i: int) -> int:
 
 @pytest.fixture
 def cluster(
-    tmp_path: Path, rabbitmq: Any, haproxy_factory: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    rabbitmq: Any,
+    haproxy_factory: Any,
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Cluster]:
-    with start_cluster(tmp_path, rabbitmq, haproxy_factory, monkeypatch) as c:
+    with start_cluster(
+        tmp_path, rabbitmq, haproxy_factory, monkeypatch, db_url=postgres_url
+    ) as c:
         yield c
 
 

@@ -25,9 +25,12 @@ def test_a_mep_on_one_replica_serves_a_submission_on_another(
     monkeypatch: pytest.MonkeyPatch,
     uep_python: str,
     unix_accounts: Any,
+    postgres_url: str,
 ) -> None:
     os.chmod(tmp_path, 0o755)
-    with start_cluster(tmp_path, rabbitmq, haproxy_factory, monkeypatch, n=2) as c:
+    with start_cluster(
+        tmp_path, rabbitmq, haproxy_factory, monkeypatch, n=2, db_url=postgres_url
+    ) as c:
         admin = c.replicas[0].add_user("admin@example.org")
         mep = start_mep(c.replicas[0], admin, "mep", uep_python)  # its channel: replica 0
         bob = c.replicas[1].add_user("bob@example.org")
