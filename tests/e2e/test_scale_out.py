@@ -218,3 +218,54 @@ def test_rabbitmq_restart_under_load_is_waited_out(
     assert all(res[t]["status"] == "success" for t in tids), {
         t: res[t] for t in tids if res[t]["status"] != "success"
     }
+
+
+def test_postgresql_restart_under_load_is_waited_out(
+    cluster: Cluster, tmp_path: Path, postgres_server: Any
+) -> None:
+    """The database goes away under load: clients get 503 with a reason (never 500) until
+    it is back, and every task accepted before, and after, runs."""
+    ep = LocalEndpoint(cluster.replicas[0], "ep", cluster.token, config=FAST_ENDPOINT).start()
+    c = Client(cluster.url(1), cluster.token)
+    fid = c.register_function(mark)
+    runs = tmp_path / "runs.txt"
+    batch = c.create_batch()
+    for i in range(100):
+        batch.add(fid, (str(runs), i))
+    tids = c.batch_run(str(ep.endpoint_id), batch)["tasks"][fid]
+    body = {"tasks": {fid: [pack_payload((str(runs), 1000), {})]}}
+    auth = {"Authorization": f"Bearer {cluster.token}"}
+    postgres_server.pause()
+    statuses: list[tuple[int, str]] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(statuses) < 5:
+            r = httpx.post(
+                f"{cluster.url(2)}/v3/endpoints/{ep.endpoint_id}/submit",
+                json=body,
+                headers=auth,
+                timeout=60,
+            )
+            statuses.append((r.status_code, r.json().get("reason", "")))
+            time.sleep(0.5)
+    finally:
+        postgres_server.resume()
+    assert all(code in (503,) for code, _ in statuses), statuses
+    assert "database" in statuses[0][1], statuses[0]
+    deadline = time.monotonic() + WAIT
+    while True:
+        r = httpx.post(
+            f"{cluster.url(2)}/v3/endpoints/{ep.endpoint_id}/submit",
+            json=body,
+            headers=auth,
+            timeout=60,
+        )
+        if r.status_code == 200:
+            tids += r.json()["tasks"][fid]
+            break
+        assert r.status_code == 503 and time.monotonic() < deadline, r.text
+        time.sleep(0.5)
+    res = _wait_all(c, tids)
+    assert all(res[t]["status"] == "success" for t in tids), {
+        t: res[t] for t in tids if res[t]["status"] != "success"
+    }

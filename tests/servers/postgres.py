@@ -140,6 +140,18 @@ class PostgresServer:
         self.stop()
         raise RuntimeError(f"PostgreSQL did not accept connections in time: {self.log_tail()}")
 
+    def pause(self) -> None:
+        """Stop the server (fast shutdown), keeping its data and port: ``resume`` it."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
+
+    def resume(self) -> None:
+        """Start the paused server again on the same port."""
+        if not self._start_server():
+            raise RuntimeError(f"PostgreSQL could not take port {self.port} again")
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
