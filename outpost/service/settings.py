@@ -212,7 +212,10 @@ class ServiceSettings(BaseSettings):
         None, "include parameter sent with introspection (Globus Auth: identity_set_detail)."
     )
     oidc_login_client_id: str | None = setting(
-        None, "The public client `outpost login` uses at the issuer (device flow / PKCE)."
+        None,
+        "The public client `outpost login` (device flow / PKCE) and the web console's "
+        "'Sign in with' button use at the issuer; register the console's callback "
+        "https://HOST/console/signin/oidc/callback with it.",
     )
     oidc_login_scope: str = setting(
         "openid profile email offline_access",

@@ -1,8 +1,9 @@
 """Who is looking: the signed-in viewer, and whether they are an administrator.
 
 ``is_admin`` is the one place that decides the console's admin role: a user with a
-linked identity listed in the ``admin_identities`` setting (``--admin-identity``). An
-identity provider's admin group can be added here without touching any page.
+linked identity listed in the ``admin_identities`` setting (``--admin-identity``), or,
+for a session opened through an OpenID Connect issuer, a member of one of its admin
+groups when the person signed in (``Session.admin``).
 """
 
 from __future__ import annotations
@@ -64,4 +65,4 @@ async def viewer_of(request: Request) -> Viewer | None:
     user = await state.db.read(queries.session_user, session.user_id, session.token_id)
     if user is None:
         return None
-    return Viewer(user, await is_admin(state, user), session)
+    return Viewer(user, session.admin or await is_admin(state, user), session)

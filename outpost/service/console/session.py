@@ -1,6 +1,7 @@
 """The console's session cookie and CSRF tokens.
 
-The cookie holds ``{user id, sign-in method, token id, CSRF secret, expiry}``, signed
+The cookie holds ``{user id, sign-in method, token id, admin from the issuer, CSRF
+secret, expiry}``, signed
 with HMAC-SHA256 under a key kept in the data directory (mode 0600; replicas behind one
 load balancer share it by copying the file). It is HttpOnly, SameSite=Lax, and Secure
 when the request came over https (then it is also named ``__Host-...``, which browsers
@@ -8,7 +9,9 @@ only accept from a secure origin, for the whole site and without a Domain).
 
 Forms carry a CSRF token: the session's own secret once signed in, and before sign-in a
 random value that must match a short-lived pre-session cookie (double submit), so no
-other site can sign a browser in or out.
+other site can sign a browser in or out. A sign-in through an OpenID Connect issuer keeps
+what it must check on the way back (the ``state``, the PKCE verifier) in that same
+pre-session cookie, so the issuer's answer is only accepted by the browser that asked.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from starlette.responses import Response
 
 SESSION_SECONDS = 8 * 3600
 PRE_SESSION_SECONDS = 3600
+#: How long a browser may stay at the identity provider before the answer is refused.
+PENDING_SIGN_IN_SECONDS = 600
 KEY_FILE = "console-session.key"
 
 
@@ -71,6 +76,8 @@ class Session:
     token_id: str | None
     csrf: str
     expires: float
+    #: The identity provider said this person is an administrator (an admin group).
+    admin: bool = False
 
 
 def secure(request: Request) -> bool:
@@ -119,17 +126,26 @@ class SessionCookies:
         if p is None:
             return None
         try:
-            return Session(str(p["u"]), str(p["m"]), p.get("t"), str(p["c"]), float(p["e"]))
+            return Session(
+                str(p["u"]), str(p["m"]), p.get("t"), str(p["c"]), float(p["e"]), p.get("a") is True
+            )
         except (KeyError, TypeError, ValueError):
             return None
 
     def open(
-        self, request: Request, response: Response, user_id: str, method: str, token_id: str | None
+        self,
+        request: Request,
+        response: Response,
+        user_id: str,
+        method: str,
+        token_id: str | None,
+        admin: bool = False,
     ) -> None:
         payload = {
             "u": user_id,
             "m": method,
             "t": token_id,
+            "a": admin,
             "c": secrets.token_urlsafe(24),
             "e": int(time.time() + SESSION_SECONDS),
         }
@@ -155,6 +171,42 @@ class SessionCookies:
     def pre_session_ok(self, request: Request, sent: str) -> bool:
         p = self._load(request.cookies.get(self.pre_name(request)))
         return p is not None and bool(sent) and hmac.compare_digest(str(p.get("c")), sent)
+
+    def remember_sign_in(
+        self, request: Request, response: Response, pending: dict[str, Any]
+    ) -> None:
+        """Keep ``pending`` (what the answer from an identity provider must match) in this
+        browser's pre-session cookie, for ``PENDING_SIGN_IN_SECONDS``."""
+        p = self._load(request.cookies.get(self.pre_name(request))) or {}
+        csrf = p.get("c") if isinstance(p.get("c"), str) else secrets.token_urlsafe(24)
+        value = self._dump(
+            {
+                "c": csrf,
+                "e": int(time.time() + PRE_SESSION_SECONDS),
+                "o": pending,
+                "oe": int(time.time() + PENDING_SIGN_IN_SECONDS),
+            }
+        )
+        self._set(request, response, self.pre_name(request), value, PRE_SESSION_SECONDS)
+
+    def pending_sign_in(self, request: Request) -> dict[str, Any] | None:
+        """What ``remember_sign_in`` kept in this browser, if it has not expired."""
+        p = self._load(request.cookies.get(self.pre_name(request)))
+        if p is None or not isinstance(p.get("o"), dict):
+            return None
+        oe = p.get("oe")
+        if not isinstance(oe, int | float) or oe <= time.time():
+            return None
+        return p["o"]  # type: ignore[no-any-return]
+
+    def forget_sign_in(self, request: Request, response: Response) -> None:
+        """Drop a pending sign-in (each answer from the issuer is used at most once)."""
+        p = self._load(request.cookies.get(self.pre_name(request)))
+        if p is None or "o" not in p:
+            return
+        value = self._dump({"c": p.get("c"), "e": p["e"]})
+        age = max(1, int(p["e"] - time.time()))
+        self._set(request, response, self.pre_name(request), value, age)
 
     def _set(self, request: Request, response: Response, name: str, value: str, age: int) -> None:
         response.set_cookie(

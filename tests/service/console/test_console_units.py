@@ -6,8 +6,10 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+import pytest
 import yaml
 from starlette.requests import Request
+from starlette.responses import Response
 
 from outpost.common import messages as m
 from outpost.endpoint.config import EndpointConfig
@@ -96,3 +98,51 @@ def test_cookies_signed_under_another_key_are_refused(tmp_path: Path) -> None:
     assert ours.read(_request("outpost_console=garbage")) is None
     # An http cookie is not read on https (a different, __Host- cookie there).
     assert theirs.read(_request(value, "https")) is None
+
+
+def _set_cookies(resp: Response) -> list[str]:
+    return resp.headers.getlist("set-cookie")
+
+
+def test_a_pending_issuer_sign_in_lives_in_the_pre_session_cookie(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from outpost.service.console import session as session_mod
+
+    cookies = SessionCookies(b"k" * 32)
+    first = Response()
+    csrf = cookies.pre_session_token(_request("", "https"), first)
+    pre = _set_cookies(first)[0].split(";")[0]
+    kept = Response()
+    cookies.remember_sign_in(_request(pre, "https"), kept, {"state": "s1", "verifier": "v"})
+    [set_cookie] = _set_cookies(kept)
+    flags = [f.strip().lower() for f in set_cookie.split(";")]
+    assert set_cookie.startswith("__Host-outpost_signin=")
+    assert {"secure", "httponly", "samesite=lax", "path=/"} <= set(flags)
+    with_pending = _request(set_cookie.split(";")[0], "https")
+    assert cookies.pending_sign_in(with_pending) == {"state": "s1", "verifier": "v"}
+    assert cookies.pre_session_ok(with_pending, csrf)  # the form's CSRF token is kept
+    # Not on another scheme's cookie name, not under another key, not once expired.
+    assert cookies.pending_sign_in(_request(set_cookie.split(";")[0])) is None
+    assert SessionCookies(b"x" * 32).pending_sign_in(with_pending) is None
+    now = session_mod.time.time()
+    monkeypatch.setattr(
+        session_mod.time, "time", lambda: now + session_mod.PENDING_SIGN_IN_SECONDS + 1
+    )
+    assert cookies.pending_sign_in(with_pending) is None
+    monkeypatch.undo()
+    # Forgetting keeps the CSRF token and drops the pending sign-in.
+    gone = Response()
+    cookies.forget_sign_in(with_pending, gone)
+    after = _request(_set_cookies(gone)[0].split(";")[0], "https")
+    assert cookies.pending_sign_in(after) is None and cookies.pre_session_ok(after, csrf)
+
+
+def test_a_session_carries_the_issuers_admin_word() -> None:
+    cookies = SessionCookies(b"k" * 32)
+    for admin in (True, False):
+        resp = Response()
+        cookies.open(_request(""), resp, "user-1", "oidc", None, admin=admin)
+        value = next(c for c in _set_cookies(resp) if c.startswith("outpost_console="))
+        session = cookies.read(_request(value.split(";")[0]))
+        assert session is not None and session.admin is admin and session.method == "oidc"
