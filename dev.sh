@@ -194,7 +194,7 @@ case "$cmd" in
     "$VENV/bin/mypy" outpost
     say "pytest"
     export OUTPOST_COMPAT_PYTHON="$PWD/$COMPAT_VENV/bin/python"
-    exec "$VENV/bin/pytest" -q "$@"
+    exec "$VENV/bin/pytest" -q --durations=25 "$@"
     ;;
   bench)
     ensure_venv test

@@ -50,9 +50,13 @@ def test_user_endpoint_runs_as_the_mapped_account(mep_stack: MEPStack, unix_acco
     assert {grp.getgrgid(g).gr_name for g in want_groups} >= {"opmu_lab", "opmu_extra"}
     assert info["regained_root"] is False
     assert info["account_env"] == "opmu_alice"  # rendered from _OUTPOST.mapped_identity
-    # The user endpoint's environment: HOME, USER, PATH and the admin's variables only.
+    # The user endpoint's environment: HOME, USER, PATH and the admin's variables only,
+    # plus the site's CA bundle when the MEP has one (SSL_CERT_FILE/SSL_CERT_DIR).
     env = info["parent_env"]
-    assert set(env) == {"HOME", "USER", "PATH", "SITE_SCRATCH"}, env
+    site_ca = {k for k in ("SSL_CERT_FILE", "SSL_CERT_DIR") if k in env}
+    for k in site_ca:
+        assert env[k].startswith("/"), (k, env[k])  # passed on from the MEP as it is
+    assert set(env) - site_ca == {"HOME", "USER", "PATH", "SITE_SCRATCH"}, env
     assert env["HOME"] == alice.pw_dir and env["USER"] == "opmu_alice"
     assert info["parent_cmd"][1:] == ["-s", "-P", "-m", "outpost", "endpoint", "_user"]
     # Only 0/1/2 at exec, logged by the user endpoint in its own 0700 directory.
