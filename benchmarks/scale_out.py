@@ -1,5 +1,5 @@
-"""Scale-out figures: the embedded default against 1, 2 and 3 replicas on RabbitMQ, all on
-this machine and on loopback.
+"""Scale-out figures: the embedded default against 1, 2 and 3 replicas on PostgreSQL and
+RabbitMQ, all on this machine and on loopback.
 
 * no-op round trip: ``Executor.submit(noop).result()`` one at a time; the endpoint's
   channel is on replica 0 and the client on the last replica, so with several replicas
@@ -7,11 +7,21 @@ this machine and on loopback.
 * throughput: no-op tasks through one Executor per replica at once (the work split
   evenly), first submit to last result.
 
-The replicas share one store: PostgreSQL when ``--database-url postgresql://...`` is
-given (and the store supports it), else one SQLite file (WAL, several processes). A
-private RabbitMQ is started (Debian's rabbitmq-server, tests/servers/rabbitmq.py).
+The replicas share one PostgreSQL database (a fresh one per replica count) on a private
+server started here (Debian's postgresql, tests/servers/postgres.py; as root it runs as
+the ``postgres`` account), or the server given by ``--database-url``; ``--sqlite`` puts
+them on one SQLite file instead. A private RabbitMQ is started too (Debian's
+rabbitmq-server, tests/servers/rabbitmq.py).
+
+``--soak``: 3 replicas on PostgreSQL + RabbitMQ behind haproxy, one endpoint (process
+engine) and the SDK both going through haproxy, ``--soak-tasks`` tasks submitted in
+batches; one replica is SIGKILLed (and started again) twice and RabbitMQ restarted once
+while tasks are in flight. Each task appends its index to a file (fsync), so duplicate
+runs are counted; the table gives tasks lost (must be 0), duplicates and time taken.
+Everything started is stopped at the end, also on Ctrl-C or an error.
 
 Usage: python benchmarks/scale_out.py [--runs 300] [--tasks 5000] [--replicas 1 2 3]
+       python benchmarks/scale_out.py --soak [--soak-tasks 10000] [--soak-batch 250]
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -32,11 +43,25 @@ from outpost import Executor
 from outpost.local import LocalEndpoint, LocalService
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _scale_soak import Soak, SoakResult  # noqa: E402
+
+from tests.servers.postgres import PostgresServer, bin_dir  # noqa: E402
 from tests.servers.rabbitmq import RabbitMQServer  # noqa: E402
 
 
 def noop():
     return None
+
+
+def mark(path: str, index: int, attempt: int) -> int:
+    """The soak's task: record one run of task ``index`` durably (to count duplicate runs)."""
+    import os
+
+    with open(path, "a") as f:
+        f.write(f"{index} {attempt}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return index
 
 
 def measure(services: list[LocalService], token: str, runs: int, tasks: int) -> dict[str, Any]:
@@ -79,6 +104,8 @@ def measure(services: list[LocalService], token: str, runs: int, tasks: int) -> 
 
 
 def cluster(n: int | None, amqp: str | None, db_url: str | None) -> tuple[list[LocalService], str]:
+    """``n`` replicas on ``db_url`` (None: a SQLite file) and ``amqp``; ``n=None``: the
+    embedded default (one process, nothing else)."""
     home = Path(tempfile.mkdtemp(prefix="outpost-scale-bench-"))
     if amqp:
         os.environ["OUTPOST_AMQP_URL"] = amqp
@@ -86,19 +113,105 @@ def cluster(n: int | None, amqp: str | None, db_url: str | None) -> tuple[list[L
     else:
         os.environ.pop("OUTPOST_AMQP_URL", None)
         os.environ.pop("OUTPOST_DATABASE_URL", None)
-    services = [LocalService(home / f"r{i}") for i in range(n or 1)]
-    for s in services:
-        s.start(timeout=60)
-    return services, services[0].add_user("bench@localhost")
+    services: list[LocalService] = []
+    try:
+        for i in range(n or 1):  # the first migrates the store
+            services.append(LocalService(home / f"r{i}"))
+            services[-1].start(timeout=120)
+        return services, services[0].add_user("bench@localhost")
+    except BaseException:
+        for s in services:
+            s.close()
+        raise
+
+
+def with_database(server: PostgresServer | None, given: str | None, n: int) -> str | None:
+    """A fresh database for ``n`` replicas: on the private server, or beside ``given``."""
+    if server is not None:
+        return server.create_database(f"scale_{n}")
+    if given:
+        return given
+    return None
+
+
+def soak_table(r: SoakResult, tasks: int, batch: int) -> None:
+    t = Table(
+        title=f"Scale-out soak: {tasks:,} tasks, 3 replicas on PostgreSQL + RabbitMQ, haproxy",
+        caption=machine(),
+    )
+    t.add_column("measure")
+    t.add_column("value")
+    rows = [
+        ("tasks submitted", f"{r.submitted:,} (batches of {batch})"),
+        ("tasks accepted", f"{r.accepted:,}"),
+        ("results received (success)", f"{r.received:,}"),
+        ("tasks lost (must be 0)", f"{r.lost:,}"),
+        ("  of which failed", f"{sum(r.failed.values()):,} {dict(r.failed) or ''}"),
+        ("  of which still pending at the deadline", f"{r.pending:,}"),
+        ("task indexes that never ran", f"{r.never_ran:,}"),
+        ("runs recorded", f"{r.runs:,}"),
+        ("duplicate runs", f"{r.duplicates:,}"),
+        ("submits refused (sent again)", f"{sum(r.refused.values()):,}"),
+        ("  tasks sent again", f"{r.resubmitted:,}"),
+        ("  task indexes run by two attempts", f"{r.reruns_across_attempts:,}"),
+        ("submits without an answer", f"{r.no_answer:,}"),
+        ("  tasks found accepted by their task group", f"{r.found_by_group:,}"),
+        ("result polls that failed (polled again)", f"{r.poll_errors:,}"),
+        ("time taken", f"{r.seconds:.1f} s ({r.accepted / max(r.seconds, 1e-9):,.0f} tasks/s)"),
+    ]
+    for why, n in sorted(r.refused.items(), key=lambda kv: -kv[1]):
+        rows.append(("  refused: " + why, f"{n:,}"))
+    for i, ev in enumerate(r.events, 1):
+        rows.append((f"event {i}", ev))
+    for row in rows:
+        t.add_row(*row)
+    console.print(t)
+
+
+def run_soak(args: argparse.Namespace) -> int:
+    soak = Soak(args.soak_tasks, args.soak_batch, 3, args.soak_deadline)
+
+    def say(msg: str) -> None:
+        console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {msg}")
+
+    try:
+        soak.start(say)
+        result = soak.run(say, window=args.soak_window, mark=mark)
+    except BaseException:
+        console.print(f"logs of the replicas and the endpoint kept in {soak.home}")
+        raise
+    finally:
+        say("stopping everything")
+        soak.close()
+    soak_table(result, args.soak_tasks, args.soak_batch)
+    if result.lost == 0 and result.never_ran == 0:
+        soak.remove_files()
+        return 0
+    console.print(f"logs of the replicas and the endpoint kept in {soak.home}")
+    return 1
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--runs", type=int, default=300)
-    ap.add_argument("--tasks", type=int, default=5000)
-    ap.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 3])
-    ap.add_argument("--database-url", default=None, help="shared store (default: SQLite file)")
+    ap.add_argument("--runs", type=int, default=300, help="round trips timed per setup")
+    ap.add_argument("--tasks", type=int, default=5000, help="no-op tasks for the throughput")
+    ap.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 3],
+                    help="replica counts to measure (default: 1 2 3)")  # fmt: skip
+    ap.add_argument("--database-url", default=None,
+                    help="an existing PostgreSQL database for the replicas "
+                    "(default: a private server started here)")  # fmt: skip
+    ap.add_argument("--sqlite", action="store_true",
+                    help="replicas on one shared SQLite file instead of PostgreSQL")  # fmt: skip
+    ap.add_argument("--soak", action="store_true", help="run the soak instead (see above)")
+    ap.add_argument("--soak-tasks", type=int, default=10_000, help="tasks in the soak")
+    ap.add_argument("--soak-batch", type=int, default=250, help="tasks per submit request")
+    ap.add_argument("--soak-window", type=int, default=1000,
+                    help="most tasks outstanding (so submits go on through the run)")  # fmt: skip
+    ap.add_argument("--soak-deadline", type=float, default=1800.0,
+                    help="seconds before the soak gives up waiting")  # fmt: skip
     args = ap.parse_args()
+    if args.soak:
+        sys.exit(run_soak(args))
     results: list[tuple[str, dict[str, Any]]] = []
     services, token = cluster(None, None, None)
     try:
@@ -108,15 +221,32 @@ def main() -> None:
     finally:
         for s in services:
             s.close()
-    with RabbitMQServer() as rmq:
-        for n in args.replicas:
-            services, token = cluster(n, rmq.amqp_url, args.database_url)
-            try:
-                label = f"{n} replica{'s' if n > 1 else ''} + RabbitMQ"
-                results.append((label, measure(services, token, args.runs, args.tasks)))
-            finally:
-                for s in services:
-                    s.close()
+        shutil.rmtree(services[0].home.parent, ignore_errors=True)
+    pg: PostgresServer | None = None
+    store = "SQLite file" if args.sqlite else "PostgreSQL"
+    try:
+        if not args.sqlite and not args.database_url:
+            bindir = bin_dir()
+            if bindir is None:
+                sys.exit("PostgreSQL is not installed (apt-get install postgresql), or --sqlite")
+            pg = PostgresServer(bindir)
+            pg.start()
+        with RabbitMQServer() as rmq:
+            for n in args.replicas:
+                db_url = None if args.sqlite else with_database(pg, args.database_url, n)
+                services, token = cluster(n, rmq.amqp_url, db_url)
+                try:
+                    label = f"{n} replica{'s' if n > 1 else ''} ({store} + RabbitMQ)"
+                    results.append((label, measure(services, token, args.runs, args.tasks)))
+                finally:
+                    for s in services:
+                        s.close()
+                    shutil.rmtree(services[0].home.parent, ignore_errors=True)
+    finally:
+        if pg is not None:
+            pg.stop()
+        os.environ.pop("OUTPOST_AMQP_URL", None)
+        os.environ.pop("OUTPOST_DATABASE_URL", None)
     base = results[0][1]
     t = Table(title="Scale-out: round trip and throughput", caption=machine())
     for col in (
