@@ -53,9 +53,7 @@ def cluster(
     postgres_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Cluster]:
-    with start_cluster(
-        tmp_path, rabbitmq, haproxy_factory, monkeypatch, db_url=postgres_url
-    ) as c:
+    with start_cluster(tmp_path, rabbitmq, haproxy_factory, monkeypatch, db_url=postgres_url) as c:
         yield c
 
 
@@ -167,31 +165,65 @@ def _holder_of(cluster: Cluster, endpoint_id: str) -> int:
     raise AssertionError(f"no replica logged id {row[0]}")
 
 
+class _Load:
+    """100 tasks in flight on an endpoint of replica 0, submitted on replica 1; then
+    single-task submits to replica 2 while a server is away."""
+
+    def __init__(self, cluster: Cluster, tmp_path: Path) -> None:
+        self.cluster = cluster
+        self.ep = LocalEndpoint(
+            cluster.replicas[0], "ep", cluster.token, config=FAST_ENDPOINT
+        ).start()
+        self.client = Client(cluster.url(1), cluster.token)
+        self.fid = self.client.register_function(mark)
+        runs = str(tmp_path / "runs.txt")
+        batch = self.client.create_batch()
+        for i in range(100):
+            batch.add(self.fid, (runs, i))
+        self.tids = self.client.batch_run(str(self.ep.endpoint_id), batch)["tasks"][self.fid]
+        self.body = {"tasks": {self.fid: [pack_payload((runs, 1000), {})]}}
+
+    def submit(self) -> httpx.Response:
+        return httpx.post(
+            f"{self.cluster.url(2)}/v3/endpoints/{self.ep.endpoint_id}/submit",
+            json=self.body,
+            headers={"Authorization": f"Bearer {self.cluster.token}"},
+            timeout=60,
+        )
+
+    def while_away(self, n: int = 5) -> list[tuple[int, str]]:
+        """Submit ``n`` times (30 s at most); the answers' (status, reason)."""
+        statuses: list[tuple[int, str]] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(statuses) < n:
+            r = self.submit()
+            statuses.append((r.status_code, r.json().get("reason", "")))
+            time.sleep(0.5)
+        return statuses
+
+    def back_and_done(self) -> None:
+        """New work is accepted again (503 until then), and every accepted task ran."""
+        deadline = time.monotonic() + WAIT
+        while True:
+            r = self.submit()
+            if r.status_code == 200:
+                self.tids += r.json()["tasks"][self.fid]
+                break
+            assert r.status_code == 503 and time.monotonic() < deadline, r.text
+            time.sleep(0.5)
+        res = _wait_all(self.client, self.tids)
+        assert all(res[t]["status"] == "success" for t in self.tids), {
+            t: res[t] for t in self.tids if res[t]["status"] != "success"
+        }
+
+
 def test_rabbitmq_restart_under_load_is_waited_out(
     cluster: Cluster, tmp_path: Path, rabbitmq: Any
 ) -> None:
-    ep = LocalEndpoint(cluster.replicas[0], "ep", cluster.token, config=FAST_ENDPOINT).start()
-    c = Client(cluster.url(1), cluster.token)
-    fid = c.register_function(mark)
-    runs = tmp_path / "runs.txt"
-    batch = c.create_batch()
-    for i in range(100):
-        batch.add(fid, (str(runs), i))
-    tids = c.batch_run(str(ep.endpoint_id), batch)["tasks"][fid]
+    load = _Load(cluster, tmp_path)
     rabbitmq.stop()
-    statuses: list[tuple[int, str]] = []
     try:
-        body = {"tasks": {fid: [pack_payload((str(runs), 1000), {})]}}
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(statuses) < 5:
-            r = httpx.post(
-                f"{cluster.url(2)}/v3/endpoints/{ep.endpoint_id}/submit",
-                json=body,
-                headers={"Authorization": f"Bearer {cluster.token}"},
-                timeout=30,
-            )
-            statuses.append((r.status_code, r.json().get("reason", "")))
-            time.sleep(0.5)
+        statuses = load.while_away()
         # Readiness says why (a balancer or an orchestrator can act on it).
         ready = httpx.get(f"{cluster.url(2)}/readyz", timeout=30)
         assert ready.status_code == 503 and "RabbitMQ" in ready.text, ready.text
@@ -200,24 +232,7 @@ def test_rabbitmq_restart_under_load_is_waited_out(
     refused = [s for s in statuses if s[0] == 503]
     assert refused and all(code in (200, 503) for code, _ in statuses), statuses
     assert "RabbitMQ" in refused[0][1], refused[0]
-    # Back: everything accepted before runs, and new work is accepted again.
-    deadline = time.monotonic() + WAIT
-    while True:
-        r = httpx.post(
-            f"{cluster.url(2)}/v3/endpoints/{ep.endpoint_id}/submit",
-            json=body,
-            headers={"Authorization": f"Bearer {cluster.token}"},
-            timeout=30,
-        )
-        if r.status_code == 200:
-            tids += r.json()["tasks"][fid]
-            break
-        assert r.status_code == 503 and time.monotonic() < deadline, r.text
-        time.sleep(0.5)
-    res = _wait_all(c, tids)
-    assert all(res[t]["status"] == "success" for t in tids), {
-        t: res[t] for t in tids if res[t]["status"] != "success"
-    }
+    load.back_and_done()
 
 
 def test_postgresql_restart_under_load_is_waited_out(
@@ -225,47 +240,12 @@ def test_postgresql_restart_under_load_is_waited_out(
 ) -> None:
     """The database goes away under load: clients get 503 with a reason (never 500) until
     it is back, and every task accepted before, and after, runs."""
-    ep = LocalEndpoint(cluster.replicas[0], "ep", cluster.token, config=FAST_ENDPOINT).start()
-    c = Client(cluster.url(1), cluster.token)
-    fid = c.register_function(mark)
-    runs = tmp_path / "runs.txt"
-    batch = c.create_batch()
-    for i in range(100):
-        batch.add(fid, (str(runs), i))
-    tids = c.batch_run(str(ep.endpoint_id), batch)["tasks"][fid]
-    body = {"tasks": {fid: [pack_payload((str(runs), 1000), {})]}}
-    auth = {"Authorization": f"Bearer {cluster.token}"}
+    load = _Load(cluster, tmp_path)
     postgres_server.pause()
-    statuses: list[tuple[int, str]] = []
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(statuses) < 5:
-            r = httpx.post(
-                f"{cluster.url(2)}/v3/endpoints/{ep.endpoint_id}/submit",
-                json=body,
-                headers=auth,
-                timeout=60,
-            )
-            statuses.append((r.status_code, r.json().get("reason", "")))
-            time.sleep(0.5)
+        statuses = load.while_away()
     finally:
         postgres_server.resume()
-    assert all(code in (503,) for code, _ in statuses), statuses
+    assert statuses and all(code == 503 for code, _ in statuses), statuses
     assert "database" in statuses[0][1], statuses[0]
-    deadline = time.monotonic() + WAIT
-    while True:
-        r = httpx.post(
-            f"{cluster.url(2)}/v3/endpoints/{ep.endpoint_id}/submit",
-            json=body,
-            headers=auth,
-            timeout=60,
-        )
-        if r.status_code == 200:
-            tids += r.json()["tasks"][fid]
-            break
-        assert r.status_code == 503 and time.monotonic() < deadline, r.text
-        time.sleep(0.5)
-    res = _wait_all(c, tids)
-    assert all(res[t]["status"] == "success" for t in tids), {
-        t: res[t] for t in tids if res[t]["status"] != "success"
-    }
+    load.back_and_done()
