@@ -3,6 +3,9 @@ things; an administrator everything); anything else is the same 404 as a missing
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
@@ -24,6 +27,21 @@ def not_found(request: Request, viewer: Viewer, what: str) -> Response:
     )
 
 
+async def _visible(
+    request: Request, query: Callable[..., dict[str, Any] | None], raw_id: str, what: str
+) -> tuple[Viewer, dict[str, Any]] | Response:
+    """The viewer and the ``what`` that ``query`` reads by ``raw_id``, if it is theirs to
+    see; else the answer to give instead (sign in, or the same 404 as a missing one)."""
+    viewer = await viewer_of(request)
+    if viewer is None:
+        return signin_redirect(request)
+    key = views.parse_id(raw_id)
+    row = await state_of(request).db.read(query, key, viewer.owner_filter) if key else None
+    if row is None:
+        return not_found(request, viewer, what)
+    return viewer, row
+
+
 @router.get("/")
 @router.get("/console")
 @router.get("/console/")
@@ -42,14 +60,11 @@ async def endpoints_page(request: Request) -> Response:
 
 @router.get("/console/endpoints/{endpoint_id}")
 async def endpoint_page(request: Request, endpoint_id: str) -> Response:
-    viewer = await viewer_of(request)
-    if viewer is None:
-        return signin_redirect(request)
+    found = await _visible(request, queries.get_endpoint, endpoint_id, "endpoint")
+    if isinstance(found, Response):
+        return found
+    viewer, ep = found
     state = state_of(request)
-    eid = views.parse_id(endpoint_id)
-    ep = await state.db.read(queries.get_endpoint, eid, viewer.owner_filter) if eid else None
-    if ep is None:
-        return not_found(request, viewer, "endpoint")
     counts = await state.db.read(queries.endpoint_counts, [ep])
     row = await views.endpoint_row(state, ep, counts[ep["id"]])
     mep = await views.mep_console(state, ep) if ep["multi_user"] else None
@@ -68,14 +83,10 @@ async def endpoint_page(request: Request, endpoint_id: str) -> Response:
 
 @router.get("/console/tasks/{task_id}")
 async def task_page(request: Request, task_id: str) -> Response:
-    viewer = await viewer_of(request)
-    if viewer is None:
-        return signin_redirect(request)
-    state = state_of(request)
-    tid = views.parse_id(task_id)
-    task = await state.db.read(queries.get_task, tid, viewer.owner_filter) if tid else None
-    if task is None:
-        return not_found(request, viewer, "task")
+    found = await _visible(request, queries.get_task, task_id, "task")
+    if isinstance(found, Response):
+        return found
+    viewer, task = found
     return render(
         request,
         "task.html",
@@ -101,15 +112,11 @@ async def groups_page(request: Request) -> Response:
 
 @router.get("/console/groups/{group_id}")
 async def group_page(request: Request, group_id: str) -> Response:
-    viewer = await viewer_of(request)
-    if viewer is None:
-        return signin_redirect(request)
-    state = state_of(request)
-    gid = views.parse_id(group_id)
-    group = await state.db.read(queries.get_group, gid, viewer.owner_filter) if gid else None
-    if group is None:
-        return not_found(request, viewer, "task group")
-    tasks = await state.db.read(queries.group_tasks, group["id"])
+    found = await _visible(request, queries.get_group, group_id, "task group")
+    if isinstance(found, Response):
+        return found
+    viewer, group = found
+    tasks = await state_of(request).db.read(queries.group_tasks, group["id"])
     return render(
         request,
         "group.html",
