@@ -3,7 +3,7 @@ things; an administrator everything); anything else is the same 404 as a missing
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -27,19 +27,32 @@ def not_found(request: Request, viewer: Viewer, what: str) -> Response:
     )
 
 
-async def _visible(
-    request: Request, query: Callable[..., dict[str, Any] | None], raw_id: str, what: str
-) -> tuple[Viewer, dict[str, Any]] | Response:
-    """The viewer and the ``what`` that ``query`` reads by ``raw_id``, if it is theirs to
-    see; else the answer to give instead (sign in, or the same 404 as a missing one)."""
-    viewer = await viewer_of(request)
-    if viewer is None:
-        return signin_redirect(request)
-    key = views.parse_id(raw_id)
-    row = await state_of(request).db.read(query, key, viewer.owner_filter) if key else None
-    if row is None:
-        return not_found(request, viewer, what)
-    return viewer, row
+Page = Callable[[Request, Viewer, dict[str, Any]], Awaitable[Response]]
+
+
+def about_one(
+    query: Callable[..., dict[str, Any] | None], what: str
+) -> Callable[[Page], Callable[[Request, str], Awaitable[Response]]]:
+    """A page about one ``what`` (route parameter ``item_id``): shown with the row that
+    ``query`` reads by that id as the viewer may see it; a visitor not signed in is sent
+    to sign in, and a missing id or one not theirs gets the same 404."""
+
+    def wrap(page: Page) -> Callable[[Request, str], Awaitable[Response]]:
+        async def handler(request: Request, item_id: str) -> Response:
+            viewer = await viewer_of(request)
+            if viewer is None:
+                return signin_redirect(request)
+            key = views.parse_id(item_id)
+            db = state_of(request).db
+            row = await db.read(query, key, viewer.owner_filter) if key else None
+            if row is None:
+                return not_found(request, viewer, what)
+            return await page(request, viewer, row)
+
+        handler.__name__ = page.__name__
+        return handler
+
+    return wrap
 
 
 @router.get("/")
@@ -58,12 +71,9 @@ async def endpoints_page(request: Request) -> Response:
     return render(request, "endpoints.html", viewer=viewer, endpoints=rows, nav="endpoints")
 
 
-@router.get("/console/endpoints/{endpoint_id}")
-async def endpoint_page(request: Request, endpoint_id: str) -> Response:
-    found = await _visible(request, queries.get_endpoint, endpoint_id, "endpoint")
-    if isinstance(found, Response):
-        return found
-    viewer, ep = found
+@router.get("/console/endpoints/{item_id}")
+@about_one(queries.get_endpoint, "endpoint")
+async def endpoint_page(request: Request, viewer: Viewer, ep: dict[str, Any]) -> Response:
     state = state_of(request)
     counts = await state.db.read(queries.endpoint_counts, [ep])
     row = await views.endpoint_row(state, ep, counts[ep["id"]])
@@ -81,12 +91,9 @@ async def endpoint_page(request: Request, endpoint_id: str) -> Response:
     )
 
 
-@router.get("/console/tasks/{task_id}")
-async def task_page(request: Request, task_id: str) -> Response:
-    found = await _visible(request, queries.get_task, task_id, "task")
-    if isinstance(found, Response):
-        return found
-    viewer, task = found
+@router.get("/console/tasks/{item_id}")
+@about_one(queries.get_task, "task")
+async def task_page(request: Request, viewer: Viewer, task: dict[str, Any]) -> Response:
     return render(
         request,
         "task.html",
@@ -110,12 +117,9 @@ async def groups_page(request: Request) -> Response:
     return render(request, "groups.html", viewer=viewer, groups=rows, nav="groups")
 
 
-@router.get("/console/groups/{group_id}")
-async def group_page(request: Request, group_id: str) -> Response:
-    found = await _visible(request, queries.get_group, group_id, "task group")
-    if isinstance(found, Response):
-        return found
-    viewer, group = found
+@router.get("/console/groups/{item_id}")
+@about_one(queries.get_group, "task group")
+async def group_page(request: Request, viewer: Viewer, group: dict[str, Any]) -> Response:
     tasks = await state_of(request).db.read(queries.group_tasks, group["id"])
     return render(
         request,
