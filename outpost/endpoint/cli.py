@@ -302,20 +302,12 @@ def enable_on_boot(name: str, print_only: bool, unit_dir: Path, service_url: str
 )
 def disable_on_boot(name: str, unit_dir: Path) -> None:
     """Disable and remove NAME's systemd unit (a running endpoint keeps running)."""
-    from outpost.service.systemd import systemctl
+    from outpost.systemd_units import remove_unit
 
-    path = unit_dir / f"outpost-endpoint-{name}.service"
-    if not path.exists():
-        err.print(f"no unit at {path}; nothing to do")
+    path = remove_unit(unit_dir, mu_cli.unit_name(name))
+    if path is None:
+        err.print(f"no unit at {unit_dir / mu_cli.unit_name(name)}; nothing to do")
         return
-    problem = systemctl("disable", path.name)
-    if problem:
-        raise click.ClickException(f"systemctl disable {path.name} failed: {problem}")
-    try:
-        path.unlink()
-    except OSError as e:
-        raise click.ClickException(f"cannot remove {path}: {e.strerror} (run as root)") from None
-    systemctl("daemon-reload")
     err.print(f"removed {path}")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +249,7 @@ def enable_on_boot(
     Settings come from --config (keep secrets such as a database password there, mode
     0600), never from the unit. Start it with `systemctl start outpost-service`.
     """
+    from outpost import systemd_units
     from outpost.service import systemd
 
     cfg = _root_config(ctx, config_file)
@@ -269,17 +269,7 @@ def enable_on_boot(
     if print_only:
         click.echo(text, nl=False)
         return
-    path = unit_dir / systemd.UNIT_NAME
-    try:
-        unit_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        os.chmod(path, 0o644)
-    except OSError as e:
-        raise click.ClickException(f"cannot write {path}: {e.strerror} (run as root)") from None
-    for args in (("daemon-reload",), ("enable", systemd.UNIT_NAME)):
-        problem = systemd.systemctl(*args)
-        if problem:
-            raise click.ClickException(f"systemctl {' '.join(args)} failed: {problem}")
+    path = systemd_units.install_unit(unit_dir, systemd.UNIT_NAME, text)
     click.echo(f"wrote {path}; start it with: systemctl start {systemd.UNIT_NAME}", err=True)
 
 
@@ -293,17 +283,13 @@ def enable_on_boot(
 )
 def disable_on_boot(unit_dir: Path) -> None:
     """Disable and remove the service's systemd unit (a running service keeps running)."""
+    from outpost import systemd_units
     from outpost.service import systemd
 
-    path = unit_dir / systemd.UNIT_NAME
-    if not path.exists():
-        click.echo(f"no unit at {path}; nothing to do", err=True)
+    path = systemd_units.remove_unit(unit_dir, systemd.UNIT_NAME)
+    if path is None:
+        click.echo(f"no unit at {unit_dir / systemd.UNIT_NAME}; nothing to do", err=True)
         return
-    problem = systemd.systemctl("disable", systemd.UNIT_NAME)
-    if problem:
-        raise click.ClickException(f"systemctl disable failed: {problem}")
-    path.unlink()
-    systemd.systemctl("daemon-reload")
     click.echo(f"removed {path}", err=True)
 
 

@@ -1,9 +1,8 @@
-"""The systemd unit of the service (``outpost service enable-on-boot``)."""
+"""The systemd unit of the service (``outpost service enable-on-boot``; written and
+enabled by ``outpost.systemd_units``)."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -78,14 +77,3 @@ def unit_text(
         + "\n[Install]\nWantedBy=multi-user.target\n"
     )
 
-
-def systemd_running() -> bool:
-    return shutil.which("systemctl") is not None and Path("/run/systemd/system").is_dir()
-
-
-def systemctl(*args: str) -> str | None:
-    """Run systemctl when systemd manages this machine; the error text, or None."""
-    if not systemd_running():
-        return None
-    done = subprocess.run(["systemctl", *args], capture_output=True, text=True, check=False)
-    return done.stderr.strip() or f"exit {done.returncode}" if done.returncode else None

@@ -17,15 +17,12 @@ The driver only observes; tests/compat/test_globus_compute_sdk.py asserts on the
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from typing import Any
 
-POLL = 0.1
-
+from driver_kit import POLL, Checks, Timeout, sdk_client, settings, wait_result
 
 # -- user functions (defined in __main__, so dill pickles them by value) -------------
 
@@ -47,29 +44,6 @@ def fails():
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-class Timeout(Exception):
-    pass
-
-
-def wait_result(client: Any, task_id: str, timeout: float) -> tuple[Any, list[str]]:
-    """Poll ``get_result`` as a user would; return (result, pending reasons seen)."""
-    from globus_compute_sdk.errors import TaskPending
-
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return client.get_result(task_id), seen
-        except TaskPending as e:
-            if e.reason not in seen:
-                seen.append(e.reason)
-        if time.monotonic() > deadline:
-            raise Timeout(
-                f"task {task_id} still pending after {timeout} s (pending reasons seen: {seen})"
-            )
-        time.sleep(POLL)
 
 
 def wait_failure(client: Any, task_id: str, timeout: float) -> dict[str, Any]:
@@ -120,26 +94,14 @@ def jsonable(value: Any) -> Any:
 
 
 def run_checks(token: str, endpoint_id: str, timeout: float) -> dict[str, Any]:
-    import globus_sdk
-    from globus_compute_sdk import Client, ShellFunction
+    from globus_compute_sdk import ShellFunction
     from globus_compute_sdk.version import __version__ as sdk_version
 
-    out: dict[str, Any] = {}
+    check = Checks()
     state: dict[str, Any] = {}
 
-    def check(name: str, fn: Callable[[], dict[str, Any]]) -> None:
-        t0 = time.monotonic()
-        try:
-            obs = {"ok": True, **fn()}
-        except Exception as e:  # noqa: BLE001 - reported to pytest, which asserts
-            obs = {"ok": False, "error": "".join(traceback.format_exception(e))}
-        obs["seconds"] = round(time.monotonic() - t0, 3)
-        out[name] = obs
-
     def new_client() -> Any:
-        return Client(
-            local_compute_services=True, authorizer=globus_sdk.AccessTokenAuthorizer(token)
-        )
+        return sdk_client(token)
 
     def client() -> Any:
         if "client" not in state:
@@ -268,13 +230,11 @@ def run_checks(token: str, endpoint_id: str, timeout: float) -> dict[str, Any]:
         ("shell_function", c_shell),
     ]:
         check(name, fn)
-    return out
+    return check.out
 
 
 def main() -> int:
-    token = os.environ["OUTPOST_COMPAT_TOKEN"]
-    endpoint_id = os.environ["OUTPOST_COMPAT_ENDPOINT"]
-    timeout = float(os.environ.get("OUTPOST_COMPAT_TIMEOUT", "60"))
+    token, endpoint_id, timeout = settings(60)
     t0 = time.monotonic()
     out = run_checks(token, endpoint_id, timeout)
     out["_meta"] = {"python": sys.version.split()[0], "seconds": round(time.monotonic() - t0, 3)}

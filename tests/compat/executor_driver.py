@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import os
 import time
-import traceback
-from collections.abc import Callable
 from typing import Any
+
+from driver_kit import Checks, sdk_client, settings, wait_result
 
 
 def add(a, b):
@@ -37,24 +37,12 @@ def slow_square(x, seconds=3.0):
 
 
 def run_checks(token: str, endpoint_id: str, timeout: float) -> dict[str, Any]:
-    import globus_sdk
-    from globus_compute_sdk import Client, Executor
+    from globus_compute_sdk import Executor
 
-    out: dict[str, Any] = {}
-
-    def check(name: str, fn: Callable[[], dict[str, Any]]) -> None:
-        t0 = time.monotonic()
-        try:
-            obs = {"ok": True, **fn()}
-        except Exception as e:  # noqa: BLE001 - reported to pytest, which asserts
-            obs = {"ok": False, "error": "".join(traceback.format_exception(e))}
-        obs["seconds"] = round(time.monotonic() - t0, 3)
-        out[name] = obs
+    check = Checks()
 
     def client() -> Any:
-        return Client(
-            local_compute_services=True, authorizer=globus_sdk.AccessTokenAuthorizer(token)
-        )
+        return sdk_client(token)
 
     def c_submit() -> dict[str, Any]:
         with Executor(endpoint_id=endpoint_id, client=client()) as ex:
@@ -85,17 +73,7 @@ def run_checks(token: str, endpoint_id: str, timeout: float) -> dict[str, Any]:
             fid = c.register_function(add)
             tid = c.run(40, 2, endpoint_id=endpoint_id, function_id=fid)
             executor_value = fut.result(timeout=timeout)
-        deadline = time.monotonic() + timeout
-        from globus_compute_sdk.errors import TaskPending
-
-        while True:
-            try:
-                client_value = c.get_result(tid)
-                break
-            except TaskPending:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        client_value, _ = wait_result(c, tid, timeout)
         return {"executor": executor_value, "client": client_value}
 
     def c_reload() -> dict[str, Any]:
@@ -191,18 +169,16 @@ def run_checks(token: str, endpoint_id: str, timeout: float) -> dict[str, Any]:
     check("resource_specification", c_resource_specification)
     check("shutdown", c_shutdown)
     check("parsl_dag", c_parsl_dag)
-    return out
+    return check.out
 
 
 def submit_and_leave(token: str, endpoint_id: str, timeout: float) -> None:
     """Submit three slow tasks to a new task group, print it, exit without waiting."""
     import uuid
 
-    import globus_sdk
-    from globus_compute_sdk import Client, Executor
+    from globus_compute_sdk import Executor
 
-    c = Client(local_compute_services=True, authorizer=globus_sdk.AccessTokenAuthorizer(token))
-    ex = Executor(endpoint_id=endpoint_id, client=c, task_group_id=uuid.uuid4())
+    ex = Executor(endpoint_id=endpoint_id, client=sdk_client(token), task_group_id=uuid.uuid4())
     futs = [ex.submit(slow_square, i) for i in range(3)]
     deadline = time.monotonic() + timeout
     while not all(f.task_id for f in futs):  # task ids arrive once the batch is sent
@@ -225,9 +201,7 @@ def submit_and_leave(token: str, endpoint_id: str, timeout: float) -> None:
 def main() -> None:
     import sys
 
-    token = os.environ["OUTPOST_COMPAT_TOKEN"]
-    endpoint_id = os.environ["OUTPOST_COMPAT_ENDPOINT"]
-    timeout = float(os.environ.get("OUTPOST_COMPAT_TIMEOUT", "90"))
+    token, endpoint_id, timeout = settings(90)
     if sys.argv[1:2] == ["--submit-and-leave"]:
         submit_and_leave(token, endpoint_id, timeout)
     out = run_checks(token, endpoint_id, timeout)

@@ -10,25 +10,24 @@ each test asserts on one part of that.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from outpost.local import LocalEndpoint, LocalService
-from tests.compat.test_globus_compute_sdk import (
+from tests.compat.sdk_harness import (
     ENDPOINT_CONFIG,
-    PORT,
-    _compat_python,
-    _port_free,
-    _require,
+    compat_python,
+    observed,
+    result_queue,
+    run_driver,
+    sdk_env,
+    sdk_service,
 )
 from tests.servers.rabbitmq import RabbitMQServer
 
@@ -51,95 +50,22 @@ class Stack:
 def amqp_stack(
     rabbitmq: RabbitMQServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    python = _compat_python()
-    probe = subprocess.run([python, "-c", "import parsl"], capture_output=True, timeout=120)
-    _require(probe.returncode == 0, f"{python} cannot import parsl (./dev.sh test installs it)")
-    _require(_port_free(PORT), f"port {PORT} is busy; the SDK's local mode needs it")
-    home = tmp_path_factory.mktemp("compat-amqp")
-    url_file = home / "amqp-url"
-    url_file.write_text(rabbitmq.amqp_url)
-    url_file.chmod(0o600)
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("OUTPOST_TOKEN", "OUTPOST_SERVICE_URL", "OUTPOST_DATA_DIR"):
-            mp.delenv(var, raising=False)
-        mp.setenv("OUTPOST_HOME", str(home))
-        svc = LocalService(
-            home,
-            port=PORT,
-            extra_args=(
-                "--amqp-url-file",
-                str(url_file),
-                "--amqp-management-url",
-                rabbitmq.management_url,
-            ),
-        )
-        try:
-            svc.start()
-            token = svc.add_user("executor@example.org")
-            ep = LocalEndpoint(svc, "compat-amqp-ep", token, config=ENDPOINT_CONFIG)
-            ep.start()
-            yield Stack(python, rabbitmq, svc, ep, token)
-        finally:
-            svc.close()
+    python = compat_python(parsl=True)
+    with sdk_service(tmp_path_factory.mktemp("compat-amqp"), rabbitmq) as svc:
+        token = svc.add_user("executor@example.org")
+        ep = LocalEndpoint(svc, "compat-amqp-ep", token, config=ENDPOINT_CONFIG)
+        ep.start()
+        yield Stack(python, rabbitmq, svc, ep, token)
 
 
 @pytest.fixture(scope="module")
 def seen(amqp_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    home = tmp_path_factory.mktemp("executor-home")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("GLOBUS_", "OUTPOST_", "FUNCX_", "PARSL_"))
-        and k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
-    }
-    env.update(
-        HOME=str(home),
-        PYTHONUNBUFFERED="1",
+    env = sdk_env(
+        tmp_path_factory.mktemp("executor-home"),
         OUTPOST_COMPAT_TOKEN=amqp_stack.token,
         OUTPOST_COMPAT_ENDPOINT=str(amqp_stack.endpoint.endpoint_id),
     )
-    t0 = time.monotonic()
-    try:
-        proc = subprocess.run(
-            [amqp_stack.python, str(DRIVER)],
-            env=env,
-            cwd=home,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=DRIVER_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"driver did not finish within {DRIVER_TIMEOUT} s; stderr:\n{e.stderr}")
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        pytest.fail(
-            f"driver exited with {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}"
-            f"\nstderr:\n{proc.stderr[-5000:]}"
-        )
-    out: dict[str, Any] = json.loads(lines[-1])
-    out["_wall_seconds"] = round(time.monotonic() - t0, 3)
-    return out
-
-
-def observed(seen: dict[str, Any], name: str) -> dict[str, Any]:
-    obs = seen[name]
-    if not obs["ok"]:
-        pytest.fail(f"SDK call(s) for {name!r} raised:\n{obs['error']}")
-    return dict(obs)
-
-
-def queue_depth(rmq: RabbitMQServer, prefix_gid: str) -> int | None:
-    r = httpx.get(
-        f"{rmq.management_url}/api/queues",
-        auth=(rmq.admin_user, rmq.admin_password),
-        params={"columns": "name,messages"},
-        timeout=10,
-    )
-    for q in r.json():
-        if q["name"].endswith(prefix_gid):
-            return int(q.get("messages") or 0)
-    return None
+    return run_driver(amqp_stack.python, DRIVER, env, DRIVER_TIMEOUT)
 
 
 def test_executor_results_arrive_over_amqp(seen: dict[str, Any], amqp_stack: Stack) -> None:
@@ -149,9 +75,9 @@ def test_executor_results_arrive_over_amqp(seen: dict[str, Any], amqp_stack: Sta
     # the SDK acked what it read: the group's queue exists and holds nothing
     gid = obs["task_group_id"]
     deadline = time.monotonic() + 30
-    while (depth := queue_depth(amqp_stack.rmq, gid)) != 0:
-        assert depth is not None, f"no result queue for task group {gid}"
-        assert time.monotonic() < deadline, f"queue of {gid} still holds {depth} results"
+    while (q := result_queue(amqp_stack.rmq, gid)) is None or q.get("messages"):
+        assert q is not None, f"no result queue for task group {gid}"
+        assert time.monotonic() < deadline, f"queue of {gid} still holds {q['messages']} results"
         time.sleep(1)
 
 

@@ -11,12 +11,7 @@ Skipped locally (failed when ``CI=true``) if that interpreter or port 5000 is un
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,70 +21,22 @@ from typing import Any
 import pytest
 
 from outpost.local import LocalEndpoint, LocalService
+from tests.compat.sdk_harness import (
+    ENDPOINT_CONFIG,
+    PORT,
+    SDK_VERSION,
+    compat_python,
+    observed,
+    run_driver,
+    sdk_env,
+    sdk_service,
+)
 
 pytestmark = pytest.mark.compat
 
-SDK_VERSION = "4.19.0"
-PORT = 5000  # fixed by the SDK: local_compute_services=True -> http://localhost:5000
 DRIVER = Path(__file__).with_name("driver.py")
 TASK_TIMEOUT = 60  # seconds the driver waits for one task
 DRIVER_TIMEOUT = 240  # seconds for the whole driver run
-
-ENDPOINT_CONFIG = """\
-engine:
-  type: ProcessPoolEngine
-  max_workers: 2
-heartbeat_period: 1
-heartbeat_threshold: 5
-"""
-
-
-def _require(condition: bool, why: str) -> None:
-    """Skip locally when a prerequisite is missing; fail in CI, where it must exist."""
-    if not condition:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"required in CI: {why}")
-        pytest.skip(why)
-
-
-def _port_free(port: int) -> bool:
-    """True unless something listens on ``port`` (on 127.0.0.1 or ::1, i.e. localhost)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    try:
-        with socket.create_connection(("::1", port), timeout=0.5):
-            return False  # someone answers for localhost over IPv6
-    except OSError:
-        return True
-
-
-def _compat_python() -> str:
-    py = os.environ.get("OUTPOST_COMPAT_PYTHON", "")
-    _require(bool(py), "OUTPOST_COMPAT_PYTHON is not set (./dev.sh test sets it)")
-    _require(
-        os.path.isfile(py) and os.access(py, os.X_OK),
-        f"OUTPOST_COMPAT_PYTHON={py} is not an executable file",
-    )
-    probe = subprocess.run(
-        [py, "-c", "import globus_compute_sdk.version as v; print(v.__version__)"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    _require(
-        probe.returncode == 0,
-        f"{py} cannot import globus_compute_sdk: {probe.stderr.strip()[-500:]}",
-    )
-    version = probe.stdout.strip()
-    _require(
-        version == SDK_VERSION,
-        f"{py} has globus-compute-sdk {version}, these tests need {SDK_VERSION}",
-    )
-    return py
 
 
 @dataclass
@@ -107,76 +54,26 @@ class CompatStack:
 
 @pytest.fixture(scope="module")
 def compat_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CompatStack]:
-    python = _compat_python()
-    _require(_port_free(PORT), f"port {PORT} is busy; the SDK's local mode needs it")
-    home = tmp_path_factory.mktemp("compat")
-    with pytest.MonkeyPatch.context() as mp:
-        # The processes inherit os.environ: keep a developer's Outpost settings out.
-        for var in ("OUTPOST_TOKEN", "OUTPOST_SERVICE_URL", "OUTPOST_DATA_DIR"):
-            mp.delenv(var, raising=False)
-        mp.setenv("OUTPOST_HOME", str(home))
-        svc = LocalService(home, port=PORT)
-        ep: LocalEndpoint | None = None
-        try:
-            svc.start()
-            token = svc.add_user("compat@example.org")
-            ep = LocalEndpoint(svc, "compat-ep", token, config=ENDPOINT_CONFIG)
-            ep.start()
-            yield CompatStack(python, svc, ep, token)
-        finally:
-            if ep is not None:
-                ep.stop()
-            svc.stop()
+    python = compat_python()
+    with sdk_service(tmp_path_factory.mktemp("compat")) as svc:
+        token = svc.add_user("compat@example.org")
+        ep = LocalEndpoint(svc, "compat-ep", token, config=ENDPOINT_CONFIG)
+        ep.start()
+        yield CompatStack(python, svc, ep, token)
 
 
 @pytest.fixture(scope="module")
 def sdk(compat_stack: CompatStack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Run driver.py once with the real SDK; return its observations."""
-    home = tmp_path_factory.mktemp("sdk-home")  # the SDK may write under ~
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("GLOBUS_", "OUTPOST_", "FUNCX_"))
-        and k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
-    }
-    env.update(
-        HOME=str(home),
-        PYTHONUNBUFFERED="1",
+    env = sdk_env(
+        tmp_path_factory.mktemp("sdk-home"),
         OUTPOST_COMPAT_TOKEN=compat_stack.token,
         OUTPOST_COMPAT_ENDPOINT=compat_stack.endpoint_id,
         OUTPOST_COMPAT_TIMEOUT=str(TASK_TIMEOUT),
     )
-    t0 = time.monotonic()
-    try:
-        proc = subprocess.run(
-            [compat_stack.python, str(DRIVER)],
-            env=env,
-            cwd=home,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=DRIVER_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"driver did not finish within {DRIVER_TIMEOUT} s; stderr:\n{e.stderr}")
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        pytest.fail(
-            f"driver exited with {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}"
-            f"\nstderr:\n{proc.stderr[-5000:]}"
-        )
-    out: dict[str, Any] = json.loads(lines[-1])
-    out["_meta"]["wall_seconds"] = round(time.monotonic() - t0, 3)
-    out["_meta"]["stderr"] = proc.stderr
-    sys.stderr.write(f"compat driver: {out['_meta']['wall_seconds']} s\n")
+    out = run_driver(compat_stack.python, DRIVER, env, DRIVER_TIMEOUT)
+    sys.stderr.write(f"compat driver: {out['_wall_seconds']} s\n")
     return out
-
-
-def observed(sdk: dict[str, Any], name: str) -> dict[str, Any]:
-    obs = sdk[name]
-    if not obs["ok"]:
-        pytest.fail(f"SDK call(s) for {name!r} raised:\n{obs['error']}")
-    return obs
 
 
 def is_uuid(value: Any) -> bool:

@@ -29,8 +29,14 @@ import httpx
 import pytest
 import yaml
 
-from outpost.local import LocalService
-from tests.compat.test_globus_compute_sdk import PORT, _compat_python, _port_free, _require
+from tests.compat.sdk_harness import (
+    SDK_VERSION,
+    compat_python,
+    observed,
+    result_queue,
+    sdk_env,
+    sdk_service,
+)
 from tests.multi_user.conftest import MEPStack, start_mep
 from tests.servers.rabbitmq import RabbitMQServer
 
@@ -126,38 +132,18 @@ def gc_stack(
     unix_accounts: Any,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    python = _compat_python()
-    _require(_port_free(PORT), f"port {PORT} is busy; the SDK's local mode needs it")
+    python = compat_python()
     home = tmp_path_factory.mktemp("gc-mep")
     os.chmod(home, 0o755)
-    url_file = home / "amqp-url"
-    url_file.write_text(rabbitmq.amqp_url)
-    url_file.chmod(0o600)
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("OUTPOST_TOKEN", "OUTPOST_SERVICE_URL", "OUTPOST_DATA_DIR"):
-            mp.delenv(var, raising=False)
-        mp.setenv("OUTPOST_HOME", str(home))
-        svc = LocalService(
-            home,
-            port=PORT,
-            extra_args=(
-                "--amqp-url-file",
-                str(url_file),
-                "--amqp-management-url",
-                rabbitmq.management_url,
-            ),
-        )
-        stack: Stack | None = None
-        try:
-            svc.start()
-            admin = svc.add_user("admin@example.org")
-            mep = start_mep(svc, admin, "mep", uep_python)
-            stack = Stack(python, rabbitmq, MEPStack(svc, admin, mep), home)
-            for user in USERS:
-                stack.mep.token(user)
-            yield stack
-        finally:
-            svc.close()  # the MEP (SIGTERM: it stops every user endpoint), then the service
+    stack: Stack | None = None
+    # At the end: the MEP (SIGTERM: it stops every user endpoint), then the service.
+    with sdk_service(home, rabbitmq) as svc:
+        admin = svc.add_user("admin@example.org")
+        mep = start_mep(svc, admin, "mep", uep_python)
+        stack = Stack(python, rabbitmq, MEPStack(svc, admin, mep), home)
+        for user in USERS:
+            stack.mep.token(user)
+        yield stack
     # Nothing left running: the user endpoints the MEP started are gone with it.
     left = set(stack.uep_pids) if stack else set()
     deadline = time.monotonic() + 60
@@ -207,15 +193,8 @@ def _start_driver(stack: Stack, user: str) -> subprocess.Popen[str]:
     home.mkdir()
     driver = home / "gc_mep_driver.py"
     driver.write_text(DRIVER)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("GLOBUS_", "OUTPOST_", "FUNCX_", "PARSL_"))
-        and k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
-    }
-    env.update(
-        HOME=str(home),
-        PYTHONUNBUFFERED="1",
+    env = sdk_env(
+        home,
         OUTPOST_COMPAT_TOKEN=stack.mep.token(user),
         OUTPOST_COMPAT_ENDPOINT=stack.mep.mep_id,
         OUTPOST_COMPAT_TAG=f"gcsdk{user.split('@')[0]}",
@@ -231,33 +210,17 @@ def _start_driver(stack: Stack, user: str) -> subprocess.Popen[str]:
     )
 
 
-def observed(seen: dict[str, Any], user: str) -> dict[str, Any]:
-    obs = seen[user]
-    assert obs["sdk_version"] == "4.19.0"
-    if not obs["ok"]:
-        pytest.fail(f"the SDK's Executor raised for {user}:\n{obs['error']}")
-    return dict(obs)
-
-
-def result_queue(rmq: RabbitMQServer, task_group_id: str) -> dict[str, Any] | None:
-    r = httpx.get(
-        f"{rmq.management_url}/api/queues",
-        auth=(rmq.admin_user, rmq.admin_password),
-        params={"columns": "name,vhost,messages,message_stats"},
-        timeout=10,
-    )
-    r.raise_for_status()
-    for q in r.json():
-        if q["name"].endswith(task_group_id):
-            return dict(q)
-    return None
+def user_observed(seen: dict[str, Any], user: str) -> dict[str, Any]:
+    """What ``user``'s program saw (with the SDK's Executor); fails if it raised."""
+    assert seen[user]["sdk_version"] == SDK_VERSION
+    return observed(seen, user)
 
 
 @pytest.mark.parametrize("user", sorted(USERS))
 def test_function_runs_as_the_mapped_account(
     seen: dict[str, Any], gc_stack: Stack, unix_accounts: Any, user: str
 ) -> None:
-    obs = observed(seen, user)
+    obs = user_observed(seen, user)
     account = unix_accounts[USERS[user]]
     assert [r["tag"] for r in obs["results"]] == [
         f"{obs['config_sent']['tag']}-{i}" for i in range(2)
@@ -280,7 +243,7 @@ def test_function_runs_as_the_mapped_account(
 def test_the_mep_started_that_user_endpoint_from_user_endpoint_config(
     seen: dict[str, Any], gc_stack: Stack, unix_accounts: Any, user: str
 ) -> None:
-    obs = observed(seen, user)
+    obs = user_observed(seen, user)
     account = unix_accounts[USERS[user]]
     uep_pid = obs["results"][0]["ppid"]
     rec = gc_stack.mep.wait_audit(lambda r: r["event"] == "start" and r["pid"] == uep_pid)
@@ -313,7 +276,7 @@ def test_the_mep_started_that_user_endpoint_from_user_endpoint_config(
 def test_results_came_through_the_amqp_result_queue(
     seen: dict[str, Any], gc_stack: Stack, user: str
 ) -> None:
-    obs = observed(seen, user)
+    obs = user_observed(seen, user)
     gid = obs["task_group_id"]
     # The group's durable queue exists; both results were published to it and acked by the
     # SDK (RabbitMQ's statistics lag a few seconds behind: poll).

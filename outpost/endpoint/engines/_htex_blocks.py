@@ -1,6 +1,7 @@
-"""The ``HighThroughputEngine``'s blocks: building the HTEX that submits them, cancelling
-them at a stop or when lost (and killing what is left of a block on this host), and
-counting them by state for ``status()``."""
+"""The ``HighThroughputEngine``'s blocks: building the HTEX that submits them, keeping
+track of them (``Blocks``: which worker pool runs in which block, which were reported,
+stopped or cancelled), cancelling them at a stop or when lost (and killing what is left
+of a block on this host), and counting them by state for ``status()``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import os
 import shlex
 import sys
+import threading
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,6 +89,65 @@ def build_executor(
     return htex, poller, int(getattr(provider, "nodes_per_block", 1) or 1)
 
 
+class Blocks:
+    """What the engine knows of its blocks beyond Parsl: the block each manager (worker
+    pool) runs in, the blocks whose workers connected, whose start failure was reported,
+    and that were stopped as lost or seen to end; and the jobs already cancelled (once is
+    enough; kept across interchanges). Called from the engine's and the poller's threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancelled: set[Any] = set()  # job ids
+        self._reported: set[str] = set()
+        self._connected: set[str] = set()
+        self._manager_block: dict[str, str] = {}
+        self._stopped: set[str] = set()
+
+    def reset(self) -> None:
+        """A new interchange: its blocks are new ones."""
+        with self._lock:
+            self._reported, self._connected = set(), set()
+            self._manager_block, self._stopped = {}, set()
+
+    def saw(self, managers: list[dict[str, Any]]) -> None:
+        """The interchange's managers as of now: their blocks have connected."""
+        with self._lock:
+            for m in managers:
+                block = str(m.get("block_id"))
+                self._connected.add(block)
+                self._manager_block[str(m.get("manager"))] = block
+
+    def cancel_all(self, htex: _parsl_glue.Executor | None) -> None:
+        if htex is not None:
+            cancel_blocks(htex, self._cancelled)
+
+    def stop_lost(self, htex: _parsl_glue.Executor | None, manager_id: bytes) -> None:
+        """The manager ``manager_id`` was lost: its block is given up and stopped, once."""
+        manager = manager_id.decode(errors="replace")
+        with self._lock:
+            block = self._manager_block.get(manager)
+            if block is None or block in self._stopped:
+                return
+            self._stopped.add(block)
+        if htex is not None:
+            stop_block(htex, block, self._cancelled, f"manager {manager} lost")
+
+    def polled(self, htex: _parsl_glue.Executor, status: dict[str, JobStatus]) -> list[str]:
+        """After a status poll: a block whose job ended (or failed, or was cancelled)
+        leaves nothing behind on this host (a worker whose pool died may outlive the job's
+        shell). Returns what the scheduler said of each block that newly failed to start
+        (each said once; logged)."""
+        with self._lock:
+            ended = [b for b, js in status.items() if js.terminal and b not in self._stopped]
+            self._stopped.update(ended)
+            skip = self._reported | self._connected
+        kill_local([htex.blocks_to_job_id[b] for b in ended if b in htex.blocks_to_job_id], htex)
+        fresh = start_failures(htex, status, skip)
+        with self._lock:
+            self._reported.update(block for block, _ in fresh)
+        return [text for _, text in fresh]
+
+
 def cancel_blocks(htex: _parsl_glue.Executor, cancelled: set[Any]) -> None:
     """Cancel every block not known to have ended and not cancelled before, straight
     through the provider (``scancel``, ``qdel``...); kill what is left of any block on
@@ -126,15 +187,6 @@ def stop_block(htex: _parsl_glue.Executor, block: str, cancelled: set[Any], why:
         except Exception:
             log.exception("cancelling the lost block's job %s failed", job)
     kill_local([job], htex)
-
-
-def clear_ended(htex: _parsl_glue.Executor, status: dict[str, JobStatus], done: set[str]) -> None:
-    """A block whose job ended (or failed, or was cancelled) leaves nothing behind on
-    this host: a worker whose pool died may outlive the job's shell. ``done``: blocks
-    already seen to, updated."""
-    ended = [b for b, js in status.items() if js.terminal and b not in done]
-    done.update(ended)
-    kill_local([htex.blocks_to_job_id[b] for b in ended if b in htex.blocks_to_job_id], htex)
 
 
 def kill_local(jobs: list[Any], htex: _parsl_glue.Executor) -> None:

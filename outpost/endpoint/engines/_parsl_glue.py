@@ -22,6 +22,7 @@ from parsl.executors.high_throughput.errors import (
 from parsl.executors.high_throughput.executor import HighThroughputExecutor
 from parsl.jobs.job_status_poller import JobStatusPoller
 from parsl.jobs.states import JobStatus
+from parsl.utils import Timer
 
 if TYPE_CHECKING:
     from outpost.endpoint.engines.htex import HighThroughputEngine
@@ -158,6 +159,15 @@ class Poller(JobStatusPoller):
     def poll(self) -> None:
         with self.poll_lock:
             super().poll()
+
+    def stop(self) -> None:
+        """Stop polling and scaling, without Parsl's scale-in at close: that asks the
+        interchange first, which may be gone already (a stop signals the endpoint's whole
+        process group), and would then wait for ever with the jobs left queued. A poll
+        still running (an sbatch, say) ends first; not for ever."""
+        Timer.close(self, timeout=5)
+        if self.poll_lock.acquire(timeout=5):
+            self.poll_lock.release()
 
 
 def tolerate_vanished_slurm_jobs(provider: Any) -> None:

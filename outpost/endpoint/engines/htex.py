@@ -10,7 +10,7 @@ pools in them, moves tasks to workers and scales blocks with load. On top of it:
 - a block given up as lost is stopped (its job cancelled, what is left of it on this
   host killed) before its tasks run again, so no task runs in two places;
 - ``status()`` reports the interchange's workers and the blocks; ``shutdown()`` cancels
-  every block (``_htex_blocks``)."""
+  every block (``_htex_blocks``, which also keeps track of the blocks)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ from typing import Any
 import zmq
 from parsl.executors.high_throughput.errors import ManagerLost, WorkerLost
 from parsl.jobs.states import JobState, JobStatus
-from parsl.utils import Timer
 
 from outpost.common.errors import TaskErrorCode
 from outpost.endpoint.engines import _htex_blocks, _htex_worker, _parsl_glue
@@ -65,11 +64,7 @@ class HighThroughputEngine(MapEngine):
         self._cond = threading.Condition()
         self._managers: list[dict[str, Any]] = []
         self._managers_at = 0.0
-        self._reported: set[str] = set()  # blocks whose failure was already reported
-        self._ever_connected: set[str] = set()  # blocks whose workers connected
-        self._cancelled: set[Any] = set()  # job ids already cancelled (once is enough)
-        self._manager_blocks: dict[str, str] = {}  # manager id -> its block
-        self._stopped: set[str] = set()  # blocks stopped as lost or ended
+        self._blocks = _htex_blocks.Blocks()
         self._on_results: ResultCallback | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -94,8 +89,7 @@ class HighThroughputEngine(MapEngine):
         )
         with self._cond:
             self._managers, self._managers_at = [], 0.0
-            self._reported, self._ever_connected = set(), set()
-            self._manager_blocks, self._stopped = {}, set()
+        self._blocks.reset()
 
     @property
     def stopping(self) -> bool:
@@ -116,13 +110,7 @@ class HighThroughputEngine(MapEngine):
     def _close_htex(self) -> None:
         htex, poller = self.htex, self._poller
         if poller is not None:
-            # Stop polling and scaling, without Parsl's scale-in at close: that asks the
-            # interchange first, which may be gone already (a stop signals the endpoint's
-            # whole process group), and would then wait for ever with the jobs left queued.
-            Timer.close(poller, timeout=5)
-            # A poll still running (an sbatch, say) ends first; not for ever.
-            if poller.poll_lock.acquire(timeout=5):
-                poller.poll_lock.release()
+            poller.stop()
         self._cancel_blocks()
         if htex is not None:
             try:
@@ -131,8 +119,7 @@ class HighThroughputEngine(MapEngine):
                 log.exception("HTEX shutdown failed")
 
     def _cancel_blocks(self) -> None:
-        if self.htex is not None:
-            _htex_blocks.cancel_blocks(self.htex, self._cancelled)
+        self._blocks.cancel_all(self.htex)
 
     # -- tasks in ---------------------------------------------------------------------
     def submit(self, tasks: list[dict[str, Any]]) -> None:
@@ -224,10 +211,7 @@ class HighThroughputEngine(MapEngine):
         with self._cond:
             self._managers = list(managers)
             self._managers_at = now
-            self._ever_connected.update(str(m.get("block_id")) for m in managers)
-            self._manager_blocks.update(
-                (str(m.get("manager")), str(m.get("block_id"))) for m in managers
-            )
+        self._blocks.saw(managers)
 
     def _kick(self) -> None:
         """Scale out now, not at the next strategy period, when tasks wait with no block
@@ -355,7 +339,7 @@ class HighThroughputEngine(MapEngine):
             self._repoll = True  # its job has probably ended: learn so at once
             # Stopped before anything runs again: a pool that was only silent (a hung
             # node, a network cut) must not go on running a task that runs elsewhere.
-            self._stop_lost_block(exc)
+            self._blocks.stop_lost(self.htex, exc.manager_id)
             self._lost(batch, str(exc))
             return
         if isinstance(exc, WorkerLost):
@@ -367,29 +351,15 @@ class HighThroughputEngine(MapEngine):
             msg = f"the engine could not run this task: {type(exc).__name__}: {exc}"
         self._report([_failure(t, TaskErrorCode.WORKER_LOST, msg) for t in batch])
 
-    def _stop_lost_block(self, exc: ManagerLost) -> None:
-        manager = exc.manager_id.decode(errors="replace")
-        with self._cond:
-            block = self._manager_blocks.get(manager)
-            if block is None or block in self._stopped:
-                return
-            self._stopped.add(block)
-        htex = self.htex
-        if htex is not None:
-            _htex_blocks.stop_block(htex, block, self._cancelled, f"manager {manager} lost")
-
     def _block_errors(self, executor: Any, status: dict[str, JobStatus]) -> None:
         """Called by Parsl after each status poll: a block that failed to start is
         reported (once), and if no block is left that could run the held tasks, they
         fail with the scheduler's message instead of waiting for ever."""
         if executor is not self.htex or self.htex is None:
             return  # the poller of an interchange that was replaced
-        _htex_blocks.clear_ended(self.htex, status, self._stopped)
-        fresh = _htex_blocks.start_failures(executor, status, self._reported | self._ever_connected)
-        self._reported.update(block for block, _ in fresh)
-        if not fresh:
+        texts = self._blocks.polled(self.htex, status)
+        if not texts:
             return
-        texts = [text for _, text in fresh]
         if any(js.state in _ALIVE for js in status.values()) or self._workers():
             return
         with self._cond:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 
 import click
 
+from outpost import systemd_units
 from outpost.endpoint.config import ConfigError
 from outpost.endpoint.files import EndpointDir
 from outpost.endpoint.multi_user import accounts
@@ -160,17 +159,10 @@ def unit_text(d: EndpointDir, service_url: str | None) -> str:
     )
 
 
+def unit_name(endpoint: str) -> str:
+    """The systemd unit that starts the endpoint named ``endpoint`` at boot."""
+    return f"outpost-endpoint-{endpoint}.service"
+
+
 def install_unit(d: EndpointDir, text: str, unit_dir: Path) -> Path:
-    path = unit_dir / f"outpost-endpoint-{d.name}.service"
-    try:
-        path.write_text(text)
-    except OSError as e:
-        raise click.ClickException(
-            f"cannot write {path}: {e.strerror} (run as root, or use --print)"
-        ) from None
-    if shutil.which("systemctl") and Path("/run/systemd/system").is_dir():  # systemd runs
-        for cmd in (["systemctl", "daemon-reload"], ["systemctl", "enable", path.name]):
-            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                raise click.ClickException(f"{' '.join(cmd)} failed: {done.stderr.strip()}")
-    return path
+    return systemd_units.install_unit(unit_dir, unit_name(d.name), text)

@@ -3,6 +3,9 @@ things; an administrator everything); anything else is the same 404 as a missing
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
@@ -24,6 +27,34 @@ def not_found(request: Request, viewer: Viewer, what: str) -> Response:
     )
 
 
+Page = Callable[[Request, Viewer, dict[str, Any]], Awaitable[Response]]
+
+
+def about_one(
+    query: Callable[..., dict[str, Any] | None], what: str
+) -> Callable[[Page], Callable[[Request, str], Awaitable[Response]]]:
+    """A page about one ``what`` (route parameter ``item_id``): shown with the row that
+    ``query`` reads by that id as the viewer may see it; a visitor not signed in is sent
+    to sign in, and a missing id or one not theirs gets the same 404."""
+
+    def wrap(page: Page) -> Callable[[Request, str], Awaitable[Response]]:
+        async def handler(request: Request, item_id: str) -> Response:
+            viewer = await viewer_of(request)
+            if viewer is None:
+                return signin_redirect(request)
+            key = views.parse_id(item_id)
+            db = state_of(request).db
+            row = await db.read(query, key, viewer.owner_filter) if key else None
+            if row is None:
+                return not_found(request, viewer, what)
+            return await page(request, viewer, row)
+
+        handler.__name__ = page.__name__
+        return handler
+
+    return wrap
+
+
 @router.get("/")
 @router.get("/console")
 @router.get("/console/")
@@ -40,16 +71,10 @@ async def endpoints_page(request: Request) -> Response:
     return render(request, "endpoints.html", viewer=viewer, endpoints=rows, nav="endpoints")
 
 
-@router.get("/console/endpoints/{endpoint_id}")
-async def endpoint_page(request: Request, endpoint_id: str) -> Response:
-    viewer = await viewer_of(request)
-    if viewer is None:
-        return signin_redirect(request)
+@router.get("/console/endpoints/{item_id}")
+@about_one(queries.get_endpoint, "endpoint")
+async def endpoint_page(request: Request, viewer: Viewer, ep: dict[str, Any]) -> Response:
     state = state_of(request)
-    eid = views.parse_id(endpoint_id)
-    ep = await state.db.read(queries.get_endpoint, eid, viewer.owner_filter) if eid else None
-    if ep is None:
-        return not_found(request, viewer, "endpoint")
     counts = await state.db.read(queries.endpoint_counts, [ep])
     row = await views.endpoint_row(state, ep, counts[ep["id"]])
     mep = await views.mep_console(state, ep) if ep["multi_user"] else None
@@ -66,16 +91,9 @@ async def endpoint_page(request: Request, endpoint_id: str) -> Response:
     )
 
 
-@router.get("/console/tasks/{task_id}")
-async def task_page(request: Request, task_id: str) -> Response:
-    viewer = await viewer_of(request)
-    if viewer is None:
-        return signin_redirect(request)
-    state = state_of(request)
-    tid = views.parse_id(task_id)
-    task = await state.db.read(queries.get_task, tid, viewer.owner_filter) if tid else None
-    if task is None:
-        return not_found(request, viewer, "task")
+@router.get("/console/tasks/{item_id}")
+@about_one(queries.get_task, "task")
+async def task_page(request: Request, viewer: Viewer, task: dict[str, Any]) -> Response:
     return render(
         request,
         "task.html",
@@ -99,17 +117,10 @@ async def groups_page(request: Request) -> Response:
     return render(request, "groups.html", viewer=viewer, groups=rows, nav="groups")
 
 
-@router.get("/console/groups/{group_id}")
-async def group_page(request: Request, group_id: str) -> Response:
-    viewer = await viewer_of(request)
-    if viewer is None:
-        return signin_redirect(request)
-    state = state_of(request)
-    gid = views.parse_id(group_id)
-    group = await state.db.read(queries.get_group, gid, viewer.owner_filter) if gid else None
-    if group is None:
-        return not_found(request, viewer, "task group")
-    tasks = await state.db.read(queries.group_tasks, group["id"])
+@router.get("/console/groups/{item_id}")
+@about_one(queries.get_group, "task group")
+async def group_page(request: Request, viewer: Viewer, group: dict[str, Any]) -> Response:
+    tasks = await state_of(request).db.read(queries.group_tasks, group["id"])
     return render(
         request,
         "group.html",

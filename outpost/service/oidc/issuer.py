@@ -27,6 +27,17 @@ class IssuerUnavailable(Exception):
     """The issuer could not be reached or answered nonsense."""
 
 
+def _json_object(r: httpx.Response, what: str) -> dict[str, Any]:
+    """The JSON object ``r`` carries; ``IssuerUnavailable`` naming ``what`` otherwise."""
+    try:
+        data = r.json()
+    except ValueError:
+        raise IssuerUnavailable(f"{what} is not JSON") from None
+    if not isinstance(data, dict):
+        raise IssuerUnavailable(f"{what} is not a JSON object")
+    return data
+
+
 class IssuerClient:
     def __init__(
         self,
@@ -55,13 +66,7 @@ class IssuerClient:
             raise IssuerUnavailable(f"cannot reach {what} at {url}: {type(e).__name__}") from None
         if r.status_code != 200:
             raise IssuerUnavailable(f"{what} at {url} answered HTTP {r.status_code}")
-        try:
-            data = r.json()
-        except ValueError:
-            raise IssuerUnavailable(f"{what} at {url} is not JSON") from None
-        if not isinstance(data, dict):
-            raise IssuerUnavailable(f"{what} at {url} is not a JSON object")
-        return data
+        return _json_object(r, f"{what} at {url}")
 
     async def discovery(self) -> dict[str, Any]:
         if self._discovery is None:
@@ -145,10 +150,4 @@ class IssuerClient:
                 f"the introspection endpoint of {self.issuer} answered HTTP {r.status_code} "
                 "(check the introspection client id and secret)"
             )
-        try:
-            data = r.json()
-        except ValueError:
-            raise IssuerUnavailable(f"{self.issuer}'s introspection answer is not JSON") from None
-        if not isinstance(data, dict):
-            raise IssuerUnavailable(f"{self.issuer}'s introspection answer is not an object")
-        return data
+        return _json_object(r, f"{self.issuer}'s introspection answer")

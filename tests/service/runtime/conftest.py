@@ -64,37 +64,36 @@ async def brokers(request: pytest.FixtureRequest) -> AsyncIterator[Replicas]:
         yield r
 
 
+def _per_replica(
+    request: pytest.FixtureRequest, embedded: Callable[[], Any], amqp_class: str
+) -> Callable[[str], Any]:
+    """How to make a "replica" of a bus-like seam: the embedded ones all share one instance
+    (one process); the RabbitMQ ones (`amqp_class` of `rabbit.bus`) get a connection and
+    replica id each."""
+    if request.param == "embedded":
+        shared = embedded()
+        return lambda _id: shared
+    from outpost.service.runtime.rabbit import bus
+    from outpost.service.runtime.rabbit.connection import Rabbit
+
+    url = _rabbit(request).amqp_url
+    cls = getattr(bus, amqp_class)
+    return lambda rid: cls(Rabbit(url), rid)
+
+
 @pytest.fixture(params=["embedded", "rabbitmq"])
 async def buses(request: pytest.FixtureRequest) -> AsyncIterator[Replicas]:
-    if request.param == "embedded":
-        from outpost.service.runtime.commands import EmbeddedCommandBus
+    from outpost.service.runtime.commands import EmbeddedCommandBus
 
-        shared = EmbeddedCommandBus()
-        make: Callable[[str], Any] = lambda _id: shared  # noqa: E731
-    else:
-        from outpost.service.runtime.rabbit.bus import AmqpCommandBus
-        from outpost.service.runtime.rabbit.connection import Rabbit
-
-        url = _rabbit(request).amqp_url
-        make = lambda rid: AmqpCommandBus(Rabbit(url), rid)  # noqa: E731
-    async for r in _replicas(make):
+    async for r in _replicas(_per_replica(request, EmbeddedCommandBus, "AmqpCommandBus")):
         yield r
 
 
 @pytest.fixture(params=["embedded", "rabbitmq"])
 async def fanouts(request: pytest.FixtureRequest) -> AsyncIterator[Replicas]:
-    if request.param == "embedded":
-        from outpost.service.runtime.fanout import EmbeddedFanout
+    from outpost.service.runtime.fanout import EmbeddedFanout
 
-        shared = EmbeddedFanout()
-        make: Callable[[str], Any] = lambda _id: shared  # noqa: E731
-    else:
-        from outpost.service.runtime.rabbit.bus import AmqpFanout
-        from outpost.service.runtime.rabbit.connection import Rabbit
-
-        url = _rabbit(request).amqp_url
-        make = lambda rid: AmqpFanout(Rabbit(url), rid)  # noqa: E731
-    async for r in _replicas(make):
+    async for r in _replicas(_per_replica(request, EmbeddedFanout, "AmqpFanout")):
         yield r
 
 
