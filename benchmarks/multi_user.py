@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import datetime
+import json
 import os
 import pwd
 import subprocess
@@ -24,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import local_stack, percentile, rss_mib, table
+import psutil
+from _common import local_stack, median, percentile, rss_mib, table
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -68,6 +71,53 @@ def first_result(url: str, token: str, mep: str, config: dict[str, object]) -> f
     return time.perf_counter() - t0
 
 
+def cold_start(url: str, token: str, mep: str, config: dict[str, object]) -> tuple[float, float]:
+    """(wall time at submit, seconds to the first result) of one cold start."""
+    t0 = time.time()
+    return t0, first_result(url, token, mep, config)
+
+
+def _log_ts(line: str) -> float:
+    stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    return stamp.timestamp()
+
+
+def timeline(
+    audit: Path, home: str, runs: list[tuple[float, float]]
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Where each cold start's time goes (ms after submit, from the MEP's audit log and the
+    user endpoint's own log), and the CPU seconds its process and worker used (load-free)."""
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    commands = [
+        r for r in records if r["event"] == "command" and r.get("command") == "start_endpoint"
+    ]
+    marks: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {"the user endpoint process": [], "its worker": []}
+    for (t0, took), cmd in zip(runs, commands, strict=False):
+        uep = cmd["endpoint_id"]
+        ev = {r["event"]: r for r in records if r.get("endpoint_id") == uep}
+        points = {"MEP got the command": cmd["ts"], "process started": ev["start"]["ts"]}
+        log_path = Path(home) / ".outpost" / f"mep.{uep[:8]}" / "endpoint.log"
+        for line in log_path.read_text().splitlines():
+            if "starting as uid" in line and "user endpoint imported" not in points:
+                points["user endpoint imported, config rendered"] = _log_ts(line)
+            if "connected to the service" in line and "connected" not in points:
+                points["connected"] = _log_ts(line)
+        if "ready" in ev:
+            points["ready (MEP told)"] = ev["ready"]["ts"]
+        points["first result at the client"] = t0 + took
+        for k, v in points.items():
+            marks.setdefault(k, []).append((v - t0) * 1000)
+        try:
+            proc = psutil.Process(ev["start"]["pid"])
+            cpu["the user endpoint process"].append(sum(proc.cpu_times()[:2]))
+            children = proc.children(recursive=True)
+            cpu["its worker"].append(sum(sum(c.cpu_times()[:2]) for c in children))
+        except psutil.Error:
+            pass
+    return marks, cpu
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--cold", type=int, default=10, help="cold starts measured")
@@ -95,12 +145,15 @@ def main() -> None:
     svc = LocalService(home).start()
     try:
         admin = svc.add_user("admin@example.org")
-        mep = start_mep(svc, admin, "mep", python).endpoint_id
+        # The cold starts leave their user endpoints running: room for them all.
+        mep = start_mep(
+            svc, admin, "mep", python, max_user_endpoints_per_account=args.cold + 2
+        ).endpoint_id
         assert mep
         alice = svc.add_user("b01@example.org")
-        cold = [
-            first_result(svc.url, alice, mep, {"tag": f"cold{i}"}) * 1000 for i in range(args.cold)
-        ]
+        runs = [cold_start(svc.url, alice, mep, {"tag": f"cold{i}"}) for i in range(args.cold)]
+        cold = [took * 1000 for _, took in runs]
+        marks, cpu = timeline(home / "mep" / "audit.log", pwd.getpwnam(names[0]).pw_dir, runs)
         warm = []
         with Executor(
             endpoint_id=mep, user_endpoint_config={"tag": "cold0"}, service_url=svc.url, token=alice
@@ -162,6 +215,10 @@ def main() -> None:
             ("idle user endpoint PSS (with its 1 worker)", f"{uep_pss:.0f} MiB", "—", ""),
         ],
     )
+    rows = [(f"{k} (ms after submit)", f"{median(v):.0f}", "", "") for k, v in marks.items()]
+    for what, seconds in cpu.items():
+        rows.append((f"CPU (user+sys) of {what}, p50", f"{median(seconds) * 1000:.0f} ms", "", ""))
+    table("Where a cold start's time goes (p50 of each mark)", rows)
 
 
 def pss_mib(pid: int) -> float:
