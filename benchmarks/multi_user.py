@@ -123,6 +123,12 @@ def main() -> None:
     ap.add_argument("--cold", type=int, default=10, help="cold starts measured")
     ap.add_argument("--warm", type=int, default=300, help="warm round trips measured")
     ap.add_argument("--users", type=int, default=20, help="accounts submitting at once")
+    ap.add_argument(
+        "--no-fork-server",
+        action="store_true",
+        help="start each user endpoint as a new Python process (user_endpoint_fork_server: "
+        "false), the way before the fork server, for comparison",
+    )
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("benchmarks/multi_user.py needs root (it creates accounts and setuids)")
@@ -147,7 +153,12 @@ def main() -> None:
         admin = svc.add_user("admin@example.org")
         # The cold starts leave their user endpoints running: room for them all.
         mep = start_mep(
-            svc, admin, "mep", python, max_user_endpoints_per_account=args.cold + 2
+            svc,
+            admin,
+            "mep",
+            python,
+            max_user_endpoints_per_account=args.cold + 2,
+            user_endpoint_fork_server=not args.no_fork_server,
         ).endpoint_id
         assert mep
         alice = svc.add_user("b01@example.org")
@@ -181,8 +192,9 @@ def main() -> None:
 
     c50, w50, s50 = percentile(cold, 50), percentile(warm, 50), percentile(single, 50)
     ok = lambda b: "yes" if b else "NO"  # noqa: E731
+    how = "new process per user endpoint" if args.no_fork_server else "fork server"
     table(
-        "Outpost multi-user endpoint (root, real accounts)",
+        f"Outpost multi-user endpoint (root, real accounts; {how})",
         [
             (
                 "cold start: submit to first result, p50",
