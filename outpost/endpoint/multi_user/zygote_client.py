@@ -24,6 +24,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 120.0  # importing on a loaded machine can take long
+SPAWN_TIMEOUT_S = 30.0  # a fork takes milliseconds; a hung fork server is given up
 MAX_MESSAGE = 1 << 20
 
 
@@ -169,7 +170,12 @@ class Zygote:
             os.close(in_r)  # the zygote has its own copies (or none is needed)
             os.close(out_w)
         try:
-            answer = await fut
+            answer = await asyncio.wait_for(fut, SPAWN_TIMEOUT_S)
+        except TimeoutError:
+            os.close(in_w)  # a child forked after all reads EOF and stops
+            os.close(out_r)
+            self._lost(f"the fork server did not answer within {SPAWN_TIMEOUT_S:g} s")
+            raise ZygoteUnavailable("the fork server did not answer") from None
         except ZygoteUnavailable:
             os.close(in_w)
             os.close(out_r)
