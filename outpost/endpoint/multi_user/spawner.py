@@ -99,10 +99,8 @@ class UserEndpointProcess:
                     env,
                     self.switch_user,
                 )
-            except ZygoteUnavailable as e:
-                log.warning("fork server unavailable (%s); starting a new process", e)
-            except OSError as e:
-                raise SpawnError(f"cannot start the user endpoint: {e}") from None
+            except (ZygoteUnavailable, OSError) as e:
+                log.warning("the fork server could not start it (%s); starting a new process", e)
         if self.proc is None:
             await self._exec(python, env)
         self.started_at = time.time()
