@@ -58,3 +58,8 @@ def test_trusted_python_checks_the_link_and_its_target(tmp_path: Path) -> None:
         with pytest.raises(ZygoteUnavailable, match="another account"):
             trusted_python(str(link_dir / "python"))
     trusted_python(str(real))  # the system Python: root's
+
+
+def test_trusted_python_looks_a_bare_name_up_on_path() -> None:
+    found = trusted_python("sh")
+    assert os.path.isabs(found) and Path(found).name == "sh"

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -68,11 +69,13 @@ class ForkedProcess:
         self._zygote.signal_group(self.pid, sig)
 
 
-def trusted_python(python: str) -> None:
-    """Raise :class:`ZygoteUnavailable` unless the interpreter the zygote would run (as
-    root) and the directories above it can be changed by no one but root or this
-    account; the zygote checks its modules itself before it preloads anything."""
+def trusted_python(python: str) -> str:
+    """The interpreter's path; raises :class:`ZygoteUnavailable` unless the interpreter
+    the zygote would run (as root) and the directories above it can be changed by no one
+    but root or this account; the zygote checks its modules itself before it preloads
+    anything."""
     owners = {0, os.geteuid()}
+    python = shutil.which(python) or python  # a bare name is looked up as exec would
     given, real = Path(python).absolute(), Path(os.path.realpath(python))
     for p in {given, *given.parents, real, *real.parents}:
         try:
@@ -81,6 +84,7 @@ def trusted_python(python: str) -> None:
             raise ZygoteUnavailable(f"cannot check {p}: {e}") from None
         if st.st_uid not in owners or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             raise ZygoteUnavailable(f"{p} can be changed by another account")
+    return python
 
 
 class Zygote:
@@ -100,12 +104,12 @@ class Zygote:
         return self._sock is not None
 
     async def start(self) -> None:
-        trusted_python(self.python)
+        python = trusted_python(self.python)
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         loop = asyncio.get_running_loop()
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                self.python,
+                python,
                 "-s",
                 "-P",
                 "-m",
