@@ -87,7 +87,11 @@ def test_the_fork_server_never_sees_what_a_user_endpoint_is_sent(
     tag = "zsecret" + secrets.token_hex(16)
     info = run(mep_stack, "alice@example.org", whoami, config={"tag": tag})
     uep = info["ppid"]
-    assert memory_holds(uep, tag.encode())  # the search works: the user endpoint has it
+    try:
+        in_uep = memory_holds(uep, tag.encode())
+    except PermissionError:
+        pytest.skip("reading another account's process memory needs CAP_SYS_PTRACE here")
+    assert in_uep  # the search works: the user endpoint has it
     assert not memory_holds(fork_server_pid(mep_stack), tag.encode())
 
 
