@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import datetime
+import json
 import os
 import pwd
 import subprocess
@@ -24,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import local_stack, percentile, rss_mib, table
+import psutil
+from _common import local_stack, median, percentile, rss_mib, table
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -68,11 +71,64 @@ def first_result(url: str, token: str, mep: str, config: dict[str, object]) -> f
     return time.perf_counter() - t0
 
 
+def cold_start(url: str, token: str, mep: str, config: dict[str, object]) -> tuple[float, float]:
+    """(wall time at submit, seconds to the first result) of one cold start."""
+    t0 = time.time()
+    return t0, first_result(url, token, mep, config)
+
+
+def _log_ts(line: str) -> float:
+    stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    return stamp.timestamp()
+
+
+def timeline(
+    audit: Path, home: str, runs: list[tuple[float, float]]
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Where each cold start's time goes (ms after submit, from the MEP's audit log and the
+    user endpoint's own log), and the CPU seconds its process and worker used (load-free)."""
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    commands = [
+        r for r in records if r["event"] == "command" and r.get("command") == "start_endpoint"
+    ]
+    marks: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {"the user endpoint process": [], "its worker": []}
+    for (t0, took), cmd in zip(runs, commands, strict=False):
+        uep = cmd["endpoint_id"]
+        ev = {r["event"]: r for r in records if r.get("endpoint_id") == uep}
+        points = {"MEP got the command": cmd["ts"], "process started": ev["start"]["ts"]}
+        log_path = Path(home) / ".outpost" / f"mep.{uep[:8]}" / "endpoint.log"
+        for line in log_path.read_text().splitlines():
+            if "starting as uid" in line and "user endpoint imported" not in points:
+                points["user endpoint imported, config rendered"] = _log_ts(line)
+            if "connected to the service" in line and "connected" not in points:
+                points["connected"] = _log_ts(line)
+        if "ready" in ev:
+            points["ready (MEP told)"] = ev["ready"]["ts"]
+        points["first result at the client"] = t0 + took
+        for k, v in points.items():
+            marks.setdefault(k, []).append((v - t0) * 1000)
+        try:
+            proc = psutil.Process(ev["start"]["pid"])
+            cpu["the user endpoint process"].append(sum(proc.cpu_times()[:2]))
+            children = proc.children(recursive=True)
+            cpu["its worker"].append(sum(sum(c.cpu_times()[:2]) for c in children))
+        except psutil.Error:
+            pass
+    return marks, cpu
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--cold", type=int, default=10, help="cold starts measured")
     ap.add_argument("--warm", type=int, default=300, help="warm round trips measured")
     ap.add_argument("--users", type=int, default=20, help="accounts submitting at once")
+    ap.add_argument(
+        "--no-fork-server",
+        action="store_true",
+        help="start each user endpoint as a new Python process (user_endpoint_fork_server: "
+        "false), the way before the fork server, for comparison",
+    )
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("benchmarks/multi_user.py needs root (it creates accounts and setuids)")
@@ -95,12 +151,22 @@ def main() -> None:
     svc = LocalService(home).start()
     try:
         admin = svc.add_user("admin@example.org")
-        mep = start_mep(svc, admin, "mep", python).endpoint_id
+        # The cold starts leave their user endpoints running: room for them all.
+        mep = start_mep(
+            svc,
+            admin,
+            "mep",
+            python,
+            max_user_endpoints_per_account=args.cold + 2,
+            user_endpoint_fork_server=not args.no_fork_server,
+        ).endpoint_id
         assert mep
         alice = svc.add_user("b01@example.org")
-        cold = [
-            first_result(svc.url, alice, mep, {"tag": f"cold{i}"}) * 1000 for i in range(args.cold)
-        ]
+        runs = [cold_start(svc.url, alice, mep, {"tag": f"cold{i}"}) for i in range(args.cold)]
+        cold = [took * 1000 for _, took in runs]
+        # The same path with the user endpoint already up: what a cold start costs on top.
+        again = [first_result(svc.url, alice, mep, {"tag": "cold0"}) * 1000 for _ in range(5)]
+        marks, cpu = timeline(home / "mep" / "audit.log", pwd.getpwnam(names[0]).pw_dir, runs)
         warm = []
         with Executor(
             endpoint_id=mep, user_endpoint_config={"tag": "cold0"}, service_url=svc.url, token=alice
@@ -128,8 +194,9 @@ def main() -> None:
 
     c50, w50, s50 = percentile(cold, 50), percentile(warm, 50), percentile(single, 50)
     ok = lambda b: "yes" if b else "NO"  # noqa: E731
+    how = "new process per user endpoint" if args.no_fork_server else "fork server"
     table(
-        "Outpost multi-user endpoint (root, real accounts)",
+        f"Outpost multi-user endpoint (root, real accounts; {how})",
         [
             (
                 "cold start: submit to first result, p50",
@@ -138,6 +205,12 @@ def main() -> None:
                 ok(c50 <= 1500),
             ),
             ("cold start, max", f"{max(cold):.0f} ms", "—", ""),
+            (
+                "same, user endpoint already up (new Executor), p50",
+                f"{median(again):.0f} ms",
+                "—",
+                "",
+            ),
             (
                 "warm round trip p50 (user endpoint up)",
                 f"{w50:.2f} ms",
@@ -162,6 +235,10 @@ def main() -> None:
             ("idle user endpoint PSS (with its 1 worker)", f"{uep_pss:.0f} MiB", "—", ""),
         ],
     )
+    rows = [(f"{k} (ms after submit)", f"{median(v):.0f}", "", "") for k, v in marks.items()]
+    for what, seconds in cpu.items():
+        rows.append((f"CPU (user+sys) of {what}, p50", f"{median(seconds) * 1000:.0f} ms", "", ""))
+    table("Where a cold start's time goes (p50 of each mark)", rows)
 
 
 def pss_mib(pid: int) -> float:

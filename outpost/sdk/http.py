@@ -49,7 +49,8 @@ class Transport:
             headers={"User-Agent": f"outpost-sdk/{__version__}"},
             auth=BearerAuth(self.source),
             timeout=timeout,
-            verify=client_ssl_context() if base_url.startswith("https:") else True,
+            # Shared (see client_ssl_context); httpx would load a CA store per client.
+            verify=client_ssl_context(),
         )
 
     def _backoff(self, attempt: int) -> float:

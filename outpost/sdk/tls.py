@@ -6,6 +6,7 @@ hashed directory), as with OpenSSL, curl and Python; otherwise the system's stor
 
 from __future__ import annotations
 
+import functools
 import os
 import ssl
 
@@ -13,8 +14,13 @@ TLS_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR")
 
 
 def client_ssl_context() -> ssl.SSLContext:
-    cafile = os.environ.get("SSL_CERT_FILE") or None
-    capath = os.environ.get("SSL_CERT_DIR") or None
+    """One context per CA setting, shared: loading a CA store costs tens of ms of CPU,
+    which every new client (an Executor per config, a reconnect) would pay again."""
+    return _context(os.environ.get("SSL_CERT_FILE") or None, os.environ.get("SSL_CERT_DIR") or None)
+
+
+@functools.lru_cache(maxsize=4)
+def _context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
     if cafile or capath:
         return ssl.create_default_context(cafile=cafile, capath=capath)
     ctx = ssl.create_default_context()

@@ -32,10 +32,16 @@ def whoami() -> dict[str, Any]:
         return out
 
     ppid = str(os.getppid())
-    with open(f"/proc/{ppid}/environ", "rb") as f:
-        parent_env = dict(
-            item.decode().partition("=")[::2] for item in f.read().split(b"\0") if item
-        )
+
+    def exec_env(pid: str) -> dict[str, str]:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return dict(item.decode().partition("=")[::2] for item in f.read().split(b"\0") if item)
+
+    # The worker was exec'd by the user endpoint with the user endpoint's environment
+    # (a forked user endpoint's own /proc/PID/environ still shows the fork server's).
+    worker_env = exec_env("self")
+    parent_env = exec_env(ppid)
+    fds = sorted(int(fd) for fd in os.listdir(f"/proc/{ppid}/fd"))
     with open(f"/proc/{ppid}/cmdline", "rb") as f:
         parent_cmd = [a.decode() for a in f.read().split(b"\0") if a]
     try:
@@ -50,6 +56,10 @@ def whoami() -> dict[str, Any]:
         "self": status("self"),
         "parent": status(ppid),
         "parent_env": parent_env,
+        "worker_env": worker_env,
+        "parent_fds": fds,
+        "parent_umask": status(ppid).get("Umask"),
+        "parent_sid": os.getsid(int(ppid)),
         "parent_cmd": parent_cmd,
         "regained_root": regained,
         "account_env": os.environ.get("OUTPOST_TEST_ACCOUNT"),

@@ -231,9 +231,10 @@ def test_function_runs_as_the_mapped_account(
         assert r["name"] == USERS[user] and r["home"] == account.pw_dir, r
         # rendered by the MEP's template from the mapped identity
         assert r["account_env"] == USERS[user], r
-        # the worker's parent is the user endpoint, as that account too
+        # the worker's parent is the user endpoint, as that account too, forked by the
+        # MEP's fork server (so with its command line)
         assert r["parent_uid"] == [str(account.pw_uid)] * 4, r
-        assert r["parent_cmd"][-3:] == ["outpost", "endpoint", "_user"], r
+        assert r["parent_cmd"][-2:] == ["-m", "outpost.endpoint.multi_user.zygote"], r
     assert len(set(obs["task_ids"])) == 2
     # Both tasks went to the same user endpoint (one configuration, one endpoint).
     assert len({r["ppid"] for r in obs["results"]}) == 1
@@ -248,6 +249,7 @@ def test_the_mep_started_that_user_endpoint_from_user_endpoint_config(
     uep_pid = obs["results"][0]["ppid"]
     rec = gc_stack.mep.wait_audit(lambda r: r["event"] == "start" and r["pid"] == uep_pid)
     assert rec["uname"] == USERS[user] and rec["uid"] == account.pw_uid, rec
+    assert rec["forked"] is True, rec
     # The service recorded the configuration the SDK sent for this user endpoint ...
     r = httpx.get(
         f"{gc_stack.mep.service.url}/v2/endpoints/{rec['endpoint_id']}",

@@ -126,9 +126,11 @@ def test_mep_killed_its_user_endpoints_exit_and_restart_works(
     with executor(stack, "alice@example.org", {"tag": "kill"}) as ex:
         uep_pid = ex.submit(parent_pid).result(timeout=60)
     assert stack.mep.proc is not None
+    zygote = stack.wait_audit(lambda r: r["event"] == "fork_server_start")["pid"]
     os.kill(stack.mep.proc.pid, signal.SIGKILL)
     stack.mep.proc.wait()
     wait_gone(uep_pid)  # it read EOF on stdin and stopped
+    wait_gone(zygote)  # so did the fork server
     stack.mep.start()
     with executor(stack, "alice@example.org", {"tag": "kill"}) as ex:
         new_pid = ex.submit(parent_pid).result(timeout=60)
@@ -159,6 +161,10 @@ def test_no_zombies_after_a_spawn_and_kill_storm(
         stack.wait_audit(lambda r, pid=pid: r["event"] == "exit" and r["pid"] == pid)
     time.sleep(0.5)
     assert zombie_children(mep_pid) == []
+    # The forked user endpoints' parent is the fork server, which reaps them too.
+    zygote = stack.wait_audit(lambda r: r["event"] == "fork_server_start")["pid"]
+    assert all(start_record(stack, pid)["forked"] for pid in pids)
+    assert zombie_children(zygote) == []
     with executor(stack, "bob@example.org", {"tag": "after-storm"}) as ex:
         assert ex.submit(add, 20, 22).result(timeout=60) == 42
     stack.mep.stop()

@@ -98,8 +98,9 @@ def test_user_endpoint_connects_over_wss_and_runs_as_the_mapped_account(
     alice = unix_accounts["opmu_alice"]
     assert info["uid"] == alice.pw_uid
     assert info["account_env"] == "opmu_alice"
-    # The user endpoint (the worker's parent) got the site CA from the MEP, unchanged.
-    assert info["parent_env"].get("SSL_CERT_FILE") == str(pki.ca), info["parent_env"]
+    # The user endpoint got the site CA from the MEP, unchanged (the worker was started
+    # with the user endpoint's environment).
+    assert info["worker_env"].get("SSL_CERT_FILE") == str(pki.ca), info["worker_env"]
 
     # The MEP started it for alice's submission, as opmu_alice; the user endpoint is
     # online on the service, which it can only be through its wss channel.

@@ -8,7 +8,8 @@ For each start, in this order (nothing is forked before the last step):
    uid, a denied group, or ``max_user_endpoints`` reached are refused with the reason;
 3. check the user's values against the schema and render the template once, so that a
    config error is refused before anything runs (steps 2 and 3: ``admission.py``);
-4. start the user endpoint (``spawner.py``), which renders the template again as the
+4. start the user endpoint (``spawner.py``), forked by the fork server (``zygote.py``,
+   started with the MEP) or as a new process, which renders the template again as the
    user and connects to the service with its own credential.
 Every decision goes to the audit log. The MEP reaps its children, restarts one that
 exits cleanly while its start request is recent, and stops them all when it stops.
@@ -39,14 +40,21 @@ from outpost.endpoint.multi_user.commands import (
 )
 from outpost.endpoint.multi_user.config import MultiUserConfig
 from outpost.endpoint.multi_user.mapping import MappingFile
-from outpost.endpoint.multi_user.spawner import SpawnError, UserEndpointProcess, user_environment
+from outpost.endpoint.multi_user.spawner import (
+    SpawnError,
+    UserEndpointProcess,
+    group_members_kill,
+    user_environment,
+)
 from outpost.endpoint.multi_user.template import (
     TemplateError,
     UserConfigError,
 )
+from outpost.endpoint.multi_user.zygote_client import ForkedProcess, Zygote, ZygoteUnavailable
 from outpost.endpoint.registration import Registration
 
 log = logging.getLogger(__name__)
+ZYGOTE_WAIT_S = 10.0
 
 
 class Manager(ChannelOwner):
@@ -85,6 +93,9 @@ class Manager(ChannelOwner):
         self._stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()  # supervisors
         self._commands: set[asyncio.Task[Any]] = set()
+        self.zygote: Zygote | None = None
+        self._zygote_start: asyncio.Task[None] | None = None
+        self._zygote_tried = 0.0
 
     # -- process lifecycle -------------------------------------------------------------
     def stop(self) -> None:
@@ -97,6 +108,8 @@ class Manager(ChannelOwner):
             pid=os.getpid(),
             mode="root" if self.root else "template-capable",
         )
+        if self.config.user_endpoint_fork_server:
+            self._begin_zygote()  # imports while the channel connects
         try:
             await self.channel.run()
         finally:
@@ -114,6 +127,52 @@ class Manager(ChannelOwner):
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._zygote_start is not None:
+            self._zygote_start.cancel()
+            await asyncio.gather(self._zygote_start, return_exceptions=True)
+        if self.zygote is not None:
+            await self.zygote.close()
+
+    # -- the fork server -----------------------------------------------------------------
+    def _begin_zygote(self) -> None:
+        self._zygote_tried = time.monotonic()
+        self._zygote_start = asyncio.create_task(self._run_zygote())
+
+    async def _run_zygote(self) -> None:
+        zygote = Zygote(self.python, self._orphaned)
+        try:
+            await zygote.start()
+        except ZygoteUnavailable as e:
+            log.warning("user endpoints start as new processes: %s", e)
+            self.audit.record("fork_server_unavailable", reason=str(e))
+            return
+        self.zygote = zygote
+        self.audit.record("fork_server_start", pid=zygote.pid, python=self.python)
+
+    async def _usable_zygote(self) -> Zygote | None:
+        """The fork server once it is up; a lost one is replaced (at most every 30 s)."""
+        if not self.config.user_endpoint_fork_server:
+            return None
+        if (
+            (self.zygote is None or not self.zygote.alive)
+            and self._zygote_start is not None
+            and self._zygote_start.done()
+            and time.monotonic() - self._zygote_tried > 30.0
+        ):
+            self._begin_zygote()
+        if self._zygote_start is not None:
+            # Still importing (the MEP just started): worth a short wait, not a long one.
+            await asyncio.wait({self._zygote_start}, timeout=ZYGOTE_WAIT_S)
+        return self.zygote if self.zygote is not None and self.zygote.alive else None
+
+    def _orphaned(self, children: list[ForkedProcess]) -> None:
+        """The fork server died: its children lost their parent; stop them (by process
+        group and owner: none of them can be waited for any more)."""
+        self.audit.record("fork_server_lost", orphans=[c.pid for c in children])
+        for c in children:
+            for proc in self.children.values():
+                if proc.proc is c:
+                    group_members_kill(c.pid, proc.account.uid)
 
     def _spawn_task(self, coro: Coroutine[Any, Any, None]) -> None:
         t = asyncio.create_task(coro)
@@ -246,7 +305,7 @@ class Manager(ChannelOwner):
         try:
             proc = UserEndpointProcess(uep, account, switch_user=self.root)
             try:
-                await proc.start(self.python, env, payload)
+                await proc.start(self.python, env, payload, await self._usable_zygote())
             except SpawnError as e:
                 await self._refuse(cid, uep, str(e), str(e))
                 return
@@ -254,7 +313,12 @@ class Manager(ChannelOwner):
         finally:
             self._reserved.pop(uep, None)
         self.audit.record(
-            "start", endpoint_id=uep, uname=account.uname, uid=account.uid, pid=proc.pid
+            "start",
+            endpoint_id=uep,
+            uname=account.uname,
+            uid=account.uid,
+            pid=proc.pid,
+            forked=proc.forked,
         )
         await self._reply(cid, uep, True, "accepted", pid=proc.pid, uid=account.uid)
         self._spawn_task(self._supervise(cmd, proc))

@@ -52,6 +52,11 @@ user_endpoint_grace_period_s: 30
 # readable and executable by every mapped account (e.g. a venv under /opt).
 # user_endpoint_python: /opt/outpost/bin/python
 
+# User endpoints are forked from a process that has already imported them (much faster
+# than a new Python each). It runs user_endpoint_python as root, so it is used only when
+# that Python and its modules are writable by root alone; false: a new process each.
+# user_endpoint_fork_server: true
+
 # One JSON line per decision (relative paths are relative to this directory).
 audit_log_path: audit.log
 """

@@ -1,10 +1,11 @@
 """Start, watch and stop one user endpoint process (the JupyterHub spawner contract).
 
-The process is started as the mapped account by ``subprocess`` itself (``user``,
-``group``, ``extra_groups``: the standard library drops privileges between fork and
-exec), in a new session, with ``umask 0o077``, only fds 0/1/2 and a clean environment.
-Everything else (credentials, template, values, identity) goes over stdin, which stays
-open: when the MEP dies, the user endpoint reads EOF and stops.
+The process is forked by the fork server (``zygote.py``) when the MEP has one, else
+started by ``subprocess`` (``user``, ``group``, ``extra_groups``: the standard library
+drops privileges between fork and exec). Either way it runs as the mapped account, in a
+new session, with ``umask 0o077``, only fds 0/1/2 and a clean environment. Everything
+else (credentials, template, values, identity) goes over stdin, which stays open: when
+the MEP dies, the user endpoint reads EOF and stops.
 
 The user endpoint answers with one JSON line on stdout, ``{"outpost_user_endpoint":
 "ready"}`` or ``{"outpost_user_endpoint": "error", "error": "..."}``.
@@ -27,6 +28,7 @@ import yaml
 from outpost.endpoint.multi_user import start_doc
 from outpost.endpoint.multi_user.accounts import LocalAccount
 from outpost.endpoint.multi_user.start_doc import StartDocument
+from outpost.endpoint.multi_user.zygote_client import ForkedProcess, Zygote, ZygoteUnavailable
 from outpost.sdk.tls import tls_environment
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ class UserEndpointProcess:
         self.endpoint_id = endpoint_id
         self.account = account
         self.switch_user = switch_user
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: asyncio.subprocess.Process | ForkedProcess | None = None
         self.started_at = 0.0
         self.status: str = "new"  # new -> starting -> ready | failed; exited
         self.error: str | None = None
@@ -77,7 +79,41 @@ class UserEndpointProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    async def start(self, python: str, env: dict[str, str], payload: StartDocument) -> None:
+    @property
+    def forked(self) -> bool:
+        return isinstance(self.proc, ForkedProcess)
+
+    async def start(
+        self,
+        python: str,
+        env: dict[str, str],
+        payload: StartDocument,
+        zygote: Zygote | None = None,
+    ) -> None:
+        if zygote is not None and zygote.alive:
+            try:
+                self.proc = await zygote.spawn(
+                    self.account.uid,
+                    self.account.gid,
+                    list(self.account.groups),
+                    env,
+                    self.switch_user,
+                )
+            except (ZygoteUnavailable, OSError) as e:
+                log.warning("the fork server could not start it (%s); starting a new process", e)
+        if self.proc is None:
+            await self._exec(python, env)
+        self.started_at = time.time()
+        self.status = "starting"
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(start_doc.encode(payload))
+        try:
+            await self.proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it died at once; the exit is seen by watch()
+        # stdin stays open: its EOF tells the user endpoint that the MEP is gone.
+
+    async def _exec(self, python: str, env: dict[str, str]) -> None:
         kwargs: dict[str, Any] = {}
         if self.switch_user:
             kwargs = {
@@ -111,15 +147,6 @@ class UserEndpointProcess:
             )
         except (OSError, ValueError) as e:
             raise SpawnError(f"cannot start the user endpoint: {e}") from None
-        self.started_at = time.time()
-        self.status = "starting"
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(start_doc.encode(payload))
-        try:
-            await self.proc.stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # it died at once; the exit is seen by watch()
-        # stdin stays open: its EOF tells the user endpoint that the MEP is gone.
 
     async def watch(self) -> int:
         """Read the status line (and keep a tail of other output), then wait for the exit."""
@@ -171,14 +198,19 @@ class UserEndpointProcess:
         except TimeoutError:
             log.warning("user endpoint %s ignored SIGTERM; killing", self.endpoint_id)
         # Whatever is left of its group (workers included) goes too.
-        _signal_group(pid, signal.SIGKILL, uid, leader_alive=self.proc.returncode is None)
+        if self.proc.returncode is None:
+            self.signal_group(signal.SIGKILL)
+        else:
+            _signal_group(pid, signal.SIGKILL, uid, leader_alive=False)
         try:
             return await asyncio.wait_for(self.proc.wait(), grace)
         except TimeoutError:
             return None
 
     def signal_group(self, sig: int) -> None:
-        if self.proc is not None:
+        if isinstance(self.proc, ForkedProcess) and self.proc.returncode is None:
+            self.proc.signal_group(sig)  # through its parent, which knows if it is reaped
+        elif self.proc is not None:
             _signal_group(
                 self.proc.pid, sig, self.account.uid, leader_alive=self.proc.returncode is None
             )
@@ -205,6 +237,12 @@ def _signal_group(pgid: int, sig: int, uid: int, leader_alive: bool) -> None:
             os.kill(pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def group_members_kill(pgid: int, uid: int) -> None:
+    """SIGKILL what is left of the group ``pgid`` that belongs to ``uid`` (its leader's
+    exit status is unknown: the leader is not a child of this process)."""
+    _signal_group(pgid, signal.SIGKILL, uid, leader_alive=False)
 
 
 def _group_members(pgid: int, uid: int) -> list[int]:

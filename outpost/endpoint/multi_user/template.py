@@ -10,11 +10,12 @@ structure. Use ``{{ value | shell_escape }}`` for a value that reaches a shell.
 
 from __future__ import annotations
 
+import functools
 import shlex
 from typing import Any
 
 import yaml
-from jinja2 import StrictUndefined
+from jinja2 import StrictUndefined, Template
 from jinja2 import TemplateError as JinjaError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -93,6 +94,13 @@ def yaml_value(value: Any) -> str:
     return _quote(str(value))
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled(template: str) -> Template:
+    """The template compiled once (~3 ms each time otherwise): the MEP renders the same
+    few templates for every start."""
+    return _environment().from_string(template)
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
         undefined=StrictUndefined, finalize=yaml_value, autoescape=False, keep_trailing_newline=True
@@ -116,7 +124,7 @@ def render_text(
         "parent_config": parent_config or {},
     }
     try:
-        text = _environment().from_string(template).render(**values, _OUTPOST=reserved)
+        text = _compiled(template).render(**values, _OUTPOST=reserved)
     except TemplateError:
         raise
     except JinjaError as e:
