@@ -6,12 +6,14 @@ import getpass
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from outpost.service.settings import ServiceSettings
 from outpost.service.settings_cli import config_option, describe, settings_from_cli
+
+if TYPE_CHECKING:
+    from outpost.service.settings import ServiceSettings
 
 data_dir_opt = click.option(
     "--data-dir",

@@ -76,3 +76,27 @@ def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
     finally:
         for e in engines:
             e.dispose()
+
+
+def test_head_read_from_the_scripts_is_alembics_head() -> None:
+    """The start-up check reads the newest revision from the scripts without Alembic."""
+    from outpost.service.store.db import head_revision
+
+    assert head_revision() == head()
+
+
+def test_a_current_database_starts_without_loading_alembic(tmp_path) -> None:
+    """Opening a database already at head costs one query: Alembic is not imported."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    open_database(url).dispose()
+    code = (
+        "import sys\nfrom outpost.service.store.db import open_database\n"
+        f"open_database({url!r}).dispose()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
