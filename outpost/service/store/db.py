@@ -134,20 +134,64 @@ def revision_of(conn: Connection) -> str | None:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision (one replica at a time)."""
+    """Bring the schema to the newest revision (one replica at a time).
+
+    A database at the newest revision is left as it is (one query). An empty one gets
+    the models' tables and is stamped with the newest revision in one transaction, as
+    Alembic's documentation advises for a new database (the migration tests check that
+    the scripts and the models describe the same schema). Anything else is upgraded by
+    Alembic's scripts.
+    """
     with engine.connect() as conn:
         if revision_of(conn) == head_revision():
             return  # the usual start: nothing to do, and no need to load Alembic
+    with engine.begin() as conn:
+        _lock_migrations(conn)
+        at = revision_of(conn)
+        if at == head_revision():
+            return  # another replica did it while this one waited for the lock
+        if at is None and not inspect(conn).get_table_names():
+            _create_at_head(conn)
+            return
+        _alembic_upgrade(conn)
+
+
+def migrate_with_scripts(engine: Engine) -> None:
+    """Bring the schema to the newest revision through Alembic's scripts alone, also
+    from empty (``outpost service db upgrade`` on an old database, and the tests of the
+    scripts themselves)."""
+    with engine.begin() as conn:
+        _lock_migrations(conn)
+        _alembic_upgrade(conn)
+
+
+def _lock_migrations(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        # Released at commit; PostgreSQL's DDL is transactional, so a replica that
+        # waited here sees the finished schema and has nothing to do.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+
+
+def _create_at_head(conn: Connection) -> None:
+    from outpost.service.store.models import Base
+
+    Base.metadata.create_all(conn)
+    conn.execute(
+        text(
+            "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+            "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+        )
+    )
+    stamp = text("INSERT INTO alembic_version (version_num) VALUES (:v)")
+    conn.execute(stamp, {"v": head_revision()})
+
+
+def _alembic_upgrade(conn: Connection) -> None:
     from alembic import command
 
     cfg = _alembic_config()
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            # Released at commit; PostgreSQL's DDL is transactional, so a replica that
-            # waited here sees the finished schema and has nothing to do.
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, "head")
 
 
 def describe_failure(url: str, exc: BaseException) -> str:
