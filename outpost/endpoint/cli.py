@@ -150,8 +150,6 @@ def start(name: str, detach: bool, debug: bool, service_url: str | None) -> None
     if detach:
         _start_detached(d, service_url, debug)
         return
-    from outpost.endpoint.multi_user.template import TemplateError
-    from outpost.endpoint.registration import register
     from outpost.sdk.client import Client
     from outpost.sdk.errors import OutpostError
 
@@ -160,11 +158,17 @@ def start(name: str, detach: bool, debug: bool, service_url: str | None) -> None
         client = Client(service_url)
         if isinstance(config, MultiUserConfig):
             from outpost.endpoint.multi_user import runner as mu_runner
+            from outpost.endpoint.multi_user.template import TemplateError
 
-            reg, owner = mu_runner.register_multi_user(client, d, config)
+            try:
+                reg, owner = mu_runner.register_multi_user(client, d, config)
+            except TemplateError as e:
+                raise click.ClickException(f"cannot register endpoint {name!r}: {e}") from None
         else:
+            from outpost.endpoint.registration import register
+
             reg = register(client, d, config)
-    except (OutpostError, TemplateError) as e:
+    except OutpostError as e:
         raise click.ClickException(f"cannot register endpoint {name!r}: {e}") from None
     click.echo(reg.endpoint_id)
     sys.stdout.flush()
