@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
+
+# ``import httpx`` also loads httpx's own command-line client (``httpx._main``) when rich
+# and pygments are installed, as they are here: ~6 MB and ~60 ms in every process of ours
+# that speaks HTTP (an endpoint, a signed-in command), for a client none of them runs.
+# httpx falls back to a stub ``main`` when that module cannot be imported. Only the
+# ``outpost`` command does this, never a program that imports the SDK.
+if "httpx" not in sys.modules:
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 from outpost import __version__
 from outpost.endpoint.cli import endpoint

@@ -9,8 +9,6 @@ import math
 import re
 from typing import Any
 
-import jsonschema
-
 MAX_USER_CONFIG_BYTES = 64 * 1024
 MAX_DEPTH = 8
 TOP_KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}\Z")
@@ -121,6 +119,8 @@ def _compiled(pattern: str) -> re.Pattern[str]:
 
 
 def _pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Any:
+    import jsonschema
+
     if validator.is_type(instance, "string") and not _compiled(patrn).search(instance):
         yield jsonschema.ValidationError(f"{instance!r} does not match {patrn!r}")
 
@@ -128,6 +128,8 @@ def _pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Any:
 @functools.lru_cache(maxsize=64)
 def _validator(schema_json: str) -> Any:
     """Checking a schema and building its validator takes milliseconds: done once."""
+    import jsonschema  # loaded by the first schema to check, not by every importer
+
     schema = json.loads(schema_json)
     try:
         cls = jsonschema.validators.validator_for(schema)

@@ -7,22 +7,32 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from outpost.endpoint.config import ConfigError
-from outpost.endpoint.files import EndpointDir, EndpointDirError, all_endpoints
-from outpost.endpoint.multi_user import cli as mu_cli
-from outpost.endpoint.multi_user.config import MultiUserConfig
-from outpost.sdk import Client
-from outpost.sdk.errors import OutpostError
+if TYPE_CHECKING:
+    from outpost.endpoint.files import EndpointDir
 
-err = Console(stderr=True)
+# Importing this module needs only click: each command imports what it uses, so that
+# `outpost --help` and `outpost endpoint start` load no more than they need.
+
+
+class _Stderr:
+    """rich's Console on stderr, made on first use."""
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        from rich.console import Console
+
+        Console(stderr=True).print(*args, **kwargs)
+
+
+err = _Stderr()
 
 
 def _dir(name: str) -> EndpointDir:
+    from outpost.endpoint.files import EndpointDir, EndpointDirError
+
     try:
         return EndpointDir(name)
     except EndpointDirError as e:
@@ -53,6 +63,8 @@ def configure(name: str, multi_user: bool) -> None:
     With --multi-user, also a user config template, its JSON schema and an example
     identity mapping (see docs/multi-user.md).
     """
+    from outpost.endpoint.files import EndpointDirError
+
     d = _dir(name)
     try:
         if multi_user:
@@ -119,6 +131,10 @@ def start(name: str, detach: bool, debug: bool, service_url: str | None) -> None
     MiB) keeping OUTPOST_LOG_BACKUPS files (default 5); SIGHUP reopens it (logrotate).
     Connecting over https/wss trusts SSL_CERT_FILE or SSL_CERT_DIR when set (a site CA).
     """
+    from outpost.endpoint.config import ConfigError
+    from outpost.endpoint.files import EndpointDirError
+    from outpost.endpoint.multi_user.config import MultiUserConfig
+
     d = _dir(name)
     try:
         config = d.config()
@@ -128,29 +144,42 @@ def start(name: str, detach: bool, debug: bool, service_url: str | None) -> None
     if running is not None:
         raise click.ClickException(f"endpoint {name!r} is already running (pid {running})")
     if isinstance(config, MultiUserConfig):
+        from outpost.endpoint.multi_user import cli as mu_cli
+
         mu_cli.preflight(config)
     if detach:
         _start_detached(d, service_url, debug)
         return
-    from outpost.endpoint import runner
-    from outpost.endpoint.multi_user import runner as mu_runner
-    from outpost.endpoint.registration import register
+    from outpost.sdk.client import Client
+    from outpost.sdk.errors import OutpostError
 
     owner = ""
     try:
         client = Client(service_url)
         if isinstance(config, MultiUserConfig):
-            reg, owner = mu_runner.register_multi_user(client, d, config)
+            from outpost.endpoint.multi_user import runner as mu_runner
+            from outpost.endpoint.multi_user.template import TemplateError
+
+            try:
+                reg, owner = mu_runner.register_multi_user(client, d, config)
+            except TemplateError as e:
+                raise click.ClickException(f"cannot register endpoint {name!r}: {e}") from None
         else:
+            from outpost.endpoint.registration import register
+
             reg = register(client, d, config)
-    except (OutpostError, mu_cli.TemplateError) as e:
+    except OutpostError as e:
         raise click.ClickException(f"cannot register endpoint {name!r}: {e}") from None
     click.echo(reg.endpoint_id)
     sys.stdout.flush()
     _setup_logging(d, debug)
     if isinstance(config, MultiUserConfig):
+        from outpost.endpoint.multi_user import runner as mu_runner
+
         mu_runner.serve(d, config, reg, owner)
     else:
+        from outpost.endpoint import runner
+
         runner.serve(d, config, reg)
 
 
@@ -205,6 +234,11 @@ def restart(ctx: click.Context, name: str) -> None:
 @endpoint.command(name="list")
 def list_() -> None:
     """Endpoints configured under $OUTPOST_HOME: name, id and status."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from outpost.endpoint.files import all_endpoints
+
     table = Table("name", "endpoint id", "status", "pid")
     for d in all_endpoints():
         pid = d.pid()
@@ -227,6 +261,9 @@ def list_() -> None:
 )
 def delete(name: str, yes: bool, keep_registration: bool) -> None:
     """Stop NAME, unregister it from the service and delete its directory."""
+    from outpost.sdk.client import Client
+    from outpost.sdk.errors import OutpostError
+
     d = _dir(name)
     if not d.exists():
         raise click.ClickException(f"no endpoint named {name!r}")
@@ -262,6 +299,8 @@ def delete(name: str, yes: bool, keep_registration: bool) -> None:
 )
 def render_user_config(name: str, user_config: str, identity: str | None) -> None:
     """Show the config a user endpoint of NAME would get, or the error the user would get."""
+    from outpost.endpoint.multi_user import cli as mu_cli
+
     click.echo(mu_cli.render_user_config(name, user_config, identity), nl=False)
 
 
@@ -280,6 +319,8 @@ def render_user_config(name: str, user_config: str, identity: str | None) -> Non
 )
 def enable_on_boot(name: str, print_only: bool, unit_dir: Path, service_url: str | None) -> None:
     """Write a systemd unit that starts NAME at boot (then `systemctl start` it)."""
+    from outpost.endpoint.multi_user import cli as mu_cli
+
     d = _dir(name)
     if not d.exists():
         raise click.ClickException(f"no endpoint named {name!r}")

@@ -10,6 +10,7 @@ from uuid import UUID
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from outpost.endpoint.default_config import DEFAULT_CONFIG_YAML as DEFAULT_CONFIG_YAML
 from outpost.endpoint.htex_config import HighThroughputEngineConfig
 
 MiB = 1024 * 1024
@@ -132,44 +133,3 @@ def read_yaml(path: Path) -> Any:
 
 def load_config(path: Path) -> EndpointConfig:
     return parse_config(read_yaml(path), str(path))
-
-
-DEFAULT_CONFIG_YAML = """\
-# Outpost endpoint configuration. Unknown keys are errors.
-# Docs: README.md, "Endpoint configuration".
-
-# Name shown by `outpost endpoint list` and the service.
-display_name: {name}
-
-# Where tasks run.
-#   ProcessPoolEngine: worker processes on this machine (a crashing task fails alone).
-#   ThreadPoolEngine:  threads in the endpoint process (lowest overhead).
-#   HighThroughputEngine: blocks of workers from a batch scheduler (Slurm, PBS Pro...)
-#                      through Parsl; see docs/slurm.md.
-engine:
-  type: ProcessPoolEngine
-  # max_workers: 4          # default: number of CPUs
-
-# Only these function ids may run here (also enforced by the service).
-# allowed_functions:
-#   - 00000000-0000-0000-0000-000000000000
-
-# Seconds between heartbeats, and without one before the endpoint counts as offline.
-heartbeat_period: 30
-heartbeat_threshold: 120
-
-# Environment variables for workers.
-# environment:
-#   OMP_NUM_THREADS: "1"
-
-# Shell commands run before the engine starts and after it stops.
-# endpoint_setup: module load python
-# endpoint_teardown: echo bye
-
-# Most tasks this endpoint holds at once, and the largest result it sends (bytes).
-# task_window: 1024
-# result_size_limit: 10485760
-
-# Run each task in its own directory (tasks/<task id>/ beside this file).
-# task_sandbox: false
-"""

@@ -8,11 +8,15 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from outpost.endpoint.config import DEFAULT_CONFIG_YAML, EndpointConfig, load_config, read_yaml
-from outpost.endpoint.multi_user.config import MultiUserConfig, is_multi_user, load_multi_user
+from outpost.common.home import outpost_home
+from outpost.endpoint.default_config import DEFAULT_CONFIG_YAML
 from outpost.pidfile import PidFile
-from outpost.sdk.config import outpost_home
+
+if TYPE_CHECKING:  # the models (pydantic, YAML) load when a config is read
+    from outpost.endpoint.config import EndpointConfig
+    from outpost.endpoint.multi_user.config import MultiUserConfig
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 
@@ -55,6 +59,9 @@ class EndpointDir:
 
     def config(self) -> EndpointConfig | MultiUserConfig:
         """The endpoint's config: a multi-user one when it says ``multi_user: true``."""
+        from outpost.endpoint.config import load_config, read_yaml
+        from outpost.endpoint.multi_user.config import is_multi_user, load_multi_user
+
         if not self.exists():
             raise EndpointDirError(
                 f"no endpoint named {self.name!r}; "

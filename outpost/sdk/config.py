@@ -14,14 +14,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from outpost.common.home import outpost_home
 from outpost.sdk.auth import StaticToken, StoredSignIn, TokenSource, client_credentials_from_env
 from outpost.sdk.signin import SignIn
 
 DEFAULT_SERVICE_URL = "http://127.0.0.1:5000"
-
-
-def outpost_home() -> Path:
-    return Path(os.environ.get("OUTPOST_HOME") or Path.home() / ".outpost")
 
 
 def credentials_path() -> Path:

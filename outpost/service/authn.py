@@ -13,9 +13,7 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from outpost.service.cache import TTLCache
 from outpost.service.oidc.claims import ProvenIdentity, identity_from
@@ -31,6 +29,9 @@ from outpost.service.settings import ServiceSettings
 from outpost.service.store import accounts
 from outpost.service.store import identities as identity_store
 from outpost.service.wiring import Runtime
+
+if TYPE_CHECKING:  # made (and loaded) when an issuer is configured or a JWT arrives
+    import httpx
 
 log = logging.getLogger(__name__)
 __all__ = ["Authenticator", "IssuerUnavailable", "Principal", "TokenRejected", "authenticator"]
@@ -79,6 +80,8 @@ class Authenticator:
 
     def http_client(self) -> httpx.AsyncClient:
         if self._http is None:
+            import httpx
+
             self._http = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
             for cfg in self.settings.oidc_issuers:
                 self.issuers[cfg.issuer] = IssuerClient(
@@ -108,7 +111,8 @@ class Authenticator:
         return principal
 
     async def _authenticate(self, token: str) -> Principal:
-        self.http_client()
+        if self.settings.oidc_issuers or looks_like_jwt(token):
+            self.http_client()  # the issuers' clients
         if looks_like_jwt(token):
             return await self._from_issuer(await verify_jwt(token, self.issuers))
         record = await self.state.db.read(accounts.token_record, token)

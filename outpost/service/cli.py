@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from outpost.service.settings_cli import config_option, settings_from_cli, settings_options
+from outpost.service.settings_cli import SettingsCommand, config_option, settings_from_cli
 
 if TYPE_CHECKING:
     from outpost.service.settings import ServiceSettings
@@ -62,8 +63,8 @@ def service(ctx: click.Context, config_file: Path | None) -> None:
     ctx.find_root().meta["outpost.config"] = config_file
 
 
-@service.command()
-@settings_options
+@service.command(cls=SettingsCommand)
+@config_option
 def start(config_file: Path | None, **flags: Any) -> None:
     """Run the service in the foreground (Ctrl-C stops it).
 
@@ -104,14 +105,29 @@ def stop(data_dir: Path | None, timeout: float) -> None:
 @contextmanager
 def database_errors() -> Iterator[None]:
     """A database that cannot be used is an error message naming it, not a traceback."""
-    from outpost.service.store.db import DatabaseUnavailable
-    from outpost.service.store.schema import SchemaError
-    from outpost.service.store.urls import DatabaseURLError
-
     try:
         yield
-    except (DatabaseUnavailable, DatabaseURLError, SchemaError) as e:
-        raise click.ClickException(str(e)) from None
+    except Exception as e:
+        if _is_database_error(e):
+            raise click.ClickException(str(e)) from None
+        raise
+
+
+_DATABASE_ERRORS = (
+    ("outpost.service.store.db", "DatabaseUnavailable"),
+    ("outpost.service.store.schema", "SchemaError"),
+    ("outpost.service.store.urls", "DatabaseURLError"),
+)
+
+
+def _is_database_error(e: Exception) -> bool:
+    # Only a loaded module can have raised its error: looking them up in sys.modules
+    # keeps SQLAlchemy out of commands (and --help) that never touch a database.
+    for module, name in _DATABASE_ERRORS:
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(e, getattr(loaded, name)):
+            return True
+    return False
 
 
 def _with_conn(data_dir: Path | None, database_url: str | None, fn: Any) -> Any:

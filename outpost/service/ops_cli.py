@@ -5,12 +5,14 @@ from __future__ import annotations
 import getpass
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from outpost.service.settings import ServiceSettings
 from outpost.service.settings_cli import config_option, describe, settings_from_cli
+
+if TYPE_CHECKING:
+    from outpost.service.settings import ServiceSettings
 
 data_dir_opt = click.option(
     "--data-dir",

@@ -20,7 +20,7 @@ from pydantic import BeforeValidator, Field, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from outpost.sdk.config import outpost_home
+from outpost.common.home import outpost_home
 from outpost.service.oidc.config import DEFAULT_USERNAME_CLAIMS, IssuerConfig
 from outpost.service.settings_file import FileSource, file_values
 

@@ -1,4 +1,8 @@
-"""Click options made from :class:`ServiceSettings`, and ``outpost service config show``."""
+"""Click options made from :class:`ServiceSettings`, and ``outpost service config show``.
+
+Importing this needs only click: the settings model (pydantic-settings) is loaded when a
+command runs or shows its help, so ``outpost --help`` and every other command start light.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,15 @@ import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import click
-from pydantic import ValidationError
-from pydantic.fields import FieldInfo
 
-from outpost.service.settings import ENV_PREFIX, ServiceSettings, field_extra, load
-from outpost.service.settings_file import SettingsFileError, read_settings_file
+if TYPE_CHECKING:
+    from pydantic.fields import FieldInfo
+
+    from outpost.service.settings import ServiceSettings
 
 F = Callable[..., Any]
 
@@ -32,6 +36,8 @@ config_option = click.option(
 
 
 def flag_name(name: str, info: FieldInfo) -> str:
+    from outpost.service.settings import field_extra
+
     return str(field_extra(info).get("flag") or "--" + name.replace("_", "-"))
 
 
@@ -57,14 +63,19 @@ def _click_type(annotation: Any) -> tuple[Any, bool]:
 
 
 def _help(name: str, info: FieldInfo) -> str:
+    from outpost.service.settings import ENV_PREFIX
+
     default = info.get_default(call_default_factory=False)
     shown = "" if default is None or info.default_factory else f"default: {default}; "
     return f"{info.description} [{shown}env: {ENV_PREFIX}{name.upper()}]"
 
 
-def settings_options(fn: F) -> F:
-    """Add one option per CLI setting to a command; unset ones arrive as None."""
-    for name, info in reversed(list(ServiceSettings.model_fields.items())):
+def settings_params() -> list[click.Parameter]:
+    """One option per CLI setting, in the model's order; unset ones arrive as None."""
+    from outpost.service.settings import ServiceSettings, field_extra
+
+    params: list[click.Parameter] = []
+    for name, info in ServiceSettings.model_fields.items():
         if not field_extra(info).get("cli", True):
             continue
         many = typing.get_origin(info.annotation) is list
@@ -77,12 +88,44 @@ def settings_options(fn: F) -> F:
             kw["help"] += " Repeatable."
         if not is_bool:
             kw["type"] = ctype
-        fn = click.option(*decls, **kw)(fn)
+        params.append(click.Option(decls, **kw))
+    return params
+
+
+def settings_options(fn: F) -> F:
+    """Add --config and one option per CLI setting to a command (built at once)."""
+    # As click.option does: the decorator nearest the function is listed last.
+    attached = fn.__dict__.setdefault("__click_params__", [])
+    attached.extend(reversed(settings_params()))
     return config_option(fn)
+
+
+class SettingsCommand(click.Command):
+    """A command that also takes one option per CLI setting (after its own), built from
+    the settings model the first time they are needed: parsing, help or completion.
+    Defining the command, and so importing the CLI, does not load pydantic-settings."""
+
+    _all_params: list[click.Parameter] | None = None
+
+    @property  # type: ignore[override]
+    def params(self) -> list[click.Parameter]:
+        if self._all_params is None:
+            self._all_params = [*self._own_params, *settings_params()]
+        return self._all_params
+
+    @params.setter
+    def params(self, value: list[click.Parameter]) -> None:
+        self._own_params = value
+        self._all_params = None
 
 
 def settings_from_cli(config_file: Path | None, **flags: Any) -> ServiceSettings:
     """Load settings or fail with a message that says which value to fix."""
+    from pydantic import ValidationError
+
+    from outpost.service.settings import load
+    from outpost.service.settings_file import SettingsFileError
+
     # A repeatable option given no times arrives as (): unset, like the others.
     flags = {k: (None if v == () else list(v) if isinstance(v, tuple) else v)
              for k, v in flags.items()}
@@ -117,6 +160,9 @@ def describe(
     settings: ServiceSettings, config_file: Path | None, flags: dict[str, Any]
 ) -> list[tuple[str, str, str]]:
     """(name, shown value, where it came from) for every setting."""
+    from outpost.service.settings import ENV_PREFIX, ServiceSettings, field_extra
+    from outpost.service.settings_file import read_settings_file
+
     in_file = (
         read_settings_file(config_file, set(ServiceSettings.model_fields)) if config_file else {}
     )
@@ -139,9 +185,6 @@ def describe(
 def start_params_help() -> dict[str, str]:
     """Setting name -> help text of its ``service start`` option (for tests and docs)."""
 
-    @click.command()
-    @settings_options
-    def probe(**_: Any) -> None:
-        """Probe."""
+    from outpost.service.cli import start
 
-    return {p.name: getattr(p, "help", "") or "" for p in probe.params if p.name}
+    return {p.name: getattr(p, "help", "") or "" for p in start.params if p.name}

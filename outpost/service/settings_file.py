@@ -10,7 +10,6 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
@@ -27,6 +26,8 @@ def read_settings_file(path: Path, known: set[str]) -> dict[str, Any]:
         text = path.read_text()
     except OSError as e:
         raise SettingsFileError(f"cannot read settings file {path}: {e.strerror}") from None
+    import yaml  # only a service given a YAML settings file needs it
+
     try:
         if path.suffix.lower() == ".toml":
             data: Any = tomllib.loads(text)

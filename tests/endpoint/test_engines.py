@@ -90,3 +90,33 @@ def test_worker_environment() -> None:
         assert deserialize(r.result) == ("yes", "e0")
     finally:
         engine.shutdown()
+
+
+def test_process_workers_start_light_and_alone() -> None:
+    """A worker is a fresh interpreter that loads only what running tasks needs (dill,
+    the task records), not the endpoint's libraries, and no helper process (such as
+    multiprocessing's resource tracker) is started beside the workers."""
+    import psutil
+
+    # Made in a namespace of its own so that dill sends it by value: unpickling it must
+    # not import this test module (and pytest) into the worker.
+    ns: dict = {"__name__": "__main__"}
+    exec(
+        "def loaded(_):\n"
+        "    import sys\n"
+        "    return sorted({m.split('.')[0] for m in sys.modules}), sorted(sys.modules)\n",
+        ns,
+    )
+    before = {p.pid for p in psutil.Process().children()}
+    engine = ProcessPoolEngine(2, Limits())
+    q = _collect(engine, 0)
+    try:
+        engine.submit(_tasks(ns["loaded"], [0], "m"))
+        tops, modules = deserialize(_drain(q, 1)["m0"].result)
+        for heavy in ("pydantic", "yaml", "websockets", "httpx", "sqlalchemy", "msgspec", "rich"):
+            assert heavy not in tops, (heavy, modules)
+        assert "outpost.endpoint.config" not in modules
+        workers = {w.proc.pid for w in engine._workers}
+        assert {p.pid for p in psutil.Process().children()} - before == workers
+    finally:
+        engine.shutdown()

@@ -51,3 +51,15 @@ def main(
                 pending, last = [], now
         if pending:
             results_out.send(pending)
+
+
+def spawned(task_fd: int, result_fd: int) -> None:
+    """Entry point of a worker interpreter (see ``_spawn``): the first message on the task
+    pipe is (import path, limits, environment); then the loop runs."""
+    import sys
+
+    tasks_in = Connection(task_fd, writable=False)
+    results_out = Connection(result_fd, readable=False)
+    path, limits, environment = tasks_in.recv()
+    sys.path[:] = path
+    main(tasks_in, results_out, limits, environment)

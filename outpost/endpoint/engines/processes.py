@@ -22,27 +22,26 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from outpost.common.errors import TaskErrorCode
-from outpost.endpoint.engines import _worker
+from outpost.endpoint.engines._spawn import WorkerProcess
 from outpost.endpoint.engines.base import Engine, EngineStatus, ResultCallback
 from outpost.endpoint.execution import Limits, failure_result
 from outpost.endpoint.records import Task, TaskResult
 
 log = logging.getLogger(__name__)
-_ctx = mp.get_context("spawn")
 
 
 class _Worker:
     def __init__(self, index: int, limits: Limits, environment: dict[str, str]) -> None:
         self.index = index
-        task_r, self.task_w = _ctx.Pipe(duplex=False)
-        self.result_r, result_w = _ctx.Pipe(duplex=False)
-        self.proc = _ctx.Process(
-            target=_worker.main,
-            args=(task_r, result_w, limits, environment),
-            name=f"outpost-worker-{index}",
-            daemon=True,
-        )
-        self.proc.start()
+        task_r, self.task_w = mp.Pipe(duplex=False)
+        self.result_r, result_w = mp.Pipe(duplex=False)
+        self.proc = WorkerProcess(task_r, result_w, (limits, environment))
+        try:
+            self.proc.start(self.task_w)
+        except BaseException:
+            for c in (task_r, self.task_w, self.result_r, result_w):
+                c.close()
+            raise
         self.started = time.monotonic()
         task_r.close()
         result_w.close()

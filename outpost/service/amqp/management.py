@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
+
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +19,8 @@ class ManagementError(RuntimeError):
 
 class Management:
     def __init__(self, base_url: str, user: str, password: str, timeout: float = 15.0) -> None:
+        import httpx  # loaded only by a service on RabbitMQ
+
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/api", auth=(user, password), timeout=timeout
         )
@@ -26,6 +30,8 @@ class Management:
         await self._http.aclose()
 
     async def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        import httpx
+
         try:
             r = await self._http.request(method, path, **kw)
         except httpx.HTTPError as e:

@@ -5,11 +5,14 @@ styles only from /console/static, no inline script, no framing)."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+import functools
+from typing import TYPE_CHECKING, Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -44,7 +47,11 @@ def count(value: int | None) -> str:
     return "—" if value is None else str(value)
 
 
+@functools.cache
 def _env() -> Environment:
+    """The pages' templates, loaded with the first page (not at every start)."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
     env = Environment(
         loader=PackageLoader("outpost.service.console", "templates"),
         autoescape=True,
@@ -56,9 +63,6 @@ def _env() -> Environment:
     return env
 
 
-ENV = _env()
-
-
 def secure_headers(response: Response) -> Response:
     for k, v in SECURITY_HEADERS.items():
         response.headers.setdefault(k, v)
@@ -66,5 +70,5 @@ def secure_headers(response: Response) -> Response:
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    html = ENV.get_template(template).render(request=request, **context)
+    html = _env().get_template(template).render(request=request, **context)
     return secure_headers(HTMLResponse(html, status_code=status_code))  # type: ignore[return-value]

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
-
-import httpx
-from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from typing import TYPE_CHECKING, Any
 
 from outpost.service.oidc.config import IssuerConfig
+
+if TYPE_CHECKING:  # httpx and joserfc are loaded when an issuer is first asked
+    import httpx
+    from joserfc.jwk import KeySet
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ class IssuerClient:
         return self.config.issuer
 
     async def _get_json(self, url: str, what: str) -> dict[str, Any]:
+        import httpx
+
         try:
             r = await self._http.get(url)
         except httpx.HTTPError as e:
@@ -81,6 +83,9 @@ class IssuerClient:
         return self._discovery
 
     async def _fetch_keys(self) -> KeySet:
+        from joserfc.errors import JoseError
+        from joserfc.jwk import KeySet
+
         doc = await self.discovery()
         uri = doc.get("jwks_uri")
         if not isinstance(uri, str):
@@ -125,6 +130,8 @@ class IssuerClient:
 
     async def introspect(self, token: str) -> dict[str, Any]:
         """RFC 7662: the issuer's answer about an opaque token (``active`` and claims)."""
+        import httpx
+
         doc = await self.discovery()
         url = doc.get("introspection_endpoint")
         if not isinstance(url, str):

@@ -12,9 +12,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from joserfc import jws, jwt
-from joserfc.errors import BadSignatureError, JoseError
-
 from outpost.service.oidc.issuer import IssuerClient, IssuerUnavailable
 
 ALGORITHMS = [
@@ -92,6 +89,10 @@ def check_claims(claims: dict[str, Any], issuer: IssuerClient, now: float) -> fl
 
 
 def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    # joserfc (and cryptography under it) is loaded by the first token that needs it.
+    from joserfc import jws
+    from joserfc.errors import JoseError
+
     try:
         obj = jws.extract_compact(token.encode())
         payload = json.loads(obj.payload)
@@ -127,6 +128,9 @@ async def verify_jwt(
             f"unknown signing key {kid!r}: not among {issuer.issuer}'s published keys, even "
             "after fetching them again; the token was not signed by this issuer"
         )
+    from joserfc import jwt
+    from joserfc.errors import BadSignatureError, JoseError
+
     try:
         verified = jwt.decode(token, keys, algorithms=ALGORITHMS)
     except BadSignatureError:

@@ -19,8 +19,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
-
 from outpost.service.authn import Principal, authenticator
 from outpost.service.oidc.issuer import IssuerClient, IssuerUnavailable
 from outpost.service.oidc.verify import TokenRejected
@@ -108,6 +106,8 @@ async def finish(
     }
     if cfg.login_resource:
         form["resource"] = cfg.login_resource
+    import httpx
+
     a = authenticator(state)
     http = a.http_client()
     try:

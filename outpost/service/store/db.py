@@ -9,16 +9,19 @@ a pool of ``pool_size`` connections plus as many again under bursts, checked bef
 timeout so that no request waits on the database for ever. Replicas that start at the
 same time migrate one after the other (an advisory lock), so each finds the schema it
 expects.
+
+A database already at the newest revision costs one query at start: Alembic (slow to
+import, and it reads every migration script) is loaded only when there is work for it.
 """
 
 from __future__ import annotations
 
+import re
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from outpost.service.store import urls
@@ -78,17 +81,117 @@ def make_engine(url: str, synchronous: str = "NORMAL", pool_size: int = POOL_SIZ
     )
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision (one replica at a time)."""
+_REVISION = re.compile(r"^revision\s*=\s*['\"]([^'\"]+)['\"]\s*$", re.M)
+_DOWN = re.compile(r"^down_revision\s*=\s*(?:None|['\"]([^'\"]+)['\"])\s*$", re.M)
+
+
+@cache
+def head_revision() -> str:
+    """The newest revision among the migration scripts.
+
+    Read from the scripts' ``revision``/``down_revision`` lines; if they are not a simple
+    chain (a merge, an unusual spelling), Alembic itself says which is the head.
+    """
+    revisions: dict[str, str | None] = {}
+    for script in (MIGRATIONS / "versions").glob("*.py"):
+        source = script.read_text()
+        rev, down = _REVISION.search(source), _DOWN.search(source)
+        if rev is None or down is None:
+            continue  # __init__.py, or a script Alembic must read for us
+        revisions[rev.group(1)] = down.group(1)
+    heads = set(revisions) - set(revisions.values())
+    if len(heads) == 1 and sum(1 for d in revisions.values() if d is None) == 1:
+        n_scripts = sum(1 for p in (MIGRATIONS / "versions").glob("*.py") if p.stem != "__init__")
+        if n_scripts == len(revisions):
+            return heads.pop()
+    return _alembic_head()
+
+
+def _alembic_config() -> Any:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def _alembic_head() -> str:
+    from alembic.script import ScriptDirectory
+
+    return str(ScriptDirectory.from_config(_alembic_config()).get_current_head())
+
+
+def revision_of(conn: Connection) -> str | None:
+    """The schema revision the database is at (None: no Outpost schema yet)."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    rows = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+    if len(rows) > 1:  # branches: only Alembic can say
+        from alembic.runtime.migration import MigrationContext
+
+        return MigrationContext.configure(conn).get_current_revision()
+    return str(rows[0][0]) if rows else None
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision (one replica at a time).
+
+    A database at the newest revision is left as it is (one query). An empty one gets
+    the models' tables and is stamped with the newest revision in one transaction, as
+    Alembic's documentation advises for a new database (the migration tests check that
+    the scripts and the models describe the same schema). Anything else is upgraded by
+    Alembic's scripts.
+    """
+    with engine.connect() as conn:
+        if revision_of(conn) == head_revision():
+            return  # the usual start: nothing to do, and no need to load Alembic
     with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            # Released at commit; PostgreSQL's DDL is transactional, so a replica that
-            # waited here sees the finished schema and has nothing to do.
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        _lock_migrations(conn)
+        at = revision_of(conn)
+        if at == head_revision():
+            return  # another replica did it while this one waited for the lock
+        if at is None and not inspect(conn).get_table_names():
+            _create_at_head(conn)
+            return
+        _alembic_upgrade(conn)
+
+
+def migrate_with_scripts(engine: Engine) -> None:
+    """Bring the schema to the newest revision through Alembic's scripts alone, also
+    from empty (``outpost service db upgrade`` on an old database, and the tests of the
+    scripts themselves)."""
+    with engine.begin() as conn:
+        _lock_migrations(conn)
+        _alembic_upgrade(conn)
+
+
+def _lock_migrations(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        # Released at commit; PostgreSQL's DDL is transactional, so a replica that
+        # waited here sees the finished schema and has nothing to do.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+
+
+def _create_at_head(conn: Connection) -> None:
+    from outpost.service.store.models import Base
+
+    Base.metadata.create_all(conn)
+    conn.execute(
+        text(
+            "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+            "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+        )
+    )
+    stamp = text("INSERT INTO alembic_version (version_num) VALUES (:v)")
+    conn.execute(stamp, {"v": head_revision()})
+
+
+def _alembic_upgrade(conn: Connection) -> None:
+    from alembic import command
+
+    cfg = _alembic_config()
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, "head")
 
 
 def describe_failure(url: str, exc: BaseException) -> str:

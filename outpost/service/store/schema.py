@@ -9,18 +9,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from outpost.service.store.db import (
-    MIGRATIONS,
     DatabaseUnavailable,
     describe_failure,
+    head_revision,
     make_engine,
     migrate,
+    revision_of,
 )
 
 if TYPE_CHECKING:
@@ -32,15 +30,15 @@ class SchemaError(RuntimeError):
 
 
 def head() -> str:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    return str(ScriptDirectory.from_config(cfg).get_current_head())
+    """The revision this Outpost needs (the newest migration)."""
+    return head_revision()
 
 
 def current(engine: Engine) -> str | None:
+    """The revision the database is at (None: no Outpost schema)."""
     try:
         with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            return revision_of(conn)
     except DBAPIError as e:
         url = engine.url.render_as_string(hide_password=False)
         raise DatabaseUnavailable(describe_failure(url, e)) from e
