@@ -343,6 +343,7 @@ def enable_on_boot(name: str, print_only: bool, unit_dir: Path, service_url: str
 )
 def disable_on_boot(name: str, unit_dir: Path) -> None:
     """Disable and remove NAME's systemd unit (a running endpoint keeps running)."""
+    from outpost.endpoint.multi_user import cli as mu_cli
     from outpost.systemd_units import remove_unit
 
     path = remove_unit(unit_dir, mu_cli.unit_name(name))
