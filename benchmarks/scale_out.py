@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import os
 import shutil
 import sys
@@ -36,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 from _common import console, machine, percentile
 from rich.table import Table
 
@@ -64,7 +66,35 @@ def mark(path: str, index: int, attempt: int) -> int:
     return index
 
 
-def measure(services: list[LocalService], token: str, runs: int, tasks: int) -> dict[str, Any]:
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process and its children (0 if gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        p = psutil.Process(pid)
+        total = 0.0
+        for q in [p, *p.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = q.cpu_times()
+                total += t.user + t.system
+        return total
+    except psutil.Error:
+        return 0.0
+
+
+def rabbit_pid(rmq: RabbitMQServer) -> int | None:
+    """The private RabbitMQ node's launcher (its Erlang VM is a child)."""
+    proc = getattr(rmq, "_server", None)
+    return proc.pid if proc is not None else None
+
+
+def measure(
+    services: list[LocalService],
+    token: str,
+    runs: int,
+    tasks: int,
+    broker_pid: int | None = None,
+) -> dict[str, Any]:
     ep = LocalEndpoint(services[0], "bench", token)
     ep.start()
     eid = str(ep.endpoint_id)
@@ -88,10 +118,15 @@ def measure(services: list[LocalService], token: str, runs: int, tasks: int) -> 
             concurrent.futures.wait(futs)
             return sum(1 for f in futs if f.exception() is not None)
 
+        pids = [s.proc.pid if s.proc else None for s in services]
+        cpu0 = [cpu_seconds(p) for p in pids]
+        broker0 = cpu_seconds(broker_pid)
         t0 = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(len(execs)) as pool:
             failed = sum(pool.map(run, execs))
         took = time.perf_counter() - t0
+        cpu = [cpu_seconds(p) - c for p, c in zip(pids, cpu0, strict=True)]
+        broker_cpu = cpu_seconds(broker_pid) - broker0
     finally:
         for ex in execs:
             ex.shutdown()
@@ -100,6 +135,10 @@ def measure(services: list[LocalService], token: str, runs: int, tasks: int) -> 
         "p99": percentile(lat, 99),
         "rate": share * len(execs) / took,
         "failed": failed,
+        # CPU milliseconds per task: each replica's, and the RabbitMQ node's
+        "cpu": [c * 1000 / (share * len(execs)) for c in cpu],
+        "broker_cpu": broker_cpu * 1000 / (share * len(execs)),
+        "load": os.getloadavg()[0],
     }
 
 
@@ -237,7 +276,9 @@ def main() -> None:
                 services, token = cluster(n, rmq.amqp_url, db_url)
                 try:
                     label = f"{n} replica{'s' if n > 1 else ''} ({store} + RabbitMQ)"
-                    results.append((label, measure(services, token, args.runs, args.tasks)))
+                    results.append(
+                        (label, measure(services, token, args.runs, args.tasks, rabbit_pid(rmq)))
+                    )
                 finally:
                     for s in services:
                         s.close()
@@ -257,6 +298,9 @@ def main() -> None:
         "p50 vs embedded",
         "tasks/s vs embedded",
         "failed",
+        "CPU ms/task per replica",
+        "RabbitMQ CPU ms/task",
+        "load (1 min)",
     ):
         t.add_column(col)
     for label, r in results:
@@ -268,6 +312,9 @@ def main() -> None:
             f"{r['p50'] / base['p50']:.2f}x",
             f"{r['rate'] / base['rate']:.2f}x",
             str(r["failed"]),
+            " / ".join(f"{c:.2f}" for c in r["cpu"]),
+            f"{r['broker_cpu']:.2f}" if r["broker_cpu"] else "-",
+            f"{r['load']:.1f}",
         )
     console.print(t)
 

@@ -7,11 +7,12 @@ Each replica has two exclusive queues of its own (deleted when it goes away):
   the endpoint, RabbitMQ returns it and ``send`` answers False.
 - ``outpost.replica.<id>.results``, bound to the direct exchange ``outpost.results`` with
   each task group watched on the replica (bound on the first watcher, unbound after the
-  last). ``publish`` sends one message per task group.
+  last). ``publish`` sends one message per task group (all confirmed together).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 
@@ -136,11 +137,13 @@ class AmqpFanout(ResultFanout):
             gid = d.get("task_group_id")
             if gid:
                 by_group[gid].append(d)
-        for gid, batch in by_group.items():
-            try:
-                await self.rabbit.publish(self._exchange, gid, _enc(batch))
-            except aio_pika.exceptions.PublishError:
-                pass  # nobody watches this group: the results are in the store
+        await asyncio.gather(*(self._publish(gid, batch) for gid, batch in by_group.items()))
+
+    async def _publish(self, group_id: str, docs: list[TaskDoc]) -> None:
+        try:
+            await self.rabbit.publish(self._exchange, group_id, _enc(docs))
+        except aio_pika.exceptions.PublishError:
+            pass  # nobody watches this group: the results are in the store
 
     async def subscribe(self, group_id: str, callback: ResultCallback) -> Unsubscribe:
         if self._watchers.add(group_id, callback):
