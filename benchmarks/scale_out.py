@@ -5,7 +5,9 @@ RabbitMQ, all on this machine and on loopback.
   channel is on replica 0 and the client on the last replica, so with several replicas
   every task and result crosses RabbitMQ between two service processes;
 * throughput: no-op tasks through one Executor per replica at once (the work split
-  evenly), first submit to last result.
+  evenly), first submit to last result; with the CPU time (user + system) each replica
+  and the RabbitMQ node spent on it, in milliseconds per task (a figure that depends
+  little on how busy the machine is), and the load average when it ended.
 
 The replicas share one PostgreSQL database (a fresh one per replica count) on a private
 server started here (Debian's postgresql, tests/servers/postgres.py; as root it runs as
