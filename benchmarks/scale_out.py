@@ -22,7 +22,13 @@ while tasks are in flight. Each task appends its index to a file (fsync), so dup
 runs are counted; the table gives tasks lost (must be 0), duplicates and time taken.
 Everything started is stopped at the end, also on Ctrl-C or an error.
 
+``--broker``: the task broker alone, both implementations behind the one seam (embedded,
+RabbitMQ): ``--broker-tasks`` tasks published in submits of ``--broker-batch``, then
+consumed with a window of 1,000 and acknowledged; CPU microseconds per task of this
+process for each half, and the time taken.
+
 Usage: python benchmarks/scale_out.py [--runs 300] [--tasks 5000] [--replicas 1 2 3]
+       python benchmarks/scale_out.py --broker [--broker-tasks 20000] [--broker-batch 100]
        python benchmarks/scale_out.py --soak [--soak-tasks 10000] [--soak-batch 250]
 """
 
@@ -209,6 +215,70 @@ def soak_table(r: SoakResult, tasks: int, batch: int) -> None:
     console.print(t)
 
 
+async def broker_pass(broker: Any, tasks: int, per_submit: int) -> dict[str, float]:
+    """Publish ``tasks`` no-op task messages in submits of ``per_submit``, then consume
+    and acknowledge them all; CPU microseconds per task and seconds, for each half."""
+    import uuid
+
+    from outpost.common.records import TaskMessage
+
+    await broker.start()
+    try:
+        eid, gid = str(uuid.uuid4()), str(uuid.uuid4())
+        msgs = [
+            TaskMessage(
+                task_id=str(uuid.uuid4()), function_id=gid, task_group_id=gid, payload="x" * 300
+            )  # fmt: skip
+            for _ in range(tasks)
+        ]
+        c0, w0 = time.process_time(), time.perf_counter()
+        for i in range(0, tasks, per_submit):
+            await broker.publish(eid, msgs[i : i + per_submit])
+        c1, w1 = time.process_time(), time.perf_counter()
+        consumer = await broker.consume(eid, 1000)
+        got = 0
+        while got < tasks:
+            deliveries = await consumer.get(1000)
+            got += len(deliveries)
+            for d in deliveries:
+                await d.ack()
+        c2, w2 = time.process_time(), time.perf_counter()
+        await consumer.close()
+    finally:
+        await broker.stop()
+    return {
+        "pub_cpu": (c1 - c0) / tasks * 1e6,
+        "pub_s": w1 - w0,
+        "con_cpu": (c2 - c1) / tasks * 1e6,
+        "con_s": w2 - w1,
+    }
+
+
+def run_broker(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from outpost.service.broker import EmbeddedBroker
+    from outpost.service.runtime.rabbit.broker import AmqpBroker
+    from outpost.service.runtime.rabbit.connection import Rabbit
+
+    n, per = args.broker_tasks, args.broker_batch
+    rows = [("embedded", asyncio.run(broker_pass(EmbeddedBroker(), n, per)))]
+    with RabbitMQServer() as rmq:
+        amqp = AmqpBroker(Rabbit(rmq.amqp_url))
+        rows.append(("RabbitMQ", asyncio.run(broker_pass(amqp, n, per))))
+    t = Table(
+        title=f"Task broker alone: {n:,} tasks in submits of {per}, window 1,000",
+        caption=f"{machine()}; load {os.getloadavg()[0]:.1f}",
+    )
+    for col in ("broker", "publish CPU µs/task", "publish s", "consume+ack CPU µs/task",
+                "consume+ack s"):  # fmt: skip
+        t.add_column(col)
+    for name, r in rows:
+        t.add_row(name, f"{r['pub_cpu']:.1f}", f"{r['pub_s']:.2f}", f"{r['con_cpu']:.1f}",
+                  f"{r['con_s']:.2f}")  # fmt: skip
+    console.print(t)
+
+
 def run_soak(args: argparse.Namespace) -> int:
     soak = Soak(args.soak_tasks, args.soak_batch, 3, args.soak_deadline)
 
@@ -250,7 +320,15 @@ def main() -> None:
                     help="most tasks outstanding (so submits go on through the run)")  # fmt: skip
     ap.add_argument("--soak-deadline", type=float, default=1800.0,
                     help="seconds before the soak gives up waiting")  # fmt: skip
+    ap.add_argument("--broker", action="store_true",
+                    help="the task broker alone, embedded and RabbitMQ (see above)")  # fmt: skip
+    ap.add_argument("--broker-tasks", type=int, default=20_000, help="tasks for --broker")
+    ap.add_argument("--broker-batch", type=int, default=100,
+                    help="tasks per submit (one publish) for --broker")  # fmt: skip
     args = ap.parse_args()
+    if args.broker:
+        run_broker(args)
+        return
     if args.soak:
         sys.exit(run_soak(args))
     results: list[tuple[str, dict[str, Any]]] = []
