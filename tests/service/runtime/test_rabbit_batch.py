@@ -110,3 +110,45 @@ async def test_a_big_submit_flows_through_a_window_of_one(broker: object) -> Non
     assert got == msgs
     await consumer.close()
     assert await broker.queued(eid) == 0  # type: ignore[attr-defined]
+
+
+async def take_n(consumer: object, n: int) -> list[object]:
+    got: list[object] = []
+    while len(got) < n:
+        got += await asyncio.wait_for(consumer.get(n - len(got)), WAIT)  # type: ignore[attr-defined]
+    return got
+
+
+@pytest.mark.anyio
+async def test_a_backlog_of_big_batches_stays_in_rabbitmq(broker: object) -> None:
+    """RabbitMQ's prefetch counts messages: the consumer keeps it to what fills about a
+    window of tasks, so a backlog is not pulled into one replica's memory."""
+    eid = str(uuid.uuid4())
+    for _ in range(20):
+        await broker.publish(eid, tasks(100))  # type: ignore[attr-defined]
+    consumer = await broker.consume(eid, prefetch=10)  # type: ignore[attr-defined]
+    held = await take_n(consumer, 10)
+    await asyncio.sleep(1.0)
+    assert await broker.queued(eid) >= 15  # type: ignore[attr-defined]
+    for d in held:
+        await d.ack()  # type: ignore[attr-defined]
+    await consumer.close()
+
+
+@pytest.mark.anyio
+async def test_single_task_messages_still_fill_the_window(broker: object) -> None:
+    eid = str(uuid.uuid4())
+    for m in tasks(50):
+        await broker.publish(eid, [m])  # type: ignore[attr-defined]
+    consumer = await broker.consume(eid, prefetch=30)  # type: ignore[attr-defined]
+    held = await take_n(consumer, 30)  # none settled: 30 messages unacknowledged at once
+    assert len({d.message.task_id for d in held}) == 30  # type: ignore[attr-defined]
+    with pytest.raises(TimeoutError):  # and not more than the window
+        await asyncio.wait_for(consumer.get(10), 1.0)  # type: ignore[attr-defined]
+    for d in held:
+        await d.ack()  # type: ignore[attr-defined]
+    rest = await take_n(consumer, 20)
+    for d in rest:
+        await d.ack()  # type: ignore[attr-defined]
+    await consumer.close()
+    assert await broker.queued(eid) == 0  # type: ignore[attr-defined]

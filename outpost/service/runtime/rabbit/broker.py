@@ -11,14 +11,20 @@ that finished). Closing a consumer gives back what it did not settle: an untouch
 batch is returned as it was, and the unsettled rest of a batch that was partly settled
 or changed is published again as one new batch before the old one is acknowledged.
 
-The channel's prefetch (counted in messages) is the credit window too, so a consumer
-holds at most that many batches.
+RabbitMQ's prefetch counts messages, not tasks, so the consumer steers it (``_regulate``):
+it asks for as many more batches as, at the size of those received lately, fill the
+buffer up to one credit window of tasks beyond those handed out, and lowers it when the
+buffer is full. A backlog of big batches thus stays in RabbitMQ (where another replica
+can take it over) instead of in one replica's memory, while single-task messages still
+flow a window at a time. A consumer starts with a prefetch of ``FIRST_PREFETCH`` (or
+its window if smaller).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import deque
 from typing import Any
 
@@ -41,6 +47,14 @@ log = logging.getLogger(__name__)
 QUEUE_ARGS: FieldTable = {"x-single-active-consumer": True}
 #: Header of a batch published again by a closing consumer (its tasks went out before).
 AGAIN = "x-outpost-again"
+#: Prefetch (messages) of a new consumer, before it knows how big batches are.
+FIRST_PREFETCH = 4
+#: AMQP's prefetch count is a 16-bit number.
+MAX_PREFETCH = 65_535
+
+
+def first_prefetch(window: int) -> int:
+    return max(1, min(window, FIRST_PREFETCH))
 
 
 def queue_name(endpoint_id: str) -> str:
@@ -97,6 +111,10 @@ class _Consumer(Consumer):
     ) -> None:
         self._broker, self._endpoint_id, self._channel = broker, endpoint_id, channel
         self._prefetch = 1
+        self._qos = FIRST_PREFETCH  # RabbitMQ's prefetch, in messages
+        self._want = FIRST_PREFETCH
+        self._per_batch = 1.0  # tasks per batch received, lately
+        self._qos_task: asyncio.Task[None] | None = None
         #: Tasks received and not handed out: (batch, index, handed out before).
         self._buffer: deque[tuple[_Batch, int, bool]] = deque()
         self._open: set[_Batch] = set()
@@ -106,6 +124,7 @@ class _Consumer(Consumer):
 
     async def start(self, queue: aio_pika.abc.AbstractQueue, prefetch: int) -> None:
         self._prefetch = max(1, prefetch)
+        self._qos = self._want = first_prefetch(prefetch)
         await queue.consume(self._on_message, no_ack=False)
 
     async def _on_message(self, raw: aio_pika.abc.AbstractIncomingMessage) -> None:
@@ -125,7 +144,33 @@ class _Consumer(Consumer):
             return  # the channel is closing: RabbitMQ gets it back
         self._open.add(b)
         self._buffer.extend((b, i, b.redelivered) for i in range(len(tasks)))
+        self._per_batch = 0.7 * self._per_batch + 0.3 * len(tasks)
         self._changed.set()
+        self._regulate()
+
+    def _regulate(self) -> None:
+        """Ask RabbitMQ for as many batches as fill the buffer to a window of tasks."""
+        if self._closed:
+            return
+        room = max(0, self._prefetch - len(self._buffer))
+        need = max(1, math.ceil(room / max(1.0, self._per_batch)))
+        gap = self._qos - len(self._open)  # batches RabbitMQ may still send
+        if need > 2 * gap + 1 or 4 * need < gap:  # far from it: change (not every time)
+            self._want = min(MAX_PREFETCH, len(self._open) + need)
+            if self._want != self._qos and self._qos_task is None:
+                self._qos_task = asyncio.create_task(self._apply_qos())
+
+    async def _apply_qos(self) -> None:
+        try:
+            while not self._closed and self._want != self._qos:
+                self._qos = self._want
+                # Channel-wide (global) prefetch changes at once; a consumer's own would
+                # only apply to consumers started after the change.
+                await self._channel.set_qos(prefetch_count=self._qos, global_=True)
+        except UNAVAILABLE as e:
+            log.info("prefetch of %s not changed (%s)", self._endpoint_id, e)
+        finally:
+            self._qos_task = None
 
     async def _reject(self, raw: aio_pika.abc.AbstractIncomingMessage) -> None:
         try:
@@ -147,6 +192,7 @@ class _Consumer(Consumer):
                     out.append(_Delivery(self, b, i, again))
             if out:
                 self._out += len(out)
+                self._regulate()
                 return out
             self._changed.clear()
             await self._changed.wait()
@@ -164,6 +210,7 @@ class _Consumer(Consumer):
         if b.left or self._closed:
             return
         self._open.discard(b)
+        self._regulate()
         try:
             await b.raw.ack()
         except UNAVAILABLE as e:  # the channel is gone: RabbitMQ delivers it again
@@ -182,18 +229,15 @@ class _Consumer(Consumer):
     async def set_prefetch(self, prefetch: int) -> None:
         self._prefetch = max(1, prefetch)
         self._changed.set()
-        try:
-            # Channel-wide (global) prefetch changes at once; a consumer's own would only
-            # apply to consumers started after the change.
-            await self._channel.set_qos(prefetch_count=self._prefetch, global_=True)
-        except UNAVAILABLE as e:
-            log.info("prefetch of %s not changed (%s)", self._endpoint_id, e)
+        self._regulate()
 
     async def close(self) -> None:
         if self._closed and self._channel.is_closed:
             return
         self._closed = True
         self._changed.set()
+        if self._qos_task is not None:
+            self._qos_task.cancel()
         touched = [b for b in self._open if b.touched and b.left and not b.stale()]
         self._open.clear()
         self._buffer.clear()
@@ -268,7 +312,7 @@ class AmqpBroker(Broker):
     async def consume(self, endpoint_id: str, prefetch: int) -> Consumer:
         async def start() -> _Consumer:
             channel = await self.rabbit.channel()
-            await channel.set_qos(prefetch_count=max(1, prefetch), global_=True)
+            await channel.set_qos(prefetch_count=first_prefetch(prefetch), global_=True)
             consumer = _Consumer(self, endpoint_id, channel)
             await consumer.start(await self._declare(channel, endpoint_id), prefetch)
             return consumer
