@@ -18,7 +18,7 @@ failing a user endpoint's queue, status pages). Tasks a consumer holds (handed o
 in a batch it received) are neither drained nor counted as queued.
 
 Implementations: ``EmbeddedBroker`` (in-process, the default) and ``AmqpBroker``
-(RabbitMQ: durable queues, publisher confirms, prefetch = window). One contract test
+(RabbitMQ: durable queues, tasks in batch messages, publisher confirms). One contract test
 suite (tests/service/runtime/test_broker_contract.py) runs against both.
 """
 
