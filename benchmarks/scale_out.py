@@ -5,7 +5,9 @@ RabbitMQ, all on this machine and on loopback.
   channel is on replica 0 and the client on the last replica, so with several replicas
   every task and result crosses RabbitMQ between two service processes;
 * throughput: no-op tasks through one Executor per replica at once (the work split
-  evenly), first submit to last result.
+  evenly), first submit to last result; with the CPU time (user + system) each replica
+  and the RabbitMQ node spent on it, in milliseconds per task (a figure that depends
+  little on how busy the machine is), and the load average when it ended.
 
 The replicas share one PostgreSQL database (a fresh one per replica count) on a private
 server started here (Debian's postgresql, tests/servers/postgres.py; as root it runs as
@@ -20,7 +22,13 @@ while tasks are in flight. Each task appends its index to a file (fsync), so dup
 runs are counted; the table gives tasks lost (must be 0), duplicates and time taken.
 Everything started is stopped at the end, also on Ctrl-C or an error.
 
+``--broker``: the task broker alone, both implementations behind the one seam (embedded,
+RabbitMQ): ``--broker-tasks`` tasks published in submits of ``--broker-batch``, then
+consumed with a window of 1,000 and acknowledged; CPU microseconds per task of this
+process for each half, and the time taken.
+
 Usage: python benchmarks/scale_out.py [--runs 300] [--tasks 5000] [--replicas 1 2 3]
+       python benchmarks/scale_out.py --broker [--broker-tasks 20000] [--broker-batch 100]
        python benchmarks/scale_out.py --soak [--soak-tasks 10000] [--soak-batch 250]
 """
 
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import os
 import shutil
 import sys
@@ -36,6 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 from _common import console, machine, percentile
 from rich.table import Table
 
@@ -64,7 +74,35 @@ def mark(path: str, index: int, attempt: int) -> int:
     return index
 
 
-def measure(services: list[LocalService], token: str, runs: int, tasks: int) -> dict[str, Any]:
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process and its children (0 if gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        p = psutil.Process(pid)
+        total = 0.0
+        for q in [p, *p.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = q.cpu_times()
+                total += t.user + t.system
+        return total
+    except psutil.Error:
+        return 0.0
+
+
+def rabbit_pid(rmq: RabbitMQServer) -> int | None:
+    """The private RabbitMQ node's launcher (its Erlang VM is a child)."""
+    proc = getattr(rmq, "_server", None)
+    return proc.pid if proc is not None else None
+
+
+def measure(
+    services: list[LocalService],
+    token: str,
+    runs: int,
+    tasks: int,
+    broker_pid: int | None = None,
+) -> dict[str, Any]:
     ep = LocalEndpoint(services[0], "bench", token)
     ep.start()
     eid = str(ep.endpoint_id)
@@ -88,10 +126,15 @@ def measure(services: list[LocalService], token: str, runs: int, tasks: int) -> 
             concurrent.futures.wait(futs)
             return sum(1 for f in futs if f.exception() is not None)
 
+        pids = [s.proc.pid if s.proc else None for s in services]
+        cpu0 = [cpu_seconds(p) for p in pids]
+        broker0 = cpu_seconds(broker_pid)
         t0 = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(len(execs)) as pool:
             failed = sum(pool.map(run, execs))
         took = time.perf_counter() - t0
+        cpu = [cpu_seconds(p) - c for p, c in zip(pids, cpu0, strict=True)]
+        broker_cpu = cpu_seconds(broker_pid) - broker0
     finally:
         for ex in execs:
             ex.shutdown()
@@ -100,6 +143,10 @@ def measure(services: list[LocalService], token: str, runs: int, tasks: int) -> 
         "p99": percentile(lat, 99),
         "rate": share * len(execs) / took,
         "failed": failed,
+        # CPU milliseconds per task: each replica's, and the RabbitMQ node's
+        "cpu": [c * 1000 / (share * len(execs)) for c in cpu],
+        "broker_cpu": broker_cpu * 1000 / (share * len(execs)),
+        "load": os.getloadavg()[0],
     }
 
 
@@ -168,6 +215,70 @@ def soak_table(r: SoakResult, tasks: int, batch: int) -> None:
     console.print(t)
 
 
+async def broker_pass(broker: Any, tasks: int, per_submit: int) -> dict[str, float]:
+    """Publish ``tasks`` no-op task messages in submits of ``per_submit``, then consume
+    and acknowledge them all; CPU microseconds per task and seconds, for each half."""
+    import uuid
+
+    from outpost.common.records import TaskMessage
+
+    await broker.start()
+    try:
+        eid, gid = str(uuid.uuid4()), str(uuid.uuid4())
+        msgs = [
+            TaskMessage(
+                task_id=str(uuid.uuid4()), function_id=gid, task_group_id=gid, payload="x" * 300
+            )  # fmt: skip
+            for _ in range(tasks)
+        ]
+        c0, w0 = time.process_time(), time.perf_counter()
+        for i in range(0, tasks, per_submit):
+            await broker.publish(eid, msgs[i : i + per_submit])
+        c1, w1 = time.process_time(), time.perf_counter()
+        consumer = await broker.consume(eid, 1000)
+        got = 0
+        while got < tasks:
+            deliveries = await consumer.get(1000)
+            got += len(deliveries)
+            for d in deliveries:
+                await d.ack()
+        c2, w2 = time.process_time(), time.perf_counter()
+        await consumer.close()
+    finally:
+        await broker.stop()
+    return {
+        "pub_cpu": (c1 - c0) / tasks * 1e6,
+        "pub_s": w1 - w0,
+        "con_cpu": (c2 - c1) / tasks * 1e6,
+        "con_s": w2 - w1,
+    }
+
+
+def run_broker(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from outpost.service.broker import EmbeddedBroker
+    from outpost.service.runtime.rabbit.broker import AmqpBroker
+    from outpost.service.runtime.rabbit.connection import Rabbit
+
+    n, per = args.broker_tasks, args.broker_batch
+    rows = [("embedded", asyncio.run(broker_pass(EmbeddedBroker(), n, per)))]
+    with RabbitMQServer() as rmq:
+        amqp = AmqpBroker(Rabbit(rmq.amqp_url))
+        rows.append(("RabbitMQ", asyncio.run(broker_pass(amqp, n, per))))
+    t = Table(
+        title=f"Task broker alone: {n:,} tasks in submits of {per}, window 1,000",
+        caption=f"{machine()}; load {os.getloadavg()[0]:.1f}",
+    )
+    for col in ("broker", "publish CPU µs/task", "publish s", "consume+ack CPU µs/task",
+                "consume+ack s"):  # fmt: skip
+        t.add_column(col)
+    for name, r in rows:
+        t.add_row(name, f"{r['pub_cpu']:.1f}", f"{r['pub_s']:.2f}", f"{r['con_cpu']:.1f}",
+                  f"{r['con_s']:.2f}")  # fmt: skip
+    console.print(t)
+
+
 def run_soak(args: argparse.Namespace) -> int:
     soak = Soak(args.soak_tasks, args.soak_batch, 3, args.soak_deadline)
 
@@ -209,7 +320,15 @@ def main() -> None:
                     help="most tasks outstanding (so submits go on through the run)")  # fmt: skip
     ap.add_argument("--soak-deadline", type=float, default=1800.0,
                     help="seconds before the soak gives up waiting")  # fmt: skip
+    ap.add_argument("--broker", action="store_true",
+                    help="the task broker alone, embedded and RabbitMQ (see above)")  # fmt: skip
+    ap.add_argument("--broker-tasks", type=int, default=20_000, help="tasks for --broker")
+    ap.add_argument("--broker-batch", type=int, default=100,
+                    help="tasks per submit (one publish) for --broker")  # fmt: skip
     args = ap.parse_args()
+    if args.broker:
+        run_broker(args)
+        return
     if args.soak:
         sys.exit(run_soak(args))
     results: list[tuple[str, dict[str, Any]]] = []
@@ -237,7 +356,9 @@ def main() -> None:
                 services, token = cluster(n, rmq.amqp_url, db_url)
                 try:
                     label = f"{n} replica{'s' if n > 1 else ''} ({store} + RabbitMQ)"
-                    results.append((label, measure(services, token, args.runs, args.tasks)))
+                    results.append(
+                        (label, measure(services, token, args.runs, args.tasks, rabbit_pid(rmq)))
+                    )
                 finally:
                     for s in services:
                         s.close()
@@ -257,6 +378,9 @@ def main() -> None:
         "p50 vs embedded",
         "tasks/s vs embedded",
         "failed",
+        "CPU ms/task per replica",
+        "RabbitMQ CPU ms/task",
+        "load (1 min)",
     ):
         t.add_column(col)
     for label, r in results:
@@ -268,6 +392,9 @@ def main() -> None:
             f"{r['p50'] / base['p50']:.2f}x",
             f"{r['rate'] / base['rate']:.2f}x",
             str(r["failed"]),
+            " / ".join(f"{c:.2f}" for c in r["cpu"]),
+            f"{r['broker_cpu']:.2f}" if r["broker_cpu"] else "-",
+            f"{r['load']:.1f}",
         )
     console.print(t)
 

@@ -31,6 +31,8 @@ OwnerLookup = Callable[[str], Awaitable[str | None]]
 RETRY_SECONDS = 1.0
 DECLARE_TIMEOUT = 30.0
 PUBLISH_TIMEOUT = 30.0
+#: Result messages published at once, their confirms awaited together.
+FLUSH_WINDOW = 500
 
 
 class QueueFull(Exception):
@@ -150,36 +152,61 @@ class ResultQueues:
             task.add_done_callback(self._flushing.discard)
 
     async def _flush(self) -> None:
+        """Publish what is pending, up to ``FLUSH_WINDOW`` messages at once (their
+        publisher confirms awaited together, not one round trip each)."""
         pika = aio_pika()
         async with self._lock:
             while self._pending:
-                name, doc = self._pending[0]
+                window = [self._pending[i] for i in range(min(FLUSH_WINDOW, len(self._pending)))]
                 try:
-                    await asyncio.wait_for(self._publish(name, doc), PUBLISH_TIMEOUT)
-                except pika.exceptions.DeliveryError:
-                    self.rejected += 1
-                    log.error(
-                        "amqp: result queue %s is full (%d results); result of task %s "
-                        "not queued, it stays available over REST (GET /v2/tasks/%s)",
-                        name,
-                        self.max_length,
-                        doc["task_id"],
-                        doc["task_id"],
+                    channel = await self._open_channel()
+                    outcomes = await asyncio.gather(
+                        *(
+                            asyncio.wait_for(self._publish(channel, name, doc), PUBLISH_TIMEOUT)
+                            for name, doc in window
+                        ),
+                        return_exceptions=True,
                     )
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 - no channel: retried later
+                    outcomes = [e] * len(window)
+                retry: list[tuple[str, TaskDoc]] = []
+                for (name, doc), out in zip(window, outcomes, strict=True):
+                    if isinstance(out, pika.exceptions.DeliveryError):
+                        self.rejected += 1
+                        log.error(
+                            "amqp: result queue %s is full (%d results); result of task %s "
+                            "not queued, it stays available over REST (GET /v2/tasks/%s)",
+                            name,
+                            self.max_length,
+                            doc["task_id"],
+                            doc["task_id"],
+                        )
+                    elif isinstance(out, asyncio.CancelledError):
+                        raise out
+                    elif isinstance(out, BaseException):
+                        retry.append((name, doc))
+                    else:
+                        self.published += 1
+                for _ in window:
+                    self._pending.popleft()
+                if retry:  # in their order, before anything newer
+                    self._pending.extendleft(reversed(retry))
                     self._channel = None
-                    log.warning("amqp: publishing to %s failed (%s); will retry", name, e)
+                    bad = next(o for o in outcomes if isinstance(o, BaseException))
+                    log.warning(
+                        "amqp: publishing %d result(s) failed (%s); will retry", len(retry), bad
+                    )
                     return
-                else:
-                    self.published += 1
-                self._pending.popleft()
 
-    async def _publish(self, name: str, doc: TaskDoc) -> None:
-        pika = aio_pika()
+    async def _open_channel(self) -> Any:
         if self._conn is None:
             raise BrokerUnavailable("not connected")
         if self._channel is None or self._channel.is_closed:
             self._channel = await self._conn.channel(publisher_confirms=True)
+        return self._channel
+
+    async def _publish(self, channel: Any, name: str, doc: TaskDoc) -> None:
+        pika = aio_pika()
         completed = float(doc.get("completion_t") or 0) or None
         msg = pika.Message(
             from_task_doc(doc).pack(),
@@ -188,9 +215,7 @@ class ResultQueues:
             timestamp=datetime.fromtimestamp(completed, UTC) if completed else None,
             headers={"task_id": doc["task_id"]},
         )
-        await self._channel.default_exchange.publish(
-            msg, routing_key=name, mandatory=False, timeout=30
-        )
+        await channel.default_exchange.publish(msg, routing_key=name, mandatory=False, timeout=30)
 
     async def _retry_loop(self) -> None:
         while True:

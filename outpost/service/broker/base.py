@@ -7,11 +7,18 @@ delivery counts against it until it is settled through its handle, by ``ack`` (t
 task is finished) or ``requeue`` (give it back, possibly updated). Closing a consumer
 gives back every delivery it has not settled.
 
+A broker may carry tasks in batches (RabbitMQ: one message per ``publish`` call, cut
+at a size limit); deliveries stay per task and so does settling. A batch handed over
+again after a consumer died without settling all of it comes back whole, with
+``redelivered`` set on its deliveries: tasks of it that finished meanwhile are for the
+ledger to skip (``runtime/ledger.py``), not the broker.
+
 ``drain`` and ``queued`` are for operations off the hot path (deleting an endpoint,
-failing a user endpoint's queue, status pages).
+failing a user endpoint's queue, status pages). Tasks a consumer holds (handed out, or
+in a batch it received) are neither drained nor counted as queued.
 
 Implementations: ``EmbeddedBroker`` (in-process, the default) and ``AmqpBroker``
-(RabbitMQ: durable queues, publisher confirms, prefetch = window). One contract test
+(RabbitMQ: durable queues, tasks in batch messages, publisher confirms). One contract test
 suite (tests/service/runtime/test_broker_contract.py) runs against both.
 """
 
@@ -34,6 +41,9 @@ class Delivery(ABC):
     """One task handed to a consumer, settled once through this handle."""
 
     message: TaskMessage
+    #: Handed out before (to a consumer that closed or died, or given back): the task
+    #: may have finished meanwhile.
+    redelivered: bool = False
 
     @abstractmethod
     async def ack(self) -> None:
@@ -92,4 +102,6 @@ class Broker(ABC):
 
     @abstractmethod
     async def queued(self, endpoint_id: str) -> int:
-        """Tasks waiting for the endpoint, not delivered."""
+        """Tasks waiting for the endpoint, not delivered: 0 exactly when none wait. A
+        broker that cannot see into a batch counts it once (RabbitMQ counts messages),
+        so this is at most the number of tasks, and at least 1 when any wait."""

@@ -15,22 +15,25 @@ from outpost.service.broker.base import Broker, Consumer, ConsumerClosed, Delive
 
 class _Queue:
     def __init__(self) -> None:
-        self.items: deque[TaskMessage] = deque()
+        #: (task, handed out before)
+        self.items: deque[tuple[TaskMessage, bool]] = deque()
         self.changed = asyncio.Event()
         self.owner: _Consumer | None = None
 
     def put(self, messages: list[TaskMessage], front: bool = False) -> None:
+        entries = [(m, front) for m in messages]  # at the front: given back
         if front:
-            self.items.extendleft(reversed(messages))
+            self.items.extendleft(reversed(entries))
         else:
-            self.items.extend(messages)
+            self.items.extend(entries)
         if messages:
             self.changed.set()
 
 
 class _Delivery(Delivery):
-    def __init__(self, consumer: _Consumer, message: TaskMessage) -> None:
+    def __init__(self, consumer: _Consumer, message: TaskMessage, redelivered: bool) -> None:
         self.message = message
+        self.redelivered = redelivered
         self._consumer = consumer
         self._settled = False
 
@@ -68,7 +71,7 @@ class _Consumer(Consumer):
             q.changed.clear()
             await q.changed.wait()
         n = min(max(1, max_n), credit, len(q.items))
-        out = [_Delivery(self, q.items.popleft()) for _ in range(n)]
+        out = [_Delivery(self, *q.items.popleft()) for _ in range(n)]
         self.unsettled.update(out)
         return list(out)
 
@@ -119,7 +122,7 @@ class EmbeddedBroker(Broker):
         q = self._queues.get(endpoint_id)
         if q is None:
             return []
-        out = list(q.items)
+        out = [m for m, _ in q.items]
         q.items.clear()
         return out
 

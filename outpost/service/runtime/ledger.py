@@ -11,7 +11,8 @@ results are recorded. The whole loss/retry policy is here:
 - When a channel closes, its unfinished tasks go back to the queue through their
   delivery handles, with what the ledger learnt about them.
 - A task whose result is stored is acknowledged to the broker; a delivery of a task
-  that finished meanwhile is acknowledged without being sent.
+  that finished meanwhile is acknowledged without being sent (for a redelivered one,
+  e.g. of a batch handed over again after a replica died, the store says).
 - At start, a service with a broker that keeps nothing (embedded) queues the store's
   unfinished tasks again; a durable broker (RabbitMQ) still has them, so no replica
   queues them again.
@@ -160,6 +161,15 @@ class ChannelLedger:
     async def take(self, deliveries: list[Delivery]) -> list[TaskMessage]:
         """Record deliveries as in flight; returns the messages to send (a task that
         finished meanwhile is settled instead)."""
+        again = [
+            d.message.task_id
+            for d in deliveries
+            if d.redelivered and d.message.task_id not in self.ledger.recently_done
+        ]
+        if again:  # handed out before (e.g. a batch back after a replica died): done?
+            eid = self.endpoint_id
+            still = await self.ledger.db.read(lambda c: task_store.unfinished_groups(c, eid, again))
+            self.ledger.recently_done.add_many(t for t in again if t not in still)
         out = []
         for d in deliveries:
             tid = d.message.task_id

@@ -112,3 +112,19 @@ async def test_a_broken_watcher_does_not_stop_the_others(fanouts: Replicas) -> N
     await f.subscribe(gid, good.extend)
     await f.publish([doc(gid)])
     await until(lambda: len(good) == 1, "the good watcher got it")
+
+
+async def test_each_watcher_gets_a_result_once_on_the_publishing_replica_too(
+    fanouts: Replicas,
+) -> None:
+    a, b = await fanouts(), await fanouts()
+    gid = str(uuid.uuid4())
+    on_a: list[TaskDoc] = []
+    on_b: list[TaskDoc] = []
+    await a.subscribe(gid, on_a.extend)
+    await b.subscribe(gid, on_b.extend)
+    docs = [doc(gid), doc(gid)]
+    await a.publish(docs)
+    await until(lambda: len(on_a) == 2 and len(on_b) == 2, "both watchers got both")
+    await asyncio.sleep(0.5)  # a copy coming back round (e.g. through RabbitMQ) would show
+    assert on_a == docs and on_b == docs

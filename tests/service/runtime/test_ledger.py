@@ -21,6 +21,7 @@ from outpost.service.runtime.ledger import TaskLedger
 from outpost.service.store import accounts, catalog
 from outpost.service.store import tasks as task_store
 from outpost.service.store.db import open_database
+from tests.service.runtime.conftest import Replicas
 
 pytestmark = pytest.mark.anyio
 
@@ -194,3 +195,51 @@ async def test_failing_the_queue_records_why(world: World) -> None:
     assert n == 2 and await world.broker.queued(world.eid) == 0
     row = world.row(msgs[0].task_id)
     assert row["status"] == "failed" and "deleted" in row["exception"]
+
+
+async def test_a_batch_handed_over_again_after_a_replica_died_runs_nothing_twice(
+    tmp_path: Path, brokers: Replicas
+) -> None:
+    """Replica A takes a batch of 5, stores 2 results, then dies (its consumer never
+    closes): the whole batch is delivered again to replica B, which sends only the 3
+    unfinished tasks (the store says the 2 are done; B's own memory knows nothing)."""
+    a, b = await brokers(), await brokers()
+    engine = open_database(f"sqlite:///{tmp_path / 'outpost.db'}")
+    db = Database(engine)
+    try:
+        world = World(db, a, EmbeddedFanout())
+        msgs = world.store(5)
+        await a.publish(world.eid, msgs)
+        consumer, got = await deliveries(world, 5)
+        ch = world.ledger.channel(world.eid)
+        assert await ch.take(got) == msgs
+        records, _ = ch.results(
+            [ResultItem(task_id=m.task_id, status="success", result="00\nx") for m in msgs[:2]]
+        )
+        assert len(await ch.finish(records)) == 2
+        if a is b:  # one process (embedded): dying loses everything; a close gives back
+            await consumer.close()
+        else:
+            await a.stop()  # the replica is gone: nothing settled, nothing given back
+            brokers.started.remove(a)
+        other = TaskLedger(db, b, EmbeddedFanout(), max_retries=1)
+        consumer = await b.consume(world.eid, 10)
+        got = []
+        while len({d.message.task_id for d in got}) < 3:
+            got += await asyncio.wait_for(consumer.get(100), 30)
+        ch = other.channel(world.eid)
+        sendable = await ch.take(got)
+        assert sorted(m.task_id for m in sendable) == sorted(m.task_id for m in msgs[2:])
+        records, _ = ch.results(
+            [ResultItem(task_id=m.task_id, status="success", result="00\nx") for m in sendable]
+        )
+        assert len(await ch.finish(records)) == 3
+        await consumer.close()
+        assert await b.queued(world.eid) == 0
+        again = await b.consume(world.eid, 10)
+        with pytest.raises(TimeoutError):  # every task of the batch settled: acknowledged
+            await asyncio.wait_for(again.get(10), 1.0)
+        await again.close()
+    finally:
+        db.close()
+        engine.dispose()

@@ -7,11 +7,14 @@ Each replica has two exclusive queues of its own (deleted when it goes away):
   the endpoint, RabbitMQ returns it and ``send`` answers False.
 - ``outpost.replica.<id>.results``, bound to the direct exchange ``outpost.results`` with
   each task group watched on the replica (bound on the first watcher, unbound after the
-  last). ``publish`` sends one message per task group.
+  last). ``publish`` hands results to the watchers on its own replica at once and
+  sends one message per task group (all confirmed together) for the others; a replica
+  skips the messages it published itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 
@@ -28,6 +31,8 @@ log = logging.getLogger(__name__)
 COMMANDS = "outpost.commands"
 REPLIES = "outpost.command-replies"
 RESULTS = "outpost.results"
+#: Header naming the replica that published a result message (it skips its own).
+ORIGIN = "x-outpost-origin"
 _enc = msgspec.msgpack.Encoder().encode
 _command = msgspec.msgpack.Decoder(ChannelCommand).decode
 _reply = msgspec.msgpack.Decoder(CommandReply).decode
@@ -123,6 +128,8 @@ class AmqpFanout(ResultFanout):
         await self.rabbit.close()
 
     async def _on_message(self, raw: aio_pika.abc.AbstractIncomingMessage) -> None:
+        if (raw.headers or {}).get(ORIGIN) == self.replica_id:
+            return  # published here: its watchers here had it at once
         try:
             docs = _docs(raw.body)
         except (msgspec.ValidationError, msgspec.DecodeError) as e:
@@ -131,16 +138,21 @@ class AmqpFanout(ResultFanout):
         self._watchers.deliver([TaskDoc(**d) for d in docs])  # type: ignore[typeddict-item]
 
     async def publish(self, docs: list[TaskDoc]) -> None:
+        self._watchers.deliver(docs)  # watchers on this replica: no round trip
         by_group: dict[str, list[TaskDoc]] = defaultdict(list)
         for d in docs:
             gid = d.get("task_group_id")
             if gid:
                 by_group[gid].append(d)
-        for gid, batch in by_group.items():
-            try:
-                await self.rabbit.publish(self._exchange, gid, _enc(batch))
-            except aio_pika.exceptions.PublishError:
-                pass  # nobody watches this group: the results are in the store
+        await asyncio.gather(*(self._publish(gid, batch) for gid, batch in by_group.items()))
+
+    async def _publish(self, group_id: str, docs: list[TaskDoc]) -> None:
+        try:
+            await self.rabbit.publish(
+                self._exchange, group_id, _enc(docs), headers={ORIGIN: self.replica_id}
+            )
+        except aio_pika.exceptions.PublishError:
+            pass  # nobody watches this group: the results are in the store
 
     async def subscribe(self, group_id: str, callback: ResultCallback) -> Unsubscribe:
         if self._watchers.add(group_id, callback):

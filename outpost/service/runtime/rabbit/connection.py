@@ -79,6 +79,7 @@ class Rabbit:
             if self._users > 0 or self._conn is None:
                 return
             conn, self._conn, self._publisher = self._conn, None, None
+            self._up = False  # stopping: not a lost connection
             await conn.close()
 
     @property
