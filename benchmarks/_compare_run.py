@@ -72,11 +72,21 @@ class OutpostSystem:
         from outpost import Executor
         from outpost.local import LocalEndpoint, LocalService
 
+        # Start-up counts what every start does: the service until it answers, then the
+        # endpoint until the service shows it online. First-time set-up (a user and the
+        # endpoint's configuration, two CLI commands) happens once and is timed apart.
+        t0 = time.perf_counter()
         self.svc = LocalService(run_dir / "outpost").start()
+        self.start_seconds = time.perf_counter() - t0
         try:
+            t1 = time.perf_counter()
             token = self.svc.add_user("bench@localhost")
             config = f"engine:\n  type: ProcessPoolEngine\n  max_workers: {workers}\n"
-            self.ep = LocalEndpoint(self.svc, "bench", token, config=config).start()
+            ep = LocalEndpoint(self.svc, "bench", token, config=config).configure()
+            self.setup_seconds = time.perf_counter() - t1
+            t2 = time.perf_counter()
+            self.ep = ep.start()
+            self.start_seconds += time.perf_counter() - t2
             self.ex = Executor(
                 endpoint_id=self.ep.endpoint_id, service_url=self.svc.url, token=token
             )
@@ -349,7 +359,10 @@ def main() -> None:
             return (descendants(os.getpid()) | tagged_pids(tag)) - {os.getpid()}
 
         fig = run_workloads(system, counts, args.workers, say, server_pids)
-        fig["start_seconds"] = started
+        # Outpost times its start without its one-time set-up (see OutpostSystem).
+        fig["start_seconds"] = getattr(system, "start_seconds", started)
+        if hasattr(system, "setup_seconds"):
+            fig["setup_seconds"] = system.setup_seconds
     finally:
         say(f"stopping {args.system}")
         system.stop()
