@@ -77,19 +77,25 @@ quietly() {  # run a command; show its output only if it fails
 check_plain_install() {
   # What `pip install outpost-faas` gives, without extras: build the wheel, install it
   # alone in a new venv and run the command, the demo and both local engines from outside
-  # the checkout (so nothing is imported from the source tree).
-  local plain=.venv-plain wheels
-  wheels=$(mktemp -d)
+  # the checkout (so nothing is imported from the source tree). The wheel is built from a
+  # copy of the source tree (setuptools writes in the tree it builds, and $VENV's
+  # editable install may be building in this one), with a pip of its own; the new venv
+  # gets no pip (or setuptools) of its own, and nothing is byte-compiled ahead in it.
+  local plain=.venv-plain tmp
+  tmp=$(mktemp -d)
+  mkdir "$tmp/src"
+  tar -c --exclude=./.git --exclude='./.venv*' --exclude=./build --exclude='./*.egg-info' \
+    --exclude=node_modules --exclude=__pycache__ --exclude=.mypy_cache --exclude=.ruff_cache \
+    . | tar -x -C "$tmp/src"
   say "plain install: building the wheel"
-  quietly "$VENV/bin/pip" wheel -q --no-deps -w "$wheels" . || return 1
+  "$PY" -m venv "$tmp/pip"
+  quietly "$tmp/pip/bin/pip" wheel -q --no-deps -w "$tmp/wheels" "$tmp/src" || return 1
   rm -rf "$plain"
-  # A venv without a pip of its own: $VENV's pip installs into it (--python), as the
-  # venv's own would; nothing is byte-compiled ahead (the venv is thrown away).
   "$PY" -m venv --without-pip "$plain"
-  say "plain install: pip install $(basename "$wheels"/outpost_faas-*.whl) (no extras) into $plain"
-  quietly "$VENV/bin/pip" --python "$plain/bin/python" install -q --no-compile \
-    "$wheels"/outpost_faas-*.whl || return 1
-  rm -rf "$wheels"
+  say "plain install: pip install $(basename "$tmp"/wheels/outpost_faas-*.whl) (no extras) into $plain"
+  quietly "$tmp/pip/bin/pip" --python "$plain/bin/python" install -q --no-compile \
+    "$tmp"/wheels/outpost_faas-*.whl || return 1
+  rm -rf "$tmp"
   local here=$PWD
   ( cd "$(mktemp -d)" &&
     "$here/$plain/bin/outpost" --help >/dev/null &&
@@ -231,9 +237,8 @@ case "$cmd" in
     trap wait_jobs_on_exit EXIT
     start_job "servers, browser, Node, Slurm" system_prerequisites
     start_job "$COMPAT_VENV" ensure_compat_venv
-    ensure_venv test
-    # (after the editable install: both build in the source tree)
     start_job "plain install" check_plain_install
+    ensure_venv test
     say "ruff"
     "$VENV/bin/ruff" check outpost tests benchmarks
     say "mypy (all of outpost)"
