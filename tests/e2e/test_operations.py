@@ -174,22 +174,24 @@ def test_restore_refuses_a_file_that_is_not_a_backup(tmp_path: Path) -> None:
 
 
 def test_endpoint_log_rotates_by_size_reopens_on_sighup_and_debug(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """An endpoint of its own (started with these settings), on the module's service."""
     monkeypatch.setenv("OUTPOST_LOG_MAX_BYTES", "4000")
     monkeypatch.setenv("OUTPOST_LOG_BACKUPS", "2")
     monkeypatch.setenv("OUTPOST_ENDPOINT_DEBUG", "1")
-    svc = LocalService(tmp_path).start()
+    svc, token = stack.service, stack.token
+    ep = LocalEndpoint(svc, "rotating", token, config=FAST_ENDPOINT)
     try:
-        token = svc.add_user("alice@example.org")
-        ep = LocalEndpoint(svc, "ep", token, config=FAST_ENDPOINT).start()
-        with svc_executor(svc, ep, token) as ex:
-            for _ in range(5):
-                [f.result(timeout=60) for f in [ex.submit(inc, i) for i in range(20)]]
+        ep.start()
         logdir = ep.path
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (logdir / "endpoint.log.2").exists():
-            time.sleep(0.2)
+        with svc_executor(svc, ep, token) as ex:
+            # Each task is logged (at DEBUG): tasks until the log has been rotated twice
+            # (heartbeats alone would take a while).
+            deadline = time.monotonic() + 60
+            while not (logdir / "endpoint.log.2").exists():
+                assert time.monotonic() < deadline, "endpoint.log not rotated twice in 60 s"
+                [f.result(timeout=60) for f in [ex.submit(inc, i) for i in range(20)]]
         assert (logdir / "endpoint.log.1").exists() and (logdir / "endpoint.log.2").exists()
         assert not (logdir / "endpoint.log.3").exists()  # two backups kept
         for f in ("endpoint.log", "endpoint.log.1", "endpoint.log.2"):
@@ -216,7 +218,7 @@ def test_endpoint_log_rotates_by_size_reopens_on_sighup_and_debug(
         with svc_executor(svc, ep, token) as ex:  # still serving after the signal
             assert ex.submit(inc, 1).result(timeout=60) == 2
     finally:
-        svc.close()
+        ep.stop()
 
 
 def test_json_logs_and_access_log_of_a_real_service(tmp_path: Path) -> None:
