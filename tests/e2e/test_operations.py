@@ -67,8 +67,12 @@ def test_rate_limit_sdk_retries_and_executor_stays_under(tmp_path: Path) -> None
     svc = LocalService(tmp_path, extra_args=("--rate-limit", "20/10s")).start()
     try:
         token = svc.add_user("alice@example.org")
-        client = Client(svc.url, token)
-        raw = httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {token}"})
+        bob = svc.add_user("bob@example.org")  # limits are per user: bob is refused first
+        # alice's endpoint first; her bucket fills again while bob is refused.
+        ep = LocalEndpoint(svc, "ep", token, config=FAST_ENDPOINT).start()
+        alice_quiet_since = time.monotonic()
+        client = Client(svc.url, bob)
+        raw = httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {bob}"})
         got = [raw.get("/v2/endpoints").status_code for _ in range(25)]
         assert got.count(429) >= 5
         r = raw.get("/v2/endpoints")
@@ -81,8 +85,8 @@ def test_rate_limit_sdk_retries_and_executor_stays_under(tmp_path: Path) -> None
         client.register_function(inc)
         assert time.monotonic() - t0 >= 0.5  # it did wait (Retry-After >= 1 s once)
         # A real endpoint and 300 tasks through the Executor: batching keeps it under.
-        ep = LocalEndpoint(svc, "ep", token, config=FAST_ENDPOINT).start()
-        time.sleep(10)
+        # (alice's bucket is full 10 s after her last request, the endpoint's start.)
+        time.sleep(max(0.0, alice_quiet_since + 10 - time.monotonic()))
         limited_before = _limited(svc.url)
         requests_before = _metric(svc.url, "outpost_http_requests_total")
         with svc_executor(svc, ep, token) as ex:
