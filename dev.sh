@@ -42,7 +42,6 @@ ensure_venv() {  # $1: extras ("" or "test")
   if [ ! -x "$VENV/bin/python" ]; then
     say "creating $VENV"
     "$PY" -m venv "$VENV"
-    "$VENV/bin/pip" install -q --upgrade pip
   fi
   local spec="."
   [ -n "${1:-}" ] && spec=".[$1]"
@@ -59,7 +58,6 @@ ensure_compat_venv() {
   if [ ! -x "$COMPAT_VENV/bin/python" ]; then
     say "creating $COMPAT_VENV with globus-compute-sdk 4.19.0"
     "$PY" -m venv "$COMPAT_VENV"
-    "$COMPAT_VENV/bin/pip" install -q --upgrade pip
   fi
   "$COMPAT_VENV/bin/python" -c 'import globus_compute_sdk' 2>/dev/null ||
     "$COMPAT_VENV/bin/pip" install -q "globus-compute-sdk==4.19.0"
@@ -79,16 +77,25 @@ quietly() {  # run a command; show its output only if it fails
 check_plain_install() {
   # What `pip install outpost-faas` gives, without extras: build the wheel, install it
   # alone in a new venv and run the command, the demo and both local engines from outside
-  # the checkout (so nothing is imported from the source tree).
-  local plain=.venv-plain wheels
-  wheels=$(mktemp -d)
+  # the checkout (so nothing is imported from the source tree). The wheel is built from a
+  # copy of the source tree (setuptools writes in the tree it builds, and $VENV's
+  # editable install may be building in this one), with a pip of its own; the new venv
+  # gets no pip (or setuptools) of its own, and nothing is byte-compiled ahead in it.
+  local plain=.venv-plain tmp
+  tmp=$(mktemp -d)
+  mkdir "$tmp/src"
+  tar -c --exclude=./.git --exclude='./.venv*' --exclude=./build --exclude='./*.egg-info' \
+    --exclude=node_modules --exclude=__pycache__ --exclude=.mypy_cache --exclude=.ruff_cache \
+    . | tar -x -C "$tmp/src"
   say "plain install: building the wheel"
-  quietly "$VENV/bin/pip" wheel -q --no-deps -w "$wheels" . || return 1
+  "$PY" -m venv "$tmp/pip"
+  quietly "$tmp/pip/bin/pip" wheel -q --no-deps -w "$tmp/wheels" "$tmp/src" || return 1
   rm -rf "$plain"
-  "$PY" -m venv "$plain"
-  say "plain install: pip install $(basename "$wheels"/outpost_faas-*.whl) (no extras) into $plain"
-  quietly "$plain/bin/pip" install -q "$wheels"/outpost_faas-*.whl || return 1
-  rm -rf "$wheels"
+  "$PY" -m venv --without-pip "$plain"
+  say "plain install: pip install $(basename "$tmp"/wheels/outpost_faas-*.whl) (no extras) into $plain"
+  quietly "$tmp/pip/bin/pip" --python "$plain/bin/python" install -q --no-compile \
+    "$tmp"/wheels/outpost_faas-*.whl || return 1
+  rm -rf "$tmp"
   local here=$PWD
   ( cd "$(mktemp -d)" &&
     "$here/$plain/bin/outpost" --help >/dev/null &&
@@ -171,6 +178,53 @@ ensure_issuer() {
   fi
 }
 
+# Install steps that do not depend on each other run at the same time (`./dev.sh test`):
+# each in the background with its output kept, shown once it has ended. Only one of them
+# runs apt-get (dpkg's lock is machine-wide). If the script stops early (a step failed),
+# it first waits for the jobs under way, so that none is left running.
+JOB_PIDS=() JOB_NAMES=() JOB_LOGS=()
+start_job() {  # NAME COMMAND [ARGS...]
+  local name=$1 log
+  shift
+  log=$(mktemp)
+  say "$name: started in the background"
+  ( SECONDS=0; "$@"; say "$name: done in $SECONDS s" ) >"$log" 2>&1 &
+  JOB_PIDS+=("$!") JOB_NAMES+=("$name") JOB_LOGS+=("$log")
+}
+
+wait_jobs() {  # wait for every job, show its output; fail if one failed
+  local i failed=()
+  for i in "${!JOB_PIDS[@]}"; do
+    if ! wait "${JOB_PIDS[$i]}"; then
+      failed+=("${JOB_NAMES[$i]}")
+      echo "${JOB_NAMES[$i]}: FAILED (its output is above)" >>"${JOB_LOGS[$i]}"
+    fi
+    cat "${JOB_LOGS[$i]}" >&2
+    rm -f "${JOB_LOGS[$i]}"
+  done
+  JOB_PIDS=() JOB_NAMES=() JOB_LOGS=()
+  [ ${#failed[@]} -eq 0 ] || { echo "failed: ${failed[*]}" >&2; return 1; }
+}
+
+wait_jobs_on_exit() {
+  local rc=$?
+  if [ ${#JOB_PIDS[@]} -gt 0 ]; then
+    echo "waiting for the installs under way to end" >&2
+    wait_jobs || true
+  fi
+  exit "$rc"
+}
+
+system_prerequisites() {
+  # Everything apt-get may install, in turn (one dpkg lock), then what needs it.
+  ensure_user_python
+  ensure_servers
+  ensure_ops_tools
+  ensure_browser
+  ensure_issuer
+  ensure_slurm
+}
+
 cmd=${1:-help}
 shift || true
 case "$cmd" in
@@ -179,19 +233,18 @@ case "$cmd" in
     exec "$VENV/bin/outpost" demo "$@"
     ;;
   test)
+    ensure_python
+    trap wait_jobs_on_exit EXIT
+    start_job "servers, browser, Node, Slurm" system_prerequisites
+    start_job "$COMPAT_VENV" ensure_compat_venv
+    start_job "plain install" check_plain_install
     ensure_venv test
-    ensure_compat_venv
-    ensure_user_python
-    ensure_servers
-    ensure_ops_tools
-    ensure_browser
-    ensure_slurm
-    check_plain_install
-    ensure_issuer
     say "ruff"
     "$VENV/bin/ruff" check outpost tests benchmarks
     say "mypy (all of outpost)"
     "$VENV/bin/mypy" outpost
+    wait_jobs
+    trap - EXIT
     say "pytest"
     export OUTPOST_COMPAT_PYTHON="$PWD/$COMPAT_VENV/bin/python"
     exec "$VENV/bin/pytest" -q --durations=25 "$@"

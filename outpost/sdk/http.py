@@ -3,12 +3,14 @@
 Retries: a 429 (rate limited) is retried for every method, after the ``Retry-After`` the
 service sent (it refused the request before doing anything). A failure to connect, or a
 502/503/504 from a proxy, is retried with exponential backoff only for idempotent calls
-(GET, PUT, DELETE, and reads sent as POST such as batch_status).
+(GET, PUT, DELETE, and reads sent as POST such as batch_status); a server certificate that
+fails verification is not (it would fail the same way again).
 """
 
 from __future__ import annotations
 
 import random
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -77,7 +79,7 @@ class Transport:
             except OutpostError:
                 raise
             except httpx.TransportError as e:
-                if safe and attempt < self.max_retries:
+                if safe and attempt < self.max_retries and not _certificate_refused(e):
                     self._sleep(self._backoff(attempt))
                     attempt += 1
                     continue
@@ -118,3 +120,15 @@ class Transport:
 
     def close(self) -> None:
         self._http.close()
+
+
+def _certificate_refused(e: BaseException) -> bool:
+    """The server's TLS certificate failed verification: a retry fails the same way."""
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False

@@ -67,8 +67,12 @@ def test_rate_limit_sdk_retries_and_executor_stays_under(tmp_path: Path) -> None
     svc = LocalService(tmp_path, extra_args=("--rate-limit", "20/10s")).start()
     try:
         token = svc.add_user("alice@example.org")
-        client = Client(svc.url, token)
-        raw = httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {token}"})
+        bob = svc.add_user("bob@example.org")  # limits are per user: bob is refused first
+        # alice's endpoint first; her bucket fills again while bob is refused.
+        ep = LocalEndpoint(svc, "ep", token, config=FAST_ENDPOINT).start()
+        alice_quiet_since = time.monotonic()
+        client = Client(svc.url, bob)
+        raw = httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {bob}"})
         got = [raw.get("/v2/endpoints").status_code for _ in range(25)]
         assert got.count(429) >= 5
         r = raw.get("/v2/endpoints")
@@ -81,8 +85,8 @@ def test_rate_limit_sdk_retries_and_executor_stays_under(tmp_path: Path) -> None
         client.register_function(inc)
         assert time.monotonic() - t0 >= 0.5  # it did wait (Retry-After >= 1 s once)
         # A real endpoint and 300 tasks through the Executor: batching keeps it under.
-        ep = LocalEndpoint(svc, "ep", token, config=FAST_ENDPOINT).start()
-        time.sleep(10)
+        # (alice's bucket is full 10 s after her last request, the endpoint's start.)
+        time.sleep(max(0.0, alice_quiet_since + 10 - time.monotonic()))
         limited_before = _limited(svc.url)
         requests_before = _metric(svc.url, "outpost_http_requests_total")
         with svc_executor(svc, ep, token) as ex:
@@ -174,22 +178,24 @@ def test_restore_refuses_a_file_that_is_not_a_backup(tmp_path: Path) -> None:
 
 
 def test_endpoint_log_rotates_by_size_reopens_on_sighup_and_debug(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """An endpoint of its own (started with these settings), on the module's service."""
     monkeypatch.setenv("OUTPOST_LOG_MAX_BYTES", "4000")
     monkeypatch.setenv("OUTPOST_LOG_BACKUPS", "2")
     monkeypatch.setenv("OUTPOST_ENDPOINT_DEBUG", "1")
-    svc = LocalService(tmp_path).start()
+    svc, token = stack.service, stack.token
+    ep = LocalEndpoint(svc, "rotating", token, config=FAST_ENDPOINT)
     try:
-        token = svc.add_user("alice@example.org")
-        ep = LocalEndpoint(svc, "ep", token, config=FAST_ENDPOINT).start()
-        with svc_executor(svc, ep, token) as ex:
-            for _ in range(5):
-                [f.result(timeout=60) for f in [ex.submit(inc, i) for i in range(20)]]
+        ep.start()
         logdir = ep.path
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (logdir / "endpoint.log.2").exists():
-            time.sleep(0.2)
+        with svc_executor(svc, ep, token) as ex:
+            # Each task is logged (at DEBUG): tasks until the log has been rotated twice
+            # (heartbeats alone would take a while).
+            deadline = time.monotonic() + 60
+            while not (logdir / "endpoint.log.2").exists():
+                assert time.monotonic() < deadline, "endpoint.log not rotated twice in 60 s"
+                [f.result(timeout=60) for f in [ex.submit(inc, i) for i in range(20)]]
         assert (logdir / "endpoint.log.1").exists() and (logdir / "endpoint.log.2").exists()
         assert not (logdir / "endpoint.log.3").exists()  # two backups kept
         for f in ("endpoint.log", "endpoint.log.1", "endpoint.log.2"):
@@ -216,7 +222,7 @@ def test_endpoint_log_rotates_by_size_reopens_on_sighup_and_debug(
         with svc_executor(svc, ep, token) as ex:  # still serving after the signal
             assert ex.submit(inc, 1).result(timeout=60) == 2
     finally:
-        svc.close()
+        ep.stop()
 
 
 def test_json_logs_and_access_log_of_a_real_service(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import pytest
 from outpost.local import LocalEndpoint, LocalService
 from outpost.sdk import Client
 from outpost.sdk.errors import OutpostError
+from outpost.sdk.http import Transport
 from tests.conftest import FAST_ENDPOINT
 from tests.tls_certs import TestPKI, make_pki
 
@@ -39,6 +40,9 @@ def tls_stack(tmp_path_factory: pytest.TempPathFactory, pki: TestPKI) -> Iterato
     mp = pytest.MonkeyPatch()
     mp.setenv("SSL_CERT_FILE", str(pki.ca))  # children inherit it: endpoint, probes
     home = tmp_path_factory.mktemp("tls")
+    # At its stop the service waits for the TLS close_notify of every client connection
+    # still open, up to asyncio's ssl_shutdown_timeout (30 s; LocalService kills it after
+    # 15 s): the tests here close the connections of their clients and Executors.
     svc = LocalService(home, extra_args=("--tls-cert", str(pki.cert), "--tls-key", str(pki.key)))
     try:
         svc.start()
@@ -80,7 +84,9 @@ def test_endpoint_over_wss_and_sdk_over_https(tls_stack: tuple) -> None:
             16,
         ]
         assert ex._listener.generation >= 1  # the result stream connected over wss
-    status = Client(svc.url, token).get_endpoint_status(ep.endpoint_id)
+    ex.client.close()  # its idle https connection (see tls_stack)
+    with Client(svc.url, token) as client:
+        status = client.get_endpoint_status(ep.endpoint_id)
     assert status["status"] == "online"
 
 
@@ -92,53 +98,75 @@ def test_sdk_refuses_an_unknown_ca(
     monkeypatch.setenv("SSL_CERT_FILE", str(other.ca))
     with pytest.raises(OutpostError, match="CERTIFICATE_VERIFY_FAILED"):
         Client(svc.url, token).get_endpoints()
+    # A refused certificate is not retried (a connection that failed otherwise would be).
+    waits: list[float] = []
+    with pytest.raises(OutpostError, match="CERTIFICATE_VERIFY_FAILED"):
+        Transport(svc.url, token, sleep=waits.append).get("/v2/endpoints")
+    assert waits == []
 
 
-def _start(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "outpost", "service", "start", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"OUTPOST_HOME": str(home), "PATH": "/usr/bin:/bin"},
-    )
+def _start_all(tmp_path: Path, *runs: list[str]) -> list[subprocess.CompletedProcess[str]]:
+    """``outpost service start ARGS --data-dir DIR`` for each of ``runs``, all at once, each
+    with a directory of its own (home and data); none of them gets to listen. Their
+    results, in order."""
+    procs = []
+    try:
+        for i, args in enumerate(runs):
+            home = tmp_path / f"start-{i}"
+            home.mkdir()
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "outpost", "service", "start", *args]
+                    + ["--data-dir", str(home)],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env={"OUTPOST_HOME": str(home), "PATH": "/usr/bin:/bin"},
+                )
+            )
+        results = []
+        for p in procs:
+            out, err = p.communicate(timeout=60)
+            results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+        return results
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def test_warning_for_a_public_address_without_tls(tmp_path: Path, pki: TestPKI) -> None:
     # --no-auto-migrate on an empty database stops the start right after the checks,
     # before anything listens.
-    out = _start(["--host", "0.0.0.0", "--no-auto-migrate", "--data-dir", str(tmp_path)], tmp_path)
-    assert out.returncode != 0
-    assert "WARNING: listening on 0.0.0.0 without TLS" in out.stderr
-    quiet = _start(
-        ["--host", "127.0.0.1", "--no-auto-migrate", "--data-dir", str(tmp_path)], tmp_path
-    )
-    assert "without TLS" not in quiet.stderr
-    with_tls = _start(
+    out, quiet, with_tls = _start_all(
+        tmp_path,
+        ["--host", "0.0.0.0", "--no-auto-migrate"],
+        ["--host", "127.0.0.1", "--no-auto-migrate"],
         [
             "--host",
             "0.0.0.0",
             "--no-auto-migrate",
-            "--data-dir",
-            str(tmp_path),
             "--tls-cert",
             str(pki.cert),
             "--tls-key",
             str(pki.key),
         ],
-        tmp_path,
     )
+    assert out.returncode != 0
+    assert "WARNING: listening on 0.0.0.0 without TLS" in out.stderr
+    assert "without TLS" not in quiet.stderr
     assert "without TLS" not in with_tls.stderr
 
 
 def test_bad_tls_options_are_clear_errors(tmp_path: Path, pki: TestPKI) -> None:
-    only_cert = _start(["--tls-cert", str(pki.cert), "--data-dir", str(tmp_path)], tmp_path)
+    wrong_key = make_pki(tmp_path / "other").key
+    only_cert, mismatched = _start_all(
+        tmp_path,
+        ["--tls-cert", str(pki.cert)],
+        ["--tls-cert", str(pki.cert), "--tls-key", str(wrong_key)],
+    )
     assert only_cert.returncode != 0
     assert "tls_cert and tls_key go together" in only_cert.stderr
-    wrong_key = make_pki(tmp_path / "other").key
-    mismatched = _start(
-        ["--tls-cert", str(pki.cert), "--tls-key", str(wrong_key), "--data-dir", str(tmp_path)],
-        tmp_path,
-    )
     assert mismatched.returncode != 0
     assert "cannot use TLS certificate" in mismatched.stderr

@@ -74,9 +74,7 @@ class AmqpStack:
             return dict(r.json())
 
 
-def start_stack(
-    rmq: RabbitMQServer, home: Path, *extra: str
-) -> tuple[LocalService, LocalEndpoint, dict[str, str]]:
+def start_service(rmq: RabbitMQServer, home: Path, *extra: str) -> LocalService:
     url_file = home / "amqp-url"
     home.mkdir(parents=True, exist_ok=True)
     url_file.write_text(rmq.amqp_url)
@@ -93,18 +91,32 @@ def start_stack(
             *extra,
         ),
     )
-    svc.start()
+    return svc.start()
+
+
+def start_stack(
+    rmq: RabbitMQServer, home: Path, *extra: str
+) -> tuple[LocalService, LocalEndpoint, dict[str, str]]:
+    svc = start_service(rmq, home, *extra)
     tokens = {u: svc.add_user(f"{u}@example.org") for u in ("alice", "bob")}
     ep = LocalEndpoint(svc, "ep", tokens["alice"], config=FAST_ENDPOINT)
     ep.start()
     return svc, ep, tokens
 
 
+#: Result queues of the module's stack hold at most this many results: a group with one
+#: more fills its queue (test_full_queue_is_refused); every other test here puts at most
+#: this many results in a group.
+MAX_LENGTH = 2
+
+
 @pytest.fixture(scope="module")
 def stack(
     rabbitmq: RabbitMQServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AmqpStack]:
-    svc, ep, tokens = start_stack(rabbitmq, tmp_path_factory.mktemp("amqp"))
+    svc, ep, tokens = start_stack(
+        rabbitmq, tmp_path_factory.mktemp("amqp"), "--amqp-queue-max-length", str(MAX_LENGTH)
+    )
     try:
         yield AmqpStack(rabbitmq, svc, ep, tokens)
     finally:
@@ -293,51 +305,91 @@ def _wait_queue_depth(rmq: RabbitMQServer, name: str, n: int, timeout: float = 6
     pytest.fail(f"queue {name} holds {depth} messages, expected {n}")
 
 
-def test_full_queue_is_refused_and_idle_queue_expires(
-    rabbitmq: RabbitMQServer, tmp_path: Path
-) -> None:
-    svc, ep, tokens = start_stack(
-        rabbitmq, tmp_path / "limits", "--amqp-queue-max-length", "2", "--amqp-queue-ttl", "30"
+def _queue(rmq: RabbitMQServer, name: str) -> httpx.Response:
+    return httpx.get(
+        f"{rmq.management_url}/api/queues/%2F/{name}",
+        auth=(rmq.admin_user, rmq.admin_password),
+        timeout=10,
     )
-    try:
-        s = AmqpStack(rabbitmq, svc, ep, tokens)
-        with s.http("alice") as h:  # results come soon after the submit, within the TTL
-            deadline = time.monotonic() + 60
-            while h.get(f"/v2/endpoints/{ep.endpoint_id}/status").json()["status"] != "online":
-                assert time.monotonic() < deadline, "endpoint did not come online"
-                time.sleep(0.3)
-        fid = s.register("alice", add)
-        gid = str(uuid.uuid4())
-        r = s.submit("alice", fid, [(1, 1), (2, 2), (3, 3)], gid=gid)
-        assert r.status_code == 200, r.text
-        name = s.amqp_info("alice")["queue_prefix"] + gid
-        with s.http("alice") as h:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                docs = h.post("/v2/batch_status", json={"task_ids": r.json()["tasks"][fid]})
-                if all(d["status"] == "success" for d in docs.json()["results"].values()):
-                    break
-                time.sleep(0.3)
-        _wait_queue_depth(rabbitmq, name, 2)  # the third result was refused by the queue
-        log = (svc.home / "service.log").read_text()
-        assert "is full" in log and "stays available over REST" in log
-        full = s.submit("alice", fid, [(4, 4)], gid=gid)
-        assert full.status_code == 409
-        assert full.json()["code"] == "RESULT_QUEUE_FULL"
-        assert "limit is 2" in full.json()["reason"]
-        # nobody consumes it: after the TTL RabbitMQ deletes it
-        deadline = time.monotonic() + 120
+
+
+def test_full_queue_is_refused(stack: AmqpStack) -> None:
+    """The module's queues hold MAX_LENGTH (2) results: the third is refused by the queue
+    (logged, it stays available over REST) and a submit to the full queue gets 409."""
+    fid = stack.register("alice", add)
+    gid = str(uuid.uuid4())
+    r = stack.submit("alice", fid, [(1, 1), (2, 2), (3, 3)], gid=gid)
+    assert r.status_code == 200, r.text
+    tids = r.json()["tasks"][fid]
+    name = stack.amqp_info("alice")["queue_prefix"] + gid
+    with stack.http("alice") as h:
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            q = httpx.get(
-                f"{rabbitmq.management_url}/api/queues/%2F/{name}",
-                auth=(rabbitmq.admin_user, rabbitmq.admin_password),
-                timeout=10,
-            )
-            if q.status_code == 404:
+            docs = h.post("/v2/batch_status", json={"task_ids": tids}).json()["results"]
+            if all(d["status"] == "success" for d in docs.values()):
                 break
-            time.sleep(0.5)
+            time.sleep(0.3)
         else:
-            pytest.fail(f"idle queue {name} did not expire")
+            pytest.fail(f"results not stored: {docs}")
+    _wait_queue_depth(stack.rmq, name, MAX_LENGTH)  # the third result was refused
+    deadline = time.monotonic() + 30  # the refusal is logged once the broker nacked it
+    while "is full" not in (log := (stack.service.home / "service.log").read_text()):
+        assert time.monotonic() < deadline, "no log line for the refused result"
+        time.sleep(0.3)
+    assert "stays available over REST" in log
+    full = stack.submit("alice", fid, [(4, 4)], gid=gid)
+    assert full.status_code == 409
+    assert full.json()["code"] == "RESULT_QUEUE_FULL"
+    assert f"limit is {MAX_LENGTH}" in full.json()["reason"]
+    # every result, the refused one too, is there over REST
+    with stack.http("alice") as h:
+        docs = h.post("/v2/batch_status", json={"task_ids": tids}).json()["results"]
+    assert sorted(deserialize(d["result"]) for d in docs.values()) == [2, 4, 6]
+    take(stack.amqp_info("alice"), gid, MAX_LENGTH, ack=True)  # leave the broker tidy
+
+
+#: Queue TTL of the expiry test. The only step that must fit in it is reading the new
+#: queue from the management API right after the submit that declared it.
+SHORT_TTL = 10
+
+
+def test_idle_queue_expires(rabbitmq: RabbitMQServer, tmp_path: Path) -> None:
+    """A queue declared by a submit that nobody consumes is deleted after the TTL. (An
+    endpoint registered but not running: the submit declares the queue all the same.)"""
+    svc = start_service(rabbitmq, tmp_path / "ttl", "--amqp-queue-ttl", str(SHORT_TTL))
+    try:
+        token = svc.add_user("alice@example.org")
+        with httpx.Client(
+            base_url=svc.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        ) as h:
+            reg = h.post("/v3/endpoints", json={"endpoint_name": "never-started"})
+            assert reg.status_code == 200, reg.text
+            eid = reg.json()["endpoint_id"]
+            fid = h.post(
+                "/v3/functions",
+                json={"function_name": "add", "function_code": pack_function(add)},
+            ).json()["function_uuid"]
+            gid = str(uuid.uuid4())
+            r = h.post(
+                f"/v3/endpoints/{eid}/submit",
+                json={
+                    "tasks": {fid: [pack_payload((1, 1), {})]},
+                    "task_group_id": gid,
+                    "create_queue": True,
+                },
+            )
+            assert r.status_code == 200, r.text
+            name = h.get("/v2/get_amqp_result_connection_url").json()["queue_prefix"] + gid
+        declared = _queue(rabbitmq, name)
+        assert declared.status_code == 200, declared.text  # the submit declared it...
+        args = declared.json()["arguments"]
+        assert args["x-expires"] == SHORT_TTL * 1000  # ...with the service's TTL
+        assert args["x-max-length"] == 100_000 and args["x-overflow"] == "reject-publish"
+        # nobody consumes it: after the TTL RabbitMQ deletes it
+        deadline = time.monotonic() + SHORT_TTL + 120
+        while _queue(rabbitmq, name).status_code != 404:
+            assert time.monotonic() < deadline, f"idle queue {name} did not expire"
+            time.sleep(0.5)
     finally:
         svc.close()
 
