@@ -66,8 +66,10 @@ def main() -> None:
                 ex.submit(noop).result()
             for _ in range(3):
                 ex.submit(echo, data).result()
-            print(f"{'run':>3} {'tasks':>6} {'wall s':>7} {'rate':>12}  CPU ms/task: "
-                  f"{'service':>8} {'endpoint':>9} {'client':>7} {'total':>7}  load")
+            print(
+                f"{'run':>3} {'tasks':>6} {'wall s':>7} {'rate':>12}  CPU ms/task: "
+                f"{'service':>8} {'endpoint':>9} {'client':>7} {'total':>7}  load"
+            )
             for run in range(args.runs):
                 procs = {
                     "service": _tree(svc.proc.pid),

@@ -113,3 +113,21 @@ def test_fast_data_path_keeps_dill_semantics() -> None:
         del __main__.MainThing
     assert s.deserialize(text).__class__.__name__ == "MainThing"
     assert s.deserialize(s.serialize(Point(3))).x == 3
+
+
+def test_binary_form_of_large_data() -> None:
+    value = {"data": bytes(range(256)) * 200}
+    binary = s.serialize_data(value, binary=True)
+    assert isinstance(binary, bytes) and binary.startswith(b"00\n")
+    assert binary[3:] == dill.dumps(value)  # the pickle itself, no base64
+    assert s.deserialize(binary) == value
+    # Its text form is exactly what text serialization gives (the Globus format).
+    assert s.as_text(binary) == s.serialize(value) == s.serialize_data(value)
+    # Small values stay text either way; the allow-list applies to the binary form too.
+    assert s.serialize_data(5, binary=True) == s.serialize(5)
+    with pytest.raises(s.SerializationError, match="not allowed"):
+        s.deserialize(binary, allowed=["11"])
+    with pytest.raises(s.SerializationError, match="strategy 00"):
+        s.deserialize(b"01\n" + binary[3:])
+    with pytest.raises(s.SerializationError):
+        s.as_text(b"xx\nabc")

@@ -35,7 +35,7 @@ from outpost.service.broker import Broker, BrokerUnavailable, Delivery
 from outpost.service.runtime.db import Database
 from outpost.service.runtime.fanout import ResultFanout
 from outpost.service.store import tasks as task_store
-from outpost.service.taskdoc import TaskDoc, result_doc
+from outpost.service.taskdoc import TaskDoc, result_doc, text_doc
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,8 @@ class TaskLedger:
                 await self.fanout.publish(docs)
             except BrokerUnavailable as e:  # stored: watchers catch up from the store
                 log.warning("results stored but not pushed to watchers: %s", e)
-            if self.on_stored is not None:
-                await self.on_stored(docs)
+            if self.on_stored is not None:  # Globus Compute's consumers: text
+                await self.on_stored([text_doc(d) for d in docs])
         return fresh
 
     async def fail(
@@ -189,6 +189,7 @@ class ChannelLedger:
             function_code=function_code,
             resource_specification=message.resource_specification or None,
             if_lost=if_lost,
+            binary_result=True,
         )
 
     async def drop(self, message: TaskMessage, code: TaskErrorCode, reason: str) -> None:

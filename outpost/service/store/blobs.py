@@ -5,6 +5,9 @@ row, overflow pages and all, on any update, and PostgreSQL writes a new version 
 So a payload or result of ``BLOB_MIN`` characters or more is stored once, in a row of
 its own, and the task's column is left NULL. Readers take the task's column first, then
 the blob, so rows written before this table existed read as they always did.
+
+A blob holds text as UTF-8 (kinds ``p``, ``r``) or a value's binary form (``serialize``:
+kinds ``P``, ``R``), which is read back as bytes.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, and_, bindparam, delete
 from sqlalchemy.dialects import postgresql, sqlite
 
+from outpost.common.serialize import as_text
 from outpost.service.store.models import Task, TaskBlob, table
 
 #: Values of at least this many characters go to ``task_blobs``.
@@ -24,11 +28,12 @@ RESULT = "r"
 tasks = table(Task)
 blobs = table(TaskBlob)
 _DROP = delete(blobs).where(
-    blobs.c.kind == bindparam("kind"), blobs.c.task_id.in_(bindparam("ids", expanding=True))
+    blobs.c.kind.in_(bindparam("kinds", expanding=True)),
+    blobs.c.task_id.in_(bindparam("ids", expanding=True)),
 )
 
 
-def is_large(value: str | None) -> bool:
+def is_large(value: str | bytes | None) -> bool:
     return value is not None and len(value) >= BLOB_MIN
 
 
@@ -49,7 +54,14 @@ def split(
     blob_rows: list[dict[str, Any]] = []
     for r in rows:
         value = r.get(column)
-        if value is not None and is_large(value):
+        if isinstance(value, bytes):  # a binary form: as it is, or as text if small
+            if is_large(value):
+                blob_rows.append({"task_id": r[id_key], "kind": kind.upper(), "data": value})
+                value = None
+            else:
+                value = as_text(value)
+            r = {**r, column: value}
+        elif value is not None and is_large(value):
             blob_rows.append({"task_id": r[id_key], "kind": kind, "data": _bytes(value)})
             r = {**r, column: None}
         out.append(r)
@@ -67,19 +79,27 @@ def insert(conn: Connection, blob_rows: list[dict[str, Any]]) -> None:
 
 
 def drop(conn: Connection, kind: str, task_ids: list[str]) -> None:
+    """Delete the ``kind`` blobs (either form) of these tasks."""
     if task_ids:
-        conn.execute(_DROP, {"kind": kind, "ids": task_ids})
+        conn.execute(_DROP, {"kinds": [kind, kind.upper()], "ids": task_ids})
 
 
 def with_blob(stmt: Select[Any], kind: str, label: str) -> Select[Any]:
-    """``stmt`` (a select from tasks) with the task's ``kind`` blob as column ``label``."""
-    joined = tasks.outerjoin(blobs, and_(blobs.c.task_id == tasks.c.id, blobs.c.kind == kind))
-    return stmt.add_columns(blobs.c.data.label(label)).select_from(joined)
+    """``stmt`` (a select from tasks) with the task's ``kind`` blob (either form) as
+    columns ``label`` and ``label + "_kind"``."""
+    on = and_(blobs.c.task_id == tasks.c.id, blobs.c.kind.in_([kind, kind.upper()]))
+    columns = (blobs.c.data.label(label), blobs.c.kind.label(label + "_kind"))
+    return stmt.add_columns(*columns).select_from(tasks.outerjoin(blobs, on))
 
 
-def merge(row: dict[str, Any], column: str, label: str) -> dict[str, Any]:
-    """Put the blob read as ``label`` into ``column`` where the row's own value is NULL."""
+def merge(row: dict[str, Any], column: str, label: str, text: bool = False) -> dict[str, Any]:
+    """Put the blob read as ``label`` into ``column`` where the row's own value is NULL:
+    text, or bytes for a binary form (also text with ``text``)."""
     data = row.pop(label, None)
+    kind = row.pop(label + "_kind", None)
     if row.get(column) is None and data is not None:
-        row[column] = _text(data)
+        if kind is not None and kind.isupper():
+            row[column] = as_text(bytes(data)) if text else bytes(data)
+        else:
+            row[column] = _text(data)
     return row

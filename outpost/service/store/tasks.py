@@ -151,7 +151,7 @@ def store_results(
                 "ep": endpoint_id,
                 "task_id": r["task_id"],
                 "status": r["status"],
-                "result": text_safe(r.get("result")),
+                "result": _safe(r.get("result")),
                 "exception": text_safe(r.get("exception")),
                 "error_details": r.get("error_details"),
                 "details": r.get("details"),
@@ -165,6 +165,10 @@ def store_results(
         blobs.drop(conn, blobs.PAYLOAD, [r["task_id"] for r in fresh])
         blobs.insert(conn, big)
     return fresh
+
+
+def _safe(value: str | bytes | None) -> str | bytes | None:
+    return value if isinstance(value, bytes) else text_safe(value)
 
 
 def add_retries(conn: Connection, task_ids: list[str]) -> None:
