@@ -85,3 +85,26 @@ def test_retention_removes_the_blobs_with_their_tasks(engine: Engine) -> None:
         assert retention.purge_batch(conn, time.time()) == 1
     # The unfinished task keeps its payload.
     assert set(_blobs(engine)) == {(waiting, "p")}
+
+
+def test_a_result_in_binary_form_is_kept_as_bytes_and_read_as_text(engine: Engine) -> None:
+    from outpost.common import serialize
+
+    value = b"v" * (2 * blobs.BLOB_MIN)
+    binary = serialize.serialize_data(value, binary=True)
+    small = b"00\n" + serialize._pickle_data(b"tiny")  # a small binary form, stored as text
+    big, little = "b" * 36, "l" * 36
+    with engine.begin() as conn:
+        uid = accounts.create_user(conn, "alice")["id"]
+        task_store.ensure_group(conn, GID, uid, False, time.time())
+        task_store.insert_tasks(conn, [_task(uid, big, "p"), _task(uid, little, "p")])
+        task_store.store_results(conn, EP, [
+            {"task_id": t, "status": "success", "result": r, "details": None,
+             "completed_at": time.time()} for t, r in ((big, binary), (little, small))
+        ])  # fmt: skip
+    assert _blobs(engine) == {(big, "R"): len(binary)}
+    with engine.connect() as conn:
+        docs = {d["id"]: d["result"] for d in task_store.get_tasks(conn, [big, little])}
+        assert docs[big] == binary  # bytes: taskdoc gives text where text is due
+        assert docs[little] == serialize.serialize(b"tiny")  # text in the row
+        assert serialize.as_text(docs[big]) == serialize.serialize(value)
