@@ -34,6 +34,7 @@ from outpost.service import outcomes
 from outpost.service.broker import Broker, BrokerUnavailable, Delivery
 from outpost.service.runtime.db import Database
 from outpost.service.runtime.fanout import ResultFanout
+from outpost.service.store import blobs
 from outpost.service.store import tasks as task_store
 from outpost.service.taskdoc import TaskDoc, result_doc, text_doc
 
@@ -84,16 +85,22 @@ class TaskLedger:
         return ChannelLedger(self, endpoint_id)
 
     async def record(
-        self, endpoint_id: str, records: list[ResultRecord], known: frozenset[str] = frozenset()
+        self,
+        endpoint_id: str,
+        records: list[ResultRecord],
+        known: frozenset[str] = frozenset(),
+        small: frozenset[str] = frozenset(),
     ) -> list[ResultRecord]:
         """Store results (a repeat or another endpoint's task is ignored), remember them as
         done, publish the new ones; returns the new ones. ``known``: ids certainly this
-        endpoint's unfinished tasks (saves a query)."""
+        endpoint's unfinished tasks (saves a query); ``small``: ids whose payload is
+        certainly in the task's row (saves a delete)."""
         if not records:
             return []
         rows = [msgspec.structs.asdict(r) for r in records]
         fresh_rows = await self.db.write(
-            lambda c: task_store.store_results(c, endpoint_id, rows, known), size=len(rows)
+            lambda c: task_store.store_results(c, endpoint_id, rows, known, small),
+            size=len(rows),
         )
         self.recently_done.add_many(r.task_id for r in records)
         fresh = [msgspec.convert(r, ResultRecord) for r in fresh_rows]
@@ -238,7 +245,10 @@ class ChannelLedger:
                 r = msgspec.structs.replace(r, task_group_id=f.message.task_group_id)
             fixed.append(r)
         known = frozenset(r.task_id for r in fixed if r.task_id in self.inflight)
-        fresh = await self.ledger.record(self.endpoint_id, fixed, known)
+        small = frozenset(
+            t for t in known if not blobs.is_large(self.inflight[t].message.payload)
+        )
+        fresh = await self.ledger.record(self.endpoint_id, fixed, known, small)
         for r in fixed:
             f = self.inflight.pop(r.task_id, None)
             if f is not None:

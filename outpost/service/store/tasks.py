@@ -128,13 +128,16 @@ def store_results(
     endpoint_id: str,
     results: list[dict[str, Any]],
     known_fresh: set[str] | frozenset[str] = frozenset(),
+    small_payloads: set[str] | frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
     """Store finished tasks of one endpoint; a result for a task already finished (or
     one that is not this endpoint's) is ignored.
 
     Each result: task_id, status, result, exception, error_details, details, completed_at.
     ``known_fresh``: ids the caller knows are this endpoint's unfinished tasks (those it
-    sent and has no result for), which saves a query. Returns the results that were new.
+    sent and has no result for), which saves a query. ``small_payloads``: ids whose
+    payload is known to be in the row (no blob to delete). Returns the results that were
+    new.
     """
     unsure = [r["task_id"] for r in results if r["task_id"] not in known_fresh]
     groups = unfinished_groups(conn, endpoint_id, unsure) if unsure else {}
@@ -162,7 +165,9 @@ def store_results(
         params, big = blobs.split(params, "result", blobs.RESULT, id_key="task_id")
         conn.execute(_STORE_RESULT, params)
         # The payload is not needed any more (the row's own is set to NULL above).
-        blobs.drop(conn, blobs.PAYLOAD, [r["task_id"] for r in fresh])
+        blobs.drop(
+            conn, blobs.PAYLOAD, [r["task_id"] for r in fresh if r["task_id"] not in small_payloads]
+        )
         blobs.insert(conn, big)
     return fresh
 
