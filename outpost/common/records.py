@@ -37,7 +37,9 @@ class ResultRecord(msgspec.Struct, frozen=True):
     completed_at: float
     endpoint_id: str
     task_group_id: str | None = None
-    result: str | None = None
+    #: Text, or the binary form of a large value (``serialize.as_text`` gives the text):
+    #: ``str | bytes | None`` (msgspec takes no union of two string-like types).
+    result: Any = None
     exception: str | None = None
     error_details: dict[str, Any] | None = None
     details: dict[str, Any] | None = None
@@ -50,7 +52,9 @@ class TaskDoc(TypedDict, total=False):
     status: str
     task_group_id: str | None
     completion_t: str
-    result: str | None
+    #: Text; on Outpost's own result streams the binary form of a large value if the
+    #: client asked for it.
+    result: str | bytes | None
     exception: str
     error_details: dict[str, Any] | None
     reason: str | None

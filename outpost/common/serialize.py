@@ -8,7 +8,7 @@ ids, so a payload produced by either runs anywhere.
 
 from __future__ import annotations
 
-import codecs
+import binascii
 import inspect
 import json
 import pickle
@@ -30,8 +30,24 @@ class SerializationError(Exception):
 _PROTOCOL = dill.settings["protocol"]
 
 
+def _b64(data: bytes | memoryview) -> str:
+    """Base64 on one line, with a final newline.
+
+    Globus Compute writes MIME base64 (``codecs.encode(data, "base64")``: lines of 76
+    characters); its decoder (``codecs.decode(text.encode(), "base64")``) reads one long
+    line just as well, and producing it costs a third. For up to 57 bytes (one MIME line)
+    the text is the same.
+    """
+    return binascii.b2a_base64(data).decode("ascii")
+
+
+def _unb64(body: str) -> bytes:
+    # a2b_base64 skips the newlines of MIME base64 (Globus Compute's SDK writes those).
+    return binascii.a2b_base64(body)
+
+
 def _b64_dumps(obj: Any) -> str:
-    return codecs.encode(dill.dumps(obj), "base64").decode()
+    return _b64(dill.dumps(obj))
 
 
 def _b64_dumps_data(obj: Any) -> str:
@@ -42,21 +58,26 @@ def _b64_dumps_data(obj: Any) -> str:
     and classes by value, which the receiving side needs) or when it cannot pickle the
     object at all (lambdas, closures...).
     """
-    try:
-        data = pickle.dumps(obj, protocol=_PROTOCOL)
-    except Exception:  # noqa: BLE001 - dill handles what pickle cannot
-        data = None
-    if data is None or b"__main__" in data:
-        data = dill.dumps(obj)
-    return codecs.encode(data, "base64").decode()
+    return _b64(_pickle_data(obj))
 
 
 def _b64_loads(body: str) -> Any:
-    data = codecs.decode(body.encode(), "base64")
+    return _unpickle(_unb64(body))
+
+
+def _pickle_data(obj: Any) -> bytes:
+    try:
+        data = pickle.dumps(obj, protocol=_PROTOCOL)
+    except Exception:  # noqa: BLE001 - dill handles what pickle cannot
+        return dill.dumps(obj)  # type: ignore[no-any-return]
+    return dill.dumps(obj) if b"__main__" in data else data
+
+
+def _unpickle(data: bytes | memoryview) -> Any:
     try:
         return pickle.loads(data)  # noqa: S301 - running user payloads is the product
     except Exception:  # noqa: BLE001 - dill's own constructs need dill's unpickler
-        return dill.loads(data)
+        return dill.loads(bytes(data))
 
 
 def _exec_named(name: str, source: str) -> Callable[..., Any]:
@@ -282,8 +303,11 @@ def strategy_of(payload: str) -> Strategy:
     return STRATEGIES[ident]
 
 
-def deserialize(payload: str, allowed: Iterable[str] | None = None) -> Any:
-    """Load a serialized value; ``allowed`` limits which strategy ids are accepted."""
+def deserialize(payload: str | bytes, allowed: Iterable[str] | None = None) -> Any:
+    """Load a serialized value (text, or its binary form); ``allowed`` limits which
+    strategy ids are accepted."""
+    if isinstance(payload, bytes | bytearray | memoryview):
+        return _deserialize_binary(payload, allowed)
     strategy = strategy_of(payload)
     if allowed is not None and strategy.identifier not in set(allowed):
         raise SerializationError(
@@ -317,3 +341,56 @@ def unpack_task(function_code: str, payload: str) -> tuple[str, str, str]:
             f"a task buffer holds function, args and kwargs; this one has {len(parts)} parts"
         )
     return parts[0], parts[1], parts[2]
+
+
+# -- the binary form, on Outpost's own paths ----------------------------------------------
+#
+# Base64 text is what the Globus Compute REST API carries. Between Outpost's own parts
+# (endpoint -> service -> the SDK's result stream) a large ``00`` value may travel as its
+# binary form instead: ``b"00\n"`` + the pickle, without base64 (a third smaller, and no
+# encoding or decoding on either end). ``as_text`` gives the text form wherever the
+# Globus format is due (REST, AMQP result queues, clients that did not ask for binary).
+
+BINARY_HEADER = DEFAULT_DATA.header.encode()
+#: Values pickled to at least this many bytes are worth the binary form.
+BINARY_MIN = 16 * 1024
+
+
+def serialize_data(obj: Any, binary: bool = False) -> str | bytes:
+    """A data value (``00``): text, or with ``binary`` its binary form when large."""
+    try:
+        data = _pickle_data(obj)
+    except Exception as e:
+        raise SerializationError(
+            f"cannot serialize {type(obj).__name__} with strategy 00: {type(e).__name__}: {e}"
+        ) from e
+    if binary and len(data) >= BINARY_MIN:
+        return BINARY_HEADER + data
+    return DEFAULT_DATA.header + _b64(data)
+
+
+def as_text(value: str | bytes) -> str:
+    """The text (Globus Compute) form of a serialized value, whichever form it is in."""
+    if isinstance(value, str):
+        return value
+    if not value.startswith(BINARY_HEADER):
+        raise SerializationError(f"binary serialized value with header {bytes(value[:3])!r}")
+    return DEFAULT_DATA.header + _b64(memoryview(value)[len(BINARY_HEADER) :])
+
+
+def _deserialize_binary(
+    payload: bytes | bytearray | memoryview, allowed: Iterable[str] | None
+) -> Any:
+    view = memoryview(payload)
+    if bytes(view[: len(BINARY_HEADER)]) != BINARY_HEADER:
+        raise SerializationError(
+            f"binary serialized values are strategy 00; this one starts {bytes(view[:3])!r}"
+        )
+    if allowed is not None and DEFAULT_DATA.identifier not in set(allowed):
+        raise SerializationError(f"strategy 00 is not allowed here (allowed: {sorted(allowed)})")
+    try:
+        return _unpickle(view[len(BINARY_HEADER) :])
+    except Exception as e:
+        raise SerializationError(
+            f"cannot deserialize with strategy 00: {type(e).__name__}: {e}"
+        ) from e

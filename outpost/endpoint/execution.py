@@ -22,7 +22,7 @@ import dill
 from outpost import __version__
 from outpost.common.errors import TaskErrorCode
 from outpost.common.packing import unpack_buffers
-from outpost.common.serialize import DEFAULT_CODE, DEFAULT_DATA, deserialize, serialize
+from outpost.common.serialize import DEFAULT_CODE, deserialize, serialize, serialize_data
 from outpost.endpoint.records import Task, TaskResult
 
 
@@ -130,7 +130,11 @@ def run_task(task: Task, limits: Limits) -> TaskResult:
             os.chdir(cwd)
     end = time.time()
     try:
-        data = serialize(value, DEFAULT_CODE if callable(value) else DEFAULT_DATA)
+        data: str | bytes
+        if callable(value):
+            data = serialize(value, DEFAULT_CODE)
+        else:
+            data = serialize_data(value, binary=task.binary_result)
     except Exception as e:  # noqa: BLE001
         msg = (
             f"the function returned a {type(value).__name__} that cannot be serialized: "

@@ -42,6 +42,8 @@ class Task:
     if_lost: str | None = None
     #: ProcessPoolEngine: run alone (its batch killed a worker; find the task that did).
     suspect: bool = False
+    #: The service takes a large result in its binary form (``serialize.as_text``).
+    binary_result: bool = False
 
     @classmethod
     def from_wire(cls, d: Any) -> Task:
@@ -62,6 +64,7 @@ class Task:
             task_group_id=_opt_str(d, "task_group_id"),
             resource_specification=spec or None,
             if_lost=_opt_str(d, "if_lost"),
+            binary_result=d.get("binary_result") is True,
         )
 
     def __reduce__(self) -> tuple[type[Task], tuple[Any, ...]]:
@@ -76,6 +79,7 @@ class Task:
             self.resource_specification,
             self.if_lost,
             self.suspect,
+            self.binary_result,
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -90,6 +94,8 @@ class Task:
             d["function_code"] = self.function_code
         if self.resource_specification:
             d["resource_specification"] = self.resource_specification
+        if self.binary_result:
+            d["binary_result"] = True
         return d
 
 
@@ -98,8 +104,8 @@ class TaskResult:
     task_id: str
     task_group_id: str | None
     status: Literal["success", "failed"]
-    #: The serialized value (success).
-    result: str | None = None
+    #: The serialized value (success): text, or its binary form (``Task.binary_result``).
+    result: str | bytes | None = None
     #: The remote traceback or reason (failed).
     exception: str | None = None
     error_details: ErrorDetails | None = None

@@ -155,7 +155,12 @@ class ResultListener:
             with self._send_lock:
                 ws.send(
                     msgpack.packb(
-                        {"type": "watch", "task_group_id": group_id, "task_ids": task_ids},
+                        {
+                            "type": "watch",
+                            "task_group_id": group_id,
+                            "task_ids": task_ids,
+                            "binary": True,  # deserialize() reads large results as bytes
+                        },
                         use_bin_type=True,
                     )
                 )

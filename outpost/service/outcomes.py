@@ -11,6 +11,7 @@ from typing import Any
 from outpost.common.errors import TaskErrorCode
 from outpost.common.messages import ResultItem
 from outpost.common.records import ResultRecord, TaskMessage
+from outpost.common.serialize import BINARY_HEADER
 from outpost.common.states import TaskState
 
 DONE = (TaskState.SUCCESS.value, TaskState.FAILED.value)
@@ -33,11 +34,14 @@ def _malformed(r: ResultItem) -> str | None:
     """Why a result cannot be stored as sent, or None."""
     if r.status not in DONE:
         return f"status {r.status!r} is not success or failed"
-    for key in ("result", "exception"):
-        value = getattr(r, key)
-        if value is not None and not isinstance(value, str):
-            return f"{key} is a {type(value).__name__}, not text"
-    if r.status == TaskState.SUCCESS.value and not isinstance(r.result, str):
+    if r.exception is not None and not isinstance(r.exception, str):
+        return f"exception is a {type(r.exception).__name__}, not text"
+    if isinstance(r.result, bytes):
+        if not r.result.startswith(BINARY_HEADER):
+            return "a binary result must be in the binary form of strategy 00"
+    elif r.result is not None and not isinstance(r.result, str):
+        return f"result is a {type(r.result).__name__}, not text"
+    if r.status == TaskState.SUCCESS.value and r.result is None:
         return "a successful result without a result"
     return None
 

@@ -1,8 +1,11 @@
 """Result streams for SDK clients: one WebSocket, many task groups, pushed results.
 
 Client -> service (msgpack maps):
-  {type: "watch", task_group_id, task_ids?}   start receiving the group's results; any of
-                                               ``task_ids`` already finished are sent at once
+  {type: "watch", task_group_id, task_ids?, binary?}
+                                               start receiving the group's results; any of
+                                               ``task_ids`` already finished are sent at once;
+                                               ``binary``: large results may come in their
+                                               binary form (bytes, ``serialize.as_text``)
   {type: "unwatch", task_group_id}
   {type: "submit", ref, endpoint_id, body}     as POST /v3/endpoints/{id}/submit
 Service -> client:
@@ -33,7 +36,7 @@ from outpost.service.errors import APIError
 from outpost.service.runtime.fanout import Unsubscribe
 from outpost.service.store import tasks as task_store
 from outpost.service.submission import SubmitRequest, accept, too_large, validation_error
-from outpost.service.taskdoc import task_doc
+from outpost.service.taskdoc import task_doc, text_doc
 from outpost.service.wiring import Runtime
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,8 @@ class ResultStream:
         self._wake = asyncio.Event()
         self._unsubs: dict[str, Unsubscribe] = {}
         self._control: list[dict[str, Any]] = []
+        #: The client reads results in their binary form (it said so in a watch frame).
+        self.binary = False
 
     def _push(self, docs: list[TaskDoc]) -> None:
         self._pending.extend(docs)
@@ -138,6 +143,8 @@ class ResultStream:
         if kind not in ("watch", "unwatch") or not isinstance(gid, str):
             self._say({"type": "error", "reason": "expected {type: watch|unwatch, task_group_id}"})
             return
+        if frame.get("binary") is True:
+            self.binary = True
         if kind == "unwatch":
             unsub = self._unsubs.pop(gid, None)
             if unsub:
@@ -197,6 +204,8 @@ class ResultStream:
                     await self.ws.send_bytes(msgpack.packb(frame, use_bin_type=True))
                 while self._pending:
                     batch, self._pending = self._pending[:5000], self._pending[5000:]
+                    if not self.binary:
+                        batch = [text_doc(d) for d in batch]
                     await self.ws.send_bytes(
                         msgpack.packb({"type": "results", "results": batch}, use_bin_type=True)
                     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from outpost.common.records import ResultRecord, TaskDoc
+from outpost.common.serialize import as_text
 from outpost.common.states import TaskState
 
 
@@ -29,8 +30,16 @@ def _finish(doc: TaskDoc, status: str, completed_at: float, row: dict[str, Any])
             doc["reason"] = row["error_details"].get("user_message")
 
 
+def text_doc(doc: TaskDoc) -> TaskDoc:
+    """``doc`` with its result as text (the Globus Compute format)."""
+    result = doc.get("result")
+    if result is None or isinstance(result, str):
+        return doc
+    return {**doc, "result": as_text(result)}
+
+
 def task_doc(row: dict[str, Any]) -> TaskDoc:
-    """Build the Globus-Compute-shaped doc from a task row of the store."""
+    """Build the Globus-Compute-shaped doc from a task row of the store (text)."""
     status = row["status"]
     doc: TaskDoc = {
         "task_id": row.get("id") or row["task_id"],
@@ -45,11 +54,12 @@ def task_doc(row: dict[str, Any]) -> TaskDoc:
     details.setdefault("endpoint_id", row.get("endpoint_id"))
     details.setdefault("function_id", row.get("function_id"))
     doc["details"] = details
-    return doc
+    return text_doc(doc)
 
 
 def result_doc(r: ResultRecord) -> TaskDoc:
-    """The doc of a result just stored (pushed to watchers)."""
+    """The doc of a result just stored (pushed to watchers; a large result may be in its
+    binary form: ``text_doc`` for those that need text)."""
     doc: TaskDoc = {"task_id": r.task_id, "status": r.status, "task_group_id": r.task_group_id}
     _finish(
         doc,

@@ -1,3 +1,6 @@
+import codecs
+
+import dill
 import pytest
 
 from outpost.common import serialize as s
@@ -13,6 +16,22 @@ def test_data_format_matches_globus_compute() -> None:
     assert s.serialize((1, "a")) == "00\ngASVCQAAAAAAAABLAYwBYZSGlC4=\n"
     assert s.serialize({}) == "00\ngAR9lC4=\n"
     assert s.serialize({"a": [1, 2]}, s.STRATEGIES["11"]) == '11\n{"a": [1, 2]}'
+
+
+def test_large_values_cross_decode_with_globus_base64() -> None:
+    # Outpost writes base64 on one line (cheaper); Globus Compute writes MIME lines of 76
+    # characters. Each side's decoder reads the other's.
+    value = (bytes(range(256)) * 400, {"k": "v" * 1000})
+    ours = s.serialize(value)
+    assert ours.count("\n") == 2  # header, and the one final newline
+    # globus_compute_sdk.serialize.base: codecs.decode(payload.encode(), "base64")
+    assert dill.loads(codecs.decode(ours[3:].encode(), "base64")) == value
+    # and theirs: codecs.encode(dill.dumps(obj), "base64"), line-wrapped
+    theirs = "00\n" + codecs.encode(dill.dumps(value), "base64").decode()
+    assert theirs.count("\n") > 100
+    assert s.deserialize(theirs) == value
+    code = "01\n" + codecs.encode(dill.dumps(add), "base64").decode()
+    assert s.deserialize(code)(1) == 3
 
 
 def test_payload_from_the_real_sdk_loads() -> None:
@@ -76,12 +95,11 @@ class Point:
 def test_fast_data_path_keeps_dill_semantics() -> None:
     import dill
 
-    # Plain data: exactly dill's bytes.
-    for obj in [(1, "a"), {"k": [1.5, None, b"x"]}, 2**70]:
-        assert (
-            s.serialize(obj)
-            == "00\n" + __import__("codecs").encode(dill.dumps(obj), "base64").decode()
-        )
+    # Plain data: exactly dill's bytes, in base64.
+    for obj in [(1, "a"), {"k": [1.5, None, b"x"]}, 2**70, b"y" * 5000]:
+        text = s.serialize(obj)
+        assert text.startswith("00\n")
+        assert codecs.decode(text[3:].encode(), "base64") == dill.dumps(obj)
     # Lambdas and closures fall back to dill.
     assert s.deserialize(s.serialize((lambda v: v + 1,)))[0](1) == 2
     # Objects of classes defined in __main__ must go by value (dill), not by reference.
@@ -95,3 +113,21 @@ def test_fast_data_path_keeps_dill_semantics() -> None:
         del __main__.MainThing
     assert s.deserialize(text).__class__.__name__ == "MainThing"
     assert s.deserialize(s.serialize(Point(3))).x == 3
+
+
+def test_binary_form_of_large_data() -> None:
+    value = {"data": bytes(range(256)) * 200}
+    binary = s.serialize_data(value, binary=True)
+    assert isinstance(binary, bytes) and binary.startswith(b"00\n")
+    assert binary[3:] == dill.dumps(value)  # the pickle itself, no base64
+    assert s.deserialize(binary) == value
+    # Its text form is exactly what text serialization gives (the Globus format).
+    assert s.as_text(binary) == s.serialize(value) == s.serialize_data(value)
+    # Small values stay text either way; the allow-list applies to the binary form too.
+    assert s.serialize_data(5, binary=True) == s.serialize(5)
+    with pytest.raises(s.SerializationError, match="not allowed"):
+        s.deserialize(binary, allowed=["11"])
+    with pytest.raises(s.SerializationError, match="strategy 00"):
+        s.deserialize(b"01\n" + binary[3:])
+    with pytest.raises(s.SerializationError):
+        s.as_text(b"xx\nabc")

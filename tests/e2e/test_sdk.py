@@ -6,6 +6,7 @@ import time
 import pytest
 
 from outpost import ShellFunction, ShellResult, TaskExecutionFailed, TaskPending
+from outpost.common import serialize as s
 from outpost.sdk.errors import OutpostAPIError
 
 
@@ -221,3 +222,46 @@ def test_executor_submits_json_shaped_bodies_over_the_stream(stack) -> None:
         ex.submit(add, 1).result(timeout=60)  # connects the stream
         assert ex._listener.ready(ex.task_group_id)
         assert ex.submit(add, 2).result(timeout=60) == 12
+
+
+def test_large_results_reach_the_stream_in_binary_and_rest_as_globus_text(stack) -> None:
+    import codecs
+    import uuid
+
+    import dill
+    import msgpack
+    from websockets.sync.client import connect
+
+    blob = os.urandom(300_000)  # large: out of the task row, binary on Outpost's paths
+    gid = str(uuid.uuid4())
+    # A stream client that did not ask for binary results gets text.
+    with connect(
+        stack.service.url.replace("http", "ws") + "/v3/results",
+        additional_headers={"Authorization": f"Bearer {stack.token}"},
+        max_size=None,
+    ) as plain:
+        plain.send(msgpack.packb({"type": "watch", "task_group_id": gid}))
+        assert msgpack.unpackb(plain.recv(timeout=30))["type"] == "watching"
+        with stack.executor(task_group_id=gid) as ex:
+            futs = [ex.submit(echo_len, blob + bytes([i])) for i in range(4)]
+            for i, f in enumerate(futs):
+                data, n = f.result(timeout=120)
+                assert n == len(blob) + 1 and data == (blob + bytes([i]))[::-1]
+        pushed: dict[str, object] = {}
+        while len(pushed) < 4:
+            frame = msgpack.unpackb(plain.recv(timeout=60))
+            if frame["type"] == "results":
+                pushed.update({d["task_id"]: d["result"] for d in frame["results"]})
+        assert all(isinstance(r, str) and r.startswith("00\n") for r in pushed.values())
+        assert {k: s.deserialize(v) for k, v in pushed.items()} == {
+            f.task_id: f.result() for f in futs
+        }
+    # The same results over REST are Globus Compute's text: "00\n" + base64 of the
+    # pickle, which globus-compute-sdk's decoder reads.
+    c = stack.client()
+    for f in futs:
+        doc = c.transport.get(f"/v2/tasks/{f.task_id}")
+        text = doc["result"]
+        assert isinstance(text, str) and text.startswith("00\n")
+        assert dill.loads(codecs.decode(text[3:].encode(), "base64")) == f.result()
+        assert c.get_result(f.task_id) == f.result()

@@ -20,6 +20,7 @@ def _every_field_set(cls: type) -> object:
         "resource_specification": {"num_nodes": 1},
         "if_lost": "lost",
         "suspect": True,
+        "binary_result": True,
         "status": "failed",
         "result": "r",
         "exception": "e",

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Integer, case, cast, func, select
 
 from outpost.common.states import TaskState
+from outpost.service.store import blobs
 from outpost.service.store.models import Endpoint, Function, Task, TaskGroup, Token, User
 
 tasks = Task.__table__
@@ -167,16 +168,17 @@ def recent_tasks(
 
 
 def get_task(conn: Connection, task_id: str, owner_id: str | None) -> dict[str, Any] | None:
+    stmt = select(
+        *_TASK_LIST,
+        tasks.c.result,
+        tasks.c.exception,
+        tasks.c.error_details,
+        tasks.c.retries,
+        endpoints.c.name.label("endpoint_name"),
+    )
     row = (
         conn.execute(
-            select(
-                *_TASK_LIST,
-                tasks.c.result,
-                tasks.c.exception,
-                tasks.c.error_details,
-                tasks.c.retries,
-                endpoints.c.name.label("endpoint_name"),
-            )
+            blobs.with_blob(stmt, blobs.RESULT, "result_blob")
             .outerjoin(functions, functions.c.id == tasks.c.function_id)
             .outerjoin(endpoints, endpoints.c.id == tasks.c.endpoint_id)
             .where(tasks.c.id == task_id, _owned(tasks.c.owner_id, owner_id))
@@ -184,7 +186,7 @@ def get_task(conn: Connection, task_id: str, owner_id: str | None) -> dict[str, 
         .mappings()
         .first()
     )
-    return dict(row) if row else None
+    return blobs.merge(dict(row), "result", "result_blob", text=True) if row else None
 
 
 def list_groups(conn: Connection, owner_id: str | None, limit: int = 200) -> list[dict[str, Any]]:

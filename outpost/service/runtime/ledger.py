@@ -35,8 +35,9 @@ from outpost.service import outcomes
 from outpost.service.broker import Broker, BrokerUnavailable, Delivery
 from outpost.service.runtime.db import Database
 from outpost.service.runtime.fanout import ResultFanout
+from outpost.service.store import blobs
 from outpost.service.store import tasks as task_store
-from outpost.service.taskdoc import TaskDoc, result_doc
+from outpost.service.taskdoc import TaskDoc, result_doc, text_doc
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +86,22 @@ class TaskLedger:
         return ChannelLedger(self, endpoint_id)
 
     async def record(
-        self, endpoint_id: str, records: list[ResultRecord], known: frozenset[str] = frozenset()
+        self,
+        endpoint_id: str,
+        records: list[ResultRecord],
+        known: frozenset[str] = frozenset(),
+        small: frozenset[str] = frozenset(),
     ) -> list[ResultRecord]:
         """Store results (a repeat or another endpoint's task is ignored), remember them as
         done, publish the new ones; returns the new ones. ``known``: ids certainly this
-        endpoint's unfinished tasks (saves a query)."""
+        endpoint's unfinished tasks (saves a query); ``small``: ids whose payload is
+        certainly in the task's row (saves a delete)."""
         if not records:
             return []
         rows = [msgspec.structs.asdict(r) for r in records]
         fresh_rows = await self.db.write(
-            lambda c: task_store.store_results(c, endpoint_id, rows, known), size=len(rows)
+            lambda c: task_store.store_results(c, endpoint_id, rows, known, small),
+            size=len(rows),
         )
         self.recently_done.add_many(r.task_id for r in records)
         fresh = [msgspec.convert(r, ResultRecord) for r in fresh_rows]
@@ -104,8 +111,8 @@ class TaskLedger:
                 await self.fanout.publish(docs)
             except BrokerUnavailable as e:  # stored: watchers catch up from the store
                 log.warning("results stored but not pushed to watchers: %s", e)
-            if self.on_stored is not None:
-                await self.on_stored(docs)
+            if self.on_stored is not None:  # Globus Compute's consumers: text
+                await self.on_stored([text_doc(d) for d in docs])
         return fresh
 
     async def fail(
@@ -199,6 +206,7 @@ class ChannelLedger:
             function_code=function_code,
             resource_specification=message.resource_specification or None,
             if_lost=if_lost,
+            binary_result=True,
         )
 
     async def drop(self, message: TaskMessage, code: TaskErrorCode, reason: str) -> None:
@@ -247,7 +255,10 @@ class ChannelLedger:
                 r = msgspec.structs.replace(r, task_group_id=f.message.task_group_id)
             fixed.append(r)
         known = frozenset(r.task_id for r in fixed if r.task_id in self.inflight)
-        fresh = await self.ledger.record(self.endpoint_id, fixed, known)
+        small = frozenset(
+            t for t in known if not blobs.is_large(self.inflight[t].message.payload)
+        )
+        fresh = await self.ledger.record(self.endpoint_id, fixed, known, small)
         for r in fixed:
             f = self.inflight.pop(r.task_id, None)
             if f is not None:

@@ -168,6 +168,20 @@ class Task(Base):
     )
 
 
+class TaskBlob(Base):
+    """A large task payload (``kind`` "p") or result ("r"), kept out of the task's row:
+    SQLite rewrites a whole row on any update, so a status change would copy megabytes,
+    and PostgreSQL would write a new row version with them. The payload row goes when the
+    result is stored; both go with their task (retention). ``data`` is the text as UTF-8."""
+
+    __tablename__ = "task_blobs"
+    task_id: Mapped[str] = mapped_column(
+        ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(1), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class EndpointPresence(Base):
     """Which replica holds an endpoint's channel, its last heartbeat and reported load
     (the presence seam of a scale-out service: ``runtime/sql_presence.py``)."""

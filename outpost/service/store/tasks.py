@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from outpost.common.states import DONE_STATES, TaskState
+from outpost.service.store import blobs
 from outpost.service.store.conflicts import insert_if_absent, text_safe
 from outpost.service.store.models import Task, TaskGroup, table
 
@@ -99,9 +100,16 @@ _STORE_RESULT = (
 )
 
 
+_WITH_RESULT = "result_blob"
+_WITH_PAYLOAD = "payload_blob"
+
+
 def insert_tasks(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert tasks (large payloads into ``task_blobs``); ``rows`` are not changed."""
     if rows:
+        rows, big = blobs.split(rows, "payload", blobs.PAYLOAD)
         conn.execute(_INSERT, rows)
+        blobs.insert(conn, big)
 
 
 def mark_running(conn: Connection, task_ids: list[str], now: float) -> None:
@@ -120,13 +128,16 @@ def store_results(
     endpoint_id: str,
     results: list[dict[str, Any]],
     known_fresh: set[str] | frozenset[str] = frozenset(),
+    small_payloads: set[str] | frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
     """Store finished tasks of one endpoint; a result for a task already finished (or
     one that is not this endpoint's) is ignored.
 
     Each result: task_id, status, result, exception, error_details, details, completed_at.
     ``known_fresh``: ids the caller knows are this endpoint's unfinished tasks (those it
-    sent and has no result for), which saves a query. Returns the results that were new.
+    sent and has no result for), which saves a query. ``small_payloads``: ids whose
+    payload is known to be in the row (no blob to delete). Returns the results that were
+    new.
     """
     unsure = [r["task_id"] for r in results if r["task_id"] not in known_fresh]
     groups = unfinished_groups(conn, endpoint_id, unsure) if unsure else {}
@@ -138,23 +149,31 @@ def store_results(
             continue
         fresh.append(r)
     if fresh:
-        conn.execute(
-            _STORE_RESULT,
-            [
-                {
-                    "ep": endpoint_id,
-                    "task_id": r["task_id"],
-                    "status": r["status"],
-                    "result": text_safe(r.get("result")),
-                    "exception": text_safe(r.get("exception")),
-                    "error_details": r.get("error_details"),
-                    "details": r.get("details"),
-                    "completed_at": r["completed_at"],
-                }
-                for r in fresh
-            ],
+        params = [
+            {
+                "ep": endpoint_id,
+                "task_id": r["task_id"],
+                "status": r["status"],
+                "result": _safe(r.get("result")),
+                "exception": text_safe(r.get("exception")),
+                "error_details": r.get("error_details"),
+                "details": r.get("details"),
+                "completed_at": r["completed_at"],
+            }
+            for r in fresh
+        ]
+        params, big = blobs.split(params, "result", blobs.RESULT, id_key="task_id")
+        conn.execute(_STORE_RESULT, params)
+        # The payload is not needed any more (the row's own is set to NULL above).
+        blobs.drop(
+            conn, blobs.PAYLOAD, [r["task_id"] for r in fresh if r["task_id"] not in small_payloads]
         )
+        blobs.insert(conn, big)
     return fresh
+
+
+def _safe(value: str | bytes | None) -> str | bytes | None:
+    return value if isinstance(value, bytes) else text_safe(value)
 
 
 def add_retries(conn: Connection, task_ids: list[str]) -> None:
@@ -166,30 +185,33 @@ def add_retries(conn: Connection, task_ids: list[str]) -> None:
     )
 
 
+_DOCS = blobs.with_blob(select(*_DOC_COLUMNS), blobs.RESULT, _WITH_RESULT)
+
+
 def get_task(conn: Connection, task_id: str) -> dict[str, Any] | None:
-    row = conn.execute(select(*_DOC_COLUMNS).where(tasks.c.id == task_id)).mappings().first()
-    return dict(row) if row else None
+    row = conn.execute(_DOCS.where(tasks.c.id == task_id)).mappings().first()
+    return blobs.merge(dict(row), "result", _WITH_RESULT) if row else None
 
 
 def get_tasks(conn: Connection, task_ids: list[str]) -> list[dict[str, Any]]:
-    rows = conn.execute(select(*_DOC_COLUMNS).where(tasks.c.id.in_(task_ids))).mappings()
-    return [dict(r) for r in rows]
+    rows = conn.execute(_DOCS.where(tasks.c.id.in_(task_ids))).mappings()
+    return [blobs.merge(dict(r), "result", _WITH_RESULT) for r in rows]
 
 
 def unfinished_tasks(conn: Connection) -> list[dict[str, Any]]:
     """Every task not yet finished, oldest first: reloaded into the broker at start."""
+    stmt = select(
+        tasks.c.id,
+        tasks.c.endpoint_id,
+        tasks.c.function_id,
+        tasks.c.task_group_id,
+        tasks.c.payload,
+        tasks.c.status,
+        tasks.c.retries,
+        tasks.c.resource_specification,
+    )
+    stmt = blobs.with_blob(stmt, blobs.PAYLOAD, _WITH_PAYLOAD)
     rows = conn.execute(
-        select(
-            tasks.c.id,
-            tasks.c.endpoint_id,
-            tasks.c.function_id,
-            tasks.c.task_group_id,
-            tasks.c.payload,
-            tasks.c.status,
-            tasks.c.retries,
-            tasks.c.resource_specification,
-        )
-        .where(tasks.c.status.not_in(DONE_STATES))
-        .order_by(tasks.c.created_at)
+        stmt.where(tasks.c.status.not_in(DONE_STATES)).order_by(tasks.c.created_at)
     ).mappings()
-    return [dict(r) for r in rows]
+    return [blobs.merge(dict(r), "payload", _WITH_PAYLOAD) for r in rows]

@@ -41,15 +41,17 @@ def populate(engine: Engine, n_tasks: int) -> dict[str, Any]:
         task_store.insert_tasks(conn, [{
             "id": f"{i:08d}-0000-4000-8000-000000000000", "owner_id": alice["id"],
             "endpoint_id": eid, "function_id": fid, "task_group_id": gid,
-            "payload": f"payload {i}", "status": "waiting-for-ep", "retries": i % 2,
+            "payload": f"payload {i}" if i % 97 else "P" * 40_000, "status": "waiting-for-ep", "retries": i % 2,
             "created_at": now + i, "resource_specification": {"num_nodes": 1} if i % 3 else None,
         } for i in range(n_tasks)])  # fmt: skip
         task_store.store_results(conn, eid, [{
             "task_id": f"{i:08d}-0000-4000-8000-000000000000", "status": "success",
-            "result": f"00\nresult {i}", "details": {"task_transitions": {"done": now}},
+            "result": f"00\nresult {i}" if i % 100 != 10 else f"00\n{i}" + "R" * 50_000,
+            "details": {"task_transitions": {"done": now}},
             "completed_at": now + i,
         } for i in range(0, n_tasks, 2)])  # fmt: skip
-    return {"token": token, "task": "00000000-0000-4000-8000-000000000000", "endpoint": eid}
+    return {"token": token, "task": "00000000-0000-4000-8000-000000000000", "endpoint": eid,
+            "big": "00000110-0000-4000-8000-000000000000"}  # fmt: skip
 
 
 def dump(url: str) -> dict[str, list[dict[str, Any]]]:
@@ -84,6 +86,10 @@ async def test_sqlite_store_moves_to_postgresql(tmp_path: Path, postgres_url: st
         t: len(rows) for t, rows in before.items()
     }
     assert len(after["tasks"]) == 1234 and len(after["endpoint_credentials"]) == 3
+    # Large values live in task_blobs: unfinished tasks' payloads (odd i, i % 97 == 0:
+    # 97, 291, ...) and results (i % 100 == 10).
+    kinds = [r["kind"] for r in after["task_blobs"]]
+    assert kinds.count("r") == 13 and kinds.count("p") == 6, kinds
     assert after == before  # every value, JSON and booleans and floats included
 
     # The service runs on the copy: alice's token, her task and its result are there,
@@ -98,6 +104,8 @@ async def test_sqlite_store_moves_to_postgresql(tmp_path: Path, postgres_url: st
         ) as c:  # fmt: skip
             doc = (await c.get(f"/v2/tasks/{facts['task']}")).json()
             assert doc["status"] == "success" and doc["result"] == "00\nresult 0"
+            big = (await c.get(f"/v2/tasks/{facts['big']}")).json()
+            assert big["result"] == "00\n110" + "R" * 50_000
             r2 = await c.put(f"/v3/endpoints/{facts['endpoint']}", json={"endpoint_name": "ep"})
             assert r2.status_code == 200, r2.text  # a new credential row
     assert len(dump(postgres_url)["endpoint_credentials"]) == 4

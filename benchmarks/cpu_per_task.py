@@ -1,0 +1,112 @@
+"""CPU time per task of each Outpost process under one workload of ``compare.py``.
+
+Wall-clock figures on a shared machine move with the other load; the CPU time (user +
+system) each process spends per task hardly does. Starts a service and an endpoint
+(``ProcessPoolEngine``, 2 workers), warms them, then runs the workload and prints, per
+process (service; endpoint with its workers; this client), the CPU milliseconds per task,
+with the wall-clock rate and the load average for context.
+
+    .venv/bin/python benchmarks/cpu_per_task.py {payload,throughput,roundtrip} [--n N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+from _workloads import echo, noop
+
+from outpost import Executor
+from outpost.local import LocalEndpoint, LocalService
+
+HERE = Path(__file__).resolve().parent
+
+
+def _cpu(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    p = psutil.Process(pid)
+    return [p, *p.children(recursive=True)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("workload", choices=["payload", "throughput", "roundtrip"])
+    ap.add_argument("--n", type=int, help="tasks (default 300, 20000, 1000)")
+    ap.add_argument("--size", type=int, default=1_000_000, help="payload bytes (default 1 MB)")
+    ap.add_argument("--runs", type=int, default=1, help="repeat the workload (same processes)")
+    args = ap.parse_args()
+    n = args.n or {"payload": 300, "throughput": 20_000, "roundtrip": 1000}[args.workload]
+    os.environ["PYTHONPATH"] = str(HERE)  # the workers import _workloads
+    home = Path(tempfile.mkdtemp(prefix="outpost-cpu-"))
+    svc = LocalService(home).start()
+    try:
+        token = svc.add_user("bench@localhost")
+        config = "engine:\n  type: ProcessPoolEngine\n  max_workers: 2\n"
+        ep = LocalEndpoint(svc, "bench", token, config=config).start()
+        assert svc.proc is not None and ep.proc is not None
+        with Executor(endpoint_id=ep.endpoint_id, service_url=svc.url, token=token) as ex:
+            data = os.urandom(args.size)
+            for _ in range(50):
+                ex.submit(noop).result()
+            for _ in range(3):
+                ex.submit(echo, data).result()
+            print(
+                f"{'run':>3} {'tasks':>6} {'wall s':>7} {'rate':>12}  CPU ms/task: "
+                f"{'service':>8} {'endpoint':>9} {'client':>7} {'total':>7}  load"
+            )
+            for run in range(args.runs):
+                procs = {
+                    "service": _tree(svc.proc.pid),
+                    "endpoint": _tree(ep.proc.pid),
+                    "client": [psutil.Process()],
+                }
+                before = {k: _cpu(v) for k, v in procs.items()}
+                t0 = time.perf_counter()
+                if args.workload == "roundtrip":
+                    for _ in range(n):
+                        ex.submit(noop).result()
+                elif args.workload == "throughput":
+                    for f in [ex.submit(noop) for _ in range(n)]:
+                        f.result()
+                else:
+                    futs = [ex.submit(echo, i.to_bytes(8, "big") + data[8:]) for i in range(n)]
+                    for i, f in enumerate(futs):
+                        r = f.result()
+                        assert len(r) == len(data) and r[:8] == i.to_bytes(8, "big")
+                took = time.perf_counter() - t0
+                after = {k: _cpu(v) for k, v in procs.items()}
+                ms = {k: 1000 * (after[k] - before[k]) / n for k in procs}
+                if args.workload == "payload":
+                    rate = f"{2 * n * args.size / 1e6 / took:8.1f} MB/s"
+                else:
+                    rate = f"{n / took:8.0f} /s  "
+                load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+                print(
+                    f"{run:>3} {n:>6} {took:>7.2f} {rate:>12}  {'':12}"
+                    f"{ms['service']:>8.3f} {ms['endpoint']:>9.3f} {ms['client']:>7.3f} "
+                    f"{sum(ms.values()):>7.3f}  {load}",
+                    flush=True,
+                )
+    finally:
+        svc.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Large payloads and results are stored out of the task row, and read back as if not."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import Engine, func, select
+
+from outpost.service.store import accounts, blobs, retention
+from outpost.service.store import tasks as task_store
+from outpost.service.store.models import Task, TaskBlob, table
+
+tasks_t, blobs_t = table(Task), table(TaskBlob)
+EP, GID = "e" * 36, "0c9b8a7f-6e5d-4c3b-a291-807f6e5d4c3b"
+BIG = "8\n00\nxxxx\n" + "x" * (2 * blobs.BLOB_MIN)  # any text; a lone surrogate too
+BIG_RESULT = "00\n" + "r\ud800" * blobs.BLOB_MIN
+
+
+def _task(uid: str, tid: str, payload: str) -> dict[str, object]:
+    return {
+        "id": tid, "owner_id": uid, "endpoint_id": EP, "function_id": "f" * 36,
+        "task_group_id": GID, "payload": payload, "status": "waiting-for-ep",
+        "retries": 0, "created_at": time.time(),
+    }  # fmt: skip
+
+
+def _blobs(engine: Engine) -> dict[tuple[str, str], int]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(blobs_t.c.task_id, blobs_t.c.kind, func.length(blobs_t.c.data)))
+        return {(r[0], r[1]): r[2] for r in rows}
+
+
+def test_large_values_live_in_task_blobs_and_read_back(engine: Engine) -> None:
+    big, small = "b" * 36, "s" * 36
+    with engine.begin() as conn:
+        uid = accounts.create_user(conn, "alice")["id"]
+        task_store.ensure_group(conn, GID, uid, False, time.time())
+        rows = [_task(uid, big, BIG), _task(uid, small, "8\nsmall...")]
+        task_store.insert_tasks(conn, rows)
+    assert rows[0]["payload"] == BIG  # the caller's rows are left as they were
+    assert _blobs(engine) == {(big, "p"): len(BIG)}
+    with engine.connect() as conn:
+        in_row = dict(conn.execute(select(tasks_t.c.id, tasks_t.c.payload)).all())
+        assert in_row == {big: None, small: "8\nsmall..."}
+        # What a restarted service queues again has the whole payload.
+        again = {r["id"]: r["payload"] for r in task_store.unfinished_tasks(conn)}
+        assert again == {big: BIG, small: "8\nsmall..."}
+
+    with engine.begin() as conn:
+        task_store.mark_running(conn, [big], time.time())
+        fresh = task_store.store_results(conn, EP, [
+            {"task_id": big, "status": "success", "result": BIG_RESULT,
+             "details": None, "completed_at": time.time()},
+        ])  # fmt: skip
+        assert [r["task_id"] for r in fresh] == [big]
+        # A second copy of the same result (e.g. from the endpoint's spool) changes nothing.
+        assert task_store.store_results(conn, EP, [
+            {"task_id": big, "status": "success", "result": "00\nother",
+             "details": None, "completed_at": time.time()},
+        ]) == []  # fmt: skip
+    # The payload went with the result; the result is out of the row.
+    assert _blobs(engine) == {(big, "r"): len(BIG_RESULT.encode("utf-8", "surrogatepass"))}
+    with engine.connect() as conn:
+        doc = task_store.get_task(conn, big)
+        assert doc is not None and doc["status"] == "success" and doc["result"] == BIG_RESULT
+        assert "result_blob" not in doc
+        docs = {d["id"]: d for d in task_store.get_tasks(conn, [big, small])}
+        assert docs[big]["result"] == BIG_RESULT and docs[small]["result"] is None
+        row = conn.execute(select(tasks_t.c.payload, tasks_t.c.result)).all()
+        assert all(r == (None, None) for r in row if r[0] is None)
+
+
+def test_retention_removes_the_blobs_with_their_tasks(engine: Engine) -> None:
+    done, waiting = "d" * 36, "w" * 36
+    with engine.begin() as conn:
+        uid = accounts.create_user(conn, "alice")["id"]
+        task_store.ensure_group(conn, GID, uid, False, time.time() - 100)
+        task_store.insert_tasks(conn, [_task(uid, done, BIG), _task(uid, waiting, BIG)])
+        task_store.store_results(conn, EP, [
+            {"task_id": done, "status": "success", "result": BIG_RESULT,
+             "details": None, "completed_at": time.time() - 50},
+        ])  # fmt: skip
+    assert set(_blobs(engine)) == {(done, "r"), (waiting, "p")}
+    with engine.begin() as conn:
+        assert retention.purge_batch(conn, time.time()) == 1
+    # The unfinished task keeps its payload.
+    assert set(_blobs(engine)) == {(waiting, "p")}
+
+
+def test_a_result_in_binary_form_is_kept_as_bytes_and_read_as_text(engine: Engine) -> None:
+    from outpost.common import serialize
+
+    value = b"v" * (2 * blobs.BLOB_MIN)
+    binary = serialize.serialize_data(value, binary=True)
+    small = b"00\n" + serialize._pickle_data(b"tiny")  # a small binary form, stored as text
+    big, little = "b" * 36, "l" * 36
+    with engine.begin() as conn:
+        uid = accounts.create_user(conn, "alice")["id"]
+        task_store.ensure_group(conn, GID, uid, False, time.time())
+        task_store.insert_tasks(conn, [_task(uid, big, "p"), _task(uid, little, "p")])
+        task_store.store_results(conn, EP, [
+            {"task_id": t, "status": "success", "result": r, "details": None,
+             "completed_at": time.time()} for t, r in ((big, binary), (little, small))
+        ])  # fmt: skip
+    assert _blobs(engine) == {(big, "R"): len(binary)}
+    with engine.connect() as conn:
+        docs = {d["id"]: d["result"] for d in task_store.get_tasks(conn, [big, little])}
+        assert docs[big] == binary  # bytes: taskdoc gives text where text is due
+        assert docs[little] == serialize.serialize(b"tiny")  # text in the row
+        assert serialize.as_text(docs[big]) == serialize.serialize(value)
