@@ -16,8 +16,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import dill
-
 from outpost.common.packing import pack_buffers, unpack_buffers
 
 HEADER_LEN = 3  # "00\n"
@@ -27,7 +25,20 @@ class SerializationError(Exception):
     """A value could not be serialized or deserialized; the message says which and why."""
 
 
-_PROTOCOL = dill.settings["protocol"]
+#: dill's default protocol (``dill.settings["protocol"]``), which is pickle's default:
+#: the C pickler's bytes then match dill's for plain data (tests pin them).
+_PROTOCOL = pickle.DEFAULT_PROTOCOL
+
+
+def _dill() -> Any:
+    """dill, imported on first use: plain data and importable functions load with the
+    C unpickler (which imports dill by itself for a pickle that names dill's helpers), so
+    a worker that never meets a function defined in ``__main__`` or a lambda does not
+    carry dill (~6 MB per process)."""
+    import dill
+    import dill.source
+
+    return dill
 
 
 def _b64(data: bytes | memoryview) -> str:
@@ -47,7 +58,7 @@ def _unb64(body: str) -> bytes:
 
 
 def _b64_dumps(obj: Any) -> str:
-    return _b64(dill.dumps(obj))
+    return _b64(_dill().dumps(obj))
 
 
 def _b64_dumps_data(obj: Any) -> str:
@@ -69,15 +80,15 @@ def _pickle_data(obj: Any) -> bytes:
     try:
         data = pickle.dumps(obj, protocol=_PROTOCOL)
     except Exception:  # noqa: BLE001 - dill handles what pickle cannot
-        return dill.dumps(obj)  # type: ignore[no-any-return]
-    return dill.dumps(obj) if b"__main__" in data else data
+        return _dill().dumps(obj)  # type: ignore[no-any-return]
+    return _dill().dumps(obj) if b"__main__" in data else data
 
 
 def _unpickle(data: bytes | memoryview) -> Any:
     try:
         return pickle.loads(data)  # noqa: S301 - running user payloads is the product
     except Exception:  # noqa: BLE001 - dill's own constructs need dill's unpickler
-        return dill.loads(bytes(data))
+        return _dill().loads(bytes(data))
 
 
 def _exec_named(name: str, source: str) -> Callable[..., Any]:
@@ -164,7 +175,7 @@ class DillCodeSource(DillCodeTextInspect):
     identifier = "04"
 
     def _source(self, obj: Any) -> str:
-        return dill.source.getsource(obj, lstrip=True)  # type: ignore[no-any-return]
+        return _dill().source.getsource(obj, lstrip=True)  # type: ignore[no-any-return]
 
 
 class PureSourceTextInspect(Strategy):
@@ -187,7 +198,7 @@ class PureSourceDill(PureSourceTextInspect):
     identifier = "sd"
 
     def _source(self, obj: Any) -> str:
-        return dill.source.getsource(obj, lstrip=True)  # type: ignore[no-any-return]
+        return _dill().source.getsource(obj, lstrip=True)  # type: ignore[no-any-return]
 
 
 class CombinedCode(Strategy):

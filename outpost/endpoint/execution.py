@@ -14,10 +14,9 @@ import traceback
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import version as _dist_version
 from pathlib import Path
 from typing import Any
-
-import dill
 
 from outpost import __version__
 from outpost.common.errors import TaskErrorCode
@@ -39,7 +38,7 @@ KEPT_FUNCTIONS = 1024
 _DETAILS = {
     "os": platform.platform(),
     "python_version": platform.python_version(),
-    "dill_version": dill.__version__,
+    "dill_version": _dist_version("dill"),
     "outpost_version": __version__,
 }
 

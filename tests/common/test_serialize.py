@@ -131,3 +131,41 @@ def test_binary_form_of_large_data() -> None:
         s.deserialize(b"01\n" + binary[3:])
     with pytest.raises(s.SerializationError):
         s.as_text(b"xx\nabc")
+
+
+def test_dill_is_loaded_only_for_what_needs_it() -> None:
+    """A worker that loads plain data and importable functions (the C unpickler) and
+    sends back plain data never imports dill (~6 MB per process); a lambda still loads,
+    through dill."""
+    import json
+    import os.path
+    import subprocess
+    import sys
+
+    from outpost.common.serialize import serialize
+
+    texts = {
+        "data": serialize((1, b"x" * 100_000, {"k": [1.5]})),
+        "function": serialize(os.path.join),
+        "lambda": serialize(lambda x: x * x),
+    }
+    code = """
+import json, sys
+from outpost.common.serialize import deserialize, serialize
+t = json.loads(sys.stdin.read())
+assert deserialize(t["data"]) == (1, b"x" * 100_000, {"k": [1.5]})
+assert deserialize(t["function"])("a", "b") == "a/b"
+serialize([1, "two", 3.0])
+assert "dill" not in sys.modules, "plain data or an importable function loaded dill"
+assert deserialize(t["lambda"])(7) == 49 and "dill" in sys.modules
+print("ok")
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps(texts),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
