@@ -290,10 +290,83 @@ def test_user_endpoints_get_the_site_ca_variables(monkeypatch, tmp_path) -> None
     from outpost.endpoint.multi_user.spawner import user_environment
 
     acct = LocalAccount("alice", 1500, 1500, "/home/alice", "/bin/sh", (1500,))
-    monkeypatch.setenv("SSL_CERT_FILE", "/etc/outpost/site-ca.pem")
+    ca = _public_ca_file()
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     monkeypatch.setenv("SECRET_THING", "x")
     env = user_environment(acct, None)
-    assert env["SSL_CERT_FILE"] == "/etc/outpost/site-ca.pem"
+    assert env["SSL_CERT_FILE"] == str(ca)
     assert "SSL_CERT_DIR" not in env and "SECRET_THING" not in env
     assert env["HOME"] == "/home/alice"
+
+
+def _public_ca_file() -> Path:
+    """A CA file every account can read, in a directory every account can enter (pytest's
+    own temporary directories are private to their owner)."""
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="outpost-ca-"))
+    d.chmod(0o755)
+    f = d / "site-ca.pem"
+    f.write_text("-----BEGIN CERTIFICATE-----\n")
+    f.chmod(0o644)
+    return f
+
+
+@pytest.mark.parametrize(
+    ("file_mode", "dir_mode", "groups", "problem"),
+    [
+        (0o600, 0o755, (1500,), "is not readable by the account"),
+        (0o640, 0o755, (1500,), "is not readable by the account"),
+        (0o644, 0o700, (1500,), "which the account cannot enter"),
+        (None, 0o755, (1500,), "cannot be read"),
+    ],
+)
+def test_a_site_ca_the_account_cannot_read_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+    file_mode: int | None,
+    dir_mode: int,
+    groups: tuple[int, ...],
+    problem: str,
+) -> None:
+    """A site CA only root can read made every user endpoint fail its TLS handshake with
+    nothing said to the submitter; now the start is refused with what to fix."""
+    import shutil
+
+    ca = _public_ca_file()
+    try:
+        if file_mode is None:
+            ca.unlink()
+        else:
+            ca.chmod(file_mode)
+        ca.parent.chmod(dir_mode)
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+        monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+        acct = account(uname="alice", uid=1500, gid=1500, groups=groups)
+        with pytest.raises(SpawnError, match=problem) as e:
+            user_environment(acct, None)
+        assert "chmod 644" in str(e.value) and "alice" in str(e.value)
+    finally:
+        ca.parent.chmod(0o755)
+        shutil.rmtree(ca.parent)
+
+
+def test_a_site_ca_readable_through_the_accounts_group_is_fine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Group read is enough for a member of the file's group, and not for anyone else."""
+    import shutil
+
+    ca = _public_ca_file()
+    try:
+        ca.chmod(0o640)
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+        monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+        gid = ca.stat().st_gid
+        member = account(uname="alice", uid=1500, gid=1500, groups=(1500, gid))
+        assert user_environment(member, None)["SSL_CERT_FILE"] == str(ca)
+        outsider = account(uname="bob", uid=1501, gid=1501, groups=(1501,))
+        with pytest.raises(SpawnError, match="not readable by the account"):
+            user_environment(outsider, None)
+    finally:
+        shutil.rmtree(ca.parent)

@@ -60,7 +60,49 @@ def user_environment(account: LocalAccount, env_file: Path | None) -> dict[str, 
     # The site CA (SSL_CERT_FILE/SSL_CERT_DIR) goes along: the user endpoint connects to
     # the same service over TLS.
     tls = tls_environment()
+    for name, value in tls.items():
+        problem = _unreadable(Path(value), account, directory=name == "SSL_CERT_DIR")
+        if problem:
+            raise SpawnError(
+                f"the site CA {value} ({name}, passed on to user endpoints) {problem}: "
+                f"{account.uname}'s user endpoint could not verify the service's TLS "
+                "certificate. Make it readable by every mapped account (e.g. chmod 644 the "
+                "file and chmod 755 its directories)."
+            )
     return {"PATH": DEFAULT_PATH, **tls, **extra, "HOME": account.dir, "USER": account.uname}
+
+
+def _allows(st: os.stat_result, account: LocalAccount, bits: int) -> bool:
+    """Whether ``account`` has ``bits`` (octal 4 = read, 1 = search) on a file with ``st``."""
+    if account.uid == 0:
+        return True
+    if st.st_uid == account.uid:
+        return bool(st.st_mode & (bits << 6))
+    if st.st_gid in account.groups:
+        return bool(st.st_mode & (bits << 3))
+    return bool(st.st_mode & bits)
+
+
+def _unreadable(path: Path, account: LocalAccount, directory: bool) -> str | None:
+    """Why ``account`` cannot read ``path`` (and search the directories above it), or
+    None. Checked from the permission bits, as the kernel would for that account (ACLs
+    aside)."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    if directory and not _allows(st, account, 0o4 | 0o1):
+        return "is a directory the account cannot list"
+    if not directory and not _allows(st, account, 0o4):
+        return "is not readable by the account"
+    for parent in path.absolute().parents:
+        try:
+            pst = parent.stat()
+        except OSError as e:
+            return f"is under {parent}, which cannot be read ({e.strerror})"
+        if not _allows(pst, account, 0o1):
+            return f"is under {parent}, which the account cannot enter"
+    return None
 
 
 class UserEndpointProcess:
