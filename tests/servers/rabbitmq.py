@@ -382,6 +382,23 @@ def _terminate_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
         pass
     if proc.poll() is None:
         proc.wait(timeout=10)
+    # The leader is reaped; the rest of its group (beam.smp holding the ports) may take a
+    # moment more to exit after SIGKILL. Zombies left to a subreaper hold nothing.
+    deadline = time.monotonic() + 30
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _group_alive(pgid: int) -> bool:
+    import psutil
+
+    for p in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
 
 
 def rabbitmq_fixture() -> Iterator[RabbitMQServer]:
