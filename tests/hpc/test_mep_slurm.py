@@ -120,8 +120,15 @@ def test_each_user_runs_in_a_slurm_job_of_their_own_account_and_partition(
         (uep,) = [
             e for e in get_json(slurm_mep, tok, "/v2/endpoints") if e["uuid"] != slurm_mep.mep_id
         ]
-        details = get_json(slurm_mep, tok, f"/v2/endpoints/{uep['uuid']}/status")["details"]
-        assert details["total_workers"] == 1 and details["blocks"] == {"running": 1}
+        # It is reported by the next heartbeat after the block's worker connected (the
+        # user endpoint may have sent one in between): poll.
+        deadline = time.monotonic() + 60
+        while True:
+            details = get_json(slurm_mep, tok, f"/v2/endpoints/{uep['uuid']}/status")["details"]
+            if details["total_workers"] == 1 and details["blocks"] == {"running": 1}:
+                break
+            assert time.monotonic() < deadline, f"status never showed the block: {details}"
+            time.sleep(0.5)
     finally:
         ex_a.shutdown()
         ex_b.shutdown()

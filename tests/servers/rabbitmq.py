@@ -168,7 +168,32 @@ class RabbitMQServer:
         for its management agent's statistics to stop, rabbitmq-server#11070): its
         process group is killed."""
         self._stop(0)
+        self._free_ports()
         shutil.rmtree(self.base, ignore_errors=True)
+
+    def _free_ports(self, timeout: float = 30.0) -> None:
+        """Wait until nothing listens on this node's ports; a process still listening
+        there after its group was killed (one that left the group) is killed too."""
+        import psutil
+
+        ports = {
+            p for p in (self.amqp_port, self.management_port, self.dist_port, self.epmd_port) if p
+        }
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            holders = {
+                c.pid
+                for c in psutil.net_connections("tcp")
+                if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port in ports
+            }
+            if not holders:
+                return
+            for pid in holders - {None, os.getpid()}:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.05)
 
     def __enter__(self) -> RabbitMQServer:
         return self.start()
