@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 from collections.abc import Iterator
@@ -53,6 +54,7 @@ def local_stack(config: str | None = None) -> Iterator[tuple[LocalService, str, 
         yield svc, token, ep
     finally:
         svc.close()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def rss_mib(pid: int) -> float:

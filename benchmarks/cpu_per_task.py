@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import psutil
+from _common import local_stack
 from _workloads import echo, noop
 
 from outpost import Executor
-from outpost.local import LocalEndpoint, LocalService
 
 HERE = Path(__file__).resolve().parent
 
@@ -53,12 +51,8 @@ def main() -> None:
     args = ap.parse_args()
     n = args.n or {"payload": 300, "throughput": 20_000, "roundtrip": 1000}[args.workload]
     os.environ["PYTHONPATH"] = str(HERE)  # the workers import _workloads
-    home = Path(tempfile.mkdtemp(prefix="outpost-cpu-"))
-    svc = LocalService(home).start()
-    try:
-        token = svc.add_user("bench@localhost")
-        config = "engine:\n  type: ProcessPoolEngine\n  max_workers: 2\n"
-        ep = LocalEndpoint(svc, "bench", token, config=config).start()
+    config = "engine:\n  type: ProcessPoolEngine\n  max_workers: 2\n"
+    with local_stack(config) as (svc, token, ep):
         assert svc.proc is not None and ep.proc is not None
         with Executor(endpoint_id=ep.endpoint_id, service_url=svc.url, token=token) as ex:
             data = os.urandom(args.size)
@@ -103,9 +97,6 @@ def main() -> None:
                     f"{sum(ms.values()):>7.3f}  {load}",
                     flush=True,
                 )
-    finally:
-        svc.close()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

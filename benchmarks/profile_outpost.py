@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,10 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import local_stack
 from _workloads import echo, noop
 
 from outpost import Executor
-from outpost.local import LocalEndpoint, LocalService
 
 HERE = Path(__file__).resolve().parent
 
@@ -74,12 +73,8 @@ def main() -> None:
     args = ap.parse_args()
     n = args.n or {"roundtrip": 1000, "throughput": 20_000, "payload": 500}[args.workload]
     os.environ["PYTHONPATH"] = str(HERE)  # the workers import _workloads
-    home = Path(tempfile.mkdtemp(prefix="outpost-prof-home-"))
-    svc = LocalService(home).start()
-    try:
-        token = svc.add_user("bench@localhost")
-        config = "engine:\n  type: ProcessPoolEngine\n  max_workers: 2\n"
-        ep = LocalEndpoint(svc, "bench", token, config=config).start()
+    config = "engine:\n  type: ProcessPoolEngine\n  max_workers: 2\n"
+    with local_stack(config) as (svc, token, ep):
         assert svc.proc is not None and ep.proc is not None
         with Executor(endpoint_id=ep.endpoint_id, service_url=svc.url, token=token) as ex:
             data = os.urandom(1_000_000)
@@ -117,9 +112,6 @@ def main() -> None:
                 s.send_signal(signal.SIGINT)
             for s in spies:
                 s.wait(timeout=60)
-    finally:
-        svc.close()
-        shutil.rmtree(home, ignore_errors=True)
     print(f"{args.workload}: {n} tasks in {took:.2f} s ({n / took:,.0f}/s); stacks in {args.out}")
     for name in ("service", "endpoint", "client"):
         p = args.out / f"{name}.txt"
