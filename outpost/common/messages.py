@@ -5,7 +5,10 @@ carries many tasks, one ``result`` frame many results.
 
 service -> endpoint
   task        {tasks: [{task_id, function_id, function_code?, payload, task_group_id,
-                        resource_specification?, if_lost?}]}   function_code is sent once
+                        resource_specification?, if_lost?, binary_result?}]}
+                                                      payload: text, or bytes (binary
+                                                      form) if the endpoint said
+                                                      binary_payloads   function_code is sent once
                                                       per connection for each function id
   result_ack  {task_ids}
   cancel      {task_ids}
@@ -18,7 +21,9 @@ endpoint -> service
   result      {results: [{task_id, status, result? | exception?, error_details?,
                           completion_t?, details?}]}
   status      {window, total_workers, idle_workers, pending_tasks, outstanding_tasks,
-               hostname?, local_user?, endpoint_version?}   heartbeat; first frame too
+               hostname?, local_user?, endpoint_version?, binary_payloads?}
+                                         heartbeat; first frame too. ``binary_payloads``:
+                                         task payloads may be bytes (their binary form)
   command_result {command_id, endpoint_id?, ok, stage, ...}
 
 Each frame is a typed record (a msgspec Struct tagged by ``type``); ``decode_frame``
@@ -62,7 +67,9 @@ class Frame(msgspec.Struct, tag_field="type", omit_defaults=True, frozen=True):
 class TaskItem(msgspec.Struct, omit_defaults=True, frozen=True):
     task_id: str
     function_id: str
-    payload: str
+    #: Text, or (to an endpoint that announced ``binary_payloads``) the binary form of a
+    #: large payload (``serialize.pack_payload``): ``str | bytes``.
+    payload: Any
     task_group_id: str
     function_code: str | None = None
     resource_specification: dict[str, Any] | None = None
@@ -127,6 +134,9 @@ class StatusFrame(Frame, tag=STATUS, frozen=True):
     engine: Any = None
     started_at: Any = None
     resources: Any = None
+    #: True: the endpoint reads task payloads in their binary form (older ones do not
+    #: send it and get text).
+    binary_payloads: Any = None
 
 
 class Identity(msgspec.Struct, omit_defaults=True, frozen=True):

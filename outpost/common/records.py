@@ -21,7 +21,9 @@ class TaskMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     task_id: str
     function_id: str
     task_group_id: str
-    payload: str
+    #: Text, or the binary form of a large payload (``serialize.as_text`` gives the
+    #: text): ``str | bytes``.
+    payload: Any
     resource_specification: dict[str, Any] | None = None
     #: Times an endpoint lost this task (accepted it, then no longer had it).
     retries: int = 0

@@ -255,7 +255,7 @@ def strategy_of(payload: str) -> Strategy:
     return STRATEGIES[ident]
 
 
-def deserialize(payload: str | bytes, allowed: Iterable[str] | None = None) -> Any:
+def deserialize(payload: str | bytes | memoryview, allowed: Iterable[str] | None = None) -> Any:
     """Load a serialized value (text, or its binary form); ``allowed`` limits which
     strategy ids are accepted."""
     if isinstance(payload, bytes | bytearray | memoryview):
@@ -280,9 +280,20 @@ def pack_function(fn: Callable[..., Any], strategy: Strategy | None = None) -> s
     return pack_buffers([serialize(fn, strategy or DEFAULT_CODE)])
 
 
-def pack_payload(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    """A task payload: packed serialized args and kwargs."""
-    return pack_buffers([serialize(args, DEFAULT_DATA), serialize(kwargs, DEFAULT_DATA)])
+def pack_payload(
+    args: tuple[Any, ...], kwargs: dict[str, Any], binary: bool = False
+) -> str | bytes:
+    """A task payload: packed serialized args and kwargs (text; with ``binary`` the
+    binary form when they are large: ``payload_as_text`` gives the text)."""
+    if not binary:
+        return pack_buffers([serialize(args, DEFAULT_DATA), serialize(kwargs, DEFAULT_DATA)])
+    parts = [_pickle_part(args), _pickle_part(kwargs)]
+    if sum(len(p) for p in parts) < BINARY_MIN:
+        return pack_buffers([DEFAULT_DATA.header + _b64(p) for p in parts])
+    pieces: list[bytes] = []
+    for p in parts:  # joined once: the pickles are copied once
+        pieces += [b"%d\n" % (len(BINARY_HEADER) + len(p)), BINARY_HEADER, p]
+    return b"".join(pieces)
 
 
 def unpack_task(function_code: str, payload: str) -> tuple[str, str, str]:
@@ -321,13 +332,81 @@ def serialize_data(obj: Any, binary: bool = False) -> str | bytes:
     return DEFAULT_DATA.header + _b64(data)
 
 
+def _pickle_part(obj: Any) -> bytes:
+    try:
+        return _pickle_data(obj)
+    except Exception as e:
+        raise SerializationError(
+            f"cannot serialize {type(obj).__name__} with strategy 00: {type(e).__name__}: {e}"
+        ) from e
+
+
 def as_text(value: str | bytes) -> str:
-    """The text (Globus Compute) form of a serialized value, whichever form it is in."""
+    """The text (Globus Compute) form of a serialized value or of a task payload,
+    whichever form it is in. A binary value starts ``b"00\\n"``; a binary payload starts
+    with a length (never ``00``, lengths have no leading zero)."""
     if isinstance(value, str):
         return value
-    if not value.startswith(BINARY_HEADER):
-        raise SerializationError(f"binary serialized value with header {bytes(value[:3])!r}")
-    return DEFAULT_DATA.header + _b64(memoryview(value)[len(BINARY_HEADER) :])
+    if value.startswith(BINARY_HEADER):
+        return DEFAULT_DATA.header + _b64(memoryview(value)[len(BINARY_HEADER) :])
+    if value[:1].isdigit():
+        return payload_as_text(value)
+    raise SerializationError(f"binary serialized value with header {bytes(value[:3])!r}")
+
+
+# A task payload's binary form: packed buffers (``packing``) of the binary forms of its
+# args and kwargs, lengths in bytes: ``b"%d\n" % len(part) + part`` for each part. Only
+# Outpost's own SDK and endpoints read it; REST gives and takes the text form.
+
+
+def unpack_binary_payload(payload: bytes | bytearray | memoryview) -> list[memoryview]:
+    """The parts (binary forms of strategy ``00``) of a binary task payload, as views
+    (no copies); SerializationError says what is wrong with a malformed one."""
+    view = memoryview(payload)
+    parts: list[memoryview] = []
+    pos, end = 0, len(view)
+    while pos < end:
+        nl = bytes(view[pos : pos + 21]).find(b"\n")
+        header = bytes(view[pos : pos + nl]) if nl > 0 else b""
+        if not header.isdigit():
+            raise SerializationError(
+                f"binary task payload: no length header at offset {pos} "
+                "(expected <length>\\n<part>)"
+            )
+        start = pos + nl + 1
+        size = int(header)
+        if start + size > end:
+            raise SerializationError(
+                f"binary task payload: part at offset {pos} claims {size} bytes, "
+                f"only {end - start} remain"
+            )
+        part = view[start : start + size]
+        if bytes(part[: len(BINARY_HEADER)]) != BINARY_HEADER:
+            raise SerializationError(
+                "binary task payload: every part is strategy 00 in binary form; part at "
+                f"offset {pos} starts {bytes(part[:3])!r}"
+            )
+        parts.append(part)
+        pos = start + size
+    if len(parts) != 2:
+        raise SerializationError(
+            f"a binary task payload holds args and kwargs; this one has {len(parts)} parts"
+        )
+    return parts
+
+
+def payload_as_text(payload: bytes | bytearray | memoryview) -> str:
+    """The text (Globus Compute) form of a binary task payload."""
+    return pack_buffers(
+        DEFAULT_DATA.header + _b64(p[len(BINARY_HEADER) :]) for p in unpack_binary_payload(payload)
+    )
+
+
+def payload_parts(payload: str | bytes) -> list[str] | list[memoryview]:
+    """The serialized args and kwargs of a task payload in either form."""
+    if isinstance(payload, str):
+        return unpack_buffers(payload)
+    return unpack_binary_payload(payload)
 
 
 def _deserialize_binary(

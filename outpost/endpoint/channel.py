@@ -183,6 +183,8 @@ class Channel:
             "hostname": socket.gethostname(),
             "local_user": getpass.getuser(),
             "endpoint_version": __version__,
+            # Task payloads may come in their binary form (serialize.pack_payload).
+            "binary_payloads": True,
             **(self.owner.status() if fields is None else fields),
         }
 

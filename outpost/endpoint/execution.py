@@ -21,7 +21,13 @@ from typing import Any
 from outpost import __version__
 from outpost.common.errors import TaskErrorCode
 from outpost.common.packing import unpack_buffers
-from outpost.common.serialize import DEFAULT_CODE, deserialize, serialize, serialize_data
+from outpost.common.serialize import (
+    DEFAULT_CODE,
+    deserialize,
+    payload_parts,
+    serialize,
+    serialize_data,
+)
 from outpost.endpoint.records import Task, TaskResult
 
 
@@ -92,7 +98,7 @@ def run_task(task: Task, limits: Limits) -> TaskResult:
     """Run ``task`` (task_id, function_id, function_code?, payload) and return a result."""
     try:
         fn = _load_function(task, limits.allowed_serializers)
-        args_s, kwargs_s = unpack_buffers(task.payload)
+        args_s, kwargs_s = payload_parts(task.payload)
         args = deserialize(args_s, limits.allowed_serializers)
         kwargs = deserialize(kwargs_s, limits.allowed_serializers)
     except Exception as e:  # noqa: BLE001

@@ -33,7 +33,9 @@ def _opt_str(d: dict[Any, Any], key: str) -> str | None:
 class Task:
     task_id: str
     function_id: str
-    payload: str
+    #: Text, or the binary form (``serialize.pack_payload``) the service sends an
+    #: endpoint that announced ``binary_payloads``.
+    payload: str | bytes
     #: Sent once per connection for each function; the agent fills it in from its cache.
     function_code: str | None = None
     task_group_id: str | None = None
@@ -50,9 +52,11 @@ class Task:
         """The task in a ``task`` frame, or :class:`BadTask`."""
         if not isinstance(d, dict):
             raise BadTask(f"a task must be a map, not {type(d).__name__}")
-        for key in ("task_id", "function_id", "payload"):
+        for key in ("task_id", "function_id"):
             if not isinstance(d.get(key), str):
                 raise BadTask(f"task field {key!r} is missing or not text")
+        if not isinstance(d.get("payload"), str | bytes):
+            raise BadTask("task field 'payload' is missing or not text or bytes")
         spec = d.get("resource_specification")
         if spec is not None and not isinstance(spec, dict):
             raise BadTask("task field 'resource_specification' must be a map")

@@ -93,7 +93,9 @@ class Executor(concurrent.futures.Executor):
         if not self.endpoint_id:
             raise ValueError("no endpoint: set Executor(endpoint_id=...) or .endpoint_id")
         fut = ComputeFuture()
-        payload = pack_payload(tuple(args or ()), dict(kwargs or {}))
+        # A large payload in its binary form: sent as it is over a result stream that
+        # takes it, as text otherwise (Batch.prepare).
+        payload = pack_payload(tuple(args or ()), dict(kwargs or {}), binary=True)
         self._ensure_threads()
         self._queue.put((str(function_id), payload, fut))
         return fut
@@ -118,7 +120,7 @@ class Executor(concurrent.futures.Executor):
             for part in split_by_size(batch, _payload_size, len(batch), MAX_REQUEST_BYTES):
                 self._post(part)
 
-    def _post(self, items: list[tuple[str, str, ComputeFuture]]) -> None:
+    def _post(self, items: list[tuple[str, str | bytes, ComputeFuture]]) -> None:
         live = [it for it in items if it[2].set_running_or_notify_cancel()]
         if not live:
             return
@@ -175,7 +177,7 @@ class Executor(concurrent.futures.Executor):
                 # tasks are text keyed by text already (see submit_to_registered_function),
                 # which JSON gives back unchanged: only the rest goes through it, sparing a
                 # JSON round trip of every payload.
-                prepared = batch.prepare()
+                prepared = batch.prepare(binary=self._listener.binary_payloads)
                 tasks = prepared.pop("tasks")
                 body = json.loads(json.dumps({**prepared, "user_runtime": user_runtime()}))
                 body["tasks"] = tasks
@@ -263,7 +265,7 @@ class Executor(concurrent.futures.Executor):
             threading.Thread(target=finish, name="outpost-shutdown", daemon=True).start()
 
 
-def _payload_size(item: tuple[str, str, ComputeFuture]) -> int:
+def _payload_size(item: tuple[str, str | bytes, ComputeFuture]) -> int:
     return len(item[1]) + 64  # the payload and its share of the JSON around it
 
 

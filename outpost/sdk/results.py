@@ -64,6 +64,9 @@ class ResultListener:
         self._refs = itertools.count()
         self._submits: dict[int, _Reply] = {}
         self._thread: threading.Thread | None = None
+        #: The connected service takes task payloads in their binary form over this
+        #: stream (it said so when it confirmed a watch).
+        self.binary_payloads = False
 
     def start(self) -> None:
         if self._thread is None:
@@ -184,6 +187,7 @@ class ResultListener:
                     ssl=ws_ssl(url),
                 ) as ws:
                     self._ws = ws
+                    self.binary_payloads = False  # until this service says so
                     self.generation += 1
                     delay = 0.1
                     pending = self._pending_ids()
@@ -221,6 +225,8 @@ class ResultListener:
             if kind == "results":
                 self._on_results(frame["results"])
             elif kind == "watching":
+                if frame.get("binary_payloads") is True:
+                    self.binary_payloads = True
                 with self._changed:
                     self._watching.add(frame["task_group_id"])
                     self._changed.notify_all()

@@ -120,6 +120,8 @@ class EndpointSession:
         self._meta: dict[str, str] = {}
         self._last_beat = 0.0
         self._load = EndpointLoad()
+        #: The endpoint reads payloads in their binary form (its first status said so).
+        self.binary_payloads = False
 
     # -- lifecycle -----------------------------------------------------------------
     async def run(self) -> None:
@@ -131,6 +133,7 @@ class EndpointSession:
             log.warning("endpoint %s: no valid status frame first (%s)", self.endpoint_id, e)
             self.finished.set()
             return
+        self.binary_payloads = hello.binary_payloads is True
         try:
             await self._on_status(hello, beat=False)
             if not await self._take_over():
@@ -319,7 +322,7 @@ class EndpointSession:
                         self.sent_functions[fid] = None
                         if len(self.sent_functions) > SENT_FUNCTIONS:
                             self.sent_functions.popitem(last=False)
-                    items.append(self.tasks.task_item(msg, code))
+                    items.append(self.tasks.task_item(msg, code, self.binary_payloads))
                 for frame in m.task_frames(items, len(items) or 1):
                     await self._send(frame)
         except ConsumerClosed:

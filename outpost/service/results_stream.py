@@ -9,7 +9,10 @@ Client -> service (msgpack maps):
   {type: "unwatch", task_group_id}
   {type: "submit", ref, endpoint_id, body}     as POST /v3/endpoints/{id}/submit
 Service -> client:
-  {type: "watching", task_group_id}            the subscription is in place
+  {type: "watching", task_group_id, binary_payloads}
+                                               the subscription is in place;
+                                               ``binary_payloads``: submit bodies may
+                                               carry payloads as bytes (binary form)
   {type: "results", results: [task doc, ...]}
   {type: "submitted", ref, answer} | {type: "submit_error", ref, status, code, reason}
   {type: "error", reason}
@@ -177,7 +180,8 @@ class ResultStream:
             except BrokerUnavailable as e:
                 self._say({"type": "error", "task_group_id": gid, "reason": str(e)})
                 return
-        self._say({"type": "watching", "task_group_id": gid})
+        # binary_payloads: submit frames may carry task payloads in their binary form.
+        self._say({"type": "watching", "task_group_id": gid, "binary_payloads": True})
         raw_ids = frame.get("task_ids")
         ids = (
             [t for t in raw_ids if isinstance(t, str)][:MAX_CATCHUP]

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from outpost.common.errors import ErrorCode, TaskErrorCode
 from outpost.common.records import TaskMessage
+from outpost.common.serialize import SerializationError, unpack_binary_payload
 from outpost.common.states import TaskState
 from outpost.service.broker import BrokerUnavailable
 from outpost.service.errors import APIError, not_found
@@ -26,7 +27,9 @@ from outpost.service.wiring import Runtime
 
 class SubmitRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    tasks: dict[str, list[str]]
+    #: Payloads: text (REST, Globus Compute); bytes only in the result stream's submit
+    #: frames (the binary form, ``serialize.pack_payload``), checked by ``accept``.
+    tasks: dict[str, list[str | bytes]]
     task_group_id: str | None = None
     create_queue: bool = False
     resource_specification: dict[str, Any] | None = None
@@ -61,6 +64,13 @@ def too_large(limit: int) -> APIError:
     )
 
 
+def _check_binary(payload: bytes) -> None:
+    try:
+        unpack_binary_payload(payload)
+    except SerializationError as e:
+        raise APIError(422, ErrorCode.UNPROCESSABLE, f"task payload refused: {e}") from None
+
+
 async def accept(
     state: Runtime, user: dict[str, Any], endpoint_id: str, body: SubmitRequest
 ) -> dict[str, Any]:
@@ -93,6 +103,8 @@ async def accept(
     for key, payloads in body.tasks.items():
         ids = answer.setdefault(key, [])
         for payload in payloads:
+            if isinstance(payload, bytes):
+                _check_binary(payload)
             tid = str(uuid.uuid4())
             ids.append(tid)
             rows.append(

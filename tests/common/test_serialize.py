@@ -1,4 +1,5 @@
 import codecs
+import pickle
 
 import dill
 import pytest
@@ -169,3 +170,28 @@ print("ok")
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_binary_form_of_a_large_task_payload() -> None:
+    args, kwargs = (bytes(range(256)) * 200, "x"), {"k": [1, 2]}
+    binary = s.pack_payload(args, kwargs, binary=True)
+    assert isinstance(binary, bytes)
+    # Packed buffers of the args' and kwargs' binary forms, lengths in bytes: no base64.
+    a = b"00\n" + pickle.dumps(args, protocol=pickle.DEFAULT_PROTOCOL)
+    k = b"00\n" + pickle.dumps(kwargs, protocol=pickle.DEFAULT_PROTOCOL)
+    assert binary == b"%d\n%s%d\n%s" % (len(a), a, len(k), k)
+    # Its text form is exactly what a text payload is (the Globus format), both ways.
+    text = s.pack_payload(args, kwargs)
+    assert s.payload_as_text(binary) == s.as_text(binary) == text
+    assert [s.deserialize(p) for p in s.payload_parts(binary)] == [args, kwargs]
+    assert [s.deserialize(p) for p in s.payload_parts(text)] == [args, kwargs]
+    # Small payloads stay text; malformed binary ones say what is wrong.
+    assert s.pack_payload((1,), {}, binary=True) == s.pack_payload((1,), {})
+    for bad, why in (
+        (binary[:-1], "claims"),
+        (b"x\n00\n", "no length header"),
+        (b"3\n01\n3\n00\n", "strategy 00"),
+        (binary + b"3\n00\n", "3 parts"),
+    ):
+        with pytest.raises(s.SerializationError, match=why):
+            s.unpack_binary_payload(bad)

@@ -57,7 +57,7 @@ def test_task_from_the_wire() -> None:
         ([], "must be a map"),
         ({"function_id": "f", "payload": "p"}, "'task_id' is missing"),
         ({"task_id": "t", "function_id": 5, "payload": "p"}, "'function_id'"),
-        ({"task_id": "t", "function_id": "f", "payload": b"p"}, "'payload'"),
+        ({"task_id": "t", "function_id": "f", "payload": 5}, "'payload'"),
         ({"task_id": "t", "function_id": "f", "payload": "p", "function_code": 1}, "function_code"),
         (
             {"task_id": "t", "function_id": "f", "payload": "p", "resource_specification": "x"},

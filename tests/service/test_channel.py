@@ -210,3 +210,71 @@ def test_status_shows_the_engines_figures_and_only_sane_ones(live) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert "blocks" not in doc["details"] and doc["details"]["pending_tasks"] == 0
+
+
+def test_binary_payloads_from_the_stream_reach_endpoints_that_read_them(live) -> None:
+    """A payload submitted in its binary form over the result stream is stored as is; an
+    endpoint that did not announce ``binary_payloads`` gets its Globus text, one that did
+    gets the bytes; REST shows the task as Globus text; a malformed binary payload is
+    refused with the reason."""
+    import uuid
+
+    import msgpack
+    from websockets.sync.client import connect as sync_connect
+
+    from outpost.common import serialize as s
+
+    svc, http = live
+    creds, fid = _register(http)
+    eid = creds["endpoint_id"]
+    token = http.headers["Authorization"].split()[1]
+    binary = s.pack_payload((bytes(range(256)) * 400,), {}, binary=True)
+    assert isinstance(binary, bytes)
+    gid = str(uuid.uuid4())
+
+    def submit(ws, ref, body):
+        ws.send(msgpack.packb({"type": "submit", "ref": ref, "endpoint_id": eid, "body": body}))
+        while (reply := msgpack.unpackb(ws.recv(timeout=30)))["type"] == "watching":
+            assert reply["binary_payloads"] is True  # the service says it takes them
+        return reply
+
+    with sync_connect(
+        f"ws://127.0.0.1:{svc.port}/v3/results",
+        additional_headers={"Authorization": f"Bearer {token}"},
+        max_size=None,
+    ) as ws:
+        ws.send(msgpack.packb({"type": "watch", "task_group_id": gid}))
+        ok = submit(ws, 1, {"tasks": {fid: [binary]}, "task_group_id": gid})
+        assert ok["type"] == "submitted", ok
+        (tid,) = ok["answer"]["tasks"][fid]
+        for bad in (binary[:-5], b"12\n00\nxx", b"00\n" + binary, b"x"):
+            refused = submit(ws, 2, {"tasks": {fid: [bad]}})
+            assert refused["type"] == "submit_error" and refused["status"] == 422, refused
+            assert "binary task payload" in refused["reason"], refused
+    text = s.payload_as_text(binary)
+    assert text == s.pack_payload((bytes(range(256)) * 400,), {})  # the Globus form
+
+    async def endpoint(announce: bool, finish: bool):
+        auth = {"Authorization": f"Bearer {creds['channel_secret']}"}
+        hello = {"type": "status", "window": 5, "heartbeat_threshold": 30}
+        if announce:
+            hello["binary_payloads"] = True
+        async with connect(_ws_url(svc, eid), additional_headers=auth, max_size=None) as ws:
+            await ws.send(m.encode(hello))
+            assert m.decode(await ws.recv())["type"] == "welcome"
+            got = m.decode(await ws.recv())
+            assert got["type"] == "task" and got["tasks"][0]["task_id"] == tid
+            payload = got["tasks"][0]["payload"]
+            if finish:
+                await ws.send(m.encode({"type": "ack", "task_ids": [tid]}))
+                result = {"task_id": tid, "status": "success", "result": s.serialize(7)}
+                await ws.send(m.encode({"type": "result", "results": [result]}))
+                while (m.decode(await ws.recv()))["type"] != "result_ack":
+                    pass
+            return payload
+
+    # Not announced (an older endpoint): text. The task goes back when it disconnects.
+    assert asyncio.run(endpoint(announce=False, finish=False)) == text
+    assert asyncio.run(endpoint(announce=True, finish=True)) == binary
+    doc = http.get(f"/v2/tasks/{tid}").json()
+    assert doc["status"] == "success" and doc["result"] == s.serialize(7)

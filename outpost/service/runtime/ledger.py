@@ -31,6 +31,7 @@ import msgspec
 from outpost.common.errors import TaskErrorCode
 from outpost.common.messages import ResultItem, TaskItem
 from outpost.common.records import ResultRecord, TaskMessage
+from outpost.common.serialize import as_text
 from outpost.service import outcomes
 from outpost.service.broker import Broker, BrokerUnavailable, Delivery
 from outpost.service.runtime.db import Database
@@ -190,8 +191,11 @@ class ChannelLedger:
             out.append(d.message)
         return out
 
-    def task_item(self, message: TaskMessage, function_code: str | None) -> TaskItem:
-        """The ``task`` frame entry, with ``if_lost`` when one more loss is too many."""
+    def task_item(
+        self, message: TaskMessage, function_code: str | None, binary: bool = False
+    ) -> TaskItem:
+        """The ``task`` frame entry, with ``if_lost`` when one more loss is too many;
+        the payload as text unless the endpoint reads the ``binary`` form."""
         if_lost = None
         if message.was_acked and message.retries >= self.ledger.max_retries:
             if_lost = (
@@ -201,7 +205,7 @@ class ChannelLedger:
         return TaskItem(
             task_id=message.task_id,
             function_id=message.function_id,
-            payload=message.payload,
+            payload=message.payload if binary else as_text(message.payload),
             task_group_id=message.task_group_id,
             function_code=function_code,
             resource_specification=message.resource_specification or None,
@@ -255,9 +259,7 @@ class ChannelLedger:
                 r = msgspec.structs.replace(r, task_group_id=f.message.task_group_id)
             fixed.append(r)
         known = frozenset(r.task_id for r in fixed if r.task_id in self.inflight)
-        small = frozenset(
-            t for t in known if not blobs.is_large(self.inflight[t].message.payload)
-        )
+        small = frozenset(t for t in known if not blobs.is_large(self.inflight[t].message.payload))
         fresh = await self.ledger.record(self.endpoint_id, fixed, known, small)
         for r in fixed:
             f = self.inflight.pop(r.task_id, None)

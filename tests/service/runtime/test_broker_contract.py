@@ -212,3 +212,23 @@ async def test_a_batch_comes_back_whole_when_its_consumer_dies(brokers: Replicas
     for d in back:
         await d.ack()
     await second.close()
+
+
+async def test_binary_payloads_travel_as_bytes(brokers: Replicas) -> None:
+    """A payload in its binary form (bytes) comes out as the same bytes, beside text ones,
+    and a bigger-than-a-batch one goes alone."""
+    a, b = await brokers(), await brokers()
+    eid, gid = str(uuid.uuid4()), str(uuid.uuid4())
+    big = b"1000003\n00\n" + bytes(range(256)) * 3907 + b"\x00" * 8 + b"4\n00\nx"
+    msgs = [
+        TaskMessage(task_id=str(uuid.uuid4()), function_id="f", task_group_id=gid, payload=p)
+        for p in (big, "00\ntext", big[:1000])
+    ]
+    await a.publish(eid, msgs)
+    consumer = await b.consume(eid, prefetch=10)
+    got = await take(consumer, 3)
+    assert [d.message for d in got] == msgs
+    assert [type(d.message.payload) for d in got] == [bytes, str, bytes]
+    for d in got:
+        await d.ack()
+    await consumer.close()

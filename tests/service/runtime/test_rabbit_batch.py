@@ -152,3 +152,13 @@ async def test_single_task_messages_still_fill_the_window(broker: object) -> Non
         await d.ack()  # type: ignore[attr-defined]
     await consumer.close()
     assert await broker.queued(eid) == 0  # type: ignore[attr-defined]
+
+
+def test_bytes_payloads_are_msgpack_bin_and_read_back_as_bytes() -> None:
+    binary = b"12\n00\n" + b"\x80\x04\x95" * 3 + b"5\n00\nxy"
+    msgs = tasks(2, payload="text") + tasks(2, payload=binary)  # type: ignore[arg-type]
+    (n, body), *_ = batch.encode(msgs)
+    assert n == 4 and binary in body  # as it is: bin, not base64 or str
+    back, bad = batch.decode(body)
+    assert not bad and back == msgs
+    assert [type(t.payload) for t in back] == [str, str, bytes, bytes]
