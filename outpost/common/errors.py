@@ -36,3 +36,7 @@ class TaskErrorCode(StrEnum):
     ENDPOINT_DELETED = "EndpointDeleted"
     BLOCK_FAILED = "BlockFailed"  # the batch scheduler refused or ended a block's job
     NOT_QUEUED = "TaskNotQueued"  # the broker was unreachable; the submit got a 503
+
+
+class SerializationError(Exception):
+    """A value could not be serialized or deserialized; the message says which and why."""

@@ -14,22 +14,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from outpost.common.binary_form import binary_payload, deserialize_binary
+from outpost.common.errors import SerializationError
 from outpost.common.packing import pack_buffers, unpack_buffers
 from outpost.common.pickling import (
-    _b64,
     _b64_dumps,
     _b64_dumps_data,
     _b64_loads,
     _dill,
-    _pickle_data,
-    _unpickle,
 )
 
 HEADER_LEN = 3  # "00\n"
-
-
-class SerializationError(Exception):
-    """A value could not be serialized or deserialized; the message says which and why."""
 
 
 def _exec_named(name: str, source: str) -> Callable[..., Any]:
@@ -259,7 +254,7 @@ def deserialize(payload: str | bytes | memoryview, allowed: Iterable[str] | None
     """Load a serialized value (text, or its binary form); ``allowed`` limits which
     strategy ids are accepted."""
     if isinstance(payload, bytes | bytearray | memoryview):
-        return _deserialize_binary(payload, allowed)
+        return deserialize_binary(payload, allowed)
     strategy = strategy_of(payload)
     if allowed is not None and strategy.identifier not in set(allowed):
         raise SerializationError(
@@ -284,16 +279,10 @@ def pack_payload(
     args: tuple[Any, ...], kwargs: dict[str, Any], binary: bool = False
 ) -> str | bytes:
     """A task payload: packed serialized args and kwargs (text; with ``binary`` the
-    binary form when they are large: ``payload_as_text`` gives the text)."""
+    binary form when they are large: ``binary_form.payload_as_text`` gives the text)."""
     if not binary:
         return pack_buffers([serialize(args, DEFAULT_DATA), serialize(kwargs, DEFAULT_DATA)])
-    parts = [_pickle_part(args), _pickle_part(kwargs)]
-    if sum(len(p) for p in parts) < BINARY_MIN:
-        return pack_buffers([DEFAULT_DATA.header + _b64(p) for p in parts])
-    pieces: list[bytes] = []
-    for p in parts:  # joined once: the pickles are copied once
-        pieces += [b"%d\n" % (len(BINARY_HEADER) + len(p)), BINARY_HEADER, p]
-    return b"".join(pieces)
+    return binary_payload(args, kwargs)
 
 
 def unpack_task(function_code: str, payload: str) -> tuple[str, str, str]:
@@ -304,124 +293,3 @@ def unpack_task(function_code: str, payload: str) -> tuple[str, str, str]:
             f"a task buffer holds function, args and kwargs; this one has {len(parts)} parts"
         )
     return parts[0], parts[1], parts[2]
-
-
-# -- the binary form, on Outpost's own paths ----------------------------------------------
-#
-# Base64 text is what the Globus Compute REST API carries. Between Outpost's own parts
-# (endpoint -> service -> the SDK's result stream) a large ``00`` value may travel as its
-# binary form instead: ``b"00\n"`` + the pickle, without base64 (a third smaller, and no
-# encoding or decoding on either end). ``as_text`` gives the text form wherever the
-# Globus format is due (REST, AMQP result queues, clients that did not ask for binary).
-
-BINARY_HEADER = DEFAULT_DATA.header.encode()
-#: Values pickled to at least this many bytes are worth the binary form.
-BINARY_MIN = 16 * 1024
-
-
-def serialize_data(obj: Any, binary: bool = False) -> str | bytes:
-    """A data value (``00``): text, or with ``binary`` its binary form when large."""
-    try:
-        data = _pickle_data(obj)
-    except Exception as e:
-        raise SerializationError(
-            f"cannot serialize {type(obj).__name__} with strategy 00: {type(e).__name__}: {e}"
-        ) from e
-    if binary and len(data) >= BINARY_MIN:
-        return BINARY_HEADER + data
-    return DEFAULT_DATA.header + _b64(data)
-
-
-def _pickle_part(obj: Any) -> bytes:
-    try:
-        return _pickle_data(obj)
-    except Exception as e:
-        raise SerializationError(
-            f"cannot serialize {type(obj).__name__} with strategy 00: {type(e).__name__}: {e}"
-        ) from e
-
-
-def as_text(value: str | bytes) -> str:
-    """The text (Globus Compute) form of a serialized value or of a task payload,
-    whichever form it is in. A binary value starts ``b"00\\n"``; a binary payload starts
-    with a length (never ``00``, lengths have no leading zero)."""
-    if isinstance(value, str):
-        return value
-    if value.startswith(BINARY_HEADER):
-        return DEFAULT_DATA.header + _b64(memoryview(value)[len(BINARY_HEADER) :])
-    if value[:1].isdigit():
-        return payload_as_text(value)
-    raise SerializationError(f"binary serialized value with header {bytes(value[:3])!r}")
-
-
-# A task payload's binary form: packed buffers (``packing``) of the binary forms of its
-# args and kwargs, lengths in bytes: ``b"%d\n" % len(part) + part`` for each part. Only
-# Outpost's own SDK and endpoints read it; REST gives and takes the text form.
-
-
-def unpack_binary_payload(payload: bytes | bytearray | memoryview) -> list[memoryview]:
-    """The parts (binary forms of strategy ``00``) of a binary task payload, as views
-    (no copies); SerializationError says what is wrong with a malformed one."""
-    view = memoryview(payload)
-    parts: list[memoryview] = []
-    pos, end = 0, len(view)
-    while pos < end:
-        nl = bytes(view[pos : pos + 21]).find(b"\n")
-        header = bytes(view[pos : pos + nl]) if nl > 0 else b""
-        if not header.isdigit():
-            raise SerializationError(
-                f"binary task payload: no length header at offset {pos} "
-                "(expected <length>\\n<part>)"
-            )
-        start = pos + nl + 1
-        size = int(header)
-        if start + size > end:
-            raise SerializationError(
-                f"binary task payload: part at offset {pos} claims {size} bytes, "
-                f"only {end - start} remain"
-            )
-        part = view[start : start + size]
-        if bytes(part[: len(BINARY_HEADER)]) != BINARY_HEADER:
-            raise SerializationError(
-                "binary task payload: every part is strategy 00 in binary form; part at "
-                f"offset {pos} starts {bytes(part[:3])!r}"
-            )
-        parts.append(part)
-        pos = start + size
-    if len(parts) != 2:
-        raise SerializationError(
-            f"a binary task payload holds args and kwargs; this one has {len(parts)} parts"
-        )
-    return parts
-
-
-def payload_as_text(payload: bytes | bytearray | memoryview) -> str:
-    """The text (Globus Compute) form of a binary task payload."""
-    return pack_buffers(
-        DEFAULT_DATA.header + _b64(p[len(BINARY_HEADER) :]) for p in unpack_binary_payload(payload)
-    )
-
-
-def payload_parts(payload: str | bytes) -> list[str] | list[memoryview]:
-    """The serialized args and kwargs of a task payload in either form."""
-    if isinstance(payload, str):
-        return unpack_buffers(payload)
-    return unpack_binary_payload(payload)
-
-
-def _deserialize_binary(
-    payload: bytes | bytearray | memoryview, allowed: Iterable[str] | None
-) -> Any:
-    view = memoryview(payload)
-    if bytes(view[: len(BINARY_HEADER)]) != BINARY_HEADER:
-        raise SerializationError(
-            f"binary serialized values are strategy 00; this one starts {bytes(view[:3])!r}"
-        )
-    if allowed is not None and DEFAULT_DATA.identifier not in set(allowed):
-        raise SerializationError(f"strategy 00 is not allowed here (allowed: {sorted(allowed)})")
-    try:
-        return _unpickle(view[len(BINARY_HEADER) :])
-    except Exception as e:
-        raise SerializationError(
-            f"cannot deserialize with strategy 00: {type(e).__name__}: {e}"
-        ) from e

@@ -19,15 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from outpost import __version__
+from outpost.common.binary_form import payload_parts, serialize_data
 from outpost.common.errors import TaskErrorCode
 from outpost.common.packing import unpack_buffers
-from outpost.common.serialize import (
-    DEFAULT_CODE,
-    deserialize,
-    payload_parts,
-    serialize,
-    serialize_data,
-)
+from outpost.common.serialize import DEFAULT_CODE, deserialize, serialize
 from outpost.endpoint.records import Task, TaskResult
 
 

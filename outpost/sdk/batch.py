@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from outpost.common.serialize import as_text, pack_payload
+from outpost.common.binary_form import as_text
+from outpost.common.serialize import pack_payload
 
 
 class Batch:

@@ -8,10 +8,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from outpost.common.binary_form import BINARY_HEADER
 from outpost.common.errors import TaskErrorCode
 from outpost.common.messages import ResultItem
 from outpost.common.records import ResultRecord, TaskMessage
-from outpost.common.serialize import BINARY_HEADER
 from outpost.common.states import TaskState
 
 DONE = (TaskState.SUCCESS.value, TaskState.FAILED.value)

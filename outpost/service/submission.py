@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from outpost.common.errors import ErrorCode, TaskErrorCode
+from outpost.common.binary_form import unpack_binary_payload
+from outpost.common.errors import ErrorCode, SerializationError, TaskErrorCode
 from outpost.common.records import TaskMessage
-from outpost.common.serialize import SerializationError, unpack_binary_payload
 from outpost.common.states import TaskState
 from outpost.service.broker import BrokerUnavailable
 from outpost.service.errors import APIError, not_found

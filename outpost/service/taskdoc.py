@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from outpost.common.binary_form import as_text
 from outpost.common.records import ResultRecord, TaskDoc
-from outpost.common.serialize import as_text
 from outpost.common.states import TaskState
 
 

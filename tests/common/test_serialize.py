@@ -4,6 +4,7 @@ import pickle
 import dill
 import pytest
 
+from outpost.common import binary_form as bf
 from outpost.common import serialize as s
 from outpost.common.packing import unpack_buffers
 
@@ -118,20 +119,20 @@ def test_fast_data_path_keeps_dill_semantics() -> None:
 
 def test_binary_form_of_large_data() -> None:
     value = {"data": bytes(range(256)) * 200}
-    binary = s.serialize_data(value, binary=True)
+    binary = bf.serialize_data(value, binary=True)
     assert isinstance(binary, bytes) and binary.startswith(b"00\n")
     assert binary[3:] == dill.dumps(value)  # the pickle itself, no base64
     assert s.deserialize(binary) == value
     # Its text form is exactly what text serialization gives (the Globus format).
-    assert s.as_text(binary) == s.serialize(value) == s.serialize_data(value)
+    assert bf.as_text(binary) == s.serialize(value) == bf.serialize_data(value)
     # Small values stay text either way; the allow-list applies to the binary form too.
-    assert s.serialize_data(5, binary=True) == s.serialize(5)
+    assert bf.serialize_data(5, binary=True) == s.serialize(5)
     with pytest.raises(s.SerializationError, match="not allowed"):
         s.deserialize(binary, allowed=["11"])
     with pytest.raises(s.SerializationError, match="strategy 00"):
         s.deserialize(b"01\n" + binary[3:])
     with pytest.raises(s.SerializationError):
-        s.as_text(b"xx\nabc")
+        bf.as_text(b"xx\nabc")
 
 
 def test_dill_is_loaded_only_for_what_needs_it() -> None:
@@ -182,9 +183,9 @@ def test_binary_form_of_a_large_task_payload() -> None:
     assert binary == b"%d\n%s%d\n%s" % (len(a), a, len(k), k)
     # Its text form is exactly what a text payload is (the Globus format), both ways.
     text = s.pack_payload(args, kwargs)
-    assert s.payload_as_text(binary) == s.as_text(binary) == text
-    assert [s.deserialize(p) for p in s.payload_parts(binary)] == [args, kwargs]
-    assert [s.deserialize(p) for p in s.payload_parts(text)] == [args, kwargs]
+    assert bf.payload_as_text(binary) == bf.as_text(binary) == text
+    assert [s.deserialize(p) for p in bf.payload_parts(binary)] == [args, kwargs]
+    assert [s.deserialize(p) for p in bf.payload_parts(text)] == [args, kwargs]
     # Small payloads stay text; malformed binary ones say what is wrong.
     assert s.pack_payload((1,), {}, binary=True) == s.pack_payload((1,), {})
     for bad, why in (
@@ -194,4 +195,4 @@ def test_binary_form_of_a_large_task_payload() -> None:
         (binary + b"3\n00\n", "3 parts"),
     ):
         with pytest.raises(s.SerializationError, match=why):
-            s.unpack_binary_payload(bad)
+            bf.unpack_binary_payload(bad)

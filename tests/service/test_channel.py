@@ -222,6 +222,7 @@ def test_binary_payloads_from_the_stream_reach_endpoints_that_read_them(live) ->
     import msgpack
     from websockets.sync.client import connect as sync_connect
 
+    from outpost.common import binary_form as bf
     from outpost.common import serialize as s
 
     svc, http = live
@@ -251,7 +252,7 @@ def test_binary_payloads_from_the_stream_reach_endpoints_that_read_them(live) ->
             refused = submit(ws, 2, {"tasks": {fid: [bad]}})
             assert refused["type"] == "submit_error" and refused["status"] == 422, refused
             assert "binary task payload" in refused["reason"], refused
-    text = s.payload_as_text(binary)
+    text = bf.payload_as_text(binary)
     assert text == s.pack_payload((bytes(range(256)) * 400,), {})  # the Globus form
 
     async def endpoint(announce: bool, finish: bool):

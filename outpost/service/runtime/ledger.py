@@ -28,10 +28,10 @@ from dataclasses import dataclass
 
 import msgspec
 
+from outpost.common.binary_form import as_text
 from outpost.common.errors import TaskErrorCode
 from outpost.common.messages import ResultItem, TaskItem
 from outpost.common.records import ResultRecord, TaskMessage
-from outpost.common.serialize import as_text
 from outpost.service import outcomes
 from outpost.service.broker import Broker, BrokerUnavailable, Delivery
 from outpost.service.runtime.db import Database

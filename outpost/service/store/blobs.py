@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, and_, bindparam, delete
 from sqlalchemy.dialects import postgresql, sqlite
 
-from outpost.common.serialize import as_text
+from outpost.common.binary_form import as_text
 from outpost.service.store.models import Task, TaskBlob, table
 
 #: Values of at least this many characters go to ``task_blobs``.
