@@ -76,7 +76,7 @@ class TaskItem(msgspec.Struct, omit_defaults=True, frozen=True):
     #: Set when one more loss would be one too many: the endpoint reports the task back
     #: as failed with this text if it does not hold it, instead of running it again.
     if_lost: str | None = None
-    #: The service takes a large result in its binary form (``serialize.as_text``);
+    #: The service takes a large result in its binary form (``binary_form.as_text``);
     #: an endpoint that does not know this field sends text, which is fine too.
     binary_result: bool = False
 

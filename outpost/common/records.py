@@ -21,7 +21,7 @@ class TaskMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     task_id: str
     function_id: str
     task_group_id: str
-    #: Text, or the binary form of a large payload (``serialize.as_text`` gives the
+    #: Text, or the binary form of a large payload (``binary_form.as_text`` gives the
     #: text): ``str | bytes``.
     payload: Any
     resource_specification: dict[str, Any] | None = None
@@ -39,7 +39,7 @@ class ResultRecord(msgspec.Struct, frozen=True):
     completed_at: float
     endpoint_id: str
     task_group_id: str | None = None
-    #: Text, or the binary form of a large value (``serialize.as_text`` gives the text):
+    #: Text, or the binary form of a large value (``binary_form.as_text`` gives the text):
     #: ``str | bytes | None`` (msgspec takes no union of two string-like types).
     result: Any = None
     exception: str | None = None

@@ -44,7 +44,7 @@ class Task:
     if_lost: str | None = None
     #: ProcessPoolEngine: run alone (its batch killed a worker; find the task that did).
     suspect: bool = False
-    #: The service takes a large result in its binary form (``serialize.as_text``).
+    #: The service takes a large result in its binary form (``binary_form.as_text``).
     binary_result: bool = False
 
     @classmethod

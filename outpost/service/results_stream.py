@@ -5,7 +5,7 @@ Client -> service (msgpack maps):
                                                start receiving the group's results; any of
                                                ``task_ids`` already finished are sent at once;
                                                ``binary``: large results may come in their
-                                               binary form (bytes, ``serialize.as_text``)
+                                               binary form (bytes, ``binary_form.as_text``)
   {type: "unwatch", task_group_id}
   {type: "submit", ref, endpoint_id, body}     as POST /v3/endpoints/{id}/submit
 Service -> client:

@@ -33,6 +33,11 @@ POOL_SIZE = 10
 STATEMENT_TIMEOUT_MS = 30_000
 #: Seconds to wait for a PostgreSQL connection to open.
 CONNECT_TIMEOUT_S = 10
+#: Page size of a new SQLite database. Large payloads and results are blobs of up to
+#: megabytes (``blobs``): with 4 KiB pages each megabyte is 256 overflow pages, each
+#: written to the WAL and again by the checkpoint (two system calls each); 16 KiB pages
+#: cut the service's CPU per 1 MB task from ~10.8 to ~8.5 ms, small tasks unchanged.
+SQLITE_PAGE_SIZE = 16384
 #: Any constant that other applications on the same database are unlikely to use.
 _MIGRATION_LOCK = 0x6F7574706F7374  # "outpost"
 
@@ -44,6 +49,8 @@ class DatabaseUnavailable(RuntimeError):
 def _sqlite_pragmas(synchronous: str) -> Any:
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
+        # Only a new database takes it (before its first write); existing ones keep theirs.
+        cur.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")

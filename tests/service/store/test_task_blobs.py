@@ -88,11 +88,11 @@ def test_retention_removes_the_blobs_with_their_tasks(engine: Engine) -> None:
 
 
 def test_a_result_in_binary_form_is_kept_as_bytes_and_read_as_text(engine: Engine) -> None:
-    from outpost.common import serialize
+    from outpost.common import binary_form, pickling, serialize
 
     value = b"v" * (2 * blobs.BLOB_MIN)
-    binary = serialize.serialize_data(value, binary=True)
-    small = b"00\n" + serialize._pickle_data(b"tiny")  # a small binary form, stored as text
+    binary = binary_form.serialize_data(value, binary=True)
+    small = b"00\n" + pickling._pickle_data(b"tiny")  # a small binary form, stored as text
     big, little = "b" * 36, "l" * 36
     with engine.begin() as conn:
         uid = accounts.create_user(conn, "alice")["id"]
@@ -107,4 +107,34 @@ def test_a_result_in_binary_form_is_kept_as_bytes_and_read_as_text(engine: Engin
         docs = {d["id"]: d["result"] for d in task_store.get_tasks(conn, [big, little])}
         assert docs[big] == binary  # bytes: taskdoc gives text where text is due
         assert docs[little] == serialize.serialize(b"tiny")  # text in the row
-        assert serialize.as_text(docs[big]) == serialize.serialize(value)
+        assert binary_form.as_text(docs[big]) == serialize.serialize(value)
+
+
+def test_a_binary_task_payload_is_kept_as_bytes_and_read_back(engine: Engine) -> None:
+    """A payload in its binary form is a binary blob (kind 'P'), read back as the same
+    bytes; its text form is the Globus one."""
+    from outpost.common import binary_form, serialize
+
+    args = (b"a" * (2 * blobs.BLOB_MIN),)
+    binary = serialize.pack_payload(args, {}, binary=True)
+    assert isinstance(binary, bytes)
+    tid = "b" * 36
+    with engine.begin() as conn:
+        uid = accounts.create_user(conn, "alice")["id"]
+        task_store.ensure_group(conn, GID, uid, False, time.time())
+        task_store.insert_tasks(conn, [_task(uid, tid, binary)])  # type: ignore[arg-type]
+    assert _blobs(engine) == {(tid, "P"): len(binary)}
+    with engine.connect() as conn:
+        (row,) = task_store.unfinished_tasks(conn)
+    assert row["payload"] == binary
+    assert binary_form.as_text(row["payload"]) == serialize.pack_payload(args, {})
+
+
+def test_a_new_sqlite_database_has_large_pages(engine: Engine) -> None:
+    from outpost.service.store.db import SQLITE_PAGE_SIZE
+
+    if engine.dialect.name != "sqlite":
+        return  # PostgreSQL's pages are its own (8 KiB)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA page_size").scalar() == SQLITE_PAGE_SIZE
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
