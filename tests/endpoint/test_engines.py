@@ -120,3 +120,33 @@ def test_process_workers_start_light_and_alone() -> None:
         assert {p.pid for p in psutil.Process().children()} - before == workers
     finally:
         engine.shutdown()
+
+
+def reverse(data):
+    return data[::-1]
+
+
+@pytest.mark.parametrize("engine_cls", ["threads", "processes"])
+def test_binary_payloads_and_results_run(engine_cls) -> None:
+    """Tasks whose payload is in its binary form (bytes, as the service sends endpoints
+    that announce binary_payloads) run; results come back in binary form when asked."""
+    from outpost.common.serialize import pack_payload
+
+    blobs = [os.urandom(300_000) for _ in range(4)]
+    tasks = _tasks(reverse, blobs, "bin", binary_result=True)
+    for t, b in zip(tasks, blobs, strict=True):
+        t.payload = pack_payload((b,), {}, binary=True)
+        assert isinstance(t.payload, bytes)
+    engine = (
+        ThreadPoolEngine(2, Limits()) if engine_cls == "threads" else ProcessPoolEngine(2, Limits())
+    )
+    q = _collect(engine, 0)
+    try:
+        engine.submit(tasks)
+        out = _drain(q, 4)
+        for i, b in enumerate(blobs):
+            r = out[f"bin{i}"]
+            assert r.status == "success", r.exception
+            assert isinstance(r.result, bytes) and deserialize(r.result) == b[::-1]
+    finally:
+        engine.shutdown()

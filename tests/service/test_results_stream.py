@@ -50,7 +50,11 @@ def test_a_group_watched_first_cannot_be_used_by_someone_else(live) -> None:
     alice, mallory = live.add_user("alice"), live.add_user("mallory")
     gid = str(uuid.uuid4())
     with _stream(live, mallory) as ws:
-        assert _watch(ws, gid) == {"type": "watching", "task_group_id": gid}
+        assert _watch(ws, gid) == {
+            "type": "watching",
+            "task_group_id": gid,
+            "binary_payloads": True,
+        }
     a = httpx.Client(base_url=live.url, headers={"Authorization": f"Bearer {alice}"})
     fid = a.post(
         "/v3/functions", json={"function_name": "noop", "function_code": pack_function(noop)}
