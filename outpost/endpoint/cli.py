@@ -121,7 +121,20 @@ def _setup_logging(d: EndpointDir, debug: bool = False) -> None:
     default=None,
     help="Service URL (default: from `outpost login`).",
 )
-def start(name: str, detach: bool, debug: bool, service_url: str | None) -> None:
+@click.option(
+    "--wait-for-service",
+    "wait_seconds",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    envvar="OUTPOST_WAIT_FOR_SERVICE",
+    help="Seconds to wait for the service to accept connections before registering, for "
+    "an endpoint started together with its service (systemd, containers); 0: fail at "
+    "once (also OUTPOST_WAIT_FOR_SERVICE).",
+)
+def start(
+    name: str, detach: bool, debug: bool, service_url: str | None, wait_seconds: float
+) -> None:
     """Register NAME with the service (the first time) and serve its tasks.
 
     Prints the endpoint id. Runs in the foreground until Ctrl-C or `outpost endpoint
@@ -148,14 +161,17 @@ def start(name: str, detach: bool, debug: bool, service_url: str | None) -> None
 
         mu_cli.preflight(config)
     if detach:
-        _start_detached(d, service_url, debug)
+        _start_detached(d, service_url, debug, wait_seconds)
         return
+    _import_httpcore_without_trio()
     from outpost.sdk.client import Client
     from outpost.sdk.errors import OutpostError
 
     owner = ""
     try:
         client = Client(service_url)
+        _load_the_agent(config)
+        _wait_for_service(client.service_url, wait_seconds)
         if isinstance(config, MultiUserConfig):
             from outpost.endpoint.multi_user import runner as mu_runner
             from outpost.endpoint.multi_user.template import TemplateError
@@ -183,8 +199,53 @@ def start(name: str, detach: bool, debug: bool, service_url: str | None) -> None
         runner.serve(d, config, reg)
 
 
-def _start_detached(d: EndpointDir, service_url: str | None, debug: bool = False) -> None:
+def _import_httpcore_without_trio() -> None:
+    """httpcore looks for trio when it is first imported (``import trio``: ~0.1-0.3 s
+    and several MB where trio happens to be installed, e.g. beside selenium); the agent
+    runs on asyncio and never uses it. Only while httpcore is imported, and only if
+    nothing has loaded trio already: a task (ThreadPoolEngine) can still import trio."""
+    if "trio" in sys.modules or "httpcore" in sys.modules:
+        return
+    sys.modules["trio"] = None  # type: ignore[assignment]
+    try:
+        import httpcore  # noqa: F401
+    except ImportError:
+        pass
+    finally:
+        if sys.modules.get("trio", 0) is None:
+            del sys.modules["trio"]
+
+
+def _load_the_agent(config: Any) -> None:
+    """What the agent runs on, loaded before the service is waited for and registered
+    with (an endpoint and its service often start together): its modules, and the run
+    details its workers are handed."""
+    from outpost.endpoint.multi_user.config import MultiUserConfig
+
+    if isinstance(config, MultiUserConfig):
+        return
+    import outpost.endpoint.engines.processes  # noqa: F401
+    import outpost.endpoint.runner  # noqa: F401
+    from outpost.endpoint.execution import run_details
+
+    run_details()
+
+
+def _wait_for_service(url: str, seconds: float) -> None:
+    from outpost.endpoint.registration import wait_until_listening
+
+    def say() -> None:
+        err.print(f"waiting up to {seconds:g} s for the service at {url} to accept connections")
+
+    if seconds and not wait_until_listening(url, seconds, on_first_miss=say):
+        err.print(f"the service at {url} did not accept connections within {seconds:g} s")
+
+
+def _start_detached(
+    d: EndpointDir, service_url: str | None, debug: bool = False, wait_seconds: float = 30.0
+) -> None:
     cmd = [sys.executable, "-m", "outpost", "endpoint", "start", d.name]
+    cmd += ["--wait-for-service", str(wait_seconds)]
     if debug:
         cmd.append("--debug")
     if service_url:
