@@ -234,11 +234,15 @@ def _load_the_agent(config: Any) -> None:
 def _wait_for_service(url: str, seconds: float) -> None:
     from outpost.endpoint.registration import wait_until_listening
 
+    # click.echo rather than rich: this process goes on to be the agent, and rich would
+    # stay loaded in it (~2 MB) for one line.
     def say() -> None:
-        err.print(f"waiting up to {seconds:g} s for the service at {url} to accept connections")
+        click.echo(f"waiting up to {seconds:g} s for the service at {url} to start", err=True)
 
     if seconds and not wait_until_listening(url, seconds, on_first_miss=say):
-        err.print(f"the service at {url} did not accept connections within {seconds:g} s")
+        click.echo(
+            f"the service at {url} did not accept connections within {seconds:g} s", err=True
+        )
 
 
 def _start_detached(
