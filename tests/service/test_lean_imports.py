@@ -41,3 +41,24 @@ def test_models_are_tables_with_column_attributes() -> None:
     assert Task.status is Task.__table__.c.status
     sql = str(select(Task.id).where(Task.status == "waiting-for-ep"))
     assert "FROM tasks" in sql and "tasks.status" in sql
+
+
+def test_result_rows_have_plain_str_keys() -> None:
+    """Rows of Core selects over the tables have ``str`` keys, as the ORM's mapping gave
+    them (not ``quoted_name``): msgspec's ``convert`` accepts only exact ``str`` keys."""
+    import msgspec
+    from sqlalchemy import create_engine, insert, select
+
+    from outpost.service.store.models import Base, Identity, User, table
+
+    for t in Base.metadata.tables.values():
+        for c in t.columns:
+            assert type(c.name) is str and type(c.key) is str, (t.name, c.name)
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(table(User)).values(id="u", username="a", created_at=1.0))
+        conn.execute(insert(table(Identity)).values(id="i", user_id="u", username="a"))
+        row = dict(conn.execute(select(Identity.id, Identity.username)).mappings().one())
+    assert all(type(k) is str for k in row), row
+    assert msgspec.convert(row, dict[str, str]) == {"id": "i", "username": "a"}

@@ -19,6 +19,8 @@ endpoint (its multi-user endpoint, the user's values) and ``auth_policy``
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -45,6 +47,15 @@ class Base:
     __table__: Table
 
 
+def _column(name: str, *args: Any, **kwargs: Any) -> Column[Any]:
+    """A column named with a plain ``str``, as the ORM's declarative mapping names them
+    (``Column("x")`` would make it a ``quoted_name``): result rows then have ``str`` keys,
+    which msgspec's ``convert`` requires."""
+    column: Column[Any] = Column(*args, **kwargs)
+    column.name = column.key = name
+    return column
+
+
 def table(model: type[Base]) -> Table:
     """A model's table."""
     return model.__table__
@@ -55,11 +66,11 @@ class User(Base):
     __table__ = Table(
         "users",
         metadata,
-        Column("id", String(36), primary_key=True),
-        Column("username", String(255), nullable=False, unique=True),
-        Column("email", String(255)),
-        Column("name", String(255)),
-        Column("created_at", Float, nullable=False),
+        _column("id", String(36), primary_key=True),
+        _column("username", String(255), nullable=False, unique=True),
+        _column("email", String(255)),
+        _column("name", String(255)),
+        _column("created_at", Float, nullable=False),
     )
     id = __table__.c.id
     username = __table__.c.username
@@ -75,20 +86,20 @@ class Identity(Base):
     __table__ = Table(
         "identities",
         metadata,
-        Column("id", String(36), primary_key=True),
-        Column(
+        _column("id", String(36), primary_key=True),
+        _column(
             "user_id",
             String(36),
             ForeignKey("users.id", ondelete="CASCADE"),
             nullable=False,
             index=True,
         ),
-        Column("username", String(255), nullable=False, unique=True),
-        Column("identity_provider", String(255)),
-        Column("email", String(255)),
-        Column("name", String(255)),
-        Column("issuer", String(255)),
-        Column("subject", String(255)),
+        _column("username", String(255), nullable=False, unique=True),
+        _column("identity_provider", String(255)),
+        _column("email", String(255)),
+        _column("name", String(255)),
+        _column("issuer", String(255)),
+        _column("subject", String(255)),
         Index("ix_identities_issuer_subject", "issuer", "subject", unique=True),
     )
     id = __table__.c.id
@@ -108,20 +119,20 @@ class Token(Base):
     __table__ = Table(
         "tokens",
         metadata,
-        Column("id", String(16), primary_key=True),
-        Column(
+        _column("id", String(16), primary_key=True),
+        _column(
             "user_id",
             String(36),
             ForeignKey("users.id", ondelete="CASCADE"),
             nullable=False,
             index=True,
         ),
-        Column("token_hash", String(64), nullable=False, unique=True),
-        Column("created_at", Float, nullable=False),
-        Column("revoked_at", Float),
-        Column("expires_at", Float),
-        Column("scopes", JSON),
-        Column("description", String(255)),
+        _column("token_hash", String(64), nullable=False, unique=True),
+        _column("created_at", Float, nullable=False),
+        _column("revoked_at", Float),
+        _column("expires_at", Float),
+        _column("scopes", JSON),
+        _column("description", String(255)),
     )
     id = __table__.c.id
     user_id = __table__.c.user_id
@@ -138,16 +149,16 @@ class Function(Base):
     __table__ = Table(
         "functions",
         metadata,
-        Column("id", String(36), primary_key=True),
-        Column("owner_id", String(36), ForeignKey("users.id"), nullable=False, index=True),
-        Column("name", String(255), nullable=False),
-        Column("code", Text, nullable=False),
-        Column("description", Text),
-        Column("meta", JSON),
-        Column("public", Boolean, nullable=False, default=False),
-        Column("group", String(36)),
-        Column("created_at", Float, nullable=False),
-        Column("deleted_at", Float),
+        _column("id", String(36), primary_key=True),
+        _column("owner_id", String(36), ForeignKey("users.id"), nullable=False, index=True),
+        _column("name", String(255), nullable=False),
+        _column("code", Text, nullable=False),
+        _column("description", Text),
+        _column("meta", JSON),
+        _column("public", Boolean, nullable=False, default=False),
+        _column("group", String(36)),
+        _column("created_at", Float, nullable=False),
+        _column("deleted_at", Float),
     )
     id = __table__.c.id
     owner_id = __table__.c.owner_id
@@ -166,28 +177,28 @@ class Endpoint(Base):
     __table__ = Table(
         "endpoints",
         metadata,
-        Column("id", String(36), primary_key=True),
-        Column("owner_id", String(36), ForeignKey("users.id"), nullable=False, index=True),
-        Column("name", String(255), nullable=False),
-        Column("display_name", String(255)),
-        Column("description", Text),
-        Column("multi_user", Boolean, nullable=False, default=False),
-        Column("public", Boolean, nullable=False, default=False),
-        Column("meta", JSON),
-        Column("allowed_functions", JSON),
-        Column("authentication_policy", String(36)),
-        Column("endpoint_config", JSON),
-        Column("user_config_template", Text),
-        Column("user_config_schema", JSON),
-        Column("hostname", String(255)),
-        Column("local_user", String(255)),
-        Column("endpoint_version", String(64)),
-        Column("locked_until", Float),
-        Column("created_at", Float, nullable=False),
-        Column("deleted_at", Float),
-        Column("parent_id", String(36), index=True),
-        Column("user_endpoint_config", JSON),
-        Column("auth_policy", JSON),
+        _column("id", String(36), primary_key=True),
+        _column("owner_id", String(36), ForeignKey("users.id"), nullable=False, index=True),
+        _column("name", String(255), nullable=False),
+        _column("display_name", String(255)),
+        _column("description", Text),
+        _column("multi_user", Boolean, nullable=False, default=False),
+        _column("public", Boolean, nullable=False, default=False),
+        _column("meta", JSON),
+        _column("allowed_functions", JSON),
+        _column("authentication_policy", String(36)),
+        _column("endpoint_config", JSON),
+        _column("user_config_template", Text),
+        _column("user_config_schema", JSON),
+        _column("hostname", String(255)),
+        _column("local_user", String(255)),
+        _column("endpoint_version", String(64)),
+        _column("locked_until", Float),
+        _column("created_at", Float, nullable=False),
+        _column("deleted_at", Float),
+        _column("parent_id", String(36), index=True),
+        _column("user_endpoint_config", JSON),
+        _column("auth_policy", JSON),
     )
     id = __table__.c.id
     owner_id = __table__.c.owner_id
@@ -220,17 +231,17 @@ class EndpointCredential(Base):
     __table__ = Table(
         "endpoint_credentials",
         metadata,
-        Column("id", Integer, primary_key=True, autoincrement=True),
-        Column(
+        _column("id", Integer, primary_key=True, autoincrement=True),
+        _column(
             "endpoint_id",
             String(36),
             ForeignKey("endpoints.id", ondelete="CASCADE"),
             nullable=False,
             index=True,
         ),
-        Column("secret_hash", String(64), nullable=False, unique=True),
-        Column("created_at", Float, nullable=False),
-        Column("revoked_at", Float),
+        _column("secret_hash", String(64), nullable=False, unique=True),
+        _column("created_at", Float, nullable=False),
+        _column("revoked_at", Float),
     )
     id = __table__.c.id
     endpoint_id = __table__.c.endpoint_id
@@ -244,10 +255,10 @@ class TaskGroup(Base):
     __table__ = Table(
         "task_groups",
         metadata,
-        Column("id", String(36), primary_key=True),
-        Column("owner_id", String(36), ForeignKey("users.id"), nullable=False, index=True),
-        Column("create_websockets_queue", Boolean, nullable=False, default=False),
-        Column("created_at", Float, nullable=False),
+        _column("id", String(36), primary_key=True),
+        _column("owner_id", String(36), ForeignKey("users.id"), nullable=False, index=True),
+        _column("create_websockets_queue", Boolean, nullable=False, default=False),
+        _column("created_at", Float, nullable=False),
     )
     id = __table__.c.id
     owner_id = __table__.c.owner_id
@@ -260,23 +271,23 @@ class Task(Base):
     __table__ = Table(
         "tasks",
         metadata,
-        Column("id", String(36), primary_key=True),
-        Column("owner_id", String(36), nullable=False, index=True),
-        Column("endpoint_id", String(36), nullable=False),
-        Column("function_id", String(36), nullable=False),
-        Column("task_group_id", String(36), nullable=False, index=True),
-        Column("payload", Text),
-        Column("status", String(16), nullable=False),
-        Column("result", Text),
-        Column("exception", Text),
-        Column("error_details", JSON(none_as_null=True)),
-        Column("details", JSON(none_as_null=True)),
-        Column("resource_specification", JSON(none_as_null=True)),
-        Column("user_endpoint_config", JSON(none_as_null=True)),
-        Column("retries", Integer, nullable=False, default=0),
-        Column("created_at", Float, nullable=False),
-        Column("running_at", Float),
-        Column("completed_at", Float),
+        _column("id", String(36), primary_key=True),
+        _column("owner_id", String(36), nullable=False, index=True),
+        _column("endpoint_id", String(36), nullable=False),
+        _column("function_id", String(36), nullable=False),
+        _column("task_group_id", String(36), nullable=False, index=True),
+        _column("payload", Text),
+        _column("status", String(16), nullable=False),
+        _column("result", Text),
+        _column("exception", Text),
+        _column("error_details", JSON(none_as_null=True)),
+        _column("details", JSON(none_as_null=True)),
+        _column("resource_specification", JSON(none_as_null=True)),
+        _column("user_endpoint_config", JSON(none_as_null=True)),
+        _column("retries", Integer, nullable=False, default=0),
+        _column("created_at", Float, nullable=False),
+        _column("running_at", Float),
+        _column("completed_at", Float),
         Index("ix_tasks_endpoint_status", "endpoint_id", "status"),
         Index("ix_tasks_completed_at", "completed_at"),
         Index("ix_tasks_endpoint_created", "endpoint_id", "created_at", "completed_at"),
@@ -310,9 +321,11 @@ class TaskBlob(Base):
     __table__ = Table(
         "task_blobs",
         metadata,
-        Column("task_id", String(36), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
-        Column("kind", String(1), primary_key=True),
-        Column("data", LargeBinary, nullable=False),
+        _column(
+            "task_id", String(36), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+        ),
+        _column("kind", String(1), primary_key=True),
+        _column("data", LargeBinary, nullable=False),
     )
     task_id = __table__.c.task_id
     kind = __table__.c.kind
@@ -327,12 +340,12 @@ class EndpointPresence(Base):
     __table__ = Table(
         "endpoint_presence",
         metadata,
-        Column("endpoint_id", String(36), primary_key=True),
-        Column("replica_id", String(36), nullable=False),
-        Column("session_id", String(36), nullable=False),
-        Column("last_seen", Float, nullable=False),
-        Column("threshold", Float, nullable=False),
-        Column("load", LargeBinary),
+        _column("endpoint_id", String(36), primary_key=True),
+        _column("replica_id", String(36), nullable=False),
+        _column("session_id", String(36), nullable=False),
+        _column("last_seen", Float, nullable=False),
+        _column("threshold", Float, nullable=False),
+        _column("load", LargeBinary),
     )
     endpoint_id = __table__.c.endpoint_id
     replica_id = __table__.c.replica_id
