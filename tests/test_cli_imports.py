@@ -140,8 +140,8 @@ def test_the_endpoint_imports_httpcore_without_trio_and_leaves_trio_importable()
             textwrap.dedent(
                 """
                 import importlib.util, sys
-                from outpost.endpoint.cli import _import_httpcore_without_trio
-                _import_httpcore_without_trio()
+                from outpost.endpoint.starting import import_httpcore_without_trio
+                import_httpcore_without_trio()
                 assert "httpcore" in sys.modules
                 assert "trio" not in sys.modules, "trio was imported"
                 if importlib.util.find_spec("trio") is not None:
