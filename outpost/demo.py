@@ -28,12 +28,14 @@ def run_demo(keep: bool = False) -> None:
     service = LocalService(home)
     endpoint = None
     try:
-        with console.status("starting the service"):
-            service.start()
+        with console.status("creating a user and an endpoint"):
             token = service.add_user("demo@localhost")
+            endpoint = LocalEndpoint(service, "demo-endpoint", token).configure()
+        with console.status("starting the service and the endpoint"):
+            # Both at once, as systemd units or containers start them: the endpoint
+            # waits for the service to accept connections, then registers.
+            service.start_with(endpoint)
         console.print(f"[green]✓[/] service on {service.url} (data in {service.data_dir})")
-        with console.status("starting an endpoint"):
-            endpoint = LocalEndpoint(service, "demo-endpoint", token).start()
         console.print(f"[green]✓[/] endpoint {endpoint.endpoint_id} online")
         t0 = time.perf_counter()
         with Executor(endpoint_id=endpoint.endpoint_id, service_url=service.url, token=token) as ex:

@@ -61,6 +61,12 @@ class LocalService:
         return {**os.environ, "OUTPOST_HOME": str(self.home), "OUTPOST_SERVICE_URL": self.url}
 
     def start(self, timeout: float = 120.0) -> LocalService:
+        """Start the service and wait until it answers."""
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> LocalService:
+        """Start the service's process without waiting for it (see ``wait_ready``): an
+        endpoint started meanwhile waits for it (``--wait-for-service``)."""
         self.home.mkdir(parents=True, exist_ok=True)
         log = open(self.home / "service.log", "ab")  # noqa: SIM115 - child owns it
         self.proc = subprocess.Popen(
@@ -78,6 +84,11 @@ class LocalService:
             env=self.env(),
             start_new_session=True,
         )
+        return self
+
+    def wait_ready(self, timeout: float = 120.0) -> LocalService:
+        """Wait until the launched service answers over HTTP."""
+        assert self.proc is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -94,6 +105,20 @@ class LocalService:
                     pass
             time.sleep(POLL_SECONDS)
         raise RuntimeError(f"service did not answer within {timeout} s")
+
+    def start_with(self, *endpoints: LocalEndpoint, timeout: float = 120.0) -> LocalService:
+        """Start the service and the (configured) ``endpoints`` at once, as a site's
+        systemd units or containers do, and wait until the service answers and every
+        endpoint is online. The service's users must exist (``add_user`` works on the
+        data directory before the service first runs)."""
+        self.launch()
+        try:
+            for ep in endpoints:
+                ep.start(timeout)
+            return self.wait_ready(timeout)
+        except BaseException:
+            self.close()
+            raise
 
     def add_user(self, username: str) -> str:
         out = subprocess.run(

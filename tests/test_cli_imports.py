@@ -128,3 +128,32 @@ def test_service_start_parses_lazily_built_flags() -> None:
     assert ctx.params["access_log"] is False
     assert ctx.params["sqlite_synchronous"] == "FULL"  # the choice as the model spells it
     assert ctx.params["task_ttl"] is None  # unset: the model's default applies
+
+
+def test_the_endpoint_imports_httpcore_without_trio_and_leaves_trio_importable() -> None:
+    """``outpost endpoint start`` keeps httpcore from importing trio (unused by the agent,
+    slow to import where it is installed), and a task can still import trio after."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import importlib.util, sys
+                from outpost.endpoint.starting import import_httpcore_without_trio
+                import_httpcore_without_trio()
+                assert "httpcore" in sys.modules
+                assert "trio" not in sys.modules, "trio was imported"
+                if importlib.util.find_spec("trio") is not None:
+                    import trio
+                    assert trio.__name__ == "trio"
+                print("ok")
+                """
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

@@ -121,7 +121,20 @@ def _setup_logging(d: EndpointDir, debug: bool = False) -> None:
     default=None,
     help="Service URL (default: from `outpost login`).",
 )
-def start(name: str, detach: bool, debug: bool, service_url: str | None) -> None:
+@click.option(
+    "--wait-for-service",
+    "wait_seconds",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    envvar="OUTPOST_WAIT_FOR_SERVICE",
+    help="Seconds to wait for the service to accept connections before registering, for "
+    "an endpoint started together with its service (systemd, containers); 0: fail at "
+    "once (also OUTPOST_WAIT_FOR_SERVICE).",
+)
+def start(
+    name: str, detach: bool, debug: bool, service_url: str | None, wait_seconds: float
+) -> None:
     """Register NAME with the service (the first time) and serve its tasks.
 
     Prints the endpoint id. Runs in the foreground until Ctrl-C or `outpost endpoint
@@ -148,14 +161,20 @@ def start(name: str, detach: bool, debug: bool, service_url: str | None) -> None
 
         mu_cli.preflight(config)
     if detach:
-        _start_detached(d, service_url, debug)
+        _start_detached(d, service_url, debug, wait_seconds)
         return
+    from outpost.endpoint.starting import import_httpcore_without_trio, load_the_agent
+    from outpost.endpoint.starting import wait_for_service as _wait_for_service
+
+    import_httpcore_without_trio()
     from outpost.sdk.client import Client
     from outpost.sdk.errors import OutpostError
 
     owner = ""
     try:
         client = Client(service_url)
+        load_the_agent(config)
+        _wait_for_service(client.service_url, wait_seconds)
         if isinstance(config, MultiUserConfig):
             from outpost.endpoint.multi_user import runner as mu_runner
             from outpost.endpoint.multi_user.template import TemplateError
@@ -183,8 +202,11 @@ def start(name: str, detach: bool, debug: bool, service_url: str | None) -> None
         runner.serve(d, config, reg)
 
 
-def _start_detached(d: EndpointDir, service_url: str | None, debug: bool = False) -> None:
+def _start_detached(
+    d: EndpointDir, service_url: str | None, debug: bool = False, wait_seconds: float = 30.0
+) -> None:
     cmd = [sys.executable, "-m", "outpost", "endpoint", "start", d.name]
+    cmd += ["--wait-for-service", str(wait_seconds)]
     if debug:
         cmd.append("--debug")
     if service_url:

@@ -7,14 +7,12 @@ per worker by function id, so a function is loaded once, not once per task.
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import version as _dist_version
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +34,30 @@ class Limits:
 
 _FUNCTIONS: OrderedDict[str, Callable[..., Any]] = OrderedDict()
 KEPT_FUNCTIONS = 1024
-_DETAILS = {
-    "os": platform.platform(),
-    "python_version": platform.python_version(),
-    "dill_version": _dist_version("dill"),
-    "outpost_version": __version__,
-}
+_DETAILS: dict[str, str] | None = None
+
+
+def run_details() -> dict[str, str]:
+    """Where tasks run (platform and versions), found once per process; a worker process
+    is handed its parent's (``set_run_details``) and need not import ``platform`` and
+    ``importlib.metadata`` (~2 MB each worker)."""
+    global _DETAILS
+    if _DETAILS is None:
+        import platform
+        from importlib.metadata import version
+
+        _DETAILS = {
+            "os": platform.platform(),
+            "python_version": platform.python_version(),
+            "dill_version": version("dill"),
+            "outpost_version": __version__,
+        }
+    return _DETAILS
+
+
+def set_run_details(details: dict[str, str]) -> None:
+    global _DETAILS
+    _DETAILS = dict(details)
 
 
 def _text(value: str) -> str:
@@ -61,7 +77,7 @@ def failure_result(
         status="failed",
         exception=_text(text),
         error_details={"code": code.value, "user_message": _text(message)},
-        details=dict(_DETAILS) if details else None,
+        details=dict(run_details()) if details else None,
     )
 
 
@@ -153,7 +169,7 @@ def run_task(task: Task, limits: Limits) -> TaskResult:
         status="success",
         result=data,
         details={
-            **_DETAILS,
+            **run_details(),
             "execution_start": start,
             "execution_end": end,
             "pid": os.getpid(),

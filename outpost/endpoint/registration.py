@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import getpass
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +36,44 @@ def channel_url(service_url: str, endpoint_id: str) -> str:
     base = service_url.rstrip("/")
     base = "ws" + base[4:] if base.startswith("http") else base
     return f"{base}/v3/endpoints/{endpoint_id}/channel"
+
+
+def wait_until_listening(
+    service_url: str,
+    seconds: float,
+    on_first_miss: Callable[[], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Wait up to ``seconds`` until something accepts connections at the service's host
+    and port, so that an endpoint started together with its service (systemd units,
+    ``docker compose up``, ``outpost demo``) registers as soon as the service is up.
+    A refused connection costs microseconds, so it looks every 20 ms for the first 10 s
+    (a service starting beside it is seen within 20 ms), then less often (up to every
+    second). ``on_first_miss`` is called once if the first look fails. True if it
+    listens; False after ``seconds``."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(service_url)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or (443 if parts.scheme in ("https", "wss") else 80)
+    start = time.monotonic()
+    deadline = start + seconds
+    pause = 0.02
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=min(5.0, max(0.1, seconds))).close()
+            return True
+        except OSError:
+            pass
+        if on_first_miss is not None:
+            on_first_miss()
+            on_first_miss = None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        sleep(min(pause, left))
+        if time.monotonic() - start > 10:
+            pause = min(1.0, pause * 1.5)
 
 
 def registration_body(

@@ -150,3 +150,53 @@ def test_binary_payloads_and_results_run(engine_cls) -> None:
             assert isinstance(r.result, bytes) and deserialize(r.result) == b[::-1]
     finally:
         engine.shutdown()
+
+
+def test_a_worker_running_an_importable_function_imports_no_more_than_it_needs() -> None:
+    """Each module a worker imports is paid for once per worker (RSS): a task whose
+    function loads by reference runs without multiprocessing (the pipes are read by
+    ``_worker.PipeEnd``), importlib.metadata and platform (the run details come from the
+    engine) and dill; and its result still carries the run details."""
+    from tests.endpoint.worker_probe import loaded_modules
+
+    engine = ProcessPoolEngine(1, Limits())
+    q = _collect(engine, 0)
+    try:
+        engine.submit(_tasks(loaded_modules, [0], "p"))
+        r = _drain(q, 1)["p0"]
+        modules = set(deserialize(r.result))
+        assert "outpost.endpoint.engines._worker" in modules
+        assert "tests.endpoint.worker_probe" in modules
+        for name in ("multiprocessing", "importlib.metadata", "platform", "email", "dill"):
+            assert name not in modules, name
+        assert r.details is not None
+        assert r.details["dill_version"] and r.details["python_version"]
+    finally:
+        engine.shutdown()
+
+
+@pytest.mark.parametrize("size", [0, 100, 16383, 16384, 3 * 1024 * 1024])
+def test_worker_pipe_ends_speak_multiprocessing_framing(size) -> None:
+    """``PipeEnd`` (the worker's side) and ``multiprocessing`` connections (the engine's
+    side) read each other's messages, small and large."""
+    import multiprocessing as mp
+    import threading
+
+    from outpost.endpoint.engines._worker import PipeEnd
+
+    msg = {"data": b"x" * size, "n": size}
+    r, w = mp.Pipe(duplex=False)
+    writer = threading.Thread(target=PipeEnd(w.fileno()).send, args=(msg,))
+    writer.start()
+    assert r.recv() == msg
+    writer.join()
+    r2, w2 = mp.Pipe(duplex=False)
+    writer = threading.Thread(target=w2.send, args=(msg,))
+    writer.start()
+    assert PipeEnd(r2.fileno()).recv() == msg
+    writer.join()
+    w2.close()
+    with pytest.raises(EOFError):
+        PipeEnd(r2.fileno()).recv()
+    for c in (r, w, r2):
+        c.close()

@@ -33,7 +33,7 @@ def task_count(service: InProcessService) -> int:
     from outpost.service.store.models import Task
 
     with service.state.db.engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(Task)).scalar_one())
+        return int(conn.execute(select(func.count()).select_from(Task.__table__)).scalar_one())
 
 
 async def mep(service: InProcessService, **extra: Any) -> tuple[str, str]:

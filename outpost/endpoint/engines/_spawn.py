@@ -1,5 +1,6 @@
 """Starting a ``ProcessPoolEngine`` worker: a fresh interpreter that imports only the
-worker loop (dill, the task records) and is handed its two pipe ends.
+worker loop (the task records, serializers; dill when a task needs it) and is handed its
+two pipe ends and what it would otherwise import modules to find out (``run_details``).
 
 ``multiprocessing``'s spawn start method would also start a resource-tracker process
 (~13 MB) that the workers never use; this starts the interpreter directly and keeps the
@@ -46,7 +47,9 @@ class WorkerProcess:
         )
         self.pid = self._popen.pid
         self.sentinel = os.pidfd_open(self.pid)
-        send_setup.send((list(sys.path), *self._setup))
+        from outpost.endpoint.execution import run_details
+
+        send_setup.send((list(sys.path), run_details(), *self._setup))
 
     def is_alive(self) -> bool:
         return self._popen is not None and self._popen.poll() is None

@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Connection, Select, and_, bindparam, delete
-from sqlalchemy.dialects import postgresql, sqlite
 
 from outpost.common.binary_form import as_text
+from outpost.service.store.conflicts import dialect_module
 from outpost.service.store.models import Task, TaskBlob, table
 
 #: Values of at least this many characters go to ``task_blobs``.
@@ -73,7 +73,7 @@ def insert(conn: Connection, blob_rows: list[dict[str, Any]]) -> None:
     replicas at once) is left as it is."""
     if not blob_rows:
         return
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    dialect = dialect_module(conn)
     stmt = dialect.insert(blobs).on_conflict_do_nothing(index_elements=["task_id", "kind"])
     conn.execute(stmt, blob_rows)
 
