@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import OrderedDict
 from typing import Any
@@ -88,6 +89,7 @@ class Agent(ChannelOwner):
         self._outbox: list[TaskResult] = []
         self._outbox_ready = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._idle_beats = 0
         self._codes: OrderedDict[str, str] = OrderedDict()  # function id -> code
         self._stuck_beats = 0
@@ -95,7 +97,7 @@ class Agent(ChannelOwner):
         self._summary = run_summary(config, time.time())
         self._seen_at_beat = 0
 
-    # -- engine side (engine thread) -------------------------------------------------
+    # -- engine side (an engine thread, or this loop) ---------------------------------
     def _from_engine(self, results: list[TaskResult]) -> None:
         try:
             self.spool.add(results)  # on disk before anything is sent
@@ -104,7 +106,10 @@ class Agent(ChannelOwner):
                 "could not write %d results to the spool; sending them unspooled", len(results)
             )
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._queue_results, results)
+        if threading.get_ident() == self._loop_thread:
+            self._queue_results(results)  # the engine reads results on this loop
+        else:
+            self._loop.call_soon_threadsafe(self._queue_results, results)
 
     def _queue_results(self, results: list[TaskResult]) -> None:
         self._results_seen += len(results)
@@ -119,6 +124,7 @@ class Agent(ChannelOwner):
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self.engine.start(self._from_engine)
         try:
             await self.channel.run()

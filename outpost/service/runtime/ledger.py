@@ -104,7 +104,17 @@ class TaskLedger:
             size=len(rows),
         )
         self.recently_done.add_many(r.task_id for r in records)
-        fresh = [msgspec.convert(r, ResultRecord) for r in fresh_rows]
+        # The rows store_results returns are ours (it may fill in task_group_id): map them
+        # back to their records rather than convert each dict again (a tenth of the
+        # service's CPU time per result under load).
+        returned = {id(row) for row in fresh_rows}
+        fresh = [
+            rec
+            if row["task_group_id"] == rec.task_group_id
+            else msgspec.structs.replace(rec, task_group_id=row["task_group_id"])
+            for row, rec in zip(rows, records, strict=True)
+            if id(row) in returned
+        ]
         docs = [result_doc(r) for r in fresh if r.task_group_id]
         if docs:
             try:
@@ -255,9 +265,7 @@ class ChannelLedger:
                 r = msgspec.structs.replace(r, task_group_id=f.message.task_group_id)
             fixed.append(r)
         known = frozenset(r.task_id for r in fixed if r.task_id in self.inflight)
-        small = frozenset(
-            t for t in known if not blobs.is_large(self.inflight[t].message.payload)
-        )
+        small = frozenset(t for t in known if not blobs.is_large(self.inflight[t].message.payload))
         fresh = await self.ledger.record(self.endpoint_id, fixed, known, small)
         for r in fixed:
             f = self.inflight.pop(r.task_id, None)
