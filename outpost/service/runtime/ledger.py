@@ -253,7 +253,14 @@ class ChannelLedger:
         return batch
 
     def results(self, items: list[ResultItem]) -> tuple[list[ResultRecord], list[str]]:
-        groups = {tid: f.message.task_group_id for tid, f in self.inflight.items()}
+        # The groups of these results' tasks (not of everything in flight: a frame of a
+        # few results must not cost a pass over a window of thousands).
+        inflight = self.inflight
+        groups = {
+            it.task_id: f.message.task_group_id
+            for it in items
+            if (f := inflight.get(it.task_id)) is not None
+        }
         return outcomes.result_records(self.endpoint_id, groups, items, time.time())
 
     async def finish(self, records: list[ResultRecord]) -> list[ResultRecord]:
