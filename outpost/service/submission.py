@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from outpost.common.errors import ErrorCode, TaskErrorCode
+from outpost.common.ids import uuid4_texts
 from outpost.common.records import TaskMessage
 from outpost.common.states import TaskState
 from outpost.service.broker import BrokerUnavailable
@@ -90,10 +91,11 @@ async def accept(
     rows: list[dict[str, Any]] = []
     answer: dict[str, list[str]] = {}
     spec = body.resource_specification
+    new_ids = iter(uuid4_texts(sum(len(p) for p in body.tasks.values())))
     for key, payloads in body.tasks.items():
         ids = answer.setdefault(key, [])
         for payload in payloads:
-            tid = str(uuid.uuid4())
+            tid = next(new_ids)
             ids.append(tid)
             rows.append(
                 {
