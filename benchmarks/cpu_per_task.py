@@ -26,14 +26,14 @@ from outpost import Executor
 HERE = Path(__file__).resolve().parent
 
 
-def _cpu(procs: list[psutil.Process]) -> float:
+def _cpu(procs: list[psutil.Process], system_only: bool = False) -> float:
     total = 0.0
     for p in procs:
         try:
             t = p.cpu_times()
         except psutil.NoSuchProcess:
             continue
-        total += t.user + t.system
+        total += t.system if system_only else t.user + t.system
     return total
 
 
@@ -48,6 +48,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, help="tasks (default 300, 20000, 1000)")
     ap.add_argument("--size", type=int, default=1_000_000, help="payload bytes (default 1 MB)")
     ap.add_argument("--runs", type=int, default=1, help="repeat the workload (same processes)")
+    ap.add_argument(
+        "--sys", action="store_true", help="also print each process's system (kernel) CPU share"
+    )
     args = ap.parse_args()
     n = args.n or {"payload": 300, "throughput": 20_000, "roundtrip": 1000}[args.workload]
     os.environ["PYTHONPATH"] = str(HERE)  # the workers import _workloads
@@ -71,6 +74,7 @@ def main() -> None:
                     "client": [psutil.Process()],
                 }
                 before = {k: _cpu(v) for k, v in procs.items()}
+                before_sys = {k: _cpu(v, True) for k, v in procs.items()}
                 t0 = time.perf_counter()
                 if args.workload == "roundtrip":
                     for _ in range(n):
@@ -85,6 +89,7 @@ def main() -> None:
                         assert len(r) == len(data) and r[:8] == i.to_bytes(8, "big")
                 took = time.perf_counter() - t0
                 after = {k: _cpu(v) for k, v in procs.items()}
+                sys_ms = {k: 1000 * (_cpu(v, True) - before_sys[k]) / n for k, v in procs.items()}
                 ms = {k: 1000 * (after[k] - before[k]) / n for k in procs}
                 if args.workload == "payload":
                     rate = f"{2 * n * args.size / 1e6 / took:8.1f} MB/s"
@@ -97,6 +102,13 @@ def main() -> None:
                     f"{sum(ms.values()):>7.3f}  {load}",
                     flush=True,
                 )
+                if args.sys:
+                    print(
+                        f"{'':>3} {'':>6} {'':>7} {'of which sys':>12}  {'':12}"
+                        f"{sys_ms['service']:>8.3f} {sys_ms['endpoint']:>9.3f} "
+                        f"{sys_ms['client']:>7.3f} {sum(sys_ms.values()):>7.3f}",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -70,6 +70,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="outpost-prof-")))
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--native", action="store_true", help="py-spy --native")
+    ap.add_argument(
+        "--gil",
+        action="store_true",
+        help="py-spy --gil: sample only the thread holding the GIL (CPU spent in Python, "
+        "leaving out threads blocked in select/wait)",
+    )
     args = ap.parse_args()
     n = args.n or {"roundtrip": 1000, "throughput": 20_000, "payload": 500}[args.workload]
     os.environ["PYTHONPATH"] = str(HERE)  # the workers import _workloads
@@ -92,6 +98,8 @@ def main() -> None:
                 cmd += ["--rate", "250", "-o", str(args.out / f"{name}.txt"), *extra]
                 if args.native:
                     cmd.append("--native")
+                if args.gil:
+                    cmd.append("--gil")
                 spies.append(
                     subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 )

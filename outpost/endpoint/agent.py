@@ -4,7 +4,9 @@
   with backoff and sends a ``status`` heartbeat every ``heartbeat_period`` seconds; the
   agent supplies the engine's counts and handles the frames.
 * Acknowledges tasks once the engine holds them; a task it already holds or has a
-  result for (a redelivery) is acknowledged without running it again.
+  result for (a redelivery) is acknowledged without running it again. Acknowledgements
+  wait ``ACK_DELAY`` to travel together, and one whose task's result is sent first is
+  not sent at all (the result says more: the service needs no ack for a finished task).
 * Writes each result to the spool before sending it; removes it on ``result_ack``;
   sends whatever the spool holds after every (re)connect.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import OrderedDict
 from typing import Any
@@ -41,6 +44,9 @@ MAX_RESULTS_PER_FRAME = 2000
 CAPACITY_CHECK_S = 1.0
 #: Function codes kept; more than the service assumes we keep (2048 per connection).
 KEPT_FUNCTIONS = 4096
+#: Seconds an acknowledgement waits for others (and for its task's result, which makes it
+#: unneeded): a quick task then costs one frame to the service, not two.
+ACK_DELAY = 0.02
 
 
 def _failed(task: Task, code: TaskErrorCode, message: str) -> TaskResult:
@@ -87,7 +93,11 @@ class Agent(ChannelOwner):
         )
         self._outbox: list[TaskResult] = []
         self._outbox_ready = asyncio.Event()
+        self._acks: list[str] = []  # accepted, acknowledgement not sent yet
+        self._known: list[str] = []
+        self._acks_ready = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._idle_beats = 0
         self._codes: OrderedDict[str, str] = OrderedDict()  # function id -> code
         self._stuck_beats = 0
@@ -95,7 +105,7 @@ class Agent(ChannelOwner):
         self._summary = run_summary(config, time.time())
         self._seen_at_beat = 0
 
-    # -- engine side (engine thread) -------------------------------------------------
+    # -- engine side (an engine thread, or this loop) ---------------------------------
     def _from_engine(self, results: list[TaskResult]) -> None:
         try:
             self.spool.add(results)  # on disk before anything is sent
@@ -104,7 +114,10 @@ class Agent(ChannelOwner):
                 "could not write %d results to the spool; sending them unspooled", len(results)
             )
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._queue_results, results)
+        if threading.get_ident() == self._loop_thread:
+            self._queue_results(results)  # the engine reads results on this loop
+        else:
+            self._loop.call_soon_threadsafe(self._queue_results, results)
 
     def _queue_results(self, results: list[TaskResult]) -> None:
         self._results_seen += len(results)
@@ -119,6 +132,7 @@ class Agent(ChannelOwner):
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self.engine.start(self._from_engine)
         try:
             await self.channel.run()
@@ -136,13 +150,20 @@ class Agent(ChannelOwner):
 
     async def on_open(self, channel: Channel) -> None:
         self._outbox.clear()  # everything not acknowledged is in the spool, sent next
+        # Acknowledgements belong to the connection that delivered the tasks: redelivered
+        # on this one, they are acknowledged again.
+        self._acks, self._known = [], []
         self._seen_at_beat = self._results_seen
         for chunk in self.spool.all(MAX_RESULTS_PER_FRAME):
             for frame in result_frames(chunk):
                 await channel.send(frame)
 
     def session_tasks(self, channel: Channel) -> list[SessionTask]:
-        return [self._send_results(channel), self._capacity_changes(channel)]
+        return [
+            self._send_results(channel),
+            self._send_acks(channel),
+            self._capacity_changes(channel),
+        ]
 
     async def on_frame(self, channel: Channel, frame: dict[str, Any]) -> None:
         kind = frame["type"]
@@ -232,7 +253,9 @@ class Agent(ChannelOwner):
             self.held.update(t.task_id for t in fresh)
             self.engine.submit(fresh)
         if ack:
-            await channel.send({"type": m.ACK, "task_ids": ack, "known": known})
+            self._acks.extend(ack)
+            self._known.extend(known)
+            self._acks_ready.set()
         if failed:
             self._from_engine(failed)
         if resend:
@@ -245,11 +268,25 @@ class Agent(ChannelOwner):
             self._outbox_ready.clear()
             while self._outbox:
                 pending, self._outbox = self._outbox, []
+                if self._acks:  # their results say more than an ack: not needed now
+                    done = {r.task_id for r in pending}
+                    known = set(self._known)
+                    self._acks = [t for t in self._acks if t in known or t not in done]
                 for frame in result_frames(pending):
                     try:
                         await channel.send(frame)
                     except ConnectionClosed:
                         return  # still spooled: sent again after the reconnect
+
+    async def _send_acks(self, channel: Channel) -> None:
+        while True:
+            await self._acks_ready.wait()
+            await asyncio.sleep(ACK_DELAY)
+            self._acks_ready.clear()
+            ids, known = self._acks, self._known
+            self._acks, self._known = [], []
+            if ids:
+                await channel.send({"type": m.ACK, "task_ids": ids, "known": known})
 
     async def _capacity_changes(self, channel: Channel) -> None:
         """A status frame as soon as workers or blocks come or go (checked every second),

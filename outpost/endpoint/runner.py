@@ -12,6 +12,8 @@ from outpost.endpoint.agent import Agent
 from outpost.endpoint.config import EndpointConfig
 from outpost.endpoint.engines import build_engine
 from outpost.endpoint.files import EndpointDir
+from outpost.endpoint.loops import LoopFactory, loop_factory
+from outpost.endpoint.loops import run as run_loop
 from outpost.endpoint.registration import Registration
 from outpost.endpoint.spool import ResultSpool
 
@@ -47,7 +49,7 @@ def serve(
             on_ready(lambda: _call_soon(loop, agent.stop))
 
     try:
-        run_until_signalled(d, agent.run, agent.stop, ready)
+        run_until_signalled(d, agent.run, agent.stop, ready, loop_factory())
     finally:
         spool.close()
         _hook(config.endpoint_teardown, "endpoint_teardown")
@@ -62,9 +64,11 @@ def run_until_signalled(
     run: Callable[[], Awaitable[None]],
     stop: Callable[[], None],
     on_loop: Callable[[asyncio.AbstractEventLoop], None] | None = None,
+    factory: LoopFactory | None = None,
 ) -> None:
-    """Run ``run()`` in a new event loop with the pid file written; SIGTERM and SIGINT
-    call ``stop``. Shared by single-user endpoints and multi-user ones."""
+    """Run ``run()`` in a new event loop (made by ``factory``; None: asyncio's) with the
+    pid file written; SIGTERM and SIGINT call ``stop``. Shared by single-user endpoints
+    and multi-user ones."""
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -76,6 +80,6 @@ def run_until_signalled(
 
     d.write_pid()
     try:
-        asyncio.run(main())
+        run_loop(main, factory)
     finally:
         d.clear_pid()

@@ -44,6 +44,11 @@ RUNNING_DELAY = 0.2
 TAKEOVER_PATIENCE = 30.0
 #: Beats on frames other than heartbeats are written at most this often.
 BEAT_EVERY = 1.0
+#: Seconds a ``result_ack`` waits for more stored results to acknowledge with it (the
+#: endpoint keeps results in its spool until then and resends them after a reconnect).
+RESULT_ACK_DELAY = 0.05
+#: Task ids acknowledged at once without waiting, and per ``result_ack`` frame at most.
+RESULT_ACK_BATCH = 5000
 #: Function ids whose code this connection has sent; the endpoint keeps more (4096).
 SENT_FUNCTIONS = 2048
 CLOSED = (WebSocketDisconnect, RuntimeError, OSError)
@@ -116,6 +121,8 @@ class EndpointSession:
         self._running_flush: asyncio.Task[None] | None = None
         self._results: list[ResultRecord] = []
         self._results_ready = asyncio.Event()
+        self._to_ack: list[str] = []
+        self._ack_ready = asyncio.Event()
         self._receiving = True
         self._meta: dict[str, str] = {}
         self._last_beat = 0.0
@@ -148,12 +155,14 @@ class EndpointSession:
                 self.rt.user_endpoints.connected(self.endpoint_id)
             sender = asyncio.create_task(self._send_loop())
             storer = asyncio.create_task(self._store_loop())
+            acker = asyncio.create_task(self._result_ack_loop())
             try:
                 await self._receive_loop()
             finally:
                 self._receiving = False
                 sender.cancel()
-                await asyncio.gather(sender, return_exceptions=True)
+                acker.cancel()
+                await asyncio.gather(sender, acker, return_exceptions=True)
                 self._results_ready.set()
                 await asyncio.gather(storer, return_exceptions=True)  # stores what is queued
                 if self._running_flush is not None:
@@ -394,7 +403,20 @@ class EndpointSession:
         if not rows:
             return
         await self.tasks.finish(rows)
+        # Stored: acknowledged a moment later, with others (if the channel closes first,
+        # the endpoint sends them again and they are acknowledged then).
+        self._to_ack.extend(r.task_id for r in rows)
+        self._ack_ready.set()
+
+    async def _result_ack_loop(self) -> None:
         try:
-            await self._send(m.ResultAckFrame(task_ids=[r.task_id for r in rows]))
+            while True:
+                await self._ack_ready.wait()
+                if len(self._to_ack) < RESULT_ACK_BATCH:
+                    await asyncio.sleep(RESULT_ACK_DELAY)
+                self._ack_ready.clear()
+                ids, self._to_ack = self._to_ack, []
+                for i in range(0, len(ids), RESULT_ACK_BATCH):
+                    await self._send(m.ResultAckFrame(task_ids=ids[i : i + RESULT_ACK_BATCH]))
         except CLOSED:
-            pass  # stored; the endpoint sends them again and they are acknowledged then
+            return

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from outpost.common.binary_form import unpack_binary_payload
 from outpost.common.errors import ErrorCode, SerializationError, TaskErrorCode
+from outpost.common.ids import uuid4_texts
 from outpost.common.records import TaskMessage
 from outpost.common.states import TaskState
 from outpost.service.broker import BrokerUnavailable
@@ -100,12 +101,13 @@ async def accept(
     rows: list[dict[str, Any]] = []
     answer: dict[str, list[str]] = {}
     spec = body.resource_specification
+    new_ids = iter(uuid4_texts(sum(len(p) for p in body.tasks.values())))
     for key, payloads in body.tasks.items():
         ids = answer.setdefault(key, [])
         for payload in payloads:
             if isinstance(payload, bytes):
                 _check_binary(payload)
-            tid = str(uuid.uuid4())
+            tid = next(new_ids)
             ids.append(tid)
             rows.append(
                 {

@@ -329,9 +329,11 @@ async def test_agent_acks_runs_spools_and_resends_after_a_reconnect(
         assert deserialize(first["t0"]["result"]) == 9 and deserialize(first["t1"]["result"]) == 16
         assert first["t-bad"]["status"] == "failed"
         assert "malformed task" in first["t-bad"]["exception"]
-        assert fake.of_type(m.ACK, 0) == [
-            {"type": m.ACK, "task_ids": ["t0", "t1", "t-bad"], "known": []}
-        ]
+        # Acknowledgements wait a moment (ACK_DELAY) for others; those whose results
+        # went first are not sent at all (quick tasks cost one frame, not two).
+        acked = [t for f in fake.of_type(m.ACK, 0) for t in f["task_ids"]]
+        assert len(acked) == len(set(acked)) and set(acked) <= {"t0", "t1", "t-bad"}
+        assert all(f["known"] == [] for f in fake.of_type(m.ACK, 0))
         hello = frames[1][0]
         assert hello["window"] == 5 and hello["spooled_results"] == 3
         # Sent again from the spool, unchanged, before anything else on the new connection.
@@ -344,6 +346,60 @@ async def test_agent_acks_runs_spools_and_resends_after_a_reconnect(
         ]
         assert len(resent) == 2 and resent[0]["details"] == resent[1]["details"]
         assert agent.held == set()
+    finally:
+        agent.stop()
+        await asyncio.wait_for(run, DEADLINE_S)
+        spool.close()
+
+
+def _nap(x: float) -> float:
+    import time
+
+    time.sleep(x)
+    return x
+
+
+async def test_agent_acks_a_slow_task_before_its_result_and_a_quick_one_not_at_all(
+    fake: FakeService, tmp_path: Any
+) -> None:
+    """A task still running after ``ACK_DELAY`` is acknowledged (the service records it
+    running); a quick task's result is its acknowledgement: no ack frame for it."""
+    from outpost.endpoint.agent import Agent
+    from outpost.endpoint.config import parse_config
+    from outpost.endpoint.engines import build_engine
+    from outpost.endpoint.spool import ResultSpool
+    from tests.engine_tasks import make_tasks
+
+    slow = make_tasks(_nap, [1.0], "slow")
+    quick = make_tasks(_nap, [0.0], "quick")
+
+    def kinds() -> list[tuple[str, list[str]]]:
+        out = []
+        for f in fake.frames[0] if fake.frames else []:
+            if f["type"] == m.ACK:
+                out.append((m.ACK, f["task_ids"]))
+            elif f["type"] == m.RESULT:
+                out.append((m.RESULT, [r["task_id"] for r in f["results"]]))
+        return out
+
+    async def script(index: int, ws: ServerConnection) -> None:
+        if index == 0:
+            await ws.send(m.encode({"type": m.TASK, "tasks": slow}))
+            await until(lambda: (m.RESULT, ["slow0"]) in kinds(), "the slow result")
+            await ws.send(m.encode({"type": m.TASK, "tasks": quick}))
+
+    fake.script = script
+    config = parse_config({"engine": {"type": "ThreadPoolEngine", "max_workers": 1}})
+    spool = ResultSpool(tmp_path / "spool.db")
+    url = f"ws://127.0.0.1:{fake.port}/v3/endpoints/ep/channel"
+    agent = Agent(config, "ep", url, SECRET, build_engine(config, tmp_path), spool)
+    run = asyncio.create_task(agent.run())
+    try:
+        await until(lambda: (m.RESULT, ["quick0"]) in kinds(), "the quick result")
+        await asyncio.sleep(0.2)  # longer than ACK_DELAY: an ack for it would be here
+        seen = kinds()
+        assert seen.index((m.ACK, ["slow0"])) < seen.index((m.RESULT, ["slow0"]))
+        assert not [ids for kind, ids in seen if kind == m.ACK and "quick0" in ids]
     finally:
         agent.stop()
         await asyncio.wait_for(run, DEADLINE_S)

@@ -5,10 +5,18 @@ Unlike ``concurrent.futures.ProcessPoolExecutor``, a worker that dies (segfault,
 is replaced; the other tasks it held run again elsewhere. Tasks go to workers in batches
 sized to the backlog, so one task costs one pipe message when idle and a fraction of
 one under load.
+
+Hand-offs cost wake-ups, so the quick path has none: a small batch for an idle worker is
+written to its pipe by whoever submits it (its pipe is empty, so the write cannot
+block); a batch for a busy worker, or a large one, goes through the worker's feeder
+thread. Started inside an event loop (the agent's), the engine reads results on that
+loop (``add_reader``) and reports them there; its own thread then only watches for
+workers that die and replaces them. Started elsewhere, its thread reads results too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import multiprocessing as mp
@@ -19,15 +27,22 @@ import threading
 import time
 from collections import deque
 from multiprocessing.connection import wait
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from outpost.common.errors import TaskErrorCode
+from outpost.endpoint.engines._frames import FrameReader
 from outpost.endpoint.engines._spawn import WorkerProcess
 from outpost.endpoint.engines.base import Engine, EngineStatus, ResultCallback
 from outpost.endpoint.execution import Limits, failure_result
 from outpost.endpoint.records import Task, TaskResult
 
 log = logging.getLogger(__name__)
+#: A batch this small, for a worker holding nothing (its task pipe is empty), is written
+#: at once by the caller: far below a pipe's capacity (64 KiB), so the write never waits.
+DIRECT_MAX_BYTES = 16 * 1024
+#: How long the engine thread waits for the loop to hand over a dead worker's pipe.
+HANDOVER_TIMEOUT = 5.0
 
 
 class _Worker:
@@ -46,7 +61,11 @@ class _Worker:
         task_r.close()
         result_w.close()
         self.outstanding: deque[Task] = deque()
-        self.feed: queue.SimpleQueue[list[Task] | None] = queue.SimpleQueue()
+        #: Known to have died (set under the engine's lock): nothing more is sent to it.
+        self.dead = False
+        #: Reads the result pipe on an event loop (None: the engine thread reads it).
+        self.reader: FrameReader | None = None
+        self.feed: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self.feeder = threading.Thread(target=self._feed, name=f"outpost-feed-{index}", daemon=True)
         self.feeder.start()
 
@@ -54,15 +73,30 @@ class _Worker:
         while True:
             item = self.feed.get()
             try:
-                self.task_w.send(item)
+                if item is None:
+                    self.task_w.send(None)
+                    return
+                self.task_w.send_bytes(item)
             except (OSError, ValueError):
                 return  # the worker died; the engine's loop handles it
-            if item is None:
-                return
 
-    def send(self, tasks: list[Task]) -> None:
+    def send(self, tasks: list[Task]) -> bool:
+        """Hand ``tasks`` to the worker (called with the engine's lock held); False if
+        they could not be, because it died (it has not received them)."""
+        data = bytes(ForkingPickler.dumps(tasks))
+        if not self.outstanding and len(data) <= DIRECT_MAX_BYTES:
+            # Nothing outstanding: the worker has read everything sent before (it
+            # answered it) and the feeder has nothing queued, so the pipe is empty.
+            try:
+                self.task_w.send_bytes(data)
+            except (OSError, ValueError):
+                self.dead = True  # its sentinel reports it; the tasks go elsewhere
+                return False
+            self.outstanding.extend(tasks)
+            return True
         self.outstanding.extend(tasks)
-        self.feed.put(tasks)
+        self.feed.put(data)
+        return True
 
     def stop(self) -> None:
         self.feed.put(None)
@@ -103,17 +137,70 @@ class ProcessPoolEngine(Engine):
         self._on_results: ResultCallback | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
+        #: The event loop results are read on (None: the engine thread reads them).
+        self._ev_loop: asyncio.AbstractEventLoop | None = None
 
     def start(self, on_results: ResultCallback) -> None:
         self._on_results = on_results
+        try:
+            self._ev_loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._ev_loop = None
         self._workers = [_Worker(i, self.limits, self.environment) for i in range(self.max_workers)]
+        if self._ev_loop is not None:
+            for w in self._workers:
+                self._attach(w)
         self._thread = threading.Thread(target=self._loop, name="outpost-engine", daemon=True)
         self._thread.start()
 
     def submit(self, tasks: list[Task]) -> None:
         with self._lock:
             self._queue.extend(tasks)
-        os.write(self._wake_w, b"x")
+        self._dispatch()
+
+    # -- results on the event loop ----------------------------------------------------
+    def _attach(self, w: _Worker) -> None:
+        assert self._ev_loop is not None
+        w.reader = FrameReader(w.result_r.fileno())
+        self._ev_loop.add_reader(w.reader.fd, self._readable, w)
+
+    def _readable(self, w: _Worker) -> None:
+        self._read(w)
+        self._dispatch()
+
+    def _read(self, w: _Worker) -> None:
+        assert w.reader is not None
+        for results in w.reader.read():
+            self._finished(w, results)
+        if w.reader.eof:  # it died: stop watching (the engine thread replaces it)
+            self._detach(w)
+
+    def _detach(self, w: _Worker) -> None:
+        if self._ev_loop is None or w.reader is None or w.reader.fd < 0:
+            return
+        self._ev_loop.remove_reader(w.reader.fd)
+        w.reader.fd = -1
+
+    def _hand_over(self, dead: _Worker, done: threading.Event) -> None:
+        """On the loop: read what a dead worker sent, then stop watching its pipe."""
+        try:
+            if dead.reader is not None and dead.reader.fd >= 0:
+                self._read(dead)
+            self._detach(dead)
+        finally:
+            done.set()
+
+    def _drain(self, dead: _Worker) -> None:
+        """On the engine thread: read what a dead worker sent."""
+        if dead.reader is not None:
+            return  # read on the loop, or the loop is gone
+        while True:
+            try:
+                if not dead.result_r.poll():
+                    return
+                self._finished(dead, dead.result_r.recv())
+            except (EOFError, OSError):
+                return
 
     def status(self) -> EngineStatus:
         with self._lock:
@@ -129,6 +216,9 @@ class ProcessPoolEngine(Engine):
     def shutdown(self) -> None:
         self._stopping = True
         os.write(self._wake_w, b"x")
+        if self._ev_loop is not None and _on_loop(self._ev_loop):
+            for w in self._workers:
+                self._detach(w)  # before their pipes are closed
         for w in self._workers:
             w.stop()
         for w in self._workers:
@@ -151,7 +241,8 @@ class ProcessPoolEngine(Engine):
     def _turn(self) -> None:
         by_obj: dict[Any, tuple[str, _Worker]] = {}
         for w in self._workers:
-            by_obj[w.result_r] = ("results", w)
+            if self._ev_loop is None:
+                by_obj[w.result_r] = ("results", w)
             by_obj[w.proc.sentinel] = ("died", w)
         ready = wait([*by_obj, self._wake_r], timeout=1.0)
         if self._stopping:
@@ -179,14 +270,21 @@ class ProcessPoolEngine(Engine):
         self._on_results(results)
 
     def _replace(self, dead: _Worker) -> None:
-        # Read whatever results it managed to send before dying.
-        while True:
+        # Read whatever results it managed to send before dying: on the loop, if results
+        # are read there (and only then is its pipe closed).
+        with self._lock:
+            dead.dead = True
+        handed_over = True
+        if self._ev_loop is not None:
+            done = threading.Event()
             try:
-                if not dead.result_r.poll():
-                    break
-                self._finished(dead, dead.result_r.recv())
-            except (EOFError, OSError):
-                break
+                self._ev_loop.call_soon_threadsafe(self._hand_over, dead, done)
+            except RuntimeError:  # the loop is closed: nobody reads the pipe any more
+                self._drain(dead)
+            else:
+                handed_over = done.wait(HANDOVER_TIMEOUT)
+        else:
+            self._drain(dead)
         dead.proc.join(timeout=1)
         reason = _death_reason(dead.proc.exitcode)
         if time.monotonic() - dead.started < 1.0:
@@ -195,10 +293,20 @@ class ProcessPoolEngine(Engine):
         # Start the new worker first: if that fails, everything stays as it was and the
         # engine loop tries again (the dead worker's sentinel is still ready).
         fresh = _Worker(dead.index, self.limits, self.environment)
-        lost = list(dead.outstanding)
-        dead.outstanding.clear()
-        dead.kill()
+        if handed_over:
+            dead.kill()
+        else:  # the loop may still watch its pipe: leave it open rather than close it
+            log.warning("worker %d: the event loop did not release its pipe", dead.index)
+            if dead.proc.is_alive():
+                dead.proc.kill()
+        if self._ev_loop is not None:
+            try:
+                self._ev_loop.call_soon_threadsafe(self._attach, fresh)
+            except RuntimeError:
+                pass  # the loop is closed: the engine is stopping
         with self._lock:
+            lost = list(dead.outstanding)
+            dead.outstanding.clear()
             self._workers[self._workers.index(dead)] = fresh
             culprit: Task | None
             if len(lost) == 1 or (lost and lost[0].suspect):
@@ -218,21 +326,26 @@ class ProcessPoolEngine(Engine):
             self._on_results([failure_result(culprit, code, f"{code}: {msg}", msg, details=False)])
 
     def _dispatch(self) -> None:
+        """Hand queued tasks to live workers (any thread; takes the lock)."""
         with self._lock:
             if not self._queue:
                 return
-            n = len(self._workers)
+            live = [w for w in self._workers if not w.dead]
+            if not live:
+                return  # the engine thread replaces them, then dispatches
             cap = 2 * self.max_batch
             # An even share of everything held: no worker is handed more than its share
             # while another has less, so tasks of equal length finish together.
-            held = sum(len(w.outstanding) for w in self._workers)
-            share = math.ceil((len(self._queue) + held) / n)
-            for w in sorted(self._workers, key=lambda x: len(x.outstanding)):
+            held = sum(len(w.outstanding) for w in live)
+            share = math.ceil((len(self._queue) + held) / len(live))
+            for w in sorted(live, key=lambda x: len(x.outstanding)):
                 if not self._queue:
                     break
                 if self._queue[0].suspect:
                     if not w.outstanding:
-                        w.send([self._queue.popleft()])
+                        one = self._queue.popleft()
+                        if not w.send([one]):
+                            self._queue.appendleft(one)
                     continue
                 room = cap - len(w.outstanding)
                 want = share - len(w.outstanding) if w.outstanding else max(1, share)
@@ -240,5 +353,12 @@ class ProcessPoolEngine(Engine):
                 batch: list[Task] = []
                 while self._queue and len(batch) < chunk and not self._queue[0].suspect:
                     batch.append(self._queue.popleft())
-                if batch:
-                    w.send(batch)
+                if batch and not w.send(batch):
+                    self._queue.extendleft(reversed(batch))  # never sent: run elsewhere
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

@@ -16,6 +16,7 @@ import, and it reads every migration script) is loaded only when there is work f
 
 from __future__ import annotations
 
+import json
 import re
 from functools import cache
 from pathlib import Path
@@ -40,6 +41,12 @@ CONNECT_TIMEOUT_S = 10
 SQLITE_PAGE_SIZE = 16384
 #: Any constant that other applications on the same database are unlikely to use.
 _MIGRATION_LOCK = 0x6F7574706F7374  # "outpost"
+
+
+def _json_dumps(value: Any) -> str:
+    """JSON columns' serializer: ``json.dumps``, with its commonest case (None, in most
+    rows' optional columns) answered without building an encoder."""
+    return "null" if value is None else json.dumps(value)
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -67,7 +74,11 @@ def make_engine(url: str, synchronous: str = "NORMAL", pool_size: int = POOL_SIZ
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"sqlite synchronous must be NORMAL or FULL, not {synchronous!r}")
         engine = create_engine(
-            u, connect_args={"check_same_thread": False}, pool_size=8, max_overflow=8
+            u,
+            connect_args={"check_same_thread": False},
+            pool_size=8,
+            max_overflow=8,
+            json_serializer=_json_dumps,
         )
         event.listen(engine, "connect", _sqlite_pragmas(synchronous.upper()))
         return engine
@@ -80,6 +91,7 @@ def make_engine(url: str, synchronous: str = "NORMAL", pool_size: int = POOL_SIZ
         pool_pre_ping=True,
         pool_recycle=1800,
         pool_timeout=30,
+        json_serializer=_json_dumps,
         connect_args={
             "connect_timeout": CONNECT_TIMEOUT_S,
             "application_name": "outpost-service",
