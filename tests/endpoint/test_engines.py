@@ -182,7 +182,7 @@ def test_worker_pipe_ends_speak_multiprocessing_framing(size) -> None:
     import multiprocessing as mp
     import threading
 
-    from outpost.endpoint.engines._worker import PipeEnd
+    from outpost.endpoint.engines._frames import PipeEnd
 
     msg = {"data": b"x" * size, "n": size}
     r, w = mp.Pipe(duplex=False)
@@ -200,3 +200,34 @@ def test_worker_pipe_ends_speak_multiprocessing_framing(size) -> None:
         PipeEnd(r2.fileno()).recv()
     for c in (r, w, r2):
         c.close()
+
+
+@pytest.mark.parametrize("size", [0, 16384, 3 * 1024 * 1024])
+def test_the_loops_frame_reader_reads_whole_messages_from_a_worker_pipe(size) -> None:
+    """``FrameReader`` (the engine's side on an event loop: non-blocking reads) returns
+    only whole messages, however the bytes arrive, in order, and sees the pipe's end."""
+    import multiprocessing as mp
+    import select
+    import threading
+
+    from outpost.endpoint.engines._frames import FrameReader, PipeEnd
+
+    msgs = [{"data": b"y" * size, "i": i} for i in range(3)]
+    r, w = mp.Pipe(duplex=False)
+    end = PipeEnd(w.fileno())
+
+    def write_then_close() -> None:
+        for m in msgs:
+            end.send(m)
+        w.close()
+
+    writer = threading.Thread(target=write_then_close)
+    writer.start()
+    reader = FrameReader(r.fileno())
+    got: list = []
+    while not reader.eof:
+        select.select([r.fileno()], [], [], 60)
+        got.extend(reader.read())
+    writer.join()
+    assert got == msgs
+    r.close()

@@ -5,7 +5,7 @@ pipe, in order. Results of quick tasks are grouped (every 2 ms) to cut per-messa
 a slow task's result is sent as soon as it is done.
 
 A worker imports as little as it can: every MiB here is paid once per worker. Its pipe
-ends are read and written by :class:`PipeEnd`, which speaks the framing of
+ends are read and written by ``_frames.PipeEnd``, which speaks the framing of
 ``multiprocessing.connection.Connection`` (the engine's side) without importing
 ``multiprocessing`` (sockets, selectors, tempfile: ~3 MB a process).
 """
@@ -13,11 +13,11 @@ ends are read and written by :class:`PipeEnd`, which speaks the framing of
 from __future__ import annotations
 
 import os
-import pickle
 import signal
-import struct
 import time
 from typing import TYPE_CHECKING, Any
+
+from outpost.endpoint.engines._frames import PipeEnd
 
 if TYPE_CHECKING:
     from outpost.endpoint.execution import Limits
@@ -25,49 +25,6 @@ if TYPE_CHECKING:
 
 FLUSH_SECONDS = 0.002
 FLUSH_COUNT = 256
-
-_SHORT = struct.Struct("!i")  # a message's length, as multiprocessing writes it
-_LONG = struct.Struct("!Q")  # after a -1 length: lengths of 2 GiB or more
-
-
-class PipeEnd:
-    """One end of a ``multiprocessing.Pipe(duplex=False)``, by file descriptor: messages
-    are a 4-byte big-endian length (or -1 and an 8-byte one) and a pickle."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def _read(self, n: int) -> bytearray:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            k = os.readv(self.fd, [view[got:]])
-            if k == 0:
-                raise EOFError("pipe closed")
-            got += k
-        return buf
-
-    def recv(self) -> Any:
-        (n,) = _SHORT.unpack(self._read(4))
-        if n == -1:
-            (n,) = _LONG.unpack(self._read(8))
-        return pickle.loads(self._read(n))
-
-    def send(self, obj: Any) -> None:
-        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        n = len(data)
-        head = _SHORT.pack(n) if n <= 0x7FFFFFFF else _SHORT.pack(-1) + _LONG.pack(n)
-        view = memoryview(data)
-        if n < 16384:
-            self._write(memoryview(head + data))
-        else:
-            self._write(memoryview(head))
-            self._write(view)
-
-    def _write(self, view: memoryview) -> None:
-        while view:
-            view = view[os.write(self.fd, view) :]
 
 
 def _die_with_parent() -> None:
