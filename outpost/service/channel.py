@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 import uuid
 from collections import OrderedDict
@@ -33,6 +32,7 @@ from outpost.common.records import (
     ResultRecord,
 )
 from outpost.service.broker import Consumer, ConsumerClosed
+from outpost.service.endpoint_load import load_of
 from outpost.service.runtime.presence import Holder
 from outpost.service.store import catalog
 from outpost.service.store import tasks as task_store
@@ -56,50 +56,6 @@ CLOSED = (WebSocketDisconnect, RuntimeError, OSError)
 
 class ChannelClosed(Exception):
     pass
-
-
-def count(value: Any) -> int:
-    """A figure an endpoint reported, if it is one (a non-negative whole number)."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53:
-        return value
-    return 0
-
-
-def load_of(frame: m.StatusFrame, outstanding: int) -> EndpointLoad:
-    blocks = None
-    if isinstance(frame.blocks, dict):  # engines with blocks of workers: {state: n}
-        blocks = {str(k)[:32]: count(v) for k, v in list(frame.blocks.items())[:16]}
-    return EndpointLoad(
-        total_workers=count(frame.total_workers),
-        idle_workers=count(frame.idle_workers),
-        pending_tasks=count(frame.pending_tasks),
-        managers=count(frame.managers) if frame.managers is not None else None,
-        blocks=blocks,
-        outstanding=outstanding,
-        engine=_text(frame.engine),
-        started_at=_time(frame.started_at),
-        resources=_resources(frame.resources),
-    )
-
-
-MAX_TEXT = 120
-RESOURCE_KEYS = ("provider", "account", "partition", "queue", "project")
-
-
-def _text(value: Any) -> str | None:
-    return value[:MAX_TEXT] if isinstance(value, str) and value else None
-
-
-def _time(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value) if 0 < value < 2**40 else None
-    return None
-
-
-def _resources(value: Any) -> dict[str, str] | None:
-    if not isinstance(value, dict):
-        return None
-    return {k: v for k in RESOURCE_KEYS if (v := _text(value.get(k))) is not None} or None
 
 
 class EndpointSession:

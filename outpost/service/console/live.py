@@ -3,7 +3,7 @@
 This is the console's only access to the service's runtime, and it only reads: the
 presence seam's record of the endpoint's channel (``Presence.get``): whether it is
 online, its last heartbeat, and the load and run summary its status frames reported
-(made sane by ``channel.load_of``: whole numbers, finite times, short strings).
+(made sane by ``endpoint_load.load_of``: whole numbers, finite times, short strings).
 """
 
 from __future__ import annotations

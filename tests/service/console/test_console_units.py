@@ -14,9 +14,9 @@ from starlette.responses import Response
 from outpost.common import messages as m
 from outpost.endpoint.config import EndpointConfig
 from outpost.endpoint.summary import run_summary
-from outpost.service.channel import load_of
 from outpost.service.console.session import SessionCookies, load_key
 from outpost.service.console.stats import per_minute, window
+from outpost.service.endpoint_load import load_of
 
 
 def test_status_frames_are_untrusted() -> None:
