@@ -270,6 +270,17 @@ def test_large_results_reach_the_stream_in_binary_and_rest_as_globus_text(stack)
         assert c.get_result(f.task_id) == f.result()
 
 
+def _result_within(c, tid, seconds):
+    """The task's result, polled over REST until it is there (or the deadline passes)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return c.get_result(tid)
+        except TaskPending:
+            assert time.monotonic() < deadline, f"no result for {tid} in {seconds} s"
+            time.sleep(0.2)
+
+
 def test_large_arguments_as_globus_text_over_rest_still_run(stack) -> None:
     """The REST submit (what globus-compute-sdk sends: base64 text payloads) of a large
     argument, and the Executor's REST fallback when the stream is not used."""
@@ -277,14 +288,7 @@ def test_large_arguments_as_globus_text_over_rest_still_run(stack) -> None:
     c = stack.client()
     fid = c.register_function(echo_len)
     tid = c.run(blob, endpoint_id=stack.endpoint_id, function_id=fid)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            data, n = c.get_result(tid)
-            break
-        except TaskPending:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+    data, n = _result_within(c, tid, 120)
     assert n == len(blob) and data == blob[::-1]
     # A batch holding a binary payload is sent to REST as text.
     from outpost.sdk.batch import Batch
@@ -294,12 +298,5 @@ def test_large_arguments_as_globus_text_over_rest_still_run(stack) -> None:
     assert isinstance(b.tasks[fid][0], bytes)
     assert b.prepare()["tasks"][fid] == [s.pack_payload((blob,), {})]
     tid = c.batch_run(stack.endpoint_id, b)["tasks"][fid][0]
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            data, n = c.get_result(tid)
-            break
-        except TaskPending:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+    data, n = _result_within(c, tid, 120)
     assert data == blob[::-1]

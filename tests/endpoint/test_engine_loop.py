@@ -12,19 +12,8 @@ from outpost.common.serialize import deserialize
 from outpost.endpoint import loops
 from outpost.endpoint.engines import ProcessPoolEngine, processes
 from outpost.endpoint.execution import Limits
+from tests.engine_tasks import die, pid, square
 from tests.engine_tasks import make_records as _tasks
-
-
-def square(x):
-    return x * x
-
-
-def die(x):
-    os._exit(3) if x == "exit" else os.kill(os.getpid(), 9)
-
-
-def pid(_):
-    return os.getpid()
 
 
 def echo(x):

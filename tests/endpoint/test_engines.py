@@ -7,19 +7,8 @@ import pytest
 from outpost.common.serialize import deserialize
 from outpost.endpoint.engines import ProcessPoolEngine, ThreadPoolEngine
 from outpost.endpoint.execution import Limits
+from tests.engine_tasks import die, pid, square
 from tests.engine_tasks import make_records as _tasks
-
-
-def square(x):
-    return x * x
-
-
-def die(x):
-    os._exit(3) if x == "exit" else os.kill(os.getpid(), 9)
-
-
-def pid(_):
-    return os.getpid()
 
 
 def _collect(engine, n, timeout=30.0):
