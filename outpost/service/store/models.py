@@ -56,6 +56,12 @@ def _column(name: str, *args: Any, **kwargs: Any) -> Column[Any]:
     return column
 
 
+def _user_id() -> Column[Any]:
+    """``user_id``: the user a row belongs to (removed with the user)."""
+    owner = ForeignKey("users.id", ondelete="CASCADE")
+    return _column("user_id", String(36), owner, nullable=False, index=True)
+
+
 def table(model: type[Base]) -> Table:
     """A model's table."""
     return model.__table__
@@ -87,13 +93,7 @@ class Identity(Base):
         "identities",
         metadata,
         _column("id", String(36), primary_key=True),
-        _column(
-            "user_id",
-            String(36),
-            ForeignKey("users.id", ondelete="CASCADE"),
-            nullable=False,
-            index=True,
-        ),
+        _user_id(),
         _column("username", String(255), nullable=False, unique=True),
         _column("identity_provider", String(255)),
         _column("email", String(255)),
@@ -120,13 +120,7 @@ class Token(Base):
         "tokens",
         metadata,
         _column("id", String(16), primary_key=True),
-        _column(
-            "user_id",
-            String(36),
-            ForeignKey("users.id", ondelete="CASCADE"),
-            nullable=False,
-            index=True,
-        ),
+        _user_id(),
         _column("token_hash", String(64), nullable=False, unique=True),
         _column("created_at", Float, nullable=False),
         _column("revoked_at", Float),
