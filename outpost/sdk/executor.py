@@ -174,9 +174,9 @@ class Executor(concurrent.futures.Executor):
         if self._listener.ready(self.task_group_id):
             try:
                 # Exactly what REST would carry (e.g. non-string keys become strings). The
-                # tasks are text keyed by text already (see submit_to_registered_function),
-                # which JSON gives back unchanged: only the rest goes through it, sparing a
-                # JSON round trip of every payload.
+                # tasks are keyed by text already (see submit_to_registered_function) and
+                # their payloads are text, or bytes this stream takes: only the rest goes
+                # through JSON, sparing a JSON round trip of every payload.
                 prepared = batch.prepare(binary=self._listener.binary_payloads)
                 tasks = prepared.pop("tasks")
                 body = json.loads(json.dumps({**prepared, "user_runtime": user_runtime()}))

@@ -65,7 +65,7 @@ class _Worker:
         self.dead = False
         #: Reads the result pipe on an event loop (None: the engine thread reads it).
         self.reader: FrameReader | None = None
-        self.feed: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.feed: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
         self.feeder = threading.Thread(target=self._feed, name=f"outpost-feed-{index}", daemon=True)
         self.feeder.start()
 
@@ -83,7 +83,7 @@ class _Worker:
     def send(self, tasks: list[Task]) -> bool:
         """Hand ``tasks`` to the worker (called with the engine's lock held); False if
         they could not be, because it died (it has not received them)."""
-        data = bytes(ForkingPickler.dumps(tasks))
+        data = ForkingPickler.dumps(tasks)  # a view of the pickle: sent without a copy
         if not self.outstanding and len(data) <= DIRECT_MAX_BYTES:
             # Nothing outstanding: the worker has read everything sent before (it
             # answered it) and the feeder has nothing queued, so the pipe is empty.
