@@ -9,11 +9,9 @@ from __future__ import annotations
 import os
 import sys
 import time
-import traceback
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from outpost import __version__
@@ -99,6 +97,8 @@ def _load_function(task: Task, allowed: tuple[str, ...] | None) -> Callable[...,
 
 
 def _user_traceback(exc: BaseException) -> str:
+    import traceback  # only a failed task needs it (not loaded by a worker until then)
+
     tb = exc.__traceback__
     if tb is not None:
         tb = tb.tb_next  # drop run_task's own frame: show the user's code only
@@ -127,6 +127,8 @@ def run_task(task: Task, limits: Limits) -> TaskResult:
         os.environ["OUTPOST_TASK_ID"] = task.task_id
     cwd = None
     if limits.sandbox_root:
+        from pathlib import Path
+
         sandbox = Path(limits.sandbox_root) / task.task_id
         sandbox.mkdir(parents=True, exist_ok=True)
         os.environ["OUTPOST_TASK_SANDBOX_DIR"] = str(sandbox)

@@ -73,10 +73,12 @@ def start(config_file: Path | None, **flags: Any) -> None:
     brought up to date on start unless --no-auto-migrate. Unfinished tasks from a
     previous run are queued again.
     """
-    from outpost.service.serve import serve
+    from outpost.service.serve import collector_paused, serve
 
     with database_errors():
-        serve(settings_from_cli(config_file, **flags))
+        with collector_paused():  # see serve.collector_paused
+            settings = settings_from_cli(config_file, **flags)
+        serve(settings)
 
 
 @service.command()

@@ -1,5 +1,7 @@
 import os
 import queue
+import subprocess
+import sys
 import time
 
 import pytest
@@ -158,6 +160,17 @@ def test_a_worker_running_an_importable_function_imports_no_more_than_it_needs()
         assert "tests.endpoint.worker_probe" in modules
         for name in ("multiprocessing", "importlib.metadata", "platform", "email", "dill"):
             assert name not in modules, name
+        # Loaded only by a task that needs them (a sandbox, a failure's traceback); unless
+        # the interpreter itself starts with them (site's .pth hooks, e.g. an editable
+        # install's import finder, load pathlib).
+        bare = subprocess.run(
+            [sys.executable, "-c", "import sys; print(' '.join(sys.modules))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        for name in ("pathlib", "traceback", "fnmatch", "urllib.parse"):
+            assert name in bare or name not in modules, name
         assert r.details is not None
         assert r.details["dill_version"] and r.details["python_version"]
     finally:

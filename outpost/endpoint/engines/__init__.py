@@ -7,10 +7,11 @@ from this package and must not pay for the configuration models (pydantic, YAML)
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from outpost.endpoint.config import EndpointConfig
     from outpost.endpoint.engines.base import Engine, ResultCallback
     from outpost.endpoint.engines.processes import ProcessPoolEngine
