@@ -1,8 +1,8 @@
 """The workloads of ``compare.py``, run the same way against every system.
 
 Standard library only: this module is imported both by Outpost's environment and by the
-peers' (``benchmarks/.venv-peers``), and by the worker processes of every system (the
-task functions below live here, so every system runs the very same code).
+peers' (``benchmarks/.venv-peers``). The task functions live in ``_tasks`` (imported by
+the worker processes of every system) and are named here too.
 """
 
 from __future__ import annotations
@@ -15,20 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from _tasks import echo as echo
+from _tasks import nap as nap
+from _tasks import noop as noop
+
 MB = 1_000_000
-
-
-# -- the task functions (imported by the workers of every system) ----------------------
-def noop() -> None:
-    return None
-
-
-def echo(data: bytes) -> bytes:
-    return data
-
-
-def nap(seconds: float) -> None:
-    time.sleep(seconds)
 
 
 # -- how much work -------------------------------------------------------------------

@@ -8,7 +8,6 @@ ids, so a payload produced by either runs anywhere.
 
 from __future__ import annotations
 
-import inspect
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
@@ -95,6 +94,8 @@ class DillCodeTextInspect(Strategy):
     identifier, for_code = "03", True
 
     def _source(self, obj: Any) -> str:
+        import inspect  # sending code by source only: a worker need not load it
+
         return inspect.getsource(obj)
 
     def dumps(self, obj: Any) -> str:
@@ -120,6 +121,8 @@ class PureSourceTextInspect(Strategy):
     identifier, for_code = "st", True
 
     def _source(self, obj: Any) -> str:
+        import inspect  # sending code by source only: a worker need not load it
+
         return inspect.getsource(obj)
 
     def dumps(self, obj: Any) -> str:

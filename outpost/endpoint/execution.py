@@ -11,8 +11,7 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from outpost import __version__
 from outpost.common.binary_form import payload_parts, serialize_data
@@ -22,8 +21,9 @@ from outpost.common.serialize import DEFAULT_CODE, deserialize, serialize
 from outpost.endpoint.records import Task, TaskResult
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
+    """What a worker enforces (a named tuple, not a dataclass: see ``records``)."""
+
     result_size_limit: int = 10 * 1024 * 1024
     allowed_serializers: tuple[str, ...] | None = None
     sandbox_root: str | None = None

@@ -5,12 +5,33 @@ A task from a ``task`` frame is checked and turned into a :class:`Task` once, at
 agent; a :class:`TaskResult` is turned back into the ``result`` frame's map once, when it
 is spooled or sent (:meth:`TaskResult.to_wire`). The maps on the wire are unchanged:
 see ``outpost.common.messages``.
+
+They are written out rather than made with ``dataclasses``: a ``ProcessPoolEngine``
+worker loads this module, and ``dataclasses`` would load ``inspect`` (with ``ast``,
+``dis``, ``tokenize``): ~1.2 MB in every worker process. ``_Record`` gives each its
+equality and ``repr`` from ``__slots__``; each ``__reduce__`` lists every field, in order.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
+
+
+class _Record:
+    """Equality and ``repr`` over ``__slots__`` (the fields, in order)."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as dataclasses make them
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__slots__)
+        return f"{type(self).__name__}({fields})"
 
 
 class BadTask(ValueError):
@@ -29,23 +50,48 @@ def _opt_str(d: dict[Any, Any], key: str) -> str | None:
     raise BadTask(f"task field {key!r} must be text, not {type(v).__name__}")
 
 
-@dataclass(slots=True)
-class Task:
-    task_id: str
-    function_id: str
-    #: Text, or the binary form (``serialize.pack_payload``) the service sends an
-    #: endpoint that announced ``binary_payloads``.
-    payload: str | bytes
-    #: Sent once per connection for each function; the agent fills it in from its cache.
-    function_code: str | None = None
-    task_group_id: str | None = None
-    resource_specification: dict[str, Any] | None = None
-    #: Set by the service on a redelivery it does not want run again: the reason.
-    if_lost: str | None = None
-    #: ProcessPoolEngine: run alone (its batch killed a worker; find the task that did).
-    suspect: bool = False
-    #: The service takes a large result in its binary form (``binary_form.as_text``).
-    binary_result: bool = False
+class Task(_Record):
+    """``payload``: text, or the binary form (``serialize.pack_payload``) the service
+    sends an endpoint that announced ``binary_payloads``. ``function_code``: sent once
+    per connection for each function; the agent fills it in from its cache.
+    ``if_lost``: set by the service on a redelivery it does not want run again (the
+    reason). ``suspect``: ProcessPoolEngine, run alone (its batch killed a worker; find
+    the task that did). ``binary_result``: the service takes a large result in its binary
+    form (``binary_form.as_text``)."""
+
+    __slots__ = (
+        "task_id",
+        "function_id",
+        "payload",
+        "function_code",
+        "task_group_id",
+        "resource_specification",
+        "if_lost",
+        "suspect",
+        "binary_result",
+    )
+
+    def __init__(
+        self,
+        task_id: str,
+        function_id: str,
+        payload: str | bytes,
+        function_code: str | None = None,
+        task_group_id: str | None = None,
+        resource_specification: dict[str, Any] | None = None,
+        if_lost: str | None = None,
+        suspect: bool = False,
+        binary_result: bool = False,
+    ) -> None:
+        self.task_id = task_id
+        self.function_id = function_id
+        self.payload = payload
+        self.function_code = function_code
+        self.task_group_id = task_group_id
+        self.resource_specification = resource_specification
+        self.if_lost = if_lost
+        self.suspect = suspect
+        self.binary_result = binary_result
 
     @classmethod
     def from_wire(cls, d: Any) -> Task:
@@ -103,17 +149,37 @@ class Task:
         return d
 
 
-@dataclass(slots=True)
-class TaskResult:
-    task_id: str
-    task_group_id: str | None
-    status: Literal["success", "failed"]
-    #: The serialized value (success): text, or its binary form (``Task.binary_result``).
-    result: str | bytes | None = None
-    #: The remote traceback or reason (failed).
-    exception: str | None = None
-    error_details: ErrorDetails | None = None
-    details: dict[str, Any] | None = None
+class TaskResult(_Record):
+    """``result``: the serialized value (success), text or its binary form
+    (``Task.binary_result``); ``exception``: the remote traceback or reason (failed)."""
+
+    __slots__ = (
+        "task_id",
+        "task_group_id",
+        "status",
+        "result",
+        "exception",
+        "error_details",
+        "details",
+    )
+
+    def __init__(
+        self,
+        task_id: str,
+        task_group_id: str | None,
+        status: Literal["success", "failed"],
+        result: str | bytes | None = None,
+        exception: str | None = None,
+        error_details: ErrorDetails | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        self.task_id = task_id
+        self.task_group_id = task_group_id
+        self.status = status
+        self.result = result
+        self.exception = exception
+        self.error_details = error_details
+        self.details = details
 
     def __reduce__(self) -> tuple[type[TaskResult], tuple[Any, ...]]:
         # As Task.__reduce__: every field, in order.

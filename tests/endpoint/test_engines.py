@@ -160,7 +160,8 @@ def test_a_worker_running_an_importable_function_imports_no_more_than_it_needs()
         assert "tests.endpoint.worker_probe" in modules
         for name in ("multiprocessing", "importlib.metadata", "platform", "email", "dill"):
             assert name not in modules, name
-        # Loaded only by a task that needs them (a sandbox, a failure's traceback); unless
+        # Loaded only by a task that needs them (a sandbox, a failure's traceback, code
+        # sent as source; the records are not dataclasses, which load inspect); unless
         # the interpreter itself starts with them (site's .pth hooks, e.g. an editable
         # install's import finder, load pathlib).
         bare = subprocess.run(
@@ -169,7 +170,7 @@ def test_a_worker_running_an_importable_function_imports_no_more_than_it_needs()
             text=True,
             check=True,
         ).stdout.split()
-        for name in ("pathlib", "traceback", "fnmatch", "urllib.parse"):
+        for name in ("pathlib", "traceback", "inspect", "dataclasses", "ast", "tokenize"):
             assert name in bare or name not in modules, name
         assert r.details is not None
         assert r.details["dill_version"] and r.details["python_version"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 
 import pytest
@@ -27,7 +26,7 @@ def _every_field_set(cls: type) -> object:
         "error_details": {"code": "X", "user_message": "m"},
         "details": {"pid": 1},
     }
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = list(cls.__slots__)
     return cls(**{n: values[n] for n in names})
 
 
@@ -92,3 +91,16 @@ def test_result_wire_form_leaves_absent_fields_out() -> None:
     }
     assert TaskResult.from_wire(failed.to_wire()) == failed
     assert failed.size == 2
+
+
+def test_records_compare_and_print_by_their_fields() -> None:
+    t = Task("t", "f", "p", task_group_id="g")
+    assert t == Task("t", "f", "p", task_group_id="g")
+    assert t != Task("t", "f", "p")
+    assert t != TaskResult("t", "g", "success")
+    assert repr(t).startswith("Task(task_id='t', function_id='f', payload='p'")
+    assert "status='failed'" in repr(TaskResult("t", None, "failed"))
+    with pytest.raises(TypeError):
+        hash(t)  # mutable records (engines set ``suspect``, the agent ``function_code``)
+    with pytest.raises(AttributeError):
+        t.other = 1  # type: ignore[attr-defined]
