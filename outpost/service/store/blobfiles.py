@@ -116,6 +116,7 @@ class BlobFiles:
 
 # --- which engines keep files, and removals after commit -----------------------------
 
+Candidate = tuple[str, str, Path]
 _by_engine: weakref.WeakKeyDictionary[Engine, BlobFiles | None] = weakref.WeakKeyDictionary()
 
 
@@ -179,37 +180,32 @@ def _unlink(paths: list[Path] | None) -> None:
             os.unlink(p)
 
 
-def sweep(files: BlobFiles, has_row: Any, min_age: float = ORPHAN_AGE) -> int:
-    """Remove files older than ``min_age`` seconds whose row is gone (a crash between
-    the file and its commit, tasks deleted with their user or endpoint) and temporary
-    files left by a crash. ``has_row(list of (task id, kind))`` gives the set of those
-    that have a row. Returns how many files went."""
+def orphan_candidates(files: BlobFiles, min_age: float = ORPHAN_AGE) -> list[Candidate]:
+    """Files older than ``min_age`` seconds: each may be an orphan (a crash between the
+    file and its commit; tasks deleted with their user or endpoint), or a temporary file
+    left by a crash (kind ``""``). :func:`remove_orphans` decides."""
+    cutoff = time.time() - min_age
+    out = []
+    for task_id, kind, path in files.files():
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < cutoff:
+                out.append((task_id, kind, path))
+    return out
+
+
+def remove_orphans(
+    candidates: list[Candidate], has_row: set[tuple[str, str]], min_age: float = ORPHAN_AGE
+) -> int:
+    """Remove those ``candidates`` that have no row in ``has_row`` and are still old.
+    Run it where no large value can be written meanwhile (the service's writer), so that
+    a file written again for a row on its way is never taken."""
     cutoff = time.time() - min_age
     removed = 0
-    batch: list[tuple[str, str, Path]] = []
-
-    def settle() -> int:
-        present = has_row([(t, k) for t, k, _ in batch])
-        n = 0
-        for t, k, p in batch:
-            if (t, k) not in present:
-                with contextlib.suppress(FileNotFoundError):
-                    if p.stat().st_mtime < cutoff:
-                        p.unlink()
-                        n += 1
-        batch.clear()
-        return n
-
-    for task_id, kind, path in files.files():
-        if not kind:
-            with contextlib.suppress(FileNotFoundError):
-                if path.stat().st_mtime < cutoff:
-                    path.unlink()
-                    removed += 1
+    for task_id, kind, path in candidates:
+        if kind and (task_id, kind) in has_row:
             continue
-        batch.append((task_id, kind, path))
-        if len(batch) >= 500:
-            removed += settle()
-    if batch:
-        removed += settle()
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
     return removed

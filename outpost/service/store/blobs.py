@@ -167,3 +167,10 @@ def merge(
         else:
             row[column] = _text(data)
     return row
+
+
+def remove_orphans(conn: Connection, candidates: list[blobfiles.Candidate]) -> int:
+    """Remove the files among ``candidates`` that no row names (``blobfiles``); run it
+    in a write transaction (no file can be written for a row meanwhile)."""
+    keys = [(t, k) for t, k, _ in candidates if k]
+    return blobfiles.remove_orphans(candidates, in_files(conn, keys) if keys else set())
