@@ -87,6 +87,12 @@ class BlobFiles:
         finally:
             os.close(fd)
         os.replace(tmp, final)
+        if self.sync:  # the new name, too, must survive a power loss
+            dir_fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
 
     def read(self, task_id: str, kind: str) -> bytes | None:
         try:

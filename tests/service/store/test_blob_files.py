@@ -149,3 +149,25 @@ def test_the_directory_follows_the_database_file(tmp_path: Path) -> None:
     them in the table: ``test_task_blobs``)."""
     assert blobfiles.dir_for(tmp_path / "x.db") == tmp_path / "x.db-blobs"
     assert blobfiles.dir_for("/b/backup.db") == Path("/b/backup.db-blobs")
+
+
+def test_with_sync_full_the_files_are_synced_too(tmp_path: Path) -> None:
+    e = open_database(f"sqlite:///{tmp_path / 'outpost.db'}", synchronous="FULL")
+    try:
+        with e.connect() as conn:
+            files = blobfiles.for_connection(conn)
+        assert files is not None and files.sync
+        uid = _user(e)
+        with e.begin() as conn:
+            task_store.insert_tasks(conn, [_task(uid, "s" * 36, BIG)])
+        with e.connect() as conn:
+            assert task_store.unfinished_tasks(conn)[0]["payload"] == BIG
+    finally:
+        e.dispose()
+    normal = open_database(f"sqlite:///{tmp_path / 'other.db'}")
+    try:
+        with normal.connect() as conn:
+            files = blobfiles.for_connection(conn)
+        assert files is not None and not files.sync
+    finally:
+        normal.dispose()
