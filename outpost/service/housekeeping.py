@@ -1,6 +1,6 @@
 """Background retention: purge expired tasks every ``purge_interval`` seconds; and the
 embedded store's large-value files that no row names (left by a crash, or by tasks
-deleted with their user or endpoint) are removed at start and after each purge."""
+deleted by other means) are removed at start and after each purge."""
 
 from __future__ import annotations
 

@@ -188,7 +188,7 @@ def _unlink(paths: list[Path] | None) -> None:
 
 def orphan_candidates(files: BlobFiles, min_age: float = ORPHAN_AGE) -> list[Candidate]:
     """Files older than ``min_age`` seconds: each may be an orphan (a crash between the
-    file and its commit; tasks deleted with their user or endpoint), or a temporary file
+    file and its commit; tasks deleted by other means), or a temporary file
     left by a crash (kind ``""``). :func:`remove_orphans` decides."""
     cutoff = time.time() - min_age
     out = []
