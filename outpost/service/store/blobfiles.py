@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator
@@ -123,6 +124,7 @@ class BlobFiles:
 # --- which engines keep files, and removals after commit -----------------------------
 
 Candidate = tuple[str, str, Path]
+_lock = threading.Lock()
 _by_engine: weakref.WeakKeyDictionary[Engine, BlobFiles | None] = weakref.WeakKeyDictionary()
 
 
@@ -139,9 +141,12 @@ def for_connection(conn: Connection) -> BlobFiles | None:
         if not database.startswith("file:"):
             sync = int(conn.exec_driver_sql("PRAGMA synchronous").scalar() or 0) >= 2
             files = BlobFiles(dir_for(database), sync=sync)
-            _listen(engine)
-    _by_engine[engine] = files
-    return files
+    with _lock:  # threads may ask at the same time: the listeners once per engine
+        if engine not in _by_engine:
+            if files is not None:
+                _listen(engine)
+            _by_engine[engine] = files
+        return _by_engine[engine]
 
 
 def remove_after_commit(conn: Connection, paths: Iterable[Path]) -> None:

@@ -149,6 +149,14 @@ def test_the_directory_follows_the_database_file(tmp_path: Path) -> None:
     them in the table: ``test_task_blobs``)."""
     assert blobfiles.dir_for(tmp_path / "x.db") == tmp_path / "x.db-blobs"
     assert blobfiles.dir_for("/b/backup.db") == Path("/b/backup.db-blobs")
+    # The data directory's start-up check tightens that directory without walking it.
+    from outpost.service import datadir
+
+    assert blobfiles.dir_for("x.db").name.endswith(datadir.BLOBS_SUFFIX)
+    (tmp_path / "x.db-blobs" / "ab").mkdir(parents=True, mode=0o755)
+    (tmp_path / "x.db-blobs").chmod(0o755)
+    changed = datadir.prepare(tmp_path)
+    assert tmp_path / "x.db-blobs" in changed and tmp_path / "x.db-blobs" / "ab" not in changed
 
 
 def test_with_sync_full_the_files_are_synced_too(tmp_path: Path) -> None:
