@@ -61,7 +61,6 @@ def _sqlite_pragmas(synchronous: str) -> Any:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA secure_delete=FAST")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
