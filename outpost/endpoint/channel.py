@@ -31,6 +31,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from outpost import __version__
+from outpost.common import large_frames
 from outpost.common import messages as m
 from outpost.sdk.tls import ws_ssl
 
@@ -44,6 +45,14 @@ MAX_DELAY_S = 30.0
 
 Frame = dict[str, Any]
 SessionTask = Coroutine[Any, Any, None]
+
+
+class LargeFrameConnection(ClientConnection):
+    """websockets' connection, receiving large frames (task payloads) with one copy."""
+
+    def __init__(self, protocol: Any, **kwargs: Any) -> None:
+        large_frames.install(protocol)
+        super().__init__(protocol, **kwargs)
 
 
 class OwnerStatus(TypedDict, total=False):
@@ -204,6 +213,7 @@ class Channel:
                     additional_headers={"Authorization": f"Bearer {s.secret}"},
                     max_size=None,
                     compression=None,
+                    create_connection=LargeFrameConnection,
                     open_timeout=20,
                     ssl=ws_ssl(s.url),
                     ping_interval=20,

@@ -18,6 +18,7 @@ from outpost.service.settings import ServiceSettings
 log = logging.getLogger(__name__)
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+BLOBS_SUFFIX = "-blobs"
 
 
 def _tighten(path: Path, mode: int) -> bool:
@@ -43,6 +44,9 @@ def prepare(data_dir: Path) -> list[Path]:
             p = Path(root, name)
             if _tighten(p, DIR_MODE):
                 changed.append(p)
+        # Large-value files (``store.blobfiles``) are created private, and may be
+        # many: their directory is tightened, not walked at every start.
+        dirs[:] = [d for d in dirs if not d.endswith(BLOBS_SUFFIX)]
         for name in files:
             p = Path(root, name)
             if _tighten(p, FILE_MODE):

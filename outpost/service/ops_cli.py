@@ -139,7 +139,8 @@ def backup_cmd(
         raise click.ClickException(str(e)) from None
     click.echo(
         f"backup written to {info.path}: {info.size} bytes, {info.tasks} tasks, "
-        f"schema {info.schema}",
+        f"schema {info.schema}"
+        + (f", {info.files} large values in {info.path}-blobs/" if info.files else ""),
         err=True,
     )
 

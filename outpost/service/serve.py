@@ -110,6 +110,8 @@ def _build(settings: ServiceSettings) -> Any:
 
 
 def _run(uvicorn: Any, app: Any, settings: ServiceSettings) -> None:
+    from outpost.service.ws_protocol import LargeFrameWebSocketProtocol
+
     uvicorn.run(
         app,
         host=settings.host,
@@ -119,7 +121,9 @@ def _run(uvicorn: Any, app: Any, settings: ServiceSettings) -> None:
         access_log=False,
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
         ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        ws=LargeFrameWebSocketProtocol,  # uvicorn's websockets-sansio, large frames copied once
         ws_max_size=1 << 30,
+        ws_per_message_deflate=False,  # payloads are pickles; our clients never ask for it
         ws_ping_interval=20,
         ws_ping_timeout=60,
         # On SIGTERM, connections still open after this long are closed: an idle TLS

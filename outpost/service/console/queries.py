@@ -186,7 +186,7 @@ def get_task(conn: Connection, task_id: str, owner_id: str | None) -> dict[str, 
         .mappings()
         .first()
     )
-    return blobs.merge(dict(row), "result", "result_blob", text=True) if row else None
+    return blobs.merge(dict(row), "result", "result_blob", text=True, conn=conn) if row else None
 
 
 def list_groups(conn: Connection, owner_id: str | None, limit: int = 200) -> list[dict[str, Any]]:

@@ -6,7 +6,8 @@ first (users before the tasks that name them), in batches, from one read transac
 the source (a consistent snapshot, even if something wrote meanwhile) into one
 transaction on the target: a copy that fails half-way leaves the target as it was. Before
 that transaction commits, every table's row count is compared with the source's; then
-PostgreSQL's id sequences are moved past the copied ids.
+PostgreSQL's id sequences are moved past the copied ids. Large values that an embedded
+store keeps as files (``blobfiles``) are read from them and copied into ``task_blobs``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, Integer, Table, delete, func, insert, select, text
 
+from outpost.service.store import blobs
 from outpost.service.store.db import open_database
-from outpost.service.store.models import Base
+from outpost.service.store.models import Base, TaskBlob
 from outpost.service.store.urls import parse
 
+_BLOBS: Table = TaskBlob.__table__  # type: ignore[assignment]
+#: Rows of ``task_blobs`` per batch (each up to megabytes).
+BLOB_BATCH = 16
 #: ``progress(table, rows copied so far, rows in the table)``
 Progress = Callable[[str, int, int], None]
 
@@ -52,12 +57,22 @@ def _copy_table(
 ) -> int:
     total = _count(src, table)
     done = 0
+    if table is _BLOBS:
+        batch = min(batch, BLOB_BATCH)  # megabytes each: a few at a time
     progress(table.name, 0, total)
     rows = src.execution_options(yield_per=batch).execute(
         select(table).order_by(*table.primary_key.columns)
     )
+    in_files = table is _BLOBS
     for part in rows.mappings().partitions(batch):
-        dst.execute(insert(table), [dict(r) for r in part])
+        values = [blobs.fill(src, dict(r)) if in_files else dict(r) for r in part]
+        if in_files and any(v["data"] is None for v in values):
+            missing = sorted(v["task_id"] for v in values if v["data"] is None)
+            raise CopyError(
+                f"the files of large values of tasks {', '.join(missing[:5])} are missing "
+                f"(next to the source database); nothing was committed"
+            )
+        dst.execute(insert(table), values)
         done += len(part)
         progress(table.name, done, total)
     return done

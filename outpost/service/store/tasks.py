@@ -190,12 +190,12 @@ _DOCS = blobs.with_blob(select(*_DOC_COLUMNS), blobs.RESULT, _WITH_RESULT)
 
 def get_task(conn: Connection, task_id: str) -> dict[str, Any] | None:
     row = conn.execute(_DOCS.where(tasks.c.id == task_id)).mappings().first()
-    return blobs.merge(dict(row), "result", _WITH_RESULT) if row else None
+    return blobs.merge(dict(row), "result", _WITH_RESULT, conn=conn) if row else None
 
 
 def get_tasks(conn: Connection, task_ids: list[str]) -> list[dict[str, Any]]:
     rows = conn.execute(_DOCS.where(tasks.c.id.in_(task_ids))).mappings()
-    return [blobs.merge(dict(r), "result", _WITH_RESULT) for r in rows]
+    return [blobs.merge(dict(r), "result", _WITH_RESULT, conn=conn) for r in rows]
 
 
 def unfinished_tasks(conn: Connection) -> list[dict[str, Any]]:
@@ -214,4 +214,4 @@ def unfinished_tasks(conn: Connection) -> list[dict[str, Any]]:
     rows = conn.execute(
         stmt.where(tasks.c.status.not_in(DONE_STATES)).order_by(tasks.c.created_at)
     ).mappings()
-    return [blobs.merge(dict(r), "payload", _WITH_PAYLOAD) for r in rows]
+    return [blobs.merge(dict(r), "payload", _WITH_PAYLOAD, conn=conn) for r in rows]

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, select
 
 from outpost.cli import main
-from outpost.service.store import accounts, catalog
+from outpost.service.store import accounts, blobs, catalog
 from outpost.service.store import tasks as task_store
 from outpost.service.store.db import make_engine, open_database
 from outpost.service.store.models import Base
@@ -54,15 +54,20 @@ def populate(engine: Engine, n_tasks: int) -> dict[str, Any]:
             "big": "00000110-0000-4000-8000-000000000000"}  # fmt: skip
 
 
-def dump(url: str) -> dict[str, list[dict[str, Any]]]:
+def dump(url: str, raw: bool = False) -> dict[str, list[dict[str, Any]]]:
+    """Every row of every table; large values with their bytes, also those an embedded
+    store keeps as files (unless ``raw``)."""
     e = make_engine(url)
     try:
         with e.connect() as conn:
-            return {
+            out = {
                 t.name: [dict(r) for r in conn.execute(
                     select(t).order_by(*t.primary_key.columns)).mappings()]
                 for t in Base.metadata.sorted_tables
             }  # fmt: skip
+            if not raw:
+                out["task_blobs"] = [blobs.fill(conn, r) for r in out["task_blobs"]]
+            return out
     finally:
         e.dispose()
 
@@ -91,6 +96,9 @@ async def test_sqlite_store_moves_to_postgresql(tmp_path: Path, postgres_url: st
     kinds = [r["kind"] for r in after["task_blobs"]]
     assert kinds.count("r") == 13 and kinds.count("p") == 6, kinds
     assert after == before  # every value, JSON and booleans and floats included
+    # The embedded store kept those as files; the copy carries their bytes.
+    assert all(r["data"] == b"" for r in dump(sqlite_url, raw=True)["task_blobs"])
+    assert all(len(r["data"]) >= blobs.BLOB_MIN for r in dump(postgres_url, raw=True)["task_blobs"])
 
     # The service runs on the copy: alice's token, her task and its result are there,
     # and new rows with integer ids do not collide with the copied ones.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 
-from outpost.service.store import accounts, blobs, retention
+from outpost.service.store import accounts, blobfiles, blobs, retention
 from outpost.service.store import tasks as task_store
 from outpost.service.store.models import Task, TaskBlob, table
 
@@ -25,9 +25,22 @@ def _task(uid: str, tid: str, payload: str) -> dict[str, object]:
 
 
 def _blobs(engine: Engine) -> dict[tuple[str, str], int]:
+    """{(task id, kind): length} of the stored large values; on SQLite they are files
+    (the rows' data empty), on PostgreSQL in the table; and no file without its row."""
     with engine.connect() as conn:
-        rows = conn.execute(select(blobs_t.c.task_id, blobs_t.c.kind, func.length(blobs_t.c.data)))
-        return {(r[0], r[1]): r[2] for r in rows}
+        rows = [dict(r) for r in conn.execute(select(blobs_t)).mappings()]
+        out = {(r["task_id"], r["kind"]): len(blobs.fill(conn, r)["data"]) for r in rows}
+        in_table = {(r["task_id"], r["kind"]) for r in rows if len(r["data"])}
+        files = blobfiles.for_connection(conn)
+    on_disk = set() if files is None else {(t, k) for t, k, _ in files.files()}
+    if engine.dialect.name == "sqlite":
+        assert not in_table and on_disk == set(out)
+        for t, k in on_disk:
+            assert files is not None and files.path(t, k).stat().st_mode & 0o777 == 0o600
+            assert files.root.stat().st_mode & 0o777 == 0o700
+    else:
+        assert in_table == set(out) and not on_disk
+    return out
 
 
 def test_large_values_live_in_task_blobs_and_read_back(engine: Engine) -> None:
