@@ -21,7 +21,10 @@ _PLAIN = frozenset((str, int, float, bool, type(None)))
 def _json_or_none(value: Any) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         return None
-    if all(type(k) is str and type(v) in _PLAIN for k, v in value.items()):
+    for k, v in value.items():
+        if type(k) is not str or type(v) not in _PLAIN:
+            break
+    else:
         return value  # flat and plain (e.g. every result's details): JSON as it is
     try:
         json.dumps(value)

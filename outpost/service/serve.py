@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 import ssl
@@ -74,6 +75,10 @@ def serve(settings: ServiceSettings) -> None:
         f"(data: {settings.data_dir})",
         err=True,
     )
+    # What start-up built (modules, tables, the app) lives as long as the process: out of
+    # the collector's sight, a full collection under load no longer walks it (GC time
+    # over 40,000 no-op tasks at full rate: 0.30 -> 0.13 s, ~4 µs per task).
+    gc.freeze()
     try:
         _run(uvicorn, app, settings)
     finally:
