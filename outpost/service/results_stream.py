@@ -212,10 +212,12 @@ class ResultStream:
                 for frame in control:
                     await self.ws.send_bytes(msgpack.packb(frame, use_bin_type=True))
                 while self._pending:
-                    batch, self._pending = self._pending[:5000], self._pending[5000:]
-                    if not self.binary:
-                        batch = [text_doc(d) for d in batch]
-                    await self.ws.send_bytes(_encode({"type": "results", "results": batch}))
+                    pending, self._pending = self._pending, []
+                    for i in range(0, len(pending), 5000):
+                        batch = pending[i : i + 5000]
+                        if not self.binary:
+                            batch = [text_doc(d) for d in batch]
+                        await self.ws.send_bytes(_encode({"type": "results", "results": batch}))
         except (WebSocketDisconnect, RuntimeError, OSError):
             return
         except Exception:
