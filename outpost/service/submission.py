@@ -102,6 +102,7 @@ async def accept(
     answer: dict[str, list[str]] = {}
     spec = body.resource_specification
     new_ids = iter(uuid4_texts(sum(len(p) for p in body.tasks.values())))
+    waiting = TaskState.WAITING_FOR_EP.value
     for key, payloads in body.tasks.items():
         ids = answer.setdefault(key, [])
         for payload in payloads:
@@ -117,7 +118,7 @@ async def accept(
                     "function_id": fn_ids[key],
                     "task_group_id": gid,
                     "payload": payload,
-                    "status": TaskState.WAITING_FOR_EP.value,
+                    "status": waiting,
                     "retries": 0,
                     "created_at": now,
                     "resource_specification": spec,

@@ -57,18 +57,36 @@ def task_doc(row: dict[str, Any]) -> TaskDoc:
     return text_doc(doc)
 
 
+_SUCCESS = TaskState.SUCCESS.value
+
+
 def result_doc(r: ResultRecord) -> TaskDoc:
     """The doc of a result just stored (pushed to watchers; a large result may be in its
-    binary form: ``text_doc`` for those that need text)."""
-    doc: TaskDoc = {"task_id": r.task_id, "status": r.status, "task_group_id": r.task_group_id}
-    _finish(
-        doc,
-        r.status,
-        r.completed_at,
-        {"result": r.result, "exception": r.exception, "error_details": r.error_details},
-    )
-    details = dict(r.details or {})
-    details.setdefault("endpoint_id", r.endpoint_id)
-    details.setdefault("function_id", None)
+    binary form: ``text_doc`` for those that need text). The same doc as ``_finish``
+    builds, written out: this runs once per result at full throughput."""
+    details = dict(r.details) if r.details else {}
+    if "endpoint_id" not in details:
+        details["endpoint_id"] = r.endpoint_id
+    if "function_id" not in details:
+        details["function_id"] = None
+    if r.status == _SUCCESS:
+        return {
+            "task_id": r.task_id,
+            "status": r.status,
+            "task_group_id": r.task_group_id,
+            "completion_t": repr(r.completed_at),
+            "result": r.result,
+            "details": details,
+        }
+    doc: TaskDoc = {
+        "task_id": r.task_id,
+        "status": r.status,
+        "task_group_id": r.task_group_id,
+        "completion_t": repr(r.completed_at),
+        "exception": r.exception or "task failed (no details)",
+        "error_details": r.error_details,
+    }
+    if r.error_details:
+        doc["reason"] = r.error_details.get("user_message")
     doc["details"] = details
     return doc

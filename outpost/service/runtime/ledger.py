@@ -60,7 +60,7 @@ class RecentSet:
         return key in self._d
 
 
-@dataclass
+@dataclass(slots=True)
 class InFlight:
     """A task sent on a channel and not finished."""
 

@@ -22,6 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError
 
@@ -43,10 +44,24 @@ SQLITE_PAGE_SIZE = 16384
 _MIGRATION_LOCK = 0x6F7574706F7374  # "outpost"
 
 
+_json_encode = msgspec.json.Encoder().encode
+
+
+def json_text(value: Any) -> str:
+    """JSON text of a column's value: msgspec's encoder (a result's ``details`` in ~0.8
+    µs instead of ~7 µs), ``json.dumps`` for what it refuses (lone surrogates, keys that
+    are not text or integers). Read back with ``json.loads`` either way; NaN and
+    infinities, which are not JSON (PostgreSQL refuses them), are written null."""
+    try:
+        return _json_encode(value).decode()
+    except (TypeError, ValueError, msgspec.EncodeError):
+        return json.dumps(value)
+
+
 def _json_dumps(value: Any) -> str:
-    """JSON columns' serializer: ``json.dumps``, with its commonest case (None, in most
-    rows' optional columns) answered without building an encoder."""
-    return "null" if value is None else json.dumps(value)
+    """JSON columns' serializer, with its commonest case (None, in most rows' optional
+    columns) answered without building an encoder."""
+    return "null" if value is None else json_text(value)
 
 
 class DatabaseUnavailable(RuntimeError):

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from outpost.common.states import DONE_STATES, TaskState
 from outpost.service.store import blobs
 from outpost.service.store.conflicts import insert_if_absent, text_safe
+from outpost.service.store.db import json_text
 from outpost.service.store.models import Task, TaskGroup, table
 
 tasks = table(Task)
@@ -104,11 +105,75 @@ _WITH_RESULT = "result_blob"
 _WITH_PAYLOAD = "payload_blob"
 
 
+# On SQLite the hot inserts and updates go to the driver's ``executemany`` with
+# hand-written SQL and positional rows: SQLAlchemy's per-row parameter processing (a
+# dict per row, a bind processor per column) cost more than SQLite's own work, a third of
+# the service's CPU per task at full throughput. Same statements, same transaction (the
+# SQLAlchemy connection's own DB-API connection), same values (JSON through the engine's
+# serializer). Other databases keep the SQLAlchemy statements (psycopg's batching).
+_INSERT_COLUMNS = (
+    "id",
+    "owner_id",
+    "endpoint_id",
+    "function_id",
+    "task_group_id",
+    "payload",
+    "status",
+    "retries",
+    "created_at",
+    "resource_specification",
+    "user_endpoint_config",
+)
+_INSERT_SQL = (
+    f"INSERT INTO tasks ({', '.join(_INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})"
+)
+_STORE_RESULT_SQL = (
+    "UPDATE tasks SET status = ?, result = ?, exception = ?, error_details = ?, "
+    "details = ?, completed_at = ?, payload = NULL "
+    "WHERE id = ? AND endpoint_id = ? AND status != ? AND status != ?"
+)
+_DONE = (TaskState.SUCCESS.value, TaskState.FAILED.value)
+
+
+def _sqlite_driver(conn: Connection) -> Any | None:
+    """The DB-API connection under ``conn`` if it is SQLite's (in ``conn``'s transaction)."""
+    if conn.dialect.name != "sqlite":
+        return None
+    return conn.connection.driver_connection
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json_text(value)  # SQL NULL, as none_as_null does
+
+
 def insert_tasks(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert tasks (large payloads into ``task_blobs``); ``rows`` are not changed."""
     if rows:
         rows, big = blobs.split(rows, "payload", blobs.PAYLOAD)
-        conn.execute(_INSERT, rows)
+        driver = _sqlite_driver(conn)
+        if driver is None:
+            conn.execute(_INSERT, rows)
+        else:
+            driver.executemany(
+                _INSERT_SQL,
+                [
+                    (
+                        r["id"],
+                        r["owner_id"],
+                        r["endpoint_id"],
+                        r["function_id"],
+                        r["task_group_id"],
+                        r.get("payload"),
+                        r["status"],
+                        r.get("retries", 0),
+                        r["created_at"],
+                        _json(r.get("resource_specification")),
+                        _json(r.get("user_endpoint_config")),
+                    )
+                    for r in rows
+                ],
+            )
         blobs.insert(conn, big)
 
 
@@ -163,7 +228,27 @@ def store_results(
             for r in fresh
         ]
         params, big = blobs.split(params, "result", blobs.RESULT, id_key="task_id")
-        conn.execute(_STORE_RESULT, params)
+        driver = _sqlite_driver(conn)
+        if driver is None:
+            conn.execute(_STORE_RESULT, params)
+        else:
+            driver.executemany(
+                _STORE_RESULT_SQL,
+                [
+                    (
+                        p["status"],
+                        p["result"],
+                        p["exception"],
+                        _json(p["error_details"]),
+                        _json(p["details"]),
+                        p["completed_at"],
+                        p["task_id"],
+                        endpoint_id,
+                        *_DONE,
+                    )
+                    for p in params
+                ],
+            )
         # The payload is not needed any more (the row's own is set to NULL above).
         blobs.drop(
             conn, blobs.PAYLOAD, [r["task_id"] for r in fresh if r["task_id"] not in small_payloads]
