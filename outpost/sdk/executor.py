@@ -1,8 +1,14 @@
 """``Executor``: a ``concurrent.futures.Executor`` that runs functions on an endpoint.
 
-Submissions are queued and sent in batches by a background thread (one HTTP request
-carries up to ``batch_size`` tasks); results are pushed by the service over one
-WebSocket and resolve the futures as they arrive.
+Submissions are queued and sent in batches by a background thread (one request carries
+up to ``batch_size`` tasks); results are pushed by the service over one WebSocket and
+resolve the futures as they arrive, on the thread that reads it.
+
+A task submitted while nothing else is queued or on its way to the service (a lone
+task: one task at a time, or the first of a burst) is sent by the caller's own thread,
+over the result stream, without waiting for the answer: that thread-to-thread hand-off
+and the submit thread's wait for the answer are off its path (the stream's thread takes
+the answer). Everything else is batched as before.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ class Executor(concurrent.futures.Executor):
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        #: Closed by :meth:`shutdown` when this Executor made it.
+        self._own_client = client is None
         self.client = client or Client(service_url, token)
         self.endpoint_id = str(endpoint_id) if endpoint_id else None
         self.task_group_id = str(task_group_id or uuid.uuid4())
@@ -64,6 +72,8 @@ class Executor(concurrent.futures.Executor):
         self._early: dict[str, dict[str, Any]] = {}
         self._posting = 0
         self._lock = threading.Lock()
+        #: Notified when no submission is on its way (``_posting`` back to 0).
+        self._settled = threading.Condition(self._lock)
         self._start_lock = threading.Lock()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._submitter: threading.Thread | None = None
@@ -97,8 +107,69 @@ class Executor(concurrent.futures.Executor):
         # takes it, as text otherwise (Batch.prepare).
         payload = pack_payload(tuple(args or ()), dict(kwargs or {}), binary=True)
         self._ensure_threads()
-        self._queue.put((str(function_id), payload, fut))
+        item = (str(function_id), payload, fut)
+        if not self._send_alone(item):
+            self._queue.put(item)
         return fut
+
+    def _send_alone(self, item: tuple[str, str | bytes, ComputeFuture]) -> bool:
+        """Send a lone task from this thread over the stream, not waiting for the answer;
+        False when others are queued or on their way (they batch) or the stream is down."""
+        if self._posting or not self._queue.empty() or not self._listener.ready(self.task_group_id):
+            return False
+        with self._lock:
+            if self._posting or not self._queue.empty():
+                return False
+            self._posting += 1
+        sent = False
+        try:
+            fid, payload, fut = item
+            # Nobody else holds the future yet: it cannot have been cancelled. Running, it
+            # stays so if it must go to the submit thread after all (see _post).
+            fut.set_running_or_notify_cancel()
+            b = Batch(self.task_group_id, self.user_endpoint_config, self.resource_specification)
+            b.add_payload(fid, payload)
+            body = self._stream_body(b)
+            generation = self._listener.generation
+            try:
+                self._listener.submit_nowait(
+                    str(self.endpoint_id),
+                    body,
+                    lambda answer, error: self._answered([item], generation, answer, error),
+                )
+            except StreamUnavailable:
+                return False  # nothing was sent: the submit thread sends it (REST or stream)
+            sent = True
+            return True
+        except (TypeError, ValueError):
+            return False  # not as the stream takes it: the submit thread sends it by REST
+        finally:
+            if not sent:
+                self._done_posting()
+
+    def _done_posting(self) -> None:
+        with self._lock:
+            self._posting -= 1
+            if not self._posting:
+                self._early.clear()
+                self._settled.notify_all()
+
+    def _answered(
+        self,
+        live: list[tuple[str, str | bytes, ComputeFuture]],
+        generation: int,
+        answer: Any,
+        error: Exception | None,
+    ) -> None:
+        """A lone task's answer (on the stream's thread)."""
+        try:
+            if error is not None:
+                raise error
+            self._accepted(live, answer, generation)
+        except Exception as e:  # noqa: BLE001 - the error belongs to these futures
+            self._failed(live, e)
+        finally:
+            self._done_posting()
 
     def _ensure_threads(self) -> None:
         if self._submitter is not None:
@@ -121,7 +192,7 @@ class Executor(concurrent.futures.Executor):
                 self._post(part)
 
     def _post(self, items: list[tuple[str, str | bytes, ComputeFuture]]) -> None:
-        live = [it for it in items if it[2].set_running_or_notify_cancel()]
+        live = [it for it in items if it[2].running() or it[2].set_running_or_notify_cancel()]
         if not live:
             return
         b = Batch(self.task_group_id, self.user_endpoint_config, self.resource_specification)
@@ -131,60 +202,70 @@ class Executor(concurrent.futures.Executor):
             self._posting += 1
         generation = self._listener.generation
         try:
-            answer = self._send(b)
-            by_fn = {k: iter(v) for k, v in answer["tasks"].items()}
-            with self._lock:
-                for fid, _, fut in live:
-                    tid = next(by_fn[fid])
-                    fut.task_id = tid
-                    self._futures[tid] = fut
-            early = []
-            with self._lock:
-                for _, _, fut in live:
-                    doc = self._early.pop(str(fut.task_id), None)
-                    if doc is not None:
-                        early.append(doc)
-            if early:
-                self._on_results(early)
-            if self._listener.generation != generation:
-                # The stream reconnected while these were being submitted; its catch-up
-                # could not name them yet.
-                self._listener.catch_up(self.task_group_id, [str(f.task_id) for _, _, f in live])
+            self._accepted(live, self._send(b), generation)
         except Exception as e:  # noqa: BLE001 - the error belongs to these futures
-            err = (
-                e
-                if isinstance(e, OutpostAPIError)
-                else OutpostError(
-                    f"submit failed: {e} (if the service received the request, the tasks "
-                    f"may still run: see Executor.reload_tasks({self.task_group_id!r}))"
-                )
-            )
-            for _, _, fut in live:
-                if not fut.done():
-                    fut.set_exception(err)
+            self._failed(live, e)
         finally:
-            with self._lock:
-                self._posting -= 1
-                if not self._posting:
-                    self._early.clear()
+            self._done_posting()
+
+    def _accepted(
+        self,
+        live: list[tuple[str, str | bytes, ComputeFuture]],
+        answer: dict[str, Any],
+        generation: int,
+    ) -> None:
+        """The service stored these tasks: their futures now wait for their results."""
+        by_fn = {k: iter(v) for k, v in answer["tasks"].items()}
+        early = []
+        with self._lock:
+            for fid, _, fut in live:
+                tid = next(by_fn[fid])
+                fut.task_id = tid
+                self._futures[tid] = fut
+            for _, _, fut in live:
+                doc = self._early.pop(str(fut.task_id), None)
+                if doc is not None:
+                    early.append(doc)
+        if early:
+            self._on_results(early)
+        if self._listener.generation != generation:
+            # The stream reconnected while these were being submitted; its catch-up
+            # could not name them yet.
+            self._listener.catch_up(self.task_group_id, [str(f.task_id) for _, _, f in live])
+
+    def _failed(self, live: list[tuple[str, str | bytes, ComputeFuture]], e: Exception) -> None:
+        err = (
+            e
+            if isinstance(e, OutpostAPIError)
+            else OutpostError(
+                f"submit failed: {e} (if the service received the request, the tasks "
+                f"may still run: see Executor.reload_tasks({self.task_group_id!r}))"
+            )
+        )
+        for _, _, fut in live:
+            if not fut.done():
+                fut.set_exception(err)
 
     def _send(self, batch: Batch) -> dict[str, Any]:
         """Over the result stream when it is up (no HTTP request per batch), else REST."""
         eid = str(self.endpoint_id)
         if self._listener.ready(self.task_group_id):
             try:
-                # Exactly what REST would carry (e.g. non-string keys become strings). The
-                # tasks are keyed by text already (see submit_to_registered_function) and
-                # their payloads are text, or bytes this stream takes: only the rest goes
-                # through JSON, sparing a JSON round trip of every payload.
-                prepared = batch.prepare(binary=self._listener.binary_payloads)
-                tasks = prepared.pop("tasks")
-                body = json.loads(json.dumps({**prepared, "user_runtime": user_runtime()}))
-                body["tasks"] = tasks
-                return self._listener.submit(eid, body)  # type: ignore[no-any-return]
+                return self._listener.submit(eid, self._stream_body(batch))  # type: ignore[no-any-return]
             except (StreamUnavailable, TypeError, ValueError):
                 pass  # REST gives the same answer, or the same error
         return self.client.batch_run(eid, batch)
+
+    def _stream_body(self, batch: Batch) -> dict[str, Any]:
+        """Exactly what REST would carry (e.g. non-string keys become strings). The tasks
+        are keyed by text already (see submit_to_registered_function) and their payloads
+        are text, or bytes the stream takes: only the rest goes through JSON, sparing a
+        JSON round trip of every payload (TypeError/ValueError: not JSON)."""
+        prepared = batch.prepare(binary=self._listener.binary_payloads)
+        tasks = prepared.pop("tasks")
+        body: dict[str, Any] = json.loads(json.dumps({**prepared, "user_runtime": user_runtime()}))
+        body["tasks"] = tasks
+        return body
 
     # -- results ---------------------------------------------------------------------
     def _pending_ids(self) -> list[str]:
@@ -254,10 +335,13 @@ class Executor(concurrent.futures.Executor):
         def finish() -> None:
             if self._submitter is not None:
                 self._submitter.join()
-            with self._lock:
+            with self._settled:  # lone tasks' answers (they were sent by callers' threads)
+                self._settled.wait_for(lambda: not self._posting)
                 pending = list(self._futures.values())
             concurrent.futures.wait(pending)
             self._listener.stop()
+            if self._own_client:
+                self.client.close()
 
         if wait:
             finish()

@@ -17,10 +17,10 @@ from typing import Any
 
 import msgpack
 from websockets.exceptions import WebSocketException
-from websockets.sync.client import ClientConnection, connect
 
 from outpost.sdk.errors import OutpostAPIError, OutpostError
 from outpost.sdk.http import Transport
+from outpost.sdk.stream import Stream, open_stream
 from outpost.sdk.tls import ws_ssl
 
 log = logging.getLogger(__name__)
@@ -31,11 +31,27 @@ class StreamUnavailable(Exception):
     """The stream cannot take a submission now (nothing was sent)."""
 
 
+#: Called with (answer, None) or (None, error) on the stream's thread.
+Answered = Callable[[Any, Exception | None], None]
+
+
 class _Reply:
-    def __init__(self) -> None:
+    def __init__(self, callback: Answered | None = None, timeout: float = 0.0) -> None:
         self.done = threading.Event()
         self.answer: Any = None
         self.error: Exception | None = None
+        #: For :meth:`ResultListener.submit_nowait`: called instead of being waited for.
+        self.callback = callback
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+
+    def finish(self) -> None:
+        self.done.set()
+        if self.callback is not None:
+            try:
+                self.callback(self.answer, self.error)
+            except Exception:  # noqa: BLE001 - the stream must outlive a bad callback
+                log.exception("a submission's answer could not be handled")
 
 
 class ResultListener:
@@ -52,8 +68,7 @@ class ResultListener:
         self._poll_interval = poll_interval
         self._groups: set[str] = set()
         self._watching: set[str] = set()
-        self._ws: ClientConnection | None = None
-        self._send_lock = threading.Lock()
+        self._ws: Stream | None = None
         #: The bearer token the open stream was authenticated with.
         self._ws_token: str | None = None
         self._changed = threading.Condition()
@@ -63,6 +78,7 @@ class ResultListener:
         self.generation = 0
         self._refs = itertools.count()
         self._submits: dict[int, _Reply] = {}
+        self._next_expiry = 0.0  # when answers waited for by callbacks are next checked
         self._thread: threading.Thread | None = None
         #: The connected service takes task payloads in their binary form over this
         #: stream (it said so when it confirmed a watch).
@@ -100,6 +116,26 @@ class ResultListener:
     def submit(self, endpoint_id: str, body: dict[str, Any], timeout: float = 120.0) -> Any:
         """Submit over the stream (cheaper than an HTTP request); same answer and errors as
         ``POST /v3/endpoints/{id}/submit``."""
+        reply = _Reply()
+        ref = self._send_submit(endpoint_id, body, reply)
+        try:
+            if not reply.done.wait(timeout):
+                raise OutpostError(_no_answer(timeout))
+            if reply.error is not None:
+                raise reply.error
+            return reply.answer
+        finally:
+            self._submits.pop(ref, None)
+
+    def submit_nowait(
+        self, endpoint_id: str, body: dict[str, Any], answered: Answered, timeout: float = 120.0
+    ) -> None:
+        """Like :meth:`submit`, without waiting: ``answered(answer, error)`` is called on the
+        stream's thread when the answer comes (or the connection breaks, or ``timeout``
+        passes). Raises :class:`StreamUnavailable` if nothing was sent."""
+        self._send_submit(endpoint_id, body, _Reply(answered, timeout))
+
+    def _send_submit(self, endpoint_id: str, body: dict[str, Any], reply: _Reply) -> int:
         ws = self._ws
         if ws is None:
             raise StreamUnavailable("result stream not connected")
@@ -109,34 +145,34 @@ class ResultListener:
             ws.close()
             raise StreamUnavailable("access token renewed; reconnecting the stream")
         ref = next(self._refs)
-        reply = _Reply()
         self._submits[ref] = reply
+        frame = {"type": "submit", "ref": ref, "endpoint_id": endpoint_id, "body": body}
         try:
-            frame = {"type": "submit", "ref": ref, "endpoint_id": endpoint_id, "body": body}
-            try:
-                with self._send_lock:
-                    ws.send(msgpack.packb(frame, use_bin_type=True))
-            except (WebSocketException, OSError) as e:
-                raise StreamUnavailable(str(e)) from e  # not sent: safe to use HTTP instead
-            if not reply.done.wait(timeout):
-                raise OutpostError(
-                    f"no answer to a submission within {timeout:.0f} s; the "
-                    "tasks may have been accepted"
-                )
-            if reply.error is not None:
-                raise reply.error
-            return reply.answer
-        finally:
+            ws.send(msgpack.packb(frame, use_bin_type=True))
+        except (WebSocketException, OSError) as e:
             self._submits.pop(ref, None)
+            raise StreamUnavailable(str(e)) from e  # not sent: safe to use HTTP instead
+        return ref
 
     def _fail_submits(self) -> None:
-        for reply in list(self._submits.values()):
+        for ref, reply in list(self._submits.items()):
             if not reply.done.is_set():
+                if reply.callback is not None:
+                    self._submits.pop(ref, None)
                 reply.error = OutpostError(
                     "the connection to the service broke during a submission; the tasks may "
                     "have been accepted"
                 )
-                reply.done.set()
+                reply.finish()
+
+    def _expire_submits(self, now: float) -> None:
+        """Answers waited for by callbacks that did not come in time."""
+        self._next_expiry = now + 1.0
+        for ref, reply in list(self._submits.items()):
+            if reply.callback is not None and reply.deadline <= now and not reply.done.is_set():
+                self._submits.pop(ref, None)
+                reply.error = OutpostError(_no_answer(reply.timeout))
+                reply.finish()
 
     def catch_up(self, group_id: str, task_ids: list[str]) -> None:
         """Ask again for results of these tasks (sent at once if already finished)."""
@@ -155,18 +191,17 @@ class ResultListener:
         if ws is None:
             return
         try:
-            with self._send_lock:
-                ws.send(
-                    msgpack.packb(
-                        {
-                            "type": "watch",
-                            "task_group_id": group_id,
-                            "task_ids": task_ids,
-                            "binary": True,  # deserialize() reads large results as bytes
-                        },
-                        use_bin_type=True,
-                    )
+            ws.send(
+                msgpack.packb(
+                    {
+                        "type": "watch",
+                        "task_group_id": group_id,
+                        "task_ids": task_ids,
+                        "binary": True,  # deserialize() reads large results as bytes
+                    },
+                    use_bin_type=True,
                 )
+            )
         except (WebSocketException, OSError):
             pass  # the reader notices and reconnects
 
@@ -178,14 +213,7 @@ class ResultListener:
                 token = self._transport.token  # renewed if due: each connection is current
                 headers = {"Authorization": f"Bearer {token}"}
                 self._ws_token = token
-                with connect(
-                    url,
-                    additional_headers=headers,
-                    max_size=None,
-                    open_timeout=10,
-                    compression=None,
-                    ssl=ws_ssl(url),
-                ) as ws:
+                with open_stream(url, headers, ws_ssl(url), open_timeout=10) as ws:
                     self._ws = ws
                     self.binary_payloads = False  # until this service says so
                     self.generation += 1
@@ -214,11 +242,16 @@ class ResultListener:
                     break
             delay = min(delay * 2, 10.0)
 
-    def _read(self, ws: ClientConnection) -> None:
+    def _read(self, ws: Stream) -> None:
         while not self._stop.is_set():
             try:
                 raw = ws.recv(timeout=1.0)
             except TimeoutError:
+                raw = b""
+            now = time.monotonic()
+            if now >= self._next_expiry:
+                self._expire_submits(now)
+            if not raw:
                 continue
             frame = msgpack.unpackb(raw, raw=False) if isinstance(raw, bytes) else {}
             kind = frame.get("type")
@@ -242,7 +275,9 @@ class ResultListener:
                             str(frame.get("reason")),
                             frame,
                         )
-                    reply.done.set()
+                    if reply.callback is not None:
+                        self._submits.pop(frame.get("ref"), None)  # type: ignore[arg-type]
+                    reply.finish()
             elif kind == "error":
                 log.warning("result stream: %s", frame.get("reason"))
 
@@ -265,3 +300,7 @@ class ResultListener:
             ]
             if done:
                 self._on_results(done)
+
+
+def _no_answer(timeout: float) -> str:
+    return f"no answer to a submission within {timeout:.0f} s; the tasks may have been accepted"
