@@ -27,6 +27,8 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
+from outpost.common import large_frames
+
 RECV_BYTES = 256 * 1024
 
 
@@ -78,6 +80,7 @@ class DirectStream:
     ) -> None:
         wsuri = parse_uri(url)
         self._proto = ClientProtocol(wsuri, max_size=None)
+        large_frames.install(self._proto)  # a large result is copied once, not per chunk
         self._lock = threading.Lock()  # the protocol and the socket's writes
         self._messages: deque[bytes | str] = deque()
         self._parts: list[bytes] = []
