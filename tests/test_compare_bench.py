@@ -14,6 +14,9 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _workloads() -> Any:
+    # The benchmarks import each other by plain name (compare.py runs from their folder).
+    if str(BENCH) not in sys.path:
+        sys.path.append(str(BENCH))
     name = "outpost_bench_workloads"
     spec = importlib.util.spec_from_file_location(name, BENCH / "_workloads.py")
     assert spec is not None and spec.loader is not None
