@@ -163,10 +163,10 @@ def start(
     if detach:
         _start_detached(d, service_url, debug, wait_seconds)
         return
-    from outpost.endpoint.starting import import_http_client, load_the_agent
+    from outpost.endpoint.starting import import_httpcore_without_trio, load_the_agent
     from outpost.endpoint.starting import wait_for_service as _wait_for_service
 
-    import_http_client()
+    import_httpcore_without_trio()
     from outpost.sdk.client import Client
     from outpost.sdk.errors import OutpostError
 

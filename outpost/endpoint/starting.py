@@ -11,32 +11,21 @@ from typing import Any
 import click
 
 
-def import_http_client() -> None:
-    """Import httpx (and httpcore under it) without two optional extras the agent never
-    uses, each loaded at import time only because it happens to be installed:
-
-    * httpcore, which httpx imports when a client is made, looks for trio
-      (``import trio``: ~0.1-0.3 s and several MB where trio is installed, e.g. beside
-      selenium); the agent runs on asyncio;
-    * httpx loads its command-line client (``httpx._main``: click, rich and pygments,
-      ~5 MiB and ~45 ms) whenever those are installed, as they are with Outpost.
-
-    Each is hidden only while httpx is imported, and only if nothing loaded it already,
-    so a task (ThreadPoolEngine) can still import trio or rich."""
-    hidden = [m for m in ("trio", "httpx._main") if m not in sys.modules]
-    if "httpx" in sys.modules or "httpcore" in sys.modules:
-        hidden = []
-    for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment]
+def import_httpcore_without_trio() -> None:
+    """httpcore looks for trio when it is first imported (``import trio``: ~0.1-0.3 s
+    and several MB where trio happens to be installed, e.g. beside selenium); the agent
+    runs on asyncio and never uses it. Only while httpcore is imported, and only if
+    nothing has loaded trio already: a task (ThreadPoolEngine) can still import trio."""
+    if "trio" in sys.modules or "httpcore" in sys.modules:
+        return
+    sys.modules["trio"] = None  # type: ignore[assignment]
     try:
-        import httpcore  # noqa: F401  (httpx imports it only when a client is made)
-        import httpx  # noqa: F401
+        import httpcore  # noqa: F401
     except ImportError:
         pass
     finally:
-        for name in hidden:
-            if name in sys.modules and sys.modules[name] is None:
-                del sys.modules[name]
+        if sys.modules.get("trio", 0) is None:
+            del sys.modules["trio"]
 
 
 def load_the_agent(config: Any) -> None:
