@@ -9,28 +9,42 @@ see ``outpost.common.messages``.
 They are written out rather than made with ``dataclasses``: a ``ProcessPoolEngine``
 worker loads this module, and ``dataclasses`` would load ``inspect`` (with ``ast``,
 ``dis``, ``tokenize``): ~1.2 MB in every worker process. ``_Record`` gives each its
-equality and ``repr`` from ``__slots__``; each ``__reduce__`` lists every field, in order.
+equality, ``repr`` and pickling from ``__slots__`` (every field, in order).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from operator import attrgetter
 from typing import Any, Literal, TypedDict
 
 
 class _Record:
-    """Equality and ``repr`` over ``__slots__`` (the fields, in order)."""
+    """Equality, ``repr`` and pickling over ``__slots__`` (the fields, in order; at least
+    two, so that ``_values`` gives a tuple)."""
 
     __slots__: tuple[str, ...] = ()
+    _values: Callable[[Any], tuple[Any, ...]]  # every field's value, in order
+
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        cls._values = attrgetter(*cls.__slots__)
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        return all(getattr(self, f) == getattr(other, f) for f in self.__slots__)
+        return self._values(self) == self._values(other)
+
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        # Records cross process pipes in bulk: positional fields pickle about twice as
+        # fast as the default for slotted classes.
+        return type(self), self._values(self)
 
     __hash__ = None  # type: ignore[assignment]  # mutable, as dataclasses make them
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__slots__)
+        values = self._values(self)
+        fields = ", ".join(f"{f}={v!r}" for f, v in zip(self.__slots__, values, strict=True))
         return f"{type(self).__name__}({fields})"
 
 
@@ -117,21 +131,6 @@ class Task(_Record):
             binary_result=d.get("binary_result") is True,
         )
 
-    def __reduce__(self) -> tuple[type[Task], tuple[Any, ...]]:
-        # Tasks cross process pipes in bulk: positional fields pickle about twice as
-        # fast as the default for slotted dataclasses. Every field, in order.
-        return Task, (
-            self.task_id,
-            self.function_id,
-            self.payload,
-            self.function_code,
-            self.task_group_id,
-            self.resource_specification,
-            self.if_lost,
-            self.suspect,
-            self.binary_result,
-        )
-
     def to_wire(self) -> dict[str, Any]:
         """The map form (for engines that hand tasks on as maps)."""
         d: dict[str, Any] = {
@@ -180,18 +179,6 @@ class TaskResult(_Record):
         self.exception = exception
         self.error_details = error_details
         self.details = details
-
-    def __reduce__(self) -> tuple[type[TaskResult], tuple[Any, ...]]:
-        # As Task.__reduce__: every field, in order.
-        return TaskResult, (
-            self.task_id,
-            self.task_group_id,
-            self.status,
-            self.result,
-            self.exception,
-            self.error_details,
-            self.details,
-        )
 
     def to_wire(self) -> dict[str, Any]:
         """The map in a ``result`` frame (absent fields are left out, not sent as nil)."""
