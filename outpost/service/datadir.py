@@ -18,7 +18,6 @@ from outpost.service.settings import ServiceSettings
 log = logging.getLogger(__name__)
 DIR_MODE = 0o700
 FILE_MODE = 0o600
-BLOBS_SUFFIX = "-blobs"
 
 
 def _tighten(path: Path, mode: int) -> bool:
@@ -34,6 +33,8 @@ def _tighten(path: Path, mode: int) -> bool:
 def prepare(data_dir: Path) -> list[Path]:
     """Create ``data_dir`` (0700) or tighten it and everything in it; returns the paths
     whose modes were narrowed."""
+    from outpost.service.store.blobfiles import DIR_SUFFIX
+
     data_dir = Path(data_dir)
     data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     changed: list[Path] = []
@@ -46,7 +47,7 @@ def prepare(data_dir: Path) -> list[Path]:
                 changed.append(p)
         # Large-value files (``store.blobfiles``) are created private, and may be
         # many: their directory is tightened, not walked at every start.
-        dirs[:] = [d for d in dirs if not d.endswith(BLOBS_SUFFIX)]
+        dirs[:] = [d for d in dirs if not d.endswith(DIR_SUFFIX)]
         for name in files:
             p = Path(root, name)
             if _tighten(p, FILE_MODE):

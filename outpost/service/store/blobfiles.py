@@ -41,6 +41,8 @@ from sqlalchemy import Connection, Engine, event
 ORPHAN_AGE = 600.0
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+#: The blob directory of database ``D`` is ``D`` + this.
+DIR_SUFFIX = "-blobs"
 _SUFFIX = {"p": "p", "r": "r", "P": "pb", "R": "rb"}
 _KIND = {v: k for k, v in _SUFFIX.items()}
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]{2,64}")
@@ -51,7 +53,7 @@ _COMMITTED = "outpost_blob_unlink_committed"  # ... and whose transaction is com
 def dir_for(database: str | os.PathLike[str]) -> Path:
     """The blob directory of the SQLite database file ``database``."""
     p = Path(database)
-    return p.with_name(p.name + "-blobs")
+    return p.with_name(p.name + DIR_SUFFIX)
 
 
 class BlobFiles:

@@ -132,10 +132,10 @@ def fill(conn: Connection, row: dict[str, Any], data_key: str = "data") -> dict[
     return row
 
 
-def _from_file(conn: Connection | None, task_id: str, kind: str) -> bytes | None:
-    files = blobfiles.for_connection(conn) if conn is not None else None
-    if files is None:
-        raise RuntimeError("a large value is in a file: read it with its connection")
+def _from_file(conn: Connection, task_id: str, kind: str) -> bytes | None:
+    files = blobfiles.for_connection(conn)
+    if files is None:  # only a SQLite database in a file leaves a row's data empty
+        raise RuntimeError(f"task {task_id}'s large value ({kind}) is empty in the table")
     data = files.read(task_id, kind)
     if data is None:
         log.error("the file of task %s's large value (%s) is missing", task_id, kind)
@@ -151,9 +151,8 @@ def with_blob(stmt: Select[Any], kind: str, label: str) -> Select[Any]:
 
 
 def merge(
-    row: dict[str, Any], column: str, label: str, text: bool = False,
-    conn: Connection | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    row: dict[str, Any], column: str, label: str, *, conn: Connection, text: bool = False
+) -> dict[str, Any]:
     """Put the blob read as ``label`` into ``column`` where the row's own value is NULL:
     text, or bytes for a binary form (also text with ``text``). ``conn`` (the one the
     row was read with) finds a value kept in a file."""

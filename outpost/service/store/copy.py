@@ -57,13 +57,13 @@ def _copy_table(
 ) -> int:
     total = _count(src, table)
     done = 0
-    if table is _BLOBS:
+    in_files = table is _BLOBS  # values an embedded store may keep as files
+    if in_files:
         batch = min(batch, BLOB_BATCH)  # megabytes each: a few at a time
     progress(table.name, 0, total)
     rows = src.execution_options(yield_per=batch).execute(
         select(table).order_by(*table.primary_key.columns)
     )
-    in_files = table is _BLOBS
     for part in rows.mappings().partitions(batch):
         values = [blobs.fill(src, dict(r)) if in_files else dict(r) for r in part]
         if in_files and any(v["data"] is None for v in values):
