@@ -52,7 +52,15 @@ def _install() -> None:
         if message.get("type") == "websocket.send":
             _mark(f"{side}.out")
 
-    proto.data_received, proto.send = data_received_p, send_p
+    send_now = proto.send_now
+
+    def send_now_p(self: Any, data: bytes) -> bool:
+        sent = send_now(self, data)
+        if sent:
+            _mark(f"{_side(self)}.out")
+        return sent
+
+    proto.data_received, proto.send, proto.send_now = data_received_p, send_p, send_now_p
 
     rs = results_stream.ResultStream
     submit, push = rs._submit, rs._push
