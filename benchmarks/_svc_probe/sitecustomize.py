@@ -52,15 +52,17 @@ def _install() -> None:
         if message.get("type") == "websocket.send":
             _mark(f"{side}.out")
 
-    send_now = proto.send_now
+    proto.data_received, proto.send = data_received_p, send_p
+    send_now = getattr(proto, "send_now", None)  # older checkouts have none
+    if send_now is not None:
 
-    def send_now_p(self: Any, data: bytes) -> bool:
-        sent = send_now(self, data)
-        if sent:
-            _mark(f"{_side(self)}.out")
-        return sent
+        def send_now_p(self: Any, data: bytes) -> bool:
+            sent = send_now(self, data)
+            if sent:
+                _mark(f"{_side(self)}.out")
+            return bool(sent)
 
-    proto.data_received, proto.send, proto.send_now = data_received_p, send_p, send_now_p
+        proto.send_now = send_now_p
 
     rs = results_stream.ResultStream
     submit, push = rs._submit, rs._push
@@ -89,7 +91,9 @@ def _install() -> None:
 
     async def run_p(self: Any, *a: Any, **k: Any) -> Any:
         _mark("db.write")
+        c0 = time.thread_time_ns()
         r = await run(self, *a, **k)
+        _marks.append(("db.cpu", time.thread_time_ns() - c0))
         _mark("db.written")
         return r
 
