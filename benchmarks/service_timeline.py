@@ -13,7 +13,8 @@ Submit: bytes read from the SDK's socket -> frame handed to ``_submit`` -> check
 the task -> ``task`` frame written -> ``submitted`` written to the SDK's socket (the marks
 are looked for in this order).
 Result: bytes read from the endpoint's socket -> result frame decoded -> storing starts
--> stored -> fanned out -> pushed to the stream -> ``results`` frame written.
+-> stored -> fanned out -> pushed to the stream -> ``results`` frame written. Also the
+CPU time (thread time) of each store write, which is most of its wall time.
 """
 
 from __future__ import annotations
@@ -122,6 +123,12 @@ def main() -> None:
     )
     _print("submit: SDK -> service -> endpoint", SUBMIT, _timeline(marks, SUBMIT)[50:])
     _print("result: endpoint -> service -> SDK", RESULT, _timeline(marks, RESULT)[50:])
+    cpu = sorted(t / 1e6 for n, t in marks if n == "db.cpu")
+    if cpu:
+        print(
+            f"\nstore writes: CPU time of the writing thread p50 {statistics.median(cpu):.3f} ms, "
+            f"p90 {cpu[int(0.9 * (len(cpu) - 1))]:.3f} ms ({len(cpu)} writes)"
+        )
 
 
 if __name__ == "__main__":
