@@ -35,14 +35,11 @@ POOL_SIZE = 10
 STATEMENT_TIMEOUT_MS = 30_000
 #: Seconds to wait for a PostgreSQL connection to open.
 CONNECT_TIMEOUT_S = 10
-#: Page size of a new SQLite database. Every commit writes each page it changed to the WAL
-#: (a small task's insert or result touches the table and five indexes: ~6 pages), so
-#: the page size is what a lone task's two commits cost: 4 KiB instead of 16 KiB cut the
-#: service's CPU per no-op round trip by ~0.3 ms (commit 0.27 -> 0.18 ms in
-#: ``benchmarks/service_timeline.py``). Large payloads and results no longer live in
-#: pages on the embedded store (``blobfiles``: files from 32 KiB), which is what 16 KiB
-#: pages were for; 1 MB tasks cost the service ~0.4 ms more CPU (of ~5) with 4 KiB.
-SQLITE_PAGE_SIZE = 4096
+#: Page size of a new SQLite database. Large payloads and results are blobs of up to
+#: megabytes (``blobs``): with 4 KiB pages each megabyte is 256 overflow pages, each
+#: written to the WAL and again by the checkpoint (two system calls each); 16 KiB pages
+#: cut the service's CPU per 1 MB task from ~10.8 to ~8.5 ms, small tasks unchanged.
+SQLITE_PAGE_SIZE = 16384
 #: Any constant that other applications on the same database are unlikely to use.
 _MIGRATION_LOCK = 0x6F7574706F7374  # "outpost"
 
