@@ -53,7 +53,11 @@ def main() -> None:
     )
     args = ap.parse_args()
     n = args.n or {"payload": 300, "throughput": 20_000, "roundtrip": 1000}[args.workload]
-    os.environ["PYTHONPATH"] = str(HERE)  # the workers import _workloads
+    # The workers import _workloads; an outer PYTHONPATH (e.g. another checkout of
+    # outpost, to compare) is kept for every process.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (os.environ.get("PYTHONPATH"), str(HERE)) if p
+    )
     config = "engine:\n  type: ProcessPoolEngine\n  max_workers: 2\n"
     with local_stack(config) as (svc, token, ep):
         assert svc.proc is not None and ep.proc is not None

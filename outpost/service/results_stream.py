@@ -25,6 +25,8 @@ import json
 import logging
 import time
 import uuid
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -42,6 +44,7 @@ from outpost.service.store import tasks as task_store
 from outpost.service.submission import SubmitRequest, accept, too_large, validation_error
 from outpost.service.taskdoc import task_doc, text_doc
 from outpost.service.wiring import Runtime
+from outpost.service.ws_protocol import SEND_NOW
 
 log = logging.getLogger(__name__)
 MAX_CATCHUP = 100_000
@@ -59,16 +62,57 @@ class ResultStream:
         self._wake = asyncio.Event()
         self._unsubs: dict[str, Unsubscribe] = {}
         self._control: list[dict[str, Any]] = []
+        #: Encoded frames in the order they go out (control frames before results, as
+        #: they were asked for).
+        self._outbox: deque[bytes] = deque()
+        #: The sender task is writing (it may wait for flow control): nothing goes past it.
+        self._sending = False
+        self._failed = False
+        #: Writes a frame at once when the connection is idle (``ws_protocol.send_now``);
+        #: None on servers without it.
+        ext = (ws.scope.get("extensions") or {}).get(SEND_NOW) or {}
+        self._send_now: Callable[[bytes], bool] | None = ext.get("send")
         #: The client reads results in their binary form (it said so in a watch frame).
         self.binary = False
 
     def _push(self, docs: list[TaskDoc]) -> None:
         self._pending.extend(docs)
-        self._wake.set()
+        self._kick()
 
     def _say(self, frame: dict[str, Any]) -> None:
         self._control.append(frame)
+        self._kick()
+
+    def _kick(self) -> None:
+        """Send what is waiting: at once while the connection is idle and the sender task
+        is not writing (one turn of the event loop and the ASGI layers saved per frame),
+        else by waking the sender task."""
+        if self._send_now is not None and not self._sending and not self._failed:
+            try:
+                self._fill()
+                out, send_now = self._outbox, self._send_now
+                while out and send_now(out[0]):
+                    out.popleft()
+                if not out:
+                    return
+            except Exception:
+                log.exception("result stream: sending failed; closing it (the client reconnects)")
+                self._failed = True  # the sender task closes the stream
         self._wake.set()
+
+    def _fill(self) -> None:
+        """Encode what was asked for into the outbox: control frames, then results (5000
+        documents a frame at most)."""
+        if self._control:
+            control, self._control = self._control, []
+            self._outbox.extend(msgpack.packb(f, use_bin_type=True) for f in control)
+        while self._pending:
+            pending, self._pending = self._pending, []
+            for i in range(0, len(pending), 5000):
+                batch = pending[i : i + 5000]
+                if not self.binary:
+                    batch = [text_doc(d) for d in batch]
+                self._outbox.append(_encode({"type": "results", "results": batch}))
 
     async def run(self) -> None:
         sender = asyncio.create_task(self._send_loop())
@@ -126,7 +170,10 @@ class ResultStream:
                     422, ErrorCode.UNPROCESSABLE, f"body is not JSON data: {e}"
                 ) from None
             answer = await accept(self.state, user, str(frame.get("endpoint_id")), request)
-            self._say({"type": "submitted", "ref": ref, "answer": answer})
+            # Sent in the next turn of the event loop: the endpoint's channel, woken when
+            # the task was queued, writes the task first (the round trip waits on it).
+            self._control.append({"type": "submitted", "ref": ref, "answer": answer})
+            asyncio.get_running_loop().call_soon(self._kick)
         except APIError as e:
             self._reply_error(ref, e.status, e.code, e.reason)
         except BrokerUnavailable as e:
@@ -208,16 +255,17 @@ class ResultStream:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                control, self._control = self._control, []
-                for frame in control:
-                    await self.ws.send_bytes(msgpack.packb(frame, use_bin_type=True))
-                while self._pending:
-                    pending, self._pending = self._pending, []
-                    for i in range(0, len(pending), 5000):
-                        batch = pending[i : i + 5000]
-                        if not self.binary:
-                            batch = [text_doc(d) for d in batch]
-                        await self.ws.send_bytes(_encode({"type": "results", "results": batch}))
+                if self._failed:
+                    await self.ws.close(code=1011)
+                    return
+                self._sending = True
+                try:
+                    self._fill()
+                    while self._outbox:
+                        await self.ws.send_bytes(self._outbox.popleft())
+                        self._fill()  # what came while that waited, in order
+                finally:
+                    self._sending = False
         except (WebSocketDisconnect, RuntimeError, OSError):
             return
         except Exception:

@@ -101,7 +101,9 @@ async def accept(
     rows: list[dict[str, Any]] = []
     answer: dict[str, list[str]] = {}
     spec = body.resource_specification
-    new_ids = iter(uuid4_texts(sum(len(p) for p in body.tasks.values())))
+    # The tasks' ids and the answer's request_id, from one read of the OS's randomness.
+    new_ids = iter(uuid4_texts(sum(len(p) for p in body.tasks.values()) + 1))
+    request_id = next(new_ids)
     waiting = TaskState.WAITING_FOR_EP.value
     for key, payloads in body.tasks.items():
         ids = answer.setdefault(key, [])
@@ -178,7 +180,7 @@ async def accept(
         await state.ledger.fail(eid, messages, TaskErrorCode.NOT_QUEUED, str(e))
         raise
     return {
-        "request_id": str(uuid.uuid4()),
+        "request_id": request_id,
         "task_group_id": gid,
         "endpoint_id": addressed,
         "tasks": answer,

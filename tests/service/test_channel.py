@@ -6,7 +6,7 @@ import time
 import httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from outpost.common import messages as m
 from outpost.common.serialize import pack_function, pack_payload
@@ -172,6 +172,33 @@ def test_the_newest_connection_of_an_endpoint_wins(live) -> None:
     assert list(got.values()).count("task") == 1, got
     # The others were closed, not left connected and silent (they would reconnect then).
     assert all(v.startswith("ConnectionClosed") for k, v in got.items() if v != "task"), got
+
+
+def test_a_silent_channel_is_closed_after_its_heartbeat_threshold(live) -> None:
+    """Frames keep the channel open past the threshold (the deadline moves with each one);
+    silence for the threshold closes it, saying why."""
+    svc, http = live
+    creds, _ = _register(http)
+    eid = creds["endpoint_id"]
+    auth = {"Authorization": f"Bearer {creds['channel_secret']}"}
+    status = m.encode({"type": "status", "window": 10, "heartbeat_threshold": 3})
+
+    async def scenario():
+        async with connect(_ws_url(svc, eid), additional_headers=auth) as ws:
+            await ws.send(status)
+            assert m.decode(await ws.recv())["type"] == "welcome"
+            for _ in range(25):  # 5 s of frames every 0.2 s: longer than the threshold
+                await ws.send(status)
+                await asyncio.sleep(0.2)
+            assert ws.close_code is None  # still open
+            quiet_from = time.monotonic()
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 60)
+            return ws.close_code, ws.close_reason, time.monotonic() - quiet_from
+
+    code, reason, quiet = asyncio.run(scenario())
+    assert code == 1001 and "no heartbeat for 3 s" in reason
+    assert quiet >= 2.5  # not before the threshold (less a little for the last send)
 
 
 def test_status_shows_the_engines_figures_and_only_sane_ones(live) -> None:
