@@ -29,6 +29,7 @@ from typing import Any, TypedDict
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.protocol import State
 
 from outpost import __version__
 from outpost.common import large_frames
@@ -163,6 +164,33 @@ class Channel:
         if ws is None or not self._open:
             raise NotConnected(f"no open channel for {self.label}")
         await ws.send(m.encode(frame))
+
+    def send_now(self, frame: Frame) -> bool:
+        """Write ``frame`` to the socket without waiting, if that can be done now: the
+        connection is open, no other send is under way and the socket's buffer is not
+        full (websockets' ``send`` would then wait for it to drain). False if it was not
+        sent (nothing was written; use :meth:`send`).
+
+        A frame sent this way skips ``send``'s coroutine, its context manager and its
+        drain, and, from a callback, the loop turn to a sending task: a lone task's
+        result leaves as soon as it is spooled."""
+        ws = self._ws
+        if (
+            ws is None
+            or not self._open
+            or ws.protocol.state is not State.OPEN
+            or getattr(ws, "paused", True)
+            or getattr(ws, "send_in_progress", None) is not None
+            or getattr(ws, "fragmented_send_waiter", None) is not None
+        ):
+            return False
+        ws.protocol.send_binary(m.encode(frame))
+        try:
+            ws.send_data()
+        except Exception:  # noqa: BLE001 - the socket failed: the connection is lost
+            # Closing ends the session; what was spooled is sent after the reconnect.
+            ws.transport.abort()
+        return True
 
     async def send_or_keep(self, frame: Frame) -> bool:
         """Send now, or keep the frame (up to :data:`KEEP_LIMIT`) and send it after the

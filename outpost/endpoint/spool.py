@@ -80,7 +80,9 @@ class ResultSpool:
             else:  # a write that did not finish: its result was never sent
                 (self.dir / f).unlink(missing_ok=True)
         self._ids |= self._files
-        self._dirty = threading.Event()  # written since the last checkpoint
+        #: Commits so far: the checkpointer looks at it (an Event set by every write would
+        #: wake that thread, and its GIL hand-off, on the path of a result).
+        self._writes = 0
         self._stop_checkpoints = threading.Event()
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop, name="outpost-spool-checkpoint", daemon=True
@@ -119,7 +121,7 @@ class ResultSpool:
                 self._db.execute("BEGIN")
                 self._db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?)", rows)
                 self._db.execute("COMMIT")
-                self._dirty.set()
+                self._writes += 1
             self._files.update(files)
             self._ids.update(r[0] for r in rows)
             self._ids.update(files)
@@ -137,7 +139,7 @@ class ResultSpool:
                 self._db.execute("BEGIN")
                 self._db.executemany("DELETE FROM results WHERE task_id = ?", rows)
                 self._db.execute("COMMIT")
-                self._dirty.set()
+                self._writes += 1
             self._files.difference_update(files)
             self._ids.difference_update(present)
 
@@ -175,20 +177,20 @@ class ResultSpool:
 
     def close(self) -> None:
         self._stop_checkpoints.set()
-        self._dirty.set()
         self._checkpointer.join(timeout=10)
         with self._lock:
             self._db.close()  # the last connection to close checkpoints the rest
 
     def _checkpoint_loop(self) -> None:
+        """At most one checkpoint per CHECKPOINT_EVERY, and only after new commits."""
         db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        seen = self._writes
         try:
-            while not self._stop_checkpoints.is_set():
-                if not self._dirty.wait(timeout=1.0):
+            while not self._stop_checkpoints.wait(CHECKPOINT_EVERY):
+                writes = self._writes
+                if writes == seen:
                     continue
-                if self._stop_checkpoints.wait(CHECKPOINT_EVERY):  # one per interval at most
-                    return
-                self._dirty.clear()
+                seen = writes
                 try:
                     row = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     if row and row[1] > CHECKPOINT_RESTART_FRAMES:
