@@ -85,7 +85,7 @@ def main() -> None:
         if c is None:
             continue
         rx, dec, piped, readable, spooled, taken, written, add0 = map(float, vals)
-        hops.setdefault('(readable -> spool.add called)', []).append(add0 - readable)
+        hops.setdefault("(readable -> spool.add called)", []).append(add0 - readable)
         t0, sent, ran, read, t5 = c
         seq = [sent, rx, dec, piped, ran, readable, spooled, taken, written, read]
         for k, a, b in zip(names, seq, seq[1:], strict=False):

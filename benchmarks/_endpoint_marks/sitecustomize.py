@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.util
+import inspect
 import os
 import sys
 import time
@@ -41,16 +42,32 @@ def _patch(agent_mod: Any) -> None:
 
     on_tasks = agent_mod.Agent._on_tasks
 
-    async def _on_tasks(self: Any, channel: Any, tasks: Any) -> None:
+    def _before(tasks: Any) -> list[Any]:
         t1 = now()
         ids = [t.get("task_id") for t in tasks if isinstance(t, dict)]
         for tid in ids:
             marks[tid] = [state["rx"], t1]
-        await on_tasks(self, channel, tasks)
+        return ids
+
+    def _after(ids: list[Any]) -> None:
         t2 = now()
         for tid in ids:
             if tid in marks and len(marks[tid]) == 2:
                 marks[tid].append(t2)
+
+    if inspect.iscoroutinefunction(on_tasks):  # before the agent took frames at once
+
+        async def _on_tasks(self: Any, channel: Any, tasks: Any) -> None:
+            ids = _before(tasks)
+            await on_tasks(self, channel, tasks)
+            _after(ids)
+
+    else:
+
+        def _on_tasks(self: Any, channel: Any, tasks: Any) -> None:  # type: ignore[misc]
+            ids = _before(tasks)
+            on_tasks(self, channel, tasks)
+            _after(ids)
 
     agent_mod.Agent._on_tasks = _on_tasks
 

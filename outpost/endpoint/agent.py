@@ -202,7 +202,7 @@ class Agent(ChannelOwner):
             await self._on_tasks(channel, frame["tasks"])
         elif kind == m.RESULT_ACK:
             ids = [t for t in frame["task_ids"] if isinstance(t, str)]
-            self.spool.remove(ids)  # a local SQLite delete: cheaper than a thread hop
+            self.spool.remove(ids)  # a journal write: cheaper than a thread hop
         elif kind == m.CANCEL:
             log.info(
                 "cancel requested for %d tasks (running tasks are not interrupted)",
