@@ -196,10 +196,15 @@ class Agent(ChannelOwner):
             self._capacity_changes(channel),
         ]
 
+    frames_now = True  # every frame is handled without awaiting
+
     async def on_frame(self, channel: Channel, frame: dict[str, Any]) -> None:
+        self.on_frame_now(channel, frame)
+
+    def on_frame_now(self, channel: Channel, frame: dict[str, Any]) -> None:
         kind = frame["type"]
         if kind == m.TASK:
-            await self._on_tasks(channel, frame["tasks"])
+            self._on_tasks(channel, frame["tasks"])
         elif kind == m.RESULT_ACK:
             ids = [t for t in frame["task_ids"] if isinstance(t, str)]
             self.spool.remove(ids)  # a journal write: cheaper than a thread hop
@@ -232,7 +237,7 @@ class Agent(ChannelOwner):
         if len(self._codes) > KEPT_FUNCTIONS:
             self._codes.popitem(last=False)
 
-    async def _on_tasks(self, channel: Channel, tasks: Any) -> None:
+    def _on_tasks(self, channel: Channel, tasks: Any) -> None:
         fresh: list[Task] = []
         ack: list[str] = []
         known: list[str] = []

@@ -23,12 +23,14 @@ import getpass
 import logging
 import random
 import socket
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.frames import Frame as WsFrame
+from websockets.frames import Opcode
 from websockets.protocol import State
 
 from outpost import __version__
@@ -45,15 +47,45 @@ FIRST_DELAY_S = 0.2
 MAX_DELAY_S = 30.0
 
 Frame = dict[str, Any]
+Data = bytes | bytearray | memoryview
 SessionTask = Coroutine[Any, Any, None]
 
 
 class LargeFrameConnection(ClientConnection):
-    """websockets' connection, receiving large frames (task payloads) with one copy."""
+    """websockets' connection, receiving large frames (task payloads) with one copy.
+
+    With :attr:`on_message` set, a whole binary message that finds nothing queued
+    before it is handed to it from the socket's callback, instead of being queued for
+    ``recv()`` and read by a task on a later turn of the loop; ``on_message`` returns
+    False to have it queued after all."""
 
     def __init__(self, protocol: Any, **kwargs: Any) -> None:
         large_frames.install(protocol)
         super().__init__(protocol, **kwargs)
+        self.on_message: Callable[[Data], bool] | None = None
+
+    def process_event(self, event: Any) -> None:
+        handler = self.on_message
+        if (
+            handler is not None
+            and isinstance(event, WsFrame)
+            and event.opcode is Opcode.BINARY
+            and event.fin
+            and _nothing_queued(self)
+            and handler(event.data)
+        ):
+            return
+        super().process_event(event)
+
+
+def _nothing_queued(ws: ClientConnection) -> bool:
+    """No message waits in websockets' queue for ``recv()`` (a message handed over now
+    then goes after every earlier one). False where that cannot be told."""
+    frames = getattr(ws.recv_messages, "frames", None)
+    try:
+        return frames is not None and len(frames) == 0
+    except TypeError:
+        return False
 
 
 class OwnerStatus(TypedDict, total=False):
@@ -120,6 +152,14 @@ class ChannelOwner:
     async def on_frame(self, channel: Channel, frame: Frame) -> None:
         log.info("ignored a %s frame", frame["type"])
 
+    #: The owner handles every frame in :meth:`on_frame_now`, without awaiting: the
+    #: channel then hands frames over from the socket's callback when it can.
+    frames_now = False
+
+    def on_frame_now(self, channel: Channel, frame: Frame) -> None:
+        """Handle ``frame`` at once (only called when :attr:`frames_now` is true)."""
+        raise NotImplementedError
+
     def on_heartbeat(self, status: OwnerStatus) -> None:
         """After each heartbeat was sent, with the owner's part of it."""
 
@@ -134,6 +174,8 @@ class Channel:
         self._open = False  # welcomed on the current connection
         self._kept: list[Frame] = []
         self.connections = 0  # connections that got as far as the welcome
+        self._in_frame = False  # the session's loop is inside the owner's on_frame
+        self._frame_error: Exception | None = None  # from a frame handled at once
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -301,6 +343,9 @@ class Channel:
         tasks.append(asyncio.create_task(self._heartbeats()))
         for t in tasks:
             t.add_done_callback(functools.partial(self._task_done, ws=ws))
+        direct = ws if self.owner.frames_now and isinstance(ws, LargeFrameConnection) else None
+        if direct is not None:
+            direct.on_message = functools.partial(self._frame_now, ws=ws)
         try:
             async for raw in ws:
                 if not isinstance(raw, bytes):
@@ -310,13 +355,39 @@ class Channel:
                 except m.FrameError as e:
                     log.warning("dropped a bad frame from the service: %s", e)
                     continue
-                await self.owner.on_frame(self, frame)
+                self._in_frame = True
+                try:
+                    await self.owner.on_frame(self, frame)
+                finally:
+                    self._in_frame = False
         except ConnectionClosed as e:
             log.warning("channel closed: %s", e)
         finally:
+            if direct is not None:
+                direct.on_message = None
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        error, self._frame_error = self._frame_error, None
+        if error is not None:
+            raise error
+
+    def _frame_now(self, raw: Data, ws: ClientConnection) -> bool:
+        """A message from the socket's callback: handled now, unless the session's loop
+        is inside ``on_frame`` (False: it is queued, to keep the order)."""
+        if self._in_frame:
+            return False
+        try:
+            frame = m.decode(cast(bytes, raw))  # msgpack reads any buffer: no copy
+        except m.FrameError as e:
+            log.warning("dropped a bad frame from the service: %s", e)
+            return True
+        try:
+            self.owner.on_frame_now(self, frame)
+        except Exception as e:  # raised by the session, as from on_frame
+            self._frame_error = e
+            asyncio.ensure_future(ws.close())
+        return True
 
     def _task_done(self, task: asyncio.Task[None], ws: ClientConnection) -> None:
         """A per-connection task that fails (other than by the connection closing) must

@@ -484,3 +484,60 @@ async def test_agent_sends_a_result_at_once_or_through_its_sending_task(
         agent.stop()
         await asyncio.wait_for(run, DEADLINE_S)
         spool.close()
+
+
+class NowRecorder(Recorder):
+    """Handles frames at once (``frames_now``); its ``on_frame`` (frames that had to be
+    queued) takes a while, and its ``on_open`` too, so that frames queue up behind it."""
+
+    frames_now = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.how: list[str] = []
+
+    async def on_open(self, channel: Channel) -> None:
+        await asyncio.sleep(0.2)
+
+    async def on_frame(self, channel: Channel, frame: dict[str, Any]) -> None:
+        await asyncio.sleep(0.01)
+        self.frames.append(frame)
+        self.how.append("queued")
+
+    def on_frame_now(self, channel: Channel, frame: dict[str, Any]) -> None:
+        if frame.get("task_ids") == ["boom"]:
+            raise RuntimeError("boom")
+        self.frames.append(frame)
+        self.how.append("now")
+
+
+async def test_frames_are_handled_at_once_when_nothing_waits_and_always_in_order(
+    fake: FakeService,
+) -> None:
+    """A frame that finds nothing queued before it is handed to ``on_frame_now`` from the
+    socket's callback; frames that arrive while others wait (or while ``on_frame`` runs)
+    are queued behind them: the owner sees every frame once, in the order sent. A frame
+    handled at once that raises ends the channel with that error, as ``on_frame``'s do."""
+    owner = NowRecorder()
+
+    async def script(index: int, ws: ServerConnection) -> None:
+        for i in range(20):  # while on_open still runs: queued
+            await ws.send(m.encode({"type": m.CANCEL, "task_ids": [f"a{i}"]}))
+        await until(lambda: len(owner.frames) >= 2, "the first frames")
+        for i in range(10):  # while those queued are handled: queued behind them
+            await ws.send(m.encode({"type": m.CANCEL, "task_ids": [f"b{i}"]}))
+        await until(lambda: len(owner.frames) == 30, "the queued frames")
+        for i in range(10):  # nothing waits: at once
+            await ws.send(m.encode({"type": m.CANCEL, "task_ids": [f"c{i}"]}))
+            await asyncio.sleep(0.02)
+        await until(lambda: len(owner.frames) == 40, "the last frames")
+        await ws.send(m.encode({"type": m.CANCEL, "task_ids": ["boom"]}))
+
+    fake.script = script
+    ch = Channel(settings(fake, heartbeat_period=60.0), owner, "endpoint ep")
+    with pytest.raises(RuntimeError, match="boom"):
+        await asyncio.wait_for(ch.run(), DEADLINE_S)
+    ids = [f["task_ids"][0] for f in owner.frames]
+    expected = [f"{k}{i}" for k, n in (("a", 20), ("b", 10), ("c", 10)) for i in range(n)]
+    assert ids == expected
+    assert owner.how[:30] == ["queued"] * 30 and owner.how[30:] == ["now"] * 10
