@@ -8,7 +8,9 @@
   wait ``ACK_DELAY`` to travel together, and one whose task's result is sent first is
   not sent at all (the result says more: the service needs no ack for a finished task).
 * Writes each result to the spool before sending it; removes it on ``result_ack``;
-  sends whatever the spool holds after every (re)connect.
+  sends whatever the spool holds after every (re)connect. A result that finds nothing
+  waiting to be sent before it is written to the socket at once (``Channel.send_now``)
+  from the engine's callback; others go through the sending task, in order.
 """
 
 from __future__ import annotations

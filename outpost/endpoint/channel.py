@@ -10,7 +10,12 @@ A :class:`Channel` keeps one WebSocket to the service open for its owner (a
 * after the welcome: sends the frames kept while disconnected (:meth:`Channel.send_or_keep`),
   lets the owner resend what it must (:meth:`ChannelOwner.on_open`), and runs the owner's
   per-connection tasks beside a ``status`` heartbeat every ``heartbeat_period`` seconds;
-* hands every frame from the service to :meth:`ChannelOwner.on_frame`, in order.
+* hands every frame from the service to :meth:`ChannelOwner.on_frame`, in order; an
+  owner whose handling never awaits (``frames_now``: the agent) gets each one from the
+  socket's callback (:meth:`ChannelOwner.on_frame_now`) when nothing is queued before it,
+  without websockets' queue and a later turn of the loop;
+* :meth:`Channel.send_now` writes a frame without awaiting when nothing stands in the way
+  (the agent's results), :meth:`Channel.send` otherwise.
 
 Frames are decoded and encoded here only (``outpost.common.messages``).
 """
