@@ -32,13 +32,14 @@ def _patch(agent_mod: Any) -> None:
     state: dict[str, Any] = {"rx": 0.0, "readable": 0.0}
     marks: dict[str, list[float]] = {}
 
-    conn_dr = ch.LargeFrameConnection.data_received
+    conn_cls = ch.LargeFrameConnection  # the class itself, wherever it is defined
+    conn_dr = conn_cls.data_received
 
     def data_received(self: Any, data: bytes) -> None:
         state["rx"] = now()
         conn_dr(self, data)
 
-    ch.LargeFrameConnection.data_received = data_received
+    conn_cls.data_received = data_received
 
     on_tasks = agent_mod.Agent._on_tasks
 

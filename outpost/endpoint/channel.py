@@ -28,19 +28,17 @@ import getpass
 import logging
 import random
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypedDict, cast
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
-from websockets.frames import Frame as WsFrame
-from websockets.frames import Opcode
 from websockets.protocol import State
 
 from outpost import __version__
-from outpost.common import large_frames
 from outpost.common import messages as m
+from outpost.endpoint.connection import Data, LargeFrameConnection
 from outpost.sdk.tls import ws_ssl
 
 log = logging.getLogger(__name__)
@@ -52,45 +50,7 @@ FIRST_DELAY_S = 0.2
 MAX_DELAY_S = 30.0
 
 Frame = dict[str, Any]
-Data = bytes | bytearray | memoryview
 SessionTask = Coroutine[Any, Any, None]
-
-
-class LargeFrameConnection(ClientConnection):
-    """websockets' connection, receiving large frames (task payloads) with one copy.
-
-    With :attr:`on_message` set, a whole binary message that finds nothing queued
-    before it is handed to it from the socket's callback, instead of being queued for
-    ``recv()`` and read by a task on a later turn of the loop; ``on_message`` returns
-    False to have it queued after all."""
-
-    def __init__(self, protocol: Any, **kwargs: Any) -> None:
-        large_frames.install(protocol)
-        super().__init__(protocol, **kwargs)
-        self.on_message: Callable[[Data], bool] | None = None
-
-    def process_event(self, event: Any) -> None:
-        handler = self.on_message
-        if (
-            handler is not None
-            and isinstance(event, WsFrame)
-            and event.opcode is Opcode.BINARY
-            and event.fin
-            and _nothing_queued(self)
-            and handler(event.data)
-        ):
-            return
-        super().process_event(event)
-
-
-def _nothing_queued(ws: ClientConnection) -> bool:
-    """No message waits in websockets' queue for ``recv()`` (a message handed over now
-    then goes after every earlier one). False where that cannot be told."""
-    frames = getattr(ws.recv_messages, "frames", None)
-    try:
-        return frames is not None and len(frames) == 0
-    except TypeError:
-        return False
 
 
 class OwnerStatus(TypedDict, total=False):
