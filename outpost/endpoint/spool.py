@@ -166,9 +166,15 @@ class ResultSpool:
 
         db = sqlite3.connect(str(self.path))
         try:
-            rows = db.execute("SELECT task_id, body FROM results").fetchall()
-        except sqlite3.Error:
-            rows = []  # no results table: nothing was spooled there
+            has_table = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'results'"
+            ).fetchone()
+            rows = db.execute("SELECT task_id, body FROM results").fetchall() if has_table else []
+        except sqlite3.Error as e:  # not a database, or a damaged one: keep it for a human
+            kept = self.path.with_name(self.path.name + ".unreadable")
+            log.error("could not read the old result spool %s (%s); kept as %s", self.path, e, kept)
+            os.replace(self.path, kept)
+            return
         finally:
             db.close()
         with self._lock:

@@ -184,3 +184,12 @@ def test_a_failed_write_leaves_nothing_spooled(tmp_path, monkeypatch) -> None:
     s = ResultSpool(tmp_path / "spool.db")
     assert sorted(s._rows) == ["next", "t0", "t1"]
     s.close()
+
+
+def test_an_unreadable_old_sqlite_spool_is_kept_aside_not_deleted(tmp_path) -> None:
+    path = tmp_path / "spool.db"
+    path.write_bytes(b"this is not a database" * 100)
+    s = ResultSpool(path)
+    assert len(s) == 0 and not path.exists()
+    assert (tmp_path / "spool.db.unreadable").read_bytes() == b"this is not a database" * 100
+    s.close()
