@@ -8,7 +8,9 @@
   wait ``ACK_DELAY`` to travel together, and one whose task's result is sent first is
   not sent at all (the result says more: the service needs no ack for a finished task).
 * Writes each result to the spool before sending it; removes it on ``result_ack``;
-  sends whatever the spool holds after every (re)connect.
+  sends whatever the spool holds after every (re)connect. A result that finds nothing
+  waiting to be sent before it is written to the socket at once (``Channel.send_now``)
+  from the engine's callback; others go through the sending task, in order.
 """
 
 from __future__ import annotations
@@ -53,11 +55,19 @@ def _failed(task: Task, code: TaskErrorCode, message: str) -> TaskResult:
     return failure_result(task, code, f"{code.value}: {message}", message, details=False)
 
 
+def _size(r: TaskResult) -> int:
+    return r.size
+
+
+def _result_frame(results: list[TaskResult]) -> dict[str, Any]:
+    return {"type": m.RESULT, "results": [r.to_wire() for r in results]}
+
+
 def result_frames(results: list[TaskResult]) -> list[dict[str, Any]]:
     """``result`` frames of at most MAX_RESULTS_PER_FRAME results and about
     ``messages.FRAME_BYTES`` bytes each."""
-    batches = split_by_size(results, lambda r: r.size, MAX_RESULTS_PER_FRAME, m.FRAME_BYTES)
-    return [{"type": m.RESULT, "results": [r.to_wire() for r in b]} for b in batches]
+    batches = split_by_size(results, _size, MAX_RESULTS_PER_FRAME, m.FRAME_BYTES)
+    return [_result_frame(b) for b in batches]
 
 
 class Agent(ChannelOwner):
@@ -93,6 +103,7 @@ class Agent(ChannelOwner):
         )
         self._outbox: list[TaskResult] = []
         self._outbox_ready = asyncio.Event()
+        self._sending = False  # the sending task is writing frames from the outbox
         self._acks: list[str] = []  # accepted, acknowledgement not sent yet
         self._known: list[str] = []
         self._acks_ready = asyncio.Event()
@@ -123,8 +134,30 @@ class Agent(ChannelOwner):
         self._results_seen += len(results)
         for r in results:
             self.held.discard(r.task_id)
+        if not self._outbox and not self._sending:
+            # Nothing waits to go before them: written now, without the sending task.
+            self._drop_acks(results)
+            batches = split_by_size(results, _size, MAX_RESULTS_PER_FRAME, m.FRAME_BYTES)
+            for i, batch in enumerate(batches):
+                try:
+                    sent = self.channel.send_now(_result_frame(batch))
+                except Exception:  # the sending task tries again, and reports it
+                    log.exception("could not send %d results at once", len(batch))
+                    sent = False
+                if not sent:
+                    results = [r for b in batches[i:] for r in b]
+                    break
+            else:
+                return
         self._outbox.extend(results)
         self._outbox_ready.set()
+
+    def _drop_acks(self, results: list[TaskResult]) -> None:
+        """Acknowledgements not to send: these tasks' results say more."""
+        if self._acks:
+            done = {r.task_id for r in results}
+            known = set(self._known)
+            self._acks = [t for t in self._acks if t in known or t not in done]
 
     # -- main loop -------------------------------------------------------------------
     def stop(self) -> None:
@@ -165,13 +198,18 @@ class Agent(ChannelOwner):
             self._capacity_changes(channel),
         ]
 
+    frames_now = True  # every frame is handled without awaiting
+
     async def on_frame(self, channel: Channel, frame: dict[str, Any]) -> None:
+        self.on_frame_now(channel, frame)
+
+    def on_frame_now(self, channel: Channel, frame: dict[str, Any]) -> None:
         kind = frame["type"]
         if kind == m.TASK:
-            await self._on_tasks(channel, frame["tasks"])
+            self._on_tasks(channel, frame["tasks"])
         elif kind == m.RESULT_ACK:
             ids = [t for t in frame["task_ids"] if isinstance(t, str)]
-            self.spool.remove(ids)  # a local SQLite delete: cheaper than a thread hop
+            self.spool.remove(ids)  # a journal write: cheaper than a thread hop
         elif kind == m.CANCEL:
             log.info(
                 "cancel requested for %d tasks (running tasks are not interrupted)",
@@ -201,7 +239,7 @@ class Agent(ChannelOwner):
         if len(self._codes) > KEPT_FUNCTIONS:
             self._codes.popitem(last=False)
 
-    async def _on_tasks(self, channel: Channel, tasks: Any) -> None:
+    def _on_tasks(self, channel: Channel, tasks: Any) -> None:
         fresh: list[Task] = []
         ack: list[str] = []
         known: list[str] = []
@@ -266,17 +304,18 @@ class Agent(ChannelOwner):
         while True:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
-            while self._outbox:
-                pending, self._outbox = self._outbox, []
-                if self._acks:  # their results say more than an ack: not needed now
-                    done = {r.task_id for r in pending}
-                    known = set(self._known)
-                    self._acks = [t for t in self._acks if t in known or t not in done]
-                for frame in result_frames(pending):
-                    try:
-                        await channel.send(frame)
-                    except ConnectionClosed:
-                        return  # still spooled: sent again after the reconnect
+            self._sending = True
+            try:
+                while self._outbox:
+                    pending, self._outbox = self._outbox, []
+                    self._drop_acks(pending)
+                    for frame in result_frames(pending):
+                        try:
+                            await channel.send(frame)
+                        except ConnectionClosed:
+                            return  # still spooled: sent again after the reconnect
+            finally:
+                self._sending = False
 
     async def _send_acks(self, channel: Channel) -> None:
         while True:

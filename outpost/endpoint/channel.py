@@ -10,7 +10,12 @@ A :class:`Channel` keeps one WebSocket to the service open for its owner (a
 * after the welcome: sends the frames kept while disconnected (:meth:`Channel.send_or_keep`),
   lets the owner resend what it must (:meth:`ChannelOwner.on_open`), and runs the owner's
   per-connection tasks beside a ``status`` heartbeat every ``heartbeat_period`` seconds;
-* hands every frame from the service to :meth:`ChannelOwner.on_frame`, in order.
+* hands every frame from the service to :meth:`ChannelOwner.on_frame`, in order; an
+  owner whose handling never awaits (``frames_now``: the agent) gets each one from the
+  socket's callback (:meth:`ChannelOwner.on_frame_now`) when nothing is queued before it,
+  without websockets' queue and a later turn of the loop;
+* :meth:`Channel.send_now` writes a frame without awaiting when nothing stands in the way
+  (the agent's results), :meth:`Channel.send` otherwise.
 
 Frames are decoded and encoded here only (``outpost.common.messages``).
 """
@@ -25,14 +30,15 @@ import random
 import socket
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.protocol import State
 
 from outpost import __version__
-from outpost.common import large_frames
 from outpost.common import messages as m
+from outpost.endpoint.connection import Data, LargeFrameConnection
 from outpost.sdk.tls import ws_ssl
 
 log = logging.getLogger(__name__)
@@ -45,14 +51,6 @@ MAX_DELAY_S = 30.0
 
 Frame = dict[str, Any]
 SessionTask = Coroutine[Any, Any, None]
-
-
-class LargeFrameConnection(ClientConnection):
-    """websockets' connection, receiving large frames (task payloads) with one copy."""
-
-    def __init__(self, protocol: Any, **kwargs: Any) -> None:
-        large_frames.install(protocol)
-        super().__init__(protocol, **kwargs)
 
 
 class OwnerStatus(TypedDict, total=False):
@@ -119,6 +117,14 @@ class ChannelOwner:
     async def on_frame(self, channel: Channel, frame: Frame) -> None:
         log.info("ignored a %s frame", frame["type"])
 
+    #: The owner handles every frame in :meth:`on_frame_now`, without awaiting: the
+    #: channel then hands frames over from the socket's callback when it can.
+    frames_now = False
+
+    def on_frame_now(self, channel: Channel, frame: Frame) -> None:
+        """Handle ``frame`` at once (only called when :attr:`frames_now` is true)."""
+        raise NotImplementedError
+
     def on_heartbeat(self, status: OwnerStatus) -> None:
         """After each heartbeat was sent, with the owner's part of it."""
 
@@ -133,6 +139,8 @@ class Channel:
         self._open = False  # welcomed on the current connection
         self._kept: list[Frame] = []
         self.connections = 0  # connections that got as far as the welcome
+        self._in_frame = False  # the session's loop is inside the owner's on_frame
+        self._frame_error: Exception | None = None  # from a frame handled at once
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -163,6 +171,33 @@ class Channel:
         if ws is None or not self._open:
             raise NotConnected(f"no open channel for {self.label}")
         await ws.send(m.encode(frame))
+
+    def send_now(self, frame: Frame) -> bool:
+        """Write ``frame`` to the socket without waiting, if that can be done now: the
+        connection is open, no other send is under way and the socket's buffer is not
+        full (websockets' ``send`` would then wait for it to drain). False if it was not
+        sent (nothing was written; use :meth:`send`).
+
+        A frame sent this way skips ``send``'s coroutine, its context manager and its
+        drain, and, from a callback, the loop turn to a sending task: a lone task's
+        result leaves as soon as it is spooled."""
+        ws = self._ws
+        if (
+            ws is None
+            or not self._open
+            or ws.protocol.state is not State.OPEN
+            or getattr(ws, "paused", True)
+            or getattr(ws, "send_in_progress", None) is not None
+            or getattr(ws, "fragmented_send_waiter", None) is not None
+        ):
+            return False
+        ws.protocol.send_binary(m.encode(frame))
+        try:
+            ws.send_data()
+        except Exception:  # noqa: BLE001 - the socket failed: the connection is lost
+            # Closing ends the session; what was spooled is sent after the reconnect.
+            ws.transport.abort()
+        return True
 
     async def send_or_keep(self, frame: Frame) -> bool:
         """Send now, or keep the frame (up to :data:`KEEP_LIMIT`) and send it after the
@@ -273,6 +308,9 @@ class Channel:
         tasks.append(asyncio.create_task(self._heartbeats()))
         for t in tasks:
             t.add_done_callback(functools.partial(self._task_done, ws=ws))
+        direct = ws if self.owner.frames_now and isinstance(ws, LargeFrameConnection) else None
+        if direct is not None:
+            direct.on_message = functools.partial(self._frame_now, ws=ws)
         try:
             async for raw in ws:
                 if not isinstance(raw, bytes):
@@ -282,13 +320,39 @@ class Channel:
                 except m.FrameError as e:
                     log.warning("dropped a bad frame from the service: %s", e)
                     continue
-                await self.owner.on_frame(self, frame)
+                self._in_frame = True
+                try:
+                    await self.owner.on_frame(self, frame)
+                finally:
+                    self._in_frame = False
         except ConnectionClosed as e:
             log.warning("channel closed: %s", e)
         finally:
+            if direct is not None:
+                direct.on_message = None
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        error, self._frame_error = self._frame_error, None
+        if error is not None:
+            raise error
+
+    def _frame_now(self, raw: Data, ws: ClientConnection) -> bool:
+        """A message from the socket's callback: handled now, unless the session's loop
+        is inside ``on_frame`` (False: it is queued, to keep the order)."""
+        if self._in_frame:
+            return False
+        try:
+            frame = m.decode(cast(bytes, raw))  # msgpack reads any buffer: no copy
+        except m.FrameError as e:
+            log.warning("dropped a bad frame from the service: %s", e)
+            return True
+        try:
+            self.owner.on_frame_now(self, frame)
+        except Exception as e:  # raised by the session, as from on_frame
+            self._frame_error = e
+            asyncio.ensure_future(ws.close())
+        return True
 
     def _task_done(self, task: asyncio.Task[None], ws: ClientConnection) -> None:
         """A per-connection task that fails (other than by the connection closing) must

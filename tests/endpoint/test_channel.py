@@ -404,3 +404,140 @@ async def test_agent_acks_a_slow_task_before_its_result_and_a_quick_one_not_at_a
         agent.stop()
         await asyncio.wait_for(run, DEADLINE_S)
         spool.close()
+
+
+async def test_send_now_writes_at_once_only_when_nothing_stands_in_its_way(
+    fake: FakeService,
+) -> None:
+    """``send_now`` writes a frame without awaiting when the connection is open and its
+    buffer not full; otherwise it writes nothing and says so (the caller then uses
+    ``send``)."""
+    ch = Channel(settings(fake, heartbeat_period=60.0), Recorder(), "endpoint ep")
+    assert ch.send_now({"type": m.ACK, "task_ids": ["before"], "known": []}) is False
+    run = asyncio.create_task(ch.run())
+    try:
+        await until(lambda: ch.connected, "connected")
+        assert ch.send_now({"type": m.ACK, "task_ids": ["now"], "known": []}) is True
+        await until(lambda: bool(fake.of_type(m.ACK)), "the frame")
+        ws = ch._ws
+        assert ws is not None
+        ws.paused = True  # as websockets marks it when the socket's buffer is full
+        try:
+            assert ch.send_now({"type": m.ACK, "task_ids": ["paused"], "known": []}) is False
+        finally:
+            ws.paused = False
+        await ch.send({"type": m.ACK, "task_ids": ["after"], "known": []})
+        await until(lambda: len(fake.of_type(m.ACK)) == 2, "the awaited frame")
+        assert [f["task_ids"] for f in fake.of_type(m.ACK)] == [["now"], ["after"]]
+    finally:
+        ch.stop()
+        await asyncio.wait_for(run, DEADLINE_S)
+
+
+@pytest.mark.parametrize("at_once", [True, False])
+async def test_agent_sends_a_result_at_once_or_through_its_sending_task(
+    fake: FakeService, tmp_path: Any, monkeypatch: Any, at_once: bool
+) -> None:
+    """A result that finds nothing queued before it is written by ``send_now`` from the
+    engine's callback, after it was spooled; when that cannot be done now (the socket's
+    buffer is full), the sending task sends it. Either way it arrives once, spooled."""
+    from outpost.endpoint.agent import Agent
+    from outpost.endpoint.config import parse_config
+    from outpost.endpoint.engines import build_engine
+    from outpost.endpoint.spool import ResultSpool
+    from tests.engine_tasks import make_tasks
+
+    spool = ResultSpool(tmp_path / "spool.db")
+    spooled_when_sent: list[bool] = []
+    direct: list[str] = []
+    send_now = Channel.send_now
+
+    def watched(self: Channel, frame: dict[str, Any]) -> bool:
+        if frame["type"] != m.RESULT:
+            return send_now(self, frame)
+        spooled_when_sent.extend(r["task_id"] in spool for r in frame["results"])
+        sent = at_once and send_now(self, frame)
+        if sent:
+            direct.extend(r["task_id"] for r in frame["results"])
+        return sent
+
+    monkeypatch.setattr(Channel, "send_now", watched)
+    tasks = make_tasks(_square, [5, 6], "q")
+
+    async def script(index: int, ws: ServerConnection) -> None:
+        await ws.send(m.encode({"type": m.TASK, "tasks": tasks[:1]}))
+        await until(lambda: bool(fake.of_type(m.RESULT)), "the first result")
+        await ws.send(m.encode({"type": m.TASK, "tasks": tasks[1:]}))
+
+    fake.script = script
+    config = parse_config({"engine": {"type": "ProcessPoolEngine", "max_workers": 1}})
+    url = f"ws://127.0.0.1:{fake.port}/v3/endpoints/ep/channel"
+    agent = Agent(config, "ep", url, SECRET, build_engine(config, tmp_path), spool)
+    run = asyncio.create_task(agent.run())
+    try:
+        await until(lambda: len(fake.of_type(m.RESULT)) == 2, "both results", 60.0)
+        got = [r["task_id"] for f in fake.of_type(m.RESULT) for r in f["results"]]
+        assert got == ["q0", "q1"]
+        assert spooled_when_sent == [True, True]
+        assert direct == (["q0", "q1"] if at_once else [])
+    finally:
+        agent.stop()
+        await asyncio.wait_for(run, DEADLINE_S)
+        spool.close()
+
+
+class NowRecorder(Recorder):
+    """Handles frames at once (``frames_now``); its ``on_frame`` (frames that had to be
+    queued) takes a while, and its ``on_open`` too, so that frames queue up behind it."""
+
+    frames_now = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.how: list[str] = []
+
+    async def on_open(self, channel: Channel) -> None:
+        await asyncio.sleep(0.2)
+
+    async def on_frame(self, channel: Channel, frame: dict[str, Any]) -> None:
+        await asyncio.sleep(0.01)
+        self.frames.append(frame)
+        self.how.append("queued")
+
+    def on_frame_now(self, channel: Channel, frame: dict[str, Any]) -> None:
+        if frame.get("task_ids") == ["boom"]:
+            raise RuntimeError("boom")
+        self.frames.append(frame)
+        self.how.append("now")
+
+
+async def test_frames_are_handled_at_once_when_nothing_waits_and_always_in_order(
+    fake: FakeService,
+) -> None:
+    """A frame that finds nothing queued before it is handed to ``on_frame_now`` from the
+    socket's callback; frames that arrive while others wait (or while ``on_frame`` runs)
+    are queued behind them: the owner sees every frame once, in the order sent. A frame
+    handled at once that raises ends the channel with that error, as ``on_frame``'s do."""
+    owner = NowRecorder()
+
+    async def script(index: int, ws: ServerConnection) -> None:
+        for i in range(20):  # while on_open still runs: queued
+            await ws.send(m.encode({"type": m.CANCEL, "task_ids": [f"a{i}"]}))
+        await until(lambda: len(owner.frames) >= 2, "the first frames")
+        for i in range(10):  # while those queued are handled: queued behind them
+            await ws.send(m.encode({"type": m.CANCEL, "task_ids": [f"b{i}"]}))
+        await until(lambda: len(owner.frames) == 30, "the queued frames")
+        for i in range(10):  # nothing waits: at once
+            await ws.send(m.encode({"type": m.CANCEL, "task_ids": [f"c{i}"]}))
+            await asyncio.sleep(0.02)
+        await until(lambda: len(owner.frames) == 40, "the last frames")
+        await ws.send(m.encode({"type": m.CANCEL, "task_ids": ["boom"]}))
+
+    fake.script = script
+    ch = Channel(settings(fake, heartbeat_period=60.0), owner, "endpoint ep")
+    with pytest.raises(RuntimeError, match="boom"):
+        await asyncio.wait_for(ch.run(), DEADLINE_S)
+    ids = [f["task_ids"][0] for f in owner.frames]
+    expected = [f"{k}{i}" for k, n in (("a", 20), ("b", 10), ("c", 10)) for i in range(n)]
+    assert ids == expected
+    assert owner.how[:30] == ["queued"] * 30 and owner.how[30:] == ["now"] * 10

@@ -234,3 +234,31 @@ def test_the_loops_frame_reader_reads_whole_messages_from_a_worker_pipe(size) ->
     writer.join()
     assert got == msgs
     r.close()
+
+
+def test_a_workers_pipe_end_reads_messages_that_arrive_together_in_order() -> None:
+    """``PipeEnd.recv`` (the worker's side) reads what the pipe holds at once and keeps
+    what follows: several messages in one read, a large one in pieces, in order."""
+    import multiprocessing as mp
+    import pickle
+    import threading
+
+    from outpost.endpoint.engines._frames import PipeEnd
+
+    msgs: list = [[], "x", list(range(50)), b"z" * (3 * 65536 + 5), {"k": "v"}, None]
+    r, w = mp.Pipe(duplex=False)
+    end = PipeEnd(r.fileno())
+
+    def write_then_close() -> None:
+        for m in msgs:
+            w.send_bytes(pickle.dumps(m))  # the engine's framing (Connection.send_bytes)
+        w.close()
+
+    writer = threading.Thread(target=write_then_close)
+    writer.start()
+    got = [end.recv() for _ in msgs]
+    writer.join()
+    assert got == msgs
+    with pytest.raises(EOFError):
+        end.recv()
+    r.close()

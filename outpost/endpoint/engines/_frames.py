@@ -22,7 +22,8 @@ from typing import Any
 
 _LEN = struct.Struct("!i")
 _LONG_LEN = struct.Struct("!Q")  # after a -1 length: lengths of 2 GiB or more
-READ_SIZE = 1 << 20
+#: A pipe holds 64 KiB unless resized: a read returns no more than that.
+READ_SIZE = 1 << 16
 #: Messages shorter than this are written with their header in one write.
 _JOIN_BELOW = 16384
 
@@ -34,27 +35,54 @@ def header(n: int) -> bytes:
 
 class PipeEnd:
     """One end of a ``multiprocessing.Pipe(duplex=False)``, by file descriptor
-    (blocking)."""
+    (blocking). :meth:`recv` reads what the pipe holds at once (a small message and its
+    length in one read, not two) and keeps what follows for the next call."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self._buf = bytearray()
 
-    def _read(self, n: int) -> bytearray:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
+    def _fill(self) -> None:
+        chunk = os.read(self.fd, READ_SIZE)
+        if not chunk:
+            raise EOFError("pipe closed")
+        self._buf += chunk
+
+    def recv(self) -> Any:
+        buf = self._buf
+        while len(buf) < _LEN.size:
+            self._fill()
+        (n,) = _LEN.unpack_from(buf, 0)
+        start = _LEN.size
+        if n == -1:
+            while len(buf) < start + _LONG_LEN.size:
+                self._fill()
+            (n,) = _LONG_LEN.unpack_from(buf, start)
+            start += _LONG_LEN.size
+        end = start + n
+        if end - len(buf) > READ_SIZE:
+            # A large message: the rest is read straight into its own buffer.
+            body = bytearray(n)
+            have = len(buf) - start
+            body[:have] = buf[start:]
+            del buf[:]
+            self._read_into(body, have)
+            return pickle.loads(body)
+        while len(buf) < end:
+            self._fill()
+        with memoryview(buf) as view:  # released before the bytearray is resized
+            obj = pickle.loads(view[start:end])
+        del buf[:end]
+        return obj
+
+    def _read_into(self, body: bytearray, got: int) -> None:
+        view = memoryview(body)
+        n = len(body)
         while got < n:
             k = os.readv(self.fd, [view[got:]])
             if k == 0:
                 raise EOFError("pipe closed")
             got += k
-        return buf
-
-    def recv(self) -> Any:
-        (n,) = _LEN.unpack(self._read(_LEN.size))
-        if n == -1:
-            (n,) = _LONG_LEN.unpack(self._read(_LONG_LEN.size))
-        return pickle.loads(self._read(n))
 
     def send(self, obj: Any) -> None:
         data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
@@ -71,48 +99,71 @@ class PipeEnd:
 
 
 class FrameReader:
-    """Whole messages from the pipe ``fd`` (which this makes non-blocking)."""
+    """Whole messages from the pipe ``fd`` (which this makes non-blocking).
+
+    Reads go into one buffer kept for the reader's life (``os.readv``): ``os.read(fd,
+    n)`` allocates ``n`` bytes first, and for a large ``n`` glibc maps and unmaps them
+    on every call (mmap, mremap, munmap and a page fault per result message). A message
+    that arrives whole is unpickled from that buffer; only a partial one is copied aside.
+    """
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         os.set_blocking(fd, False)
-        self._buf = bytearray()
+        self._scratch = bytearray(READ_SIZE)
+        self._view = memoryview(self._scratch)
+        self._buf = bytearray()  # the start of a message that has not all arrived
         #: The writer closed its end (the process exited).
         self.eof = False
 
     def read(self) -> list[Any]:
         """The messages that are complete now (reads until the pipe is empty)."""
+        out: list[Any] = []
         while not self.eof:
             try:
-                chunk = os.read(self.fd, READ_SIZE)
+                n = os.readv(self.fd, [self._view])
             except BlockingIOError:
                 break
             except OSError:
                 self.eof = True
                 break
-            if not chunk:
+            if not n:
                 self.eof = True
                 break
-            self._buf += chunk
-            if len(chunk) < READ_SIZE:
+            if self._buf:
+                self._buf += self._view[:n]
+                out += self._messages(self._buf)
+            else:
+                pos = _parse(self._view, n, out)
+                if pos < n:
+                    self._buf += self._view[pos:n]
+            if n < READ_SIZE:
                 break  # a short read: the pipe is empty for now
-        return self._messages()
+        return out
 
-    def _messages(self) -> list[Any]:
+    def _messages(self, buf: bytearray) -> list[Any]:
         out: list[Any] = []
-        buf, pos = self._buf, 0
-        while len(buf) - pos >= _LEN.size:
-            (size,) = _LEN.unpack_from(buf, pos)
-            start = pos + _LEN.size
-            if size == -1:
-                if len(buf) - start < _LONG_LEN.size:
-                    break
-                (size,) = _LONG_LEN.unpack_from(buf, start)
-                start += _LONG_LEN.size
-            if len(buf) - start < size:
-                break
-            out.append(pickle.loads(memoryview(buf)[start : start + size]))
-            pos = start + size
+        with memoryview(buf) as view:  # released before the bytearray is resized
+            pos = _parse(view, len(buf), out)
         if pos:
             del buf[:pos]
         return out
+
+
+def _parse(view: memoryview, end: int, out: list[Any]) -> int:
+    """Unpickle the whole messages in ``view[:end]`` into ``out``; the offset where the
+    first incomplete one starts (``end`` if none)."""
+    pos = 0
+    while end - pos >= _LEN.size:
+        (size,) = _LEN.unpack_from(view, pos)
+        start = pos + _LEN.size
+        if size == -1:
+            if end - start < _LONG_LEN.size:
+                break
+            (size,) = _LONG_LEN.unpack_from(view, start)
+            start += _LONG_LEN.size
+        if end - start < size:
+            break
+        out.append(pickle.loads(view[start : start + size]))
+        pos = start + size
+    return pos
