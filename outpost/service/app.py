@@ -46,7 +46,7 @@ ADMIN_PATHS = ("/v3/admin(/.*)?",)
 def _add_admin_routes(app: FastAPI) -> None:
     from outpost.service.routes import admin
 
-    app.include_router(admin.router)
+    lazy_routes.add_routes(app, admin.router)
 
 
 def create_app(settings: ServiceSettings, seams: Seams | None = None) -> FastAPI:
@@ -85,9 +85,9 @@ def create_app(settings: ServiceSettings, seams: Seams | None = None) -> FastAPI
     app.state.rate_limiter = RateLimiter(*rate) if rate else None
     errors.install(app)
     for module in (version, functions, endpoints, tasks, sockets, health, me):
-        app.include_router(module.router)
+        lazy_routes.add_routes(app, module.router)
     lazy_routes.add(app, "admin", ADMIN_PATHS, _add_admin_routes)  # on its first request
-    app.include_router(amqp_route.router)
+    lazy_routes.add_routes(app, amqp_route.router)
     install_console(app, settings.data_dir)
     metrics.install(app, rt)
     apidocs.install(app)

@@ -33,5 +33,5 @@ def add_routes(app: FastAPI) -> None:
     from outpost.service.console import api, pages, signin
 
     for module in (signin, pages, api):
-        app.include_router(module.router)
+        lazy_routes.add_routes(app, module.router)
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
