@@ -15,6 +15,8 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from outpost.service import lazy_routes
+
 ASSETS = "/docs/assets"
 SCHEME = "bearerAuth"
 PUBLIC = {"/healthz", "/readyz", "/v2/version"}
@@ -52,6 +54,7 @@ def install(app: FastAPI) -> None:
         )
 
     def openapi() -> dict[str, Any]:
+        lazy_routes.load_all(app)  # the parts added on first request are documented too
         if app.openapi_schema is None:
             schema = get_openapi(
                 title=app.title, version=app.version, routes=app.routes, description=DESCRIPTION

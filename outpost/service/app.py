@@ -12,14 +12,14 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from outpost import __version__
-from outpost.service import apidocs, errors, health, housekeeping, metrics
+from outpost.service import apidocs, errors, health, housekeeping, lazy_routes, metrics
 from outpost.service.amqp import route as amqp_route
 from outpost.service.authn import authenticator
 from outpost.service.console import install as install_console
 from outpost.service.datadir import open_private
 from outpost.service.http_log import HTTPLogMiddleware
 from outpost.service.ratelimit import RateLimiter
-from outpost.service.routes import admin, endpoints, functions, me, sockets, tasks, version
+from outpost.service.routes import endpoints, functions, me, sockets, tasks, version
 from outpost.service.settings import ServiceSettings
 from outpost.service.store.db import make_engine, open_database
 from outpost.service.wiring import Seams, build_runtime
@@ -37,6 +37,16 @@ def _open_store(settings: ServiceSettings) -> Engine:
 
     open_current(settings, create=False).dispose()
     return make_engine(settings.db_url, settings.sqlite_synchronous, pool)
+
+
+#: Every path of the admin routes (``routes/admin.py``), as regular expressions.
+ADMIN_PATHS = ("/v3/admin(/.*)?",)
+
+
+def _add_admin_routes(app: FastAPI) -> None:
+    from outpost.service.routes import admin
+
+    lazy_routes.add_routes(app, admin.router)
 
 
 def create_app(settings: ServiceSettings, seams: Seams | None = None) -> FastAPI:
@@ -74,8 +84,10 @@ def create_app(settings: ServiceSettings, seams: Seams | None = None) -> FastAPI
     rate = settings.rate
     app.state.rate_limiter = RateLimiter(*rate) if rate else None
     errors.install(app)
-    for module in (version, functions, endpoints, tasks, sockets, health, me, admin, amqp_route):
-        app.include_router(module.router)
+    for module in (version, functions, endpoints, tasks, sockets, health, me):
+        lazy_routes.add_routes(app, module.router)
+    lazy_routes.add(app, "admin", ADMIN_PATHS, _add_admin_routes)  # on its first request
+    lazy_routes.add_routes(app, amqp_route.router)
     install_console(app, settings.data_dir)
     metrics.install(app, rt)
     apidocs.install(app)

@@ -92,6 +92,9 @@ def serve(settings: ServiceSettings) -> None:
 
 def _build(settings: ServiceSettings) -> Any:
     """Checks, then the app (the database opened and migrated)."""
+    from outpost.service.fastapi_boot import import_fastapi
+
+    import_fastapi()  # before anything imports FastAPI: its OpenAPI models built on first use
     from outpost.service.app import create_app
 
     logs.configure(settings.log_level, settings.log_format)
