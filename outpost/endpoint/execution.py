@@ -19,6 +19,7 @@ from outpost.common.errors import TaskErrorCode
 from outpost.common.packing import unpack_buffers
 from outpost.common.serialize import DEFAULT_CODE, deserialize, serialize
 from outpost.endpoint.records import Task, TaskResult
+from outpost.endpoint.task_env import TaskVariable
 
 
 class Limits(NamedTuple):
@@ -33,6 +34,9 @@ class Limits(NamedTuple):
 _FUNCTIONS: OrderedDict[str, Callable[..., Any]] = OrderedDict()
 KEPT_FUNCTIONS = 1024
 _DETAILS: dict[str, str] | None = None
+#: Set for each task in a worker process (``Limits.set_task_env``), rewritten in place.
+_TASK_ID = TaskVariable("OUTPOST_TASK_ID")
+_SANDBOX_DIR = TaskVariable("OUTPOST_TASK_SANDBOX_DIR")
 
 
 def run_details() -> dict[str, str]:
@@ -124,14 +128,14 @@ def run_task(task: Task, limits: Limits) -> TaskResult:
             task, TaskErrorCode.SERIALIZATION, f"the endpoint could not load the task: {text}", text
         )
     if limits.set_task_env:
-        os.environ["OUTPOST_TASK_ID"] = task.task_id
+        _TASK_ID.set(task.task_id)
     cwd = None
     if limits.sandbox_root:
         from pathlib import Path
 
         sandbox = Path(limits.sandbox_root) / task.task_id
         sandbox.mkdir(parents=True, exist_ok=True)
-        os.environ["OUTPOST_TASK_SANDBOX_DIR"] = str(sandbox)
+        _SANDBOX_DIR.set(str(sandbox))
         cwd = os.getcwd()
         os.chdir(sandbox)
     start = time.time()
