@@ -237,6 +237,8 @@ def _rollback(conn: Connection) -> None:
     with contextlib.suppress(Exception):  # the op's own error is the one to raise
         if conn.in_transaction():
             conn.rollback()
+        if conn.invalidated:  # nothing to undo there (asking would reconnect)
+            return
         driver = conn.connection.driver_connection
         if driver is not None and driver.in_transaction:
             driver.rollback()
