@@ -176,6 +176,15 @@ def _on_rollback(conn: Connection) -> None:
     conn.info.pop(_COMMITTED, None)  # a commit that failed is rolled back
 
 
+def after_commit(conn: Connection) -> None:
+    """``conn``'s transaction has committed: remove its files now rather than when the
+    connection next begins a transaction through SQLAlchemy (the writer's inline writes
+    commit on the driver when they can, and begin none there)."""
+    info = conn.info
+    if _COMMITTED in info:
+        _unlink(info.pop(_COMMITTED))
+
+
 def _on_begin(conn: Connection) -> None:
     _unlink(conn.info.pop(_COMMITTED, None))
     conn.info.pop(_PENDING, None)  # from a transaction that ended without commit
