@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -93,13 +92,7 @@ def main() -> None:
         hops["round trip"].append(t5 - t0)
     n = len(hops["round trip"])
     print(f"{n} round trips; load average {load0[0]:.2f} before, {load1[0]:.2f} after")
-    print(f"{'stage':<40} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
-    for k, xs in hops.items():
-        if xs:
-            print(
-                f"{k:<40} {1000 * statistics.median(xs):>8.3f} "
-                f"{1000 * lh._pct(xs, 0.9):>8.3f} {1000 * lh._pct(xs, 0.99):>8.3f}"
-            )
+    lh.print_table(hops, "stage", 40)
     marks_file.unlink(missing_ok=True)
     marks_file.parent.rmdir()
 

@@ -74,6 +74,17 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
+def print_table(hops: dict[str, list[float]], first: str, width: int) -> None:
+    """p50, p90 and p99 of each hop (seconds in, milliseconds out)."""
+    print(f"{first:<{width}} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
+    for k, xs in hops.items():
+        if xs:
+            print(
+                f"{k:<{width}} {1000 * statistics.median(xs):>8.3f} "
+                f"{1000 * _pct(xs, 0.9):>8.3f} {1000 * _pct(xs, 0.99):>8.3f}"
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--n", type=int, default=1000, help="round trips (default 1000)")
@@ -119,13 +130,7 @@ def main() -> None:
             load1 = os.getloadavg()
     n = len(hops[names[5]])
     print(f"{n} round trips; load average {load0[0]:.1f} before, {load1[0]:.1f} after")
-    print(f"{'hop':<42} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
-    for k, xs in hops.items():
-        if xs:
-            print(
-                f"{k:<42} {1000 * statistics.median(xs):>8.3f} {1000 * _pct(xs, 0.9):>8.3f} "
-                f"{1000 * _pct(xs, 0.99):>8.3f}"
-            )
+    print_table(hops, "hop", 42)
 
 
 if __name__ == "__main__":
