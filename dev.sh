@@ -239,6 +239,10 @@ case "$cmd" in
     ;;
   test)
     ensure_python
+    # The Slurm cluster the HPC tests need is stopped after them if this run started it.
+    slurm_was_up=0
+    pid=$(cat /run/slurmctld.pid 2>/dev/null) &&
+      [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = slurmctld ] && slurm_was_up=1
     trap wait_jobs_on_exit EXIT
     start_job "servers, browser, Node, Slurm" system_prerequisites
     start_job "$COMPAT_VENV" ensure_compat_venv
@@ -252,7 +256,12 @@ case "$cmd" in
     trap - EXIT
     say "pytest"
     export OUTPOST_COMPAT_PYTHON="$PWD/$COMPAT_VENV/bin/python"
-    exec "$VENV/bin/pytest" -q --durations=25 "$@"
+    rc=0
+    "$VENV/bin/pytest" -q --durations=25 "$@" || rc=$?
+    if [ "$(id -u)" = 0 ] && [ "$slurm_was_up" = 0 ]; then
+      .ci/slurm/stop-slurm.sh || say "could not stop the Slurm cluster this run started"
+    fi
+    exit "$rc"
     ;;
   bench)
     ensure_venv test
