@@ -36,6 +36,7 @@ from outpost.service.endpoint_load import load_of
 from outpost.service.runtime.presence import Holder
 from outpost.service.store import catalog
 from outpost.service.store import tasks as task_store
+from outpost.service.watchdog import Watchdog
 from outpost.service.wiring import Runtime
 
 log = logging.getLogger(__name__)
@@ -83,10 +84,7 @@ class EndpointSession:
         self._meta: dict[str, str] = {}
         self._last_beat = 0.0
         self._load = EndpointLoad()
-        #: Heartbeat watchdog: when the last frame came (loop time), and its timer.
-        self._heard = 0.0
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._watchdog = Watchdog(lambda: self.threshold, self._silent)
         #: The endpoint reads payloads in their binary form (its first status said so).
         self.binary_payloads = False
 
@@ -218,41 +216,27 @@ class EndpointSession:
             await self.ws.send_bytes(data)
 
     async def _receive_loop(self) -> None:
-        # The heartbeat deadline is a timer re-armed from the time of the last frame, not
-        # an ``asyncio.wait_for`` around each receive: that made a task, a timer and two
-        # extra turns of the event loop for every frame.
-        loop = asyncio.get_running_loop()
-        self._heard = loop.time()
-        self._watchdog = loop.call_later(self.threshold, self._check_heard)
+        self._watchdog.start()
         try:
             await self._receive_frames()
         finally:
-            if self._watchdog is not None:
-                self._watchdog.cancel()
+            self._watchdog.stop()
 
-    def _check_heard(self) -> None:
-        loop = asyncio.get_running_loop()
-        quiet = loop.time() - self._heard
-        if quiet < self.threshold:
-            self._watchdog = loop.call_later(self.threshold - quiet, self._check_heard)
-            return
+    async def _silent(self, seconds: float) -> None:
         # Closing makes the pending receive return ``websocket.disconnect``.
-        closing = loop.create_task(self.close(f"no heartbeat for {self.threshold:.0f} s"))
-        self._background.add(closing)
-        closing.add_done_callback(self._background.discard)
+        await self.close(f"no heartbeat for {seconds:.0f} s")
 
     async def _receive_frames(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             try:
                 frame = await self._receive()
             except (ChannelClosed, *CLOSED):
                 return
             except m.FrameError as e:
-                self._heard = loop.time()
+                self._watchdog.heard()
                 log.warning("endpoint %s: dropped a bad frame: %s", self.endpoint_id, e)
                 continue
-            self._heard = loop.time()
+            self._watchdog.heard()
             try:
                 await self._handle(frame)
             except CLOSED:
