@@ -7,9 +7,10 @@ commit, as before. If a batch fails, its operations are retried one by one so on
 operation cannot sink the others.
 
 With SQLite, WAL checkpoints (copying the log into the database file, with its fsyncs)
-run in a thread of their own instead of inside whichever commit crosses SQLite's
-threshold: a commit only appends to the log, and no write waits for a checkpoint. What a
-commit guarantees is unchanged (the same ``synchronous`` setting applies).
+run in a thread of their own (``checkpoints.Checkpointer``) instead of inside whichever
+commit crosses SQLite's threshold: a commit only appends to the log, and no write waits
+for a checkpoint. What a commit guarantees is unchanged (the same ``synchronous``
+setting applies).
 """
 
 from __future__ import annotations
@@ -24,29 +25,19 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from outpost.common.batching import next_batch
 from outpost.service import instruments
 from outpost.service.store import blobfiles
+from outpost.service.store.checkpoints import Checkpointer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Op = Callable[[Connection], Any]
 _STOP = object()
 INLINE_MAX_ROWS = 16
-#: Seconds between background checkpoints while there are writes.
-CHECKPOINT_EVERY = 0.25
-#: Log frames (pages) past which a checkpoint also makes writers wait until the log can
-#: start over, so that it cannot grow without bound under sustained writes.
-CHECKPOINT_RESTART_FRAMES = 50_000
-
-
-def _no_autocheckpoint(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA wal_autocheckpoint=0")
-    cur.close()
 
 
 class Writer:
@@ -88,16 +79,7 @@ class Writer:
         self._inline_conn: Connection | None = None
         self._thread = threading.Thread(target=self._loop, name="outpost-db-writer", daemon=True)
         self._thread.start()
-        self._dirty = threading.Event()  # committed since the last checkpoint
-        self._stop_checkpoints = threading.Event()
-        self._checkpointer: threading.Thread | None = None
-        if checkpoint_in_background:
-            event.listen(engine, "connect", _no_autocheckpoint)
-            engine.dispose()  # pooled connections made before this would still checkpoint
-            self._checkpointer = threading.Thread(
-                target=self._checkpoint_loop, name="outpost-db-checkpoint", daemon=True
-            )
-            self._checkpointer.start()
+        self.checkpoints = Checkpointer(engine) if checkpoint_in_background else None
 
     async def run(self, op: Callable[[Connection], T], size: int = 1) -> T:
         """Run ``op`` in a transaction; ``size`` (rows touched) keeps big writes off the
@@ -140,10 +122,8 @@ class Writer:
             instruments.DB_WRITE.observe(time.perf_counter() - t0)
 
     def _committed(self) -> None:
-        """Tell the checkpoint thread (setting a set Event costs a lock and a notify: a
-        tenth of a small inline write)."""
-        if not self._dirty.is_set():
-            self._dirty.set()
+        if self.checkpoints is not None:
+            self.checkpoints.committed()
 
     def close(self) -> None:
         if self._inline_conn is not None:
@@ -151,38 +131,8 @@ class Writer:
             self._inline_conn = None
         self._queue.put(_STOP)
         self._thread.join(timeout=30)
-        if self._checkpointer is not None:
-            self._stop_checkpoints.set()
-            self._dirty.set()
-            self._checkpointer.join(timeout=30)
-            self._checkpoint("PASSIVE")
-
-    def _checkpoint_loop(self) -> None:
-        while not self._stop_checkpoints.is_set():
-            if not self._dirty.wait(timeout=1.0):
-                continue
-            if self._stop_checkpoints.wait(CHECKPOINT_EVERY):  # one per interval at most
-                return
-            self._dirty.clear()
-            frames = self._checkpoint("PASSIVE")
-            if frames > CHECKPOINT_RESTART_FRAMES:
-                self._checkpoint("RESTART")
-
-    def _checkpoint(self, mode: str) -> int:
-        """Run a checkpoint; returns the number of frames in the log (0 if unknown)."""
-        try:
-            raw = self._engine.raw_connection()
-            try:
-                cur = raw.cursor()
-                cur.execute(f"PRAGMA wal_checkpoint({mode})")
-                row = cur.fetchone()
-                cur.close()
-            finally:
-                raw.close()
-        except Exception:  # noqa: BLE001 - the next round tries again; commits go on
-            log.exception("WAL checkpoint failed")
-            return 0
-        return int(row[1]) if row and row[1] is not None else 0
+        if self.checkpoints is not None:
+            self.checkpoints.close()
 
     def _loop(self) -> None:
         stopped = False

@@ -143,7 +143,7 @@ def test_a_binary_task_payload_is_kept_as_bytes_and_read_back(engine: Engine) ->
     assert binary_form.as_text(row["payload"]) == serialize.pack_payload(args, {})
 
 
-def test_a_new_sqlite_database_has_large_pages(engine: Engine) -> None:
+def test_a_new_sqlite_database_has_the_configured_page_size(engine: Engine) -> None:
     from outpost.service.store.db import SQLITE_PAGE_SIZE
 
     if engine.dialect.name != "sqlite":
