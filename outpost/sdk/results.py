@@ -37,7 +37,11 @@ Answered = Callable[[Any, Exception | None], None]
 
 class _Reply:
     def __init__(self, callback: Answered | None = None, timeout: float = 0.0) -> None:
-        self.done = threading.Event()
+        #: Set when answered, for :meth:`ResultListener.submit`'s wait (a callback's
+        #: reply is never waited for: no Event to build).
+        self.done = threading.Event() if callback is None else None
+        #: Answered (or failed); read and written on the stream's thread only.
+        self.finished = False
         self.answer: Any = None
         self.error: Exception | None = None
         #: For :meth:`ResultListener.submit_nowait`: called instead of being waited for.
@@ -46,7 +50,9 @@ class _Reply:
         self.deadline = time.monotonic() + timeout
 
     def finish(self) -> None:
-        self.done.set()
+        self.finished = True
+        if self.done is not None:
+            self.done.set()
         if self.callback is not None:
             try:
                 self.callback(self.answer, self.error)
@@ -118,6 +124,7 @@ class ResultListener:
         ``POST /v3/endpoints/{id}/submit``."""
         reply = _Reply()
         ref = self._send_submit(endpoint_id, body, reply)
+        assert reply.done is not None
         try:
             if not reply.done.wait(timeout):
                 raise OutpostError(_no_answer(timeout))
@@ -156,7 +163,7 @@ class ResultListener:
 
     def _fail_submits(self) -> None:
         for ref, reply in list(self._submits.items()):
-            if not reply.done.is_set():
+            if not reply.finished:
                 if reply.callback is not None:
                     self._submits.pop(ref, None)
                 reply.error = OutpostError(
@@ -169,7 +176,7 @@ class ResultListener:
         """Answers waited for by callbacks that did not come in time."""
         self._next_expiry = now + 1.0
         for ref, reply in list(self._submits.items()):
-            if reply.callback is not None and reply.deadline <= now and not reply.done.is_set():
+            if reply.callback is not None and reply.deadline <= now and not reply.finished:
                 self._submits.pop(ref, None)
                 reply.error = OutpostError(_no_answer(reply.timeout))
                 reply.finish()
