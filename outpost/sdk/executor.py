@@ -140,6 +140,7 @@ class Executor(concurrent.futures.Executor):
             except StreamUnavailable:
                 return False  # nothing was sent: the submit thread sends it (REST or stream)
             sent = True
+            fut._reader = self._listener.read_for
             return True
         except (TypeError, ValueError):
             return False  # not as the stream takes it: the submit thread sends it by REST
