@@ -53,6 +53,8 @@ class _Reply:
         self.deadline = time.monotonic() + timeout
 
     def finish(self) -> None:
+        if self.finished:
+            return
         self.finished = True
         if self.done is not None:
             self.done.set()
@@ -249,8 +251,11 @@ class ResultListener:
                     break
                 log.info("result stream unavailable (%s); polling meanwhile", e)
             finally:
-                self._ws = None
-                self._fail_submits()
+                # A caller reading the closed stream lets go at once: then nobody else
+                # handles frames while the submissions still unanswered fail.
+                with self._role:
+                    self._ws = None
+                    self._fail_submits()
                 with self._changed:
                     self._watching.clear()
                     self._failures += 1

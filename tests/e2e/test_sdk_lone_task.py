@@ -251,3 +251,26 @@ def test_a_read_cut_short_on_the_callers_thread_loses_no_task(stack) -> None:
             assert sorted(results) == [10, 10, 50]
         assert ex._listener._ws is not ws  # it reconnected
         assert ex.submit(add, 2).result(timeout=60) == 12
+
+
+def test_a_stream_that_breaks_while_the_caller_reads_it_still_delivers(stack) -> None:
+    with stack.executor() as ex:
+        ex.submit(add, 0).result(timeout=60)
+        ex.submit(add, 0).result(timeout=60)  # the listener has handed the stream over
+        ws = ex._listener._ws
+        assert ws is not None
+        fut = ex.submit(slow, 1.0)
+
+        def break_it() -> None:
+            deadline = time.monotonic() + 30
+            while fut.task_id is None and time.monotonic() < deadline:
+                time.sleep(0.005)  # its answer came (read by the caller): now the result
+            time.sleep(0.1)
+            ws.close()
+
+        breaker = threading.Thread(target=break_it)
+        breaker.start()
+        assert fut.result(timeout=60) == 1.0  # sent again after the reconnect
+        breaker.join()
+        assert ex._listener._ws is not ws
+        assert ex.submit(add, 3).result(timeout=60) == 13
