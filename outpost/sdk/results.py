@@ -4,6 +4,12 @@ One connection serves every task group the Executor watches. If the connection b
 it is opened again and each group is watched again with the ids still pending, so
 results that finished in between are sent at once. While no connection can be made,
 pending tasks are polled over REST (``/v2/batch_status``) so work still completes.
+
+The stream is read by this listener's thread, or by a caller waiting in
+``ComputeFuture.result()`` for a task it sent alone (:meth:`ResultListener.read_for`):
+its result then wakes no other thread. One thread reads at a time (the reader role);
+the listener leaves the stream to callers once nothing else is pending, and reads again
+as soon as a caller leaves something pending, or after ``HANDBACK_S`` without one.
 """
 
 from __future__ import annotations
