@@ -140,6 +140,7 @@ class Executor(concurrent.futures.Executor):
             except StreamUnavailable:
                 return False  # nothing was sent: the submit thread sends it (REST or stream)
             sent = True
+            fut._reader = self._listener.read_for
             return True
         except (TypeError, ValueError):
             return False  # not as the stream takes it: the submit thread sends it by REST
@@ -260,10 +261,15 @@ class Executor(concurrent.futures.Executor):
         """Exactly what REST would carry (e.g. non-string keys become strings). The tasks
         are keyed by text already (see submit_to_registered_function) and their payloads
         are text, or bytes the stream takes: only the rest goes through JSON, sparing a
-        JSON round trip of every payload (TypeError/ValueError: not JSON)."""
+        JSON round trip of every payload (TypeError/ValueError: not JSON). The runtime
+        description is the same for every request (normalized once), and a body with no
+        endpoint configuration or resource specification holds only text and a flag."""
         prepared = batch.prepare(binary=self._listener.binary_payloads)
         tasks = prepared.pop("tasks")
-        body: dict[str, Any] = json.loads(json.dumps({**prepared, "user_runtime": user_runtime()}))
+        body: dict[str, Any] = (
+            json.loads(json.dumps(prepared)) if prepared.keys() - _PLAIN_KEYS else prepared
+        )
+        body["user_runtime"] = _stream_runtime()
         body["tasks"] = tasks
         return body
 
@@ -347,6 +353,19 @@ class Executor(concurrent.futures.Executor):
             finish()
         else:
             threading.Thread(target=finish, name="outpost-shutdown", daemon=True).start()
+
+
+#: Keys of a prepared batch whose values are JSON already (a str and a bool).
+_PLAIN_KEYS = frozenset({"create_queue", "task_group_id"})
+_RUNTIME: list[dict[str, Any]] = []
+
+
+def _stream_runtime() -> dict[str, Any]:
+    """``user_runtime()`` as JSON gives it back, computed once (it names this process's
+    Python and SDK versions). Shared by every body: read, never changed."""
+    if not _RUNTIME:
+        _RUNTIME.append(json.loads(json.dumps(user_runtime())))
+    return _RUNTIME[0]
 
 
 def _payload_size(item: tuple[str, str | bytes, ComputeFuture]) -> int:

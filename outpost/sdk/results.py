@@ -4,6 +4,12 @@ One connection serves every task group the Executor watches. If the connection b
 it is opened again and each group is watched again with the ids still pending, so
 results that finished in between are sent at once. While no connection can be made,
 pending tasks are polled over REST (``/v2/batch_status``) so work still completes.
+
+The stream is read by this listener's thread, or by a caller waiting in
+``ComputeFuture.result()`` for a task it sent alone (:meth:`ResultListener.read_for`):
+its result then wakes no other thread. One thread reads at a time (the reader role);
+the listener leaves the stream to callers once nothing else is pending, and reads again
+as soon as a caller leaves something pending, or after ``HANDBACK_S`` without one.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from outpost.sdk.tls import ws_ssl
 
 log = logging.getLogger(__name__)
 Docs = list[dict[str, Any]]
+#: A listener that handed the stream to a waiting caller reads again once no caller has
+#: read it for this long (or at once when something no caller waits for is pending).
+HANDBACK_S = 0.02
 
 
 class StreamUnavailable(Exception):
@@ -37,7 +46,11 @@ Answered = Callable[[Any, Exception | None], None]
 
 class _Reply:
     def __init__(self, callback: Answered | None = None, timeout: float = 0.0) -> None:
-        self.done = threading.Event()
+        #: Set when answered, for :meth:`ResultListener.submit`'s wait (a callback's
+        #: reply is never waited for: no Event to build).
+        self.done = threading.Event() if callback is None else None
+        #: Answered (or failed); read and written on the stream's thread only.
+        self.finished = False
         self.answer: Any = None
         self.error: Exception | None = None
         #: For :meth:`ResultListener.submit_nowait`: called instead of being waited for.
@@ -46,7 +59,11 @@ class _Reply:
         self.deadline = time.monotonic() + timeout
 
     def finish(self) -> None:
-        self.done.set()
+        if self.finished:
+            return
+        self.finished = True
+        if self.done is not None:
+            self.done.set()
         if self.callback is not None:
             try:
                 self.callback(self.answer, self.error)
@@ -83,6 +100,15 @@ class ResultListener:
         #: The connected service takes task payloads in their binary form over this
         #: stream (it said so when it confirmed a watch).
         self.binary_payloads = False
+        #: Held by whichever thread reads the stream: this listener's, or a caller's
+        #: waiting for its future's result (:meth:`read_for`).
+        self._role = threading.Lock()
+        #: The listener waits here while callers read (``_resume``: read again now).
+        self._parked = threading.Condition()
+        self._resume = False
+        #: A caller found the listener reading: it parks at the next quiet moment.
+        self._wanted = False
+        self._caller_read_at = 0.0
 
     def start(self) -> None:
         if self._thread is None:
@@ -118,6 +144,8 @@ class ResultListener:
         ``POST /v3/endpoints/{id}/submit``."""
         reply = _Reply()
         ref = self._send_submit(endpoint_id, body, reply)
+        assert reply.done is not None
+        self._wake()  # nobody else waits to read this answer
         try:
             if not reply.done.wait(timeout):
                 raise OutpostError(_no_answer(timeout))
@@ -156,7 +184,7 @@ class ResultListener:
 
     def _fail_submits(self) -> None:
         for ref, reply in list(self._submits.items()):
-            if not reply.done.is_set():
+            if not reply.finished:
                 if reply.callback is not None:
                     self._submits.pop(ref, None)
                 reply.error = OutpostError(
@@ -169,7 +197,7 @@ class ResultListener:
         """Answers waited for by callbacks that did not come in time."""
         self._next_expiry = now + 1.0
         for ref, reply in list(self._submits.items()):
-            if reply.callback is not None and reply.deadline <= now and not reply.done.is_set():
+            if reply.callback is not None and reply.deadline <= now and not reply.finished:
                 self._submits.pop(ref, None)
                 reply.error = OutpostError(_no_answer(reply.timeout))
                 reply.finish()
@@ -180,6 +208,7 @@ class ResultListener:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake()
         ws = self._ws
         if ws is not None:
             ws.close()
@@ -204,6 +233,7 @@ class ResultListener:
             )
         except (WebSocketException, OSError):
             pass  # the reader notices and reconnects
+        self._wake()
 
     def _run(self) -> None:
         delay = 0.1
@@ -227,8 +257,11 @@ class ResultListener:
                     break
                 log.info("result stream unavailable (%s); polling meanwhile", e)
             finally:
-                self._ws = None
-                self._fail_submits()
+                # A caller reading the closed stream lets go at once: then nobody else
+                # handles frames while the submissions still unanswered fail.
+                with self._role:
+                    self._ws = None
+                    self._fail_submits()
                 with self._changed:
                     self._watching.clear()
                     self._failures += 1
@@ -244,42 +277,115 @@ class ResultListener:
 
     def _read(self, ws: Stream) -> None:
         while not self._stop.is_set():
-            try:
-                raw = ws.recv(timeout=1.0)
-            except TimeoutError:
-                raw = b""
-            now = time.monotonic()
-            if now >= self._next_expiry:
-                self._expire_submits(now)
-            if not raw:
+            if not self._role.acquire(blocking=False):
+                self._park()  # a caller reads meanwhile
                 continue
-            frame = msgpack.unpackb(raw, raw=False) if isinstance(raw, bytes) else {}
-            kind = frame.get("type")
-            if kind == "results":
-                self._on_results(frame["results"])
-            elif kind == "watching":
-                if frame.get("binary_payloads") is True:
-                    self.binary_payloads = True
-                with self._changed:
-                    self._watching.add(frame["task_group_id"])
-                    self._changed.notify_all()
-            elif kind in ("submitted", "submit_error"):
-                reply = self._submits.get(frame.get("ref"))  # type: ignore[arg-type]
-                if reply is not None:
-                    if kind == "submitted":
-                        reply.answer = frame.get("answer")
-                    else:
-                        reply.error = OutpostAPIError(
-                            int(frame.get("status", 400)),
-                            str(frame.get("code")),
-                            str(frame.get("reason")),
-                            frame,
-                        )
-                    if reply.callback is not None:
-                        self._submits.pop(frame.get("ref"), None)  # type: ignore[arg-type]
-                    reply.finish()
-            elif kind == "error":
-                log.warning("result stream: %s", frame.get("reason"))
+            try:
+                try:
+                    raw = ws.recv(timeout=1.0)
+                except TimeoutError:
+                    raw = b""
+                self._handle(raw)
+                # A caller waits for a result: the next lone one reads it itself (one
+                # wake-up, no hand-off), once nothing else is expected.
+                park = self._wanted and not self._submits and not self._pending_ids()
+            finally:
+                self._role.release()
+            if park:
+                self._wanted = False
+                self._park()
+
+    def _park(self) -> None:
+        """Leave the stream to callers until one that read it asks (something nobody
+        waits for is pending), or none has read it for ``HANDBACK_S``."""
+        with self._parked:
+            while not self._stop.is_set() and not self._resume:
+                busy = self._role.locked()
+                if not self._parked.wait(0.25 if busy else HANDBACK_S):
+                    quiet = time.monotonic() - self._caller_read_at >= HANDBACK_S
+                    if not self._role.locked() and quiet:
+                        break
+            self._resume = False
+
+    def _wake(self) -> None:
+        """The listener reads again now (if it was parked)."""
+        with self._parked:
+            self._resume = True
+            self._parked.notify()
+
+    def read_for(self, fut: Any, timeout: float | None) -> None:
+        """On a caller's thread waiting for ``fut``: read the stream here until it is
+        done (or ``timeout``), when nobody else reads it; the result then wakes nobody
+        else. Returns at once if the listener is reading (it parks once quiet)."""
+        ws = self._ws
+        if ws is None or self._stop.is_set():
+            return
+        if not self._role.acquire(blocking=False):
+            self._wanted = True
+            return
+        resume = False
+        try:
+            if self._ws is not ws:
+                return  # reconnected meanwhile
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not fut.done():
+                wait = 1.0
+                if deadline is not None:
+                    wait = min(wait, deadline - time.monotonic())
+                    if wait <= 0:
+                        break
+                try:
+                    raw = ws.recv(timeout=wait)
+                except TimeoutError:
+                    raw = b""
+                self._handle(raw)
+        except Exception:  # noqa: BLE001 - the listener's own read reports it, reconnects
+            resume = True
+        except BaseException:
+            # E.g. Ctrl-C in the middle of a read: a frame may be lost. Reconnecting
+            # makes the service send every pending task's finished result again.
+            resume = True
+            ws.close()
+            raise
+        finally:
+            self._caller_read_at = time.monotonic()
+            self._role.release()
+            if resume or self._stop.is_set() or self._submits or self._pending_ids():
+                self._wake()
+
+    def _handle(self, raw: bytes | str) -> None:
+        now = time.monotonic()
+        if now >= self._next_expiry:
+            self._expire_submits(now)
+        if not raw:
+            return
+        frame = msgpack.unpackb(raw, raw=False) if isinstance(raw, bytes) else {}
+        kind = frame.get("type")
+        if kind == "results":
+            self._on_results(frame["results"])
+        elif kind == "watching":
+            if frame.get("binary_payloads") is True:
+                self.binary_payloads = True
+            with self._changed:
+                self._watching.add(frame["task_group_id"])
+                self._changed.notify_all()
+        elif kind in ("submitted", "submit_error"):
+            reply = self._submits.get(frame.get("ref"))  # type: ignore[arg-type]
+            if reply is not None:
+                if kind == "submitted":
+                    reply.answer = frame.get("answer")
+                else:
+                    reply.error = OutpostAPIError(
+                        int(frame.get("status", 400)),
+                        str(frame.get("code")),
+                        str(frame.get("reason")),
+                        frame,
+                    )
+                if reply.callback is not None:
+                    self._submits.pop(frame.get("ref"), None)  # type: ignore[arg-type]
+                reply.finish()
+        elif kind == "error":
+            log.warning("result stream: %s", frame.get("reason"))
 
     def _poll(self) -> None:
         ids = self._pending_ids()

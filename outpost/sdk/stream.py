@@ -17,6 +17,7 @@ from __future__ import annotations
 import select
 import socket
 import ssl
+import struct
 import threading
 import urllib.request
 from collections import deque
@@ -93,10 +94,23 @@ class DirectStream:
                 sock = ctx.wrap_socket(sock, server_hostname=wsuri.host)
             self._sock = sock
             self._handshake(headers)
-            sock.settimeout(None)  # reads wait in select(); writes block until sent
+            sock.settimeout(None)  # writes block until sent; reads: see recv()
         except BaseException:
             sock.close()
             raise
+        #: A plain socket's reads wait in recv() itself, bounded by SO_RCVTIMEO (the
+        #: timeout last set): one system call per read instead of select() and recv().
+        #: TLS reads wait in select() (a record may need several reads).
+        self._rcvtimeo = not isinstance(sock, ssl.SSLSocket)
+        self._rcvtimeo_set: float | None = None
+
+    def _set_rcvtimeo(self, timeout: float) -> None:
+        """SO_RCVTIMEO for the next reads (0 in the option means no limit: at least 1 us)."""
+        if timeout != self._rcvtimeo_set:
+            us = max(1, round(timeout * 1e6))
+            tv = struct.pack("ll", us // 1_000_000, us % 1_000_000)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+            self._rcvtimeo_set = timeout
 
     def _handshake(self, headers: dict[str, str]) -> None:
         request = self._proto.connect()
@@ -141,12 +155,16 @@ class DirectStream:
             if self._proto.state is State.CLOSED:
                 raise StreamClosed("the result stream is closed")
             sock = self._sock
-            if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+            if self._rcvtimeo:
+                self._set_rcvtimeo(timeout)
+            elif not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
                 ready, _, _ = select.select([sock], [], [], timeout)
                 if not ready:
                     raise TimeoutError
             try:
                 data = sock.recv(RECV_BYTES)
+            except BlockingIOError:
+                raise TimeoutError from None  # SO_RCVTIMEO: nothing came in time
             except OSError as e:
                 with self._lock:
                     self._proto.receive_eof()

@@ -104,3 +104,13 @@ def test_a_configured_proxy_uses_websockets_own_client(monkeypatch, server: Serv
     with ThreadedStream(_url(server), {}, None, 10) as ws:  # the same interface
         ws.send(b"x")
         assert ws.recv(timeout=10) == b"x"
+
+
+def test_a_read_that_timed_out_leaves_the_stream_usable(server: Server) -> None:
+    # A plain socket's reads wait in recv() bounded by SO_RCVTIMEO, set per timeout.
+    with open_stream(_url(server), {}, None, 10) as ws:
+        for _ in range(2):
+            with pytest.raises(TimeoutError):
+                ws.recv(timeout=0.02)
+            ws.send(b"after a timeout")
+            assert ws.recv(timeout=10) == b"after a timeout"
