@@ -16,6 +16,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -38,6 +39,7 @@ from outpost.service.store import catalog
 from outpost.service.store import tasks as task_store
 from outpost.service.watchdog import Watchdog
 from outpost.service.wiring import Runtime
+from outpost.service.ws_protocol import SEND_NOW
 
 log = logging.getLogger(__name__)
 HELLO_TIMEOUT = 15.0
@@ -74,6 +76,12 @@ class EndpointSession:
         self.consumer: Consumer | None = None
         self._claimed = False
         self._send_lock = asyncio.Lock()
+        #: Frames in ``_send`` not yet written (holding or waiting for the lock).
+        self._sends_pending = 0
+        #: Writes a frame at once when the connection is idle (``ws_protocol.send_now``);
+        #: None on servers without it.
+        ext = (ws.scope.get("extensions") or {}).get(SEND_NOW) or {}
+        self._send_now: Callable[[bytes], bool] | None = ext.get("send")
         self._closing: str | None = None
         self._running_flush: asyncio.Task[None] | None = None
         self._results: list[ResultRecord] = []
@@ -211,9 +219,18 @@ class EndpointSession:
         return m.decode_frame(data)
 
     async def _send(self, frame: m.Frame) -> None:
+        """Write a frame, in the order ``_send`` was called: at once when nothing is
+        being sent and the connection is idle (no ASGI layers, no lock), else through the
+        ASGI ``send``, which waits for flow control."""
         data = m.encode_frame(frame)
-        async with self._send_lock:
-            await self.ws.send_bytes(data)
+        if not self._sends_pending and self._send_now is not None and self._send_now(data):
+            return
+        self._sends_pending += 1
+        try:
+            async with self._send_lock:
+                await self.ws.send_bytes(data)
+        finally:
+            self._sends_pending -= 1
 
     async def _receive_loop(self) -> None:
         self._watchdog.start()
