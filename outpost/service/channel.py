@@ -86,6 +86,8 @@ class EndpointSession:
         self._running_flush: asyncio.Task[None] | None = None
         self._results: list[ResultRecord] = []
         self._results_ready = asyncio.Event()
+        #: Results are being stored (by the store loop, or by the receive loop).
+        self._storing = False
         self._to_ack: list[str] = []
         self._ack_ready = asyncio.Event()
         self._receiving = True
@@ -282,8 +284,20 @@ class EndpointSession:
             records, problems = self.tasks.results(frame.results)
             for p in problems[:5]:
                 log.warning("endpoint %s: %s", self.endpoint_id, p)
-            self._results.extend(records)
-            self._results_ready.set()
+            if (
+                not self._results
+                and not self._storing
+                and not self._results_ready.is_set()
+                and self.rt.db.writes_inline(len(records))
+            ):
+                # Nothing queued before these and the store idle: stored now, in this
+                # task (the write would block the event loop anyway), without waking
+                # the store loop for them.
+                self._results.extend(records)
+                await self._store_queued()
+            else:
+                self._results.extend(records)
+                self._results_ready.set()
         elif isinstance(frame, m.AckFrame):
             await self.tasks.accept(frame.task_ids, frame.known)
             if self._running_flush is None and len(self.tasks):
@@ -370,6 +384,14 @@ class EndpointSession:
         while self._receiving or self._results:
             await self._results_ready.wait()
             self._results_ready.clear()
+            if not await self._store_queued():
+                return
+
+    async def _store_queued(self) -> bool:
+        """Store the queued results, in order; False if that failed (the channel is
+        closing then, and the endpoint sends them again)."""
+        self._storing = True
+        try:
             while self._results:
                 rows, self._results = self._results[:5000], self._results[5000:]
                 try:
@@ -382,7 +404,10 @@ class EndpointSession:
                     )
                     self._results.clear()
                     await self.close("internal error; please reconnect")
-                    return
+                    return False
+            return True
+        finally:
+            self._storing = False
 
     async def _store(self, rows: list[ResultRecord]) -> None:
         if not rows:
