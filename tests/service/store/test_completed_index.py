@@ -1,4 +1,5 @@
-"""``ix_tasks_completed_at`` holds finished tasks only, and the purge still uses it."""
+"""``ix_tasks_completed_at`` holds finished tasks only on SQLite, and the purge still
+uses it (on PostgreSQL too, where it is a plain index)."""
 
 from __future__ import annotations
 
@@ -22,19 +23,14 @@ def _task(uid: str, tid: str) -> dict[str, object]:
     }  # fmt: skip
 
 
-def _entries(engine: Engine) -> int:
-    """Entries in the index (read through it, whatever the planner would prefer)."""
-    if engine.dialect.name == "sqlite":
-        q = "SELECT count(*) FROM tasks INDEXED BY ix_tasks_completed_at WHERE completed_at > -1"
-        with engine.connect() as conn:
-            return int(conn.execute(text(q)).scalar_one())
-    with engine.connect() as conn:  # PostgreSQL: the index's own statistics
-        conn.execute(text("ANALYZE tasks"))
-        return int(
-            conn.execute(
-                text("SELECT reltuples FROM pg_class WHERE relname = 'ix_tasks_completed_at'")
-            ).scalar_one()
-        )
+def _entries(engine: Engine) -> int | None:
+    """Entries in the index on SQLite (read through it, whatever the planner would
+    prefer); None on PostgreSQL, where it holds every task."""
+    if engine.dialect.name != "sqlite":
+        return None
+    q = "SELECT count(*) FROM tasks INDEXED BY ix_tasks_completed_at WHERE completed_at > -1"
+    with engine.connect() as conn:
+        return int(conn.execute(text(q)).scalar_one())
 
 
 def test_only_finished_tasks_are_in_the_index_and_the_purge_reads_it(engine: Engine) -> None:
@@ -42,14 +38,14 @@ def test_only_finished_tasks_are_in_the_index_and_the_purge_reads_it(engine: Eng
         uid = accounts.create_user(conn, "alice")["id"]
         assert task_store.ensure_group(conn, "g" * 36, uid, False, time.time())
         task_store.insert_tasks(conn, [_task(uid, f"{i:036d}") for i in range(3)])
-    assert _entries(engine) == 0
+    assert _entries(engine) in (0, None)
     with engine.begin() as conn:
         done = [{
             "task_id": f"{0:036d}", "status": "success", "result": "r", "exception": None,
             "error_details": None, "details": None, "completed_at": time.time() - 100,
         }]  # fmt: skip
         task_store.store_results(conn, "e" * 36, done)
-    assert _entries(engine) == 1
+    assert _entries(engine) in (1, None)
 
     purge = (
         select(tasks.c.id)
@@ -68,4 +64,4 @@ def test_only_finished_tasks_are_in_the_index_and_the_purge_reads_it(engine: Eng
     assert "ix_tasks_completed_at" in plan, plan
     with engine.begin() as conn:
         assert purge_batch(conn, time.time()) == 1
-    assert _entries(engine) == 0
+    assert _entries(engine) in (0, None)
