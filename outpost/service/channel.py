@@ -88,6 +88,9 @@ class EndpointSession:
         self._results_ready = asyncio.Event()
         #: Results are being stored (by the store loop, or by the receive loop).
         self._storing = False
+        #: Storing and pushing a result does not wait on the network (in-process broker
+        #: and fan-out, no AMQP result queues): the receive loop may do it itself.
+        self._store_in_place = not rt.broker.durable and rt.amqp is None
         self._to_ack: list[str] = []
         self._ack_ready = asyncio.Event()
         self._receiving = True
@@ -285,7 +288,8 @@ class EndpointSession:
             for p in problems[:5]:
                 log.warning("endpoint %s: %s", self.endpoint_id, p)
             if (
-                not self._results
+                self._store_in_place
+                and not self._results
                 and not self._storing
                 and not self._results_ready.is_set()
                 and self.rt.db.writes_inline(len(records))

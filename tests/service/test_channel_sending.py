@@ -46,7 +46,7 @@ class FakeLedger:
         return records
 
 
-def _session(ws: FakeSocket, inline: bool = True) -> EndpointSession:
+def _session(ws: FakeSocket, inline: bool = True, durable: bool = False) -> EndpointSession:
     async def beat(*args: Any) -> None:
         pass
 
@@ -56,6 +56,8 @@ def _session(ws: FakeSocket, inline: bool = True) -> EndpointSession:
         settings=SimpleNamespace(heartbeat_threshold=30.0),
         presence=SimpleNamespace(beat=beat),
         db=SimpleNamespace(writes_inline=lambda size: inline),
+        broker=SimpleNamespace(durable=durable),
+        amqp=None,
     )
     return EndpointSession(rt, ws, {"id": "6a1c1b52-8f43-4a8e-9d0e-5b8e1a0f0b11"})  # type: ignore[arg-type]
 
@@ -125,16 +127,17 @@ def test_results_are_stored_at_once_when_the_store_is_idle_and_writes_inline() -
     asyncio.run(main())
 
 
-def test_results_wait_for_the_store_loop_when_writes_would_wait() -> None:
-    async def main() -> None:
-        s = _session(FakeSocket(), inline=False)
+def test_results_wait_for_the_store_loop_when_writes_or_pushes_would_wait() -> None:
+    async def main(**how: bool) -> None:
+        s = _session(FakeSocket(), **how)
         await s._handle(_results("a"))
         assert s.tasks.stored == [] and s._results_ready.is_set()
         s._receiving = False  # the store loop stores what is queued, then ends
         await s._store_loop()
         assert s.tasks.stored == [["a"]]
 
-    asyncio.run(main())
+    asyncio.run(main(inline=False))  # the writer's thread is busy
+    asyncio.run(main(durable=True))  # RabbitMQ: acks and fan-out go over the network
 
 
 def test_results_queued_before_are_stored_first() -> None:
