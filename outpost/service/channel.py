@@ -16,6 +16,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -38,6 +39,7 @@ from outpost.service.store import catalog
 from outpost.service.store import tasks as task_store
 from outpost.service.watchdog import Watchdog
 from outpost.service.wiring import Runtime
+from outpost.service.ws_protocol import SEND_NOW
 
 log = logging.getLogger(__name__)
 HELLO_TIMEOUT = 15.0
@@ -74,10 +76,21 @@ class EndpointSession:
         self.consumer: Consumer | None = None
         self._claimed = False
         self._send_lock = asyncio.Lock()
+        #: Frames in ``_send`` not yet written (holding or waiting for the lock).
+        self._sends_pending = 0
+        #: Writes a frame at once when the connection is idle (``ws_protocol.send_now``);
+        #: None on servers without it.
+        ext = (ws.scope.get("extensions") or {}).get(SEND_NOW) or {}
+        self._send_now: Callable[[bytes], bool] | None = ext.get("send")
         self._closing: str | None = None
         self._running_flush: asyncio.Task[None] | None = None
         self._results: list[ResultRecord] = []
         self._results_ready = asyncio.Event()
+        #: Results are being stored (by the store loop, or by the receive loop).
+        self._storing = False
+        #: Storing and pushing a result does not wait on the network (in-process broker
+        #: and fan-out, no AMQP result queues): the receive loop may do it itself.
+        self._store_in_place = not rt.broker.durable and rt.amqp is None
         self._to_ack: list[str] = []
         self._ack_ready = asyncio.Event()
         self._receiving = True
@@ -211,9 +224,18 @@ class EndpointSession:
         return m.decode_frame(data)
 
     async def _send(self, frame: m.Frame) -> None:
+        """Write a frame, in the order ``_send`` was called: at once when nothing is
+        being sent and the connection is idle (no ASGI layers, no lock), else through the
+        ASGI ``send``, which waits for flow control."""
         data = m.encode_frame(frame)
-        async with self._send_lock:
-            await self.ws.send_bytes(data)
+        if not self._sends_pending and self._send_now is not None and self._send_now(data):
+            return
+        self._sends_pending += 1
+        try:
+            async with self._send_lock:
+                await self.ws.send_bytes(data)
+        finally:
+            self._sends_pending -= 1
 
     async def _receive_loop(self) -> None:
         self._watchdog.start()
@@ -265,8 +287,21 @@ class EndpointSession:
             records, problems = self.tasks.results(frame.results)
             for p in problems[:5]:
                 log.warning("endpoint %s: %s", self.endpoint_id, p)
-            self._results.extend(records)
-            self._results_ready.set()
+            if (
+                self._store_in_place
+                and not self._results
+                and not self._storing
+                and not self._results_ready.is_set()
+                and self.rt.db.writes_inline(len(records))
+            ):
+                # Nothing queued before these and the store idle: stored now, in this
+                # task (the write would block the event loop anyway), without waking
+                # the store loop for them.
+                self._results.extend(records)
+                await self._store_queued()
+            else:
+                self._results.extend(records)
+                self._results_ready.set()
         elif isinstance(frame, m.AckFrame):
             await self.tasks.accept(frame.task_ids, frame.known)
             if self._running_flush is None and len(self.tasks):
@@ -353,6 +388,14 @@ class EndpointSession:
         while self._receiving or self._results:
             await self._results_ready.wait()
             self._results_ready.clear()
+            if not await self._store_queued():
+                return
+
+    async def _store_queued(self) -> bool:
+        """Store the queued results, in order; False if that failed (the channel is
+        closing then, and the endpoint sends them again)."""
+        self._storing = True
+        try:
             while self._results:
                 rows, self._results = self._results[:5000], self._results[5000:]
                 try:
@@ -365,7 +408,10 @@ class EndpointSession:
                     )
                     self._results.clear()
                     await self.close("internal error; please reconnect")
-                    return
+                    return False
+            return True
+        finally:
+            self._storing = False
 
     async def _store(self, rows: list[ResultRecord]) -> None:
         if not rows:

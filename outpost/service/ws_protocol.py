@@ -18,6 +18,7 @@ calls (epoll changes) per frame, on every frame of a lone task's path.
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from typing import Any
 
@@ -25,10 +26,15 @@ from uvicorn._types import ASGIReceiveEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
 from websockets.http11 import Request
+from websockets.protocol import State
 
 from outpost.common import large_frames
 
 SEND_NOW = "outpost.send_now"
+#: The first byte of a final binary frame (FIN, opcode 2), and the extended lengths.
+_FIN_BINARY = 0x82
+_HEAD16 = struct.Struct("!BBH")
+_HEAD64 = struct.Struct("!BBQ")
 #: Received messages (or bytes) waiting for the app, at which reading pauses.
 BACKLOG_MESSAGES = 16
 BACKLOG_BYTES = 1 << 20
@@ -61,12 +67,34 @@ class LargeFrameWebSocketProtocol(WebSocketsSansIOProtocol):
             or self.transport.get_write_buffer_size()
         ):
             return False
+        conn = self.conn
+        if (
+            conn.state is State.OPEN
+            and not conn.expect_continuation_frame
+            and not conn.extensions
+            and not conn.writes
+            and not conn.debug
+        ):
+            # What ``send_binary`` would write, without its Frame object, its check and
+            # its copies: a server's frames are not masked (RFC 6455, 5.1).
+            self._write_frame(data)
+            return True
         try:
-            self.conn.send_binary(data)
+            conn.send_binary(data)
         except InvalidState:
             return False
-        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.transport.write(b"".join(conn.data_to_send()))
         return True
+
+    def _write_frame(self, data: bytes) -> None:
+        """One final, unmasked binary frame (RFC 6455, 5.2)."""
+        n = len(data)
+        if n < 126:
+            self.transport.write(bytes((_FIN_BINARY, n)) + data)
+        elif n < 65536:
+            self.transport.write(_HEAD16.pack(_FIN_BINARY, 126, n) + data)
+        else:  # no copy of a large payload: the header and the data as they are
+            self.transport.writelines((_HEAD64.pack(_FIN_BINARY, 127, n), data))
 
     def send_receive_event_to_app(self) -> None:
         """Queue a received message for the app (as uvicorn does); pause reading only

@@ -96,3 +96,22 @@ async def test_bad_role_and_bad_allowed_function_ids(service) -> None:
         assert r.status_code == 400 and "allowed function id" in r.json()["reason"]
         r = await c.post("/v3/endpoints", json={"endpoint_name": ""})
         assert r.status_code == 422 and "endpoint_name" in r.json()["reason"]
+
+
+def test_parse_uuid_keeps_the_usual_form_and_normalizes_the_others() -> None:
+    import uuid
+
+    import pytest
+
+    from outpost.service.errors import APIError
+    from outpost.service.routes import parse_uuid
+
+    u = uuid.uuid4()
+    text = str(u)
+    assert parse_uuid(text, "id") is text
+    for other in (text.upper(), u.hex, "{" + text + "}", "urn:uuid:" + text):
+        assert parse_uuid(other, "id") == text
+    for bad in ("", "nope", text[:-1], text + "0", text.replace("-", "_"), None, 5):
+        with pytest.raises(APIError) as e:
+            parse_uuid(bad, "function id")  # type: ignore[arg-type]
+        assert e.value.status == 400 and "function id" in e.value.reason

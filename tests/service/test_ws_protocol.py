@@ -30,6 +30,9 @@ class FakeTransport:
     def write(self, data: bytes) -> None:
         self.written.append(data)
 
+    def writelines(self, parts) -> None:
+        self.written.append(b"".join(parts))
+
     def get_write_buffer_size(self) -> int:
         return self.buffered
 
@@ -93,5 +96,27 @@ def test_send_now_writes_only_on_an_open_idle_connection() -> None:
         proto.close_sent = True
         assert not proto.send_now(b"after close")
         assert len(transport.written) == 1
+
+    asyncio.run(scenario())
+
+
+def test_send_now_writes_the_frames_websockets_would_write() -> None:
+    """The header send_now builds is the library's, for every length encoding; with
+    debug logging or an extension it uses the library's own path."""
+    from websockets.frames import Frame, Opcode
+
+    async def scenario() -> None:
+        proto, transport = _protocol()
+        proto.handshake_complete = True
+        proto.conn.state = proto.conn.state.OPEN
+        for n in (0, 1, 125, 126, 127, 65535, 65536, 70000, (1 << 20) + 3):
+            data = bytes(range(256)) * (n // 256) + bytes(n % 256)
+            assert proto.send_now(data)
+            expected = Frame(Opcode.BINARY, data).serialize(mask=False)
+            assert transport.written[-1] == expected, n
+        proto.conn.debug = True
+        assert proto.send_now(b"x" * 300)
+        assert transport.written[-1] == Frame(Opcode.BINARY, b"x" * 300).serialize(mask=False)
+        assert not proto.conn.writes
 
     asyncio.run(scenario())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from fastapi import Request
@@ -10,8 +11,14 @@ from outpost.common.errors import ErrorCode
 from outpost.service.errors import APIError
 from outpost.service.wiring import Runtime
 
+#: A UUID already in the form ``str(uuid.UUID(...))`` gives (lower case, hyphens).
+_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
 
 def parse_uuid(value: str, what: str) -> str:
+    """``value`` as a UUID's usual text form; APIError 400 if it is not a UUID."""
+    if type(value) is str and _CANONICAL.fullmatch(value):
+        return value  # what str(uuid.UUID(value)) would give, without building one
     try:
         return str(uuid.UUID(value))
     except (ValueError, AttributeError, TypeError):

@@ -34,6 +34,10 @@ class Database:
             return run()
         return await asyncio.to_thread(run)
 
+    def writes_inline(self, size: int = 1) -> bool:
+        """A write of ``size`` rows now would run at once on the event loop's thread."""
+        return self.writer.runs_inline(size)
+
     async def write(self, op: Callable[[Connection], T], size: int = 1) -> T:
         return await self.writer.run(op, size)
 

@@ -84,7 +84,7 @@ class Writer:
     async def run(self, op: Callable[[Connection], T], size: int = 1) -> T:
         """Run ``op`` in a transaction; ``size`` (rows touched) keeps big writes off the
         caller's thread, where they would stall the event loop."""
-        if self._inline_when_idle and not self._busy and size <= INLINE_MAX_ROWS:
+        if self.runs_inline(size):
             # Only the event loop hands work to the thread, so nothing can start there
             # while this runs.
             res = self._inline(op)
@@ -96,6 +96,11 @@ class Writer:
             self._busy += 1
         self._queue.put((op, fut, loop))
         return await fut
+
+    def runs_inline(self, size: int = 1) -> bool:
+        """Whether a write of ``size`` rows started now runs at once on the caller's
+        thread (nothing to wait for but the commit itself)."""
+        return self._inline_when_idle and not self._busy and size <= INLINE_MAX_ROWS
 
     def _inline(self, op: Callable[[Connection], T]) -> T:
         conn = self._inline_conn
