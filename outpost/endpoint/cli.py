@@ -171,9 +171,10 @@ def start(
     from outpost.sdk.errors import OutpostError
 
     owner = ""
+    engine = None
     try:
         client = Client(service_url)
-        load_the_agent(config)
+        engine = load_the_agent(config, d.path)  # its workers start while we wait
         _wait_for_service(client.service_url, wait_seconds)
         if isinstance(config, MultiUserConfig):
             from outpost.endpoint.multi_user import runner as mu_runner
@@ -188,7 +189,13 @@ def start(
 
             reg = register(client, d, config)
     except OutpostError as e:
+        if engine is not None:
+            engine.shutdown()
         raise click.ClickException(f"cannot register endpoint {name!r}: {e}") from None
+    except BaseException:
+        if engine is not None:
+            engine.shutdown()
+        raise
     click.echo(reg.endpoint_id)
     sys.stdout.flush()
     _setup_logging(d, debug)
@@ -199,7 +206,7 @@ def start(
     else:
         from outpost.endpoint import runner
 
-        runner.serve(d, config, reg)
+        runner.serve(d, config, reg, engine=engine)
 
 
 def _start_detached(
