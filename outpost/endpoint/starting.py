@@ -40,9 +40,9 @@ def load_the_agent(config: Any, workdir: Path) -> Engine | None:
     start-up (~45 ms of CPU each) then overlaps the service's instead of following the
     registration. The engine is returned for ``runner.serve``; the caller shuts it down
     if the endpoint does not get that far."""
-    from outpost.endpoint.multi_user.config import MultiUserConfig
+    from outpost.endpoint.files import is_multi_user
 
-    if isinstance(config, MultiUserConfig):
+    if is_multi_user(config):
         return None
     import outpost.endpoint.engines.processes  # noqa: F401
     import outpost.endpoint.runner  # noqa: F401

@@ -4,6 +4,10 @@ A ProcessPoolEngine's workers are started while the service is waited for, unles
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -50,3 +54,35 @@ def test_an_engine_shut_down_unstarted_stops_its_workers(tmp_path: Path) -> None
     procs = [w.proc for w in engine._workers]
     engine.shutdown()  # registration failed: the endpoint exits without starting it
     assert not any(p.is_alive() for p in procs)
+
+
+def test_config_kind_is_told_without_importing_the_multi_user_models(tmp_path: Path) -> None:
+    """A single-user endpoint's start never imports ``outpost.endpoint.multi_user``; a
+    multi-user config is still read as one."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from outpost.endpoint.files import EndpointDir, is_multi_user
+        from outpost.endpoint.starting import load_the_agent
+        d = EndpointDir("single")
+        d.create()
+        config = d.config()
+        assert not is_multi_user(config)
+        engine = load_the_agent(config, d.path)
+        engine.shutdown()
+        assert not [m for m in sys.modules if m.startswith("outpost.endpoint.multi_user")]
+        mep = EndpointDir("mep")
+        mep.create_multi_user()
+        config = mep.config()
+        from outpost.endpoint.multi_user.config import MultiUserConfig
+        assert is_multi_user(config) and isinstance(config, MultiUserConfig)
+        assert load_the_agent(config, mep.path) is None
+        print("ok")
+        """
+    )
+    env = {**os.environ, "OUTPOST_HOME": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
