@@ -170,10 +170,9 @@ def start(
     from outpost.sdk.errors import OutpostError
 
     owner = ""
-    engine = None
     try:
         client = Client(service_url)
-        engine = load_the_agent(config, d.path)  # its workers start while we wait
+        load_the_agent(config)
         _wait_for_service(client.service_url, wait_seconds)
         if is_multi_user(config):
             from outpost.endpoint.multi_user import runner as mu_runner
@@ -188,13 +187,7 @@ def start(
 
             reg = register(client, d, config)
     except OutpostError as e:
-        if engine is not None:
-            engine.shutdown()
         raise click.ClickException(f"cannot register endpoint {name!r}: {e}") from None
-    except BaseException:
-        if engine is not None:
-            engine.shutdown()
-        raise
     click.echo(reg.endpoint_id)
     sys.stdout.flush()
     _setup_logging(d, debug)
@@ -205,7 +198,7 @@ def start(
     else:
         from outpost.endpoint import runner
 
-        runner.serve(d, config, reg, engine=engine)
+        runner.serve(d, config, reg)
 
 
 def _start_detached(

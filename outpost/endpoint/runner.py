@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from outpost.endpoint.agent import Agent
 from outpost.endpoint.config import EndpointConfig
 from outpost.endpoint.engines import build_engine
-from outpost.endpoint.engines.base import Engine
 from outpost.endpoint.files import EndpointDir
 from outpost.endpoint.loops import LoopFactory, loop_factory
 from outpost.endpoint.loops import run as run_loop
@@ -37,15 +36,11 @@ def serve(
     config: EndpointConfig,
     reg: Registration,
     on_ready: Callable[[Callable[[], None]], None] | None = None,
-    engine: Engine | None = None,
 ) -> None:
     """Run the endpoint until stopped. ``on_ready(stop)`` is called once the engine is
-    built, just before the channel opens, with a thread-safe way to stop it. ``engine``:
-    one built (and its workers started) while the service was waited for
-    (``starting.load_the_agent``; only without ``endpoint_setup``, which runs first)."""
-    if engine is None:
-        _hook(config.endpoint_setup, "endpoint_setup")
-        engine = build_engine(config, d.path)
+    built, just before the channel opens, with a thread-safe way to stop it."""
+    _hook(config.endpoint_setup, "endpoint_setup")
+    engine = build_engine(config, d.path)
     spool = ResultSpool(d.spool_path)
     agent = Agent(config, reg.endpoint_id, reg.channel_url, reg.channel_secret, engine, spool)
 

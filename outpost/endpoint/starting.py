@@ -6,13 +6,9 @@ the service's."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
-
-if TYPE_CHECKING:
-    from outpost.endpoint.engines.base import Engine
 
 
 def import_httpcore_without_trio() -> None:
@@ -32,32 +28,19 @@ def import_httpcore_without_trio() -> None:
             del sys.modules["trio"]
 
 
-def load_the_agent(config: Any, workdir: Path) -> Engine | None:
+def load_the_agent(config: Any) -> None:
     """What the agent runs on, loaded before the service is waited for and registered
     with (an endpoint and its service often start together): its modules, and the run
-    details its workers are handed. A ``ProcessPoolEngine`` is built and its worker
-    interpreters started here too, unless ``endpoint_setup`` must run before them: their
-    start-up (~45 ms of CPU each) then overlaps the service's instead of following the
-    registration. The engine is returned for ``runner.serve``; the caller shuts it down
-    if the endpoint does not get that far."""
+    details its workers are handed."""
     from outpost.endpoint.files import is_multi_user
 
-    if is_multi_user(config):
-        return None
+    if is_multi_user(config):  # without importing the multi-user models
+        return
     import outpost.endpoint.engines.processes  # noqa: F401
     import outpost.endpoint.runner  # noqa: F401
-    from outpost.endpoint.config import ProcessPoolEngineConfig
-    from outpost.endpoint.engines import build_engine
-    from outpost.endpoint.engines.processes import ProcessPoolEngine
     from outpost.endpoint.execution import run_details
 
     run_details()
-    if config.endpoint_setup or not isinstance(config.engine, ProcessPoolEngineConfig):
-        return None
-    engine = build_engine(config, workdir)
-    if isinstance(engine, ProcessPoolEngine):
-        engine.prestart()
-    return engine
 
 
 def wait_for_service(url: str, seconds: float) -> None:

@@ -154,22 +154,12 @@ class ProcessPoolEngine(Engine):
             self._ev_loop = asyncio.get_running_loop()
         except RuntimeError:
             self._ev_loop = None
-        if not self._workers:  # else started by prestart()
-            self.prestart()
+        self._workers = [_Worker(i, self.limits, self.environment) for i in range(self.max_workers)]
         if self._ev_loop is not None:
             for w in self._workers:
                 self._attach(w)
         self._thread = threading.Thread(target=self._loop, name="outpost-engine", daemon=True)
         self._thread.start()
-
-    def prestart(self) -> None:
-        """Start the worker interpreters now; ``start`` then takes them. An endpoint
-        started together with its service does this while it waits for the service, so
-        that its workers' start-up is done before it registers (``endpoint/starting``)."""
-        if not self._workers:
-            self._workers = [
-                _Worker(i, self.limits, self.environment) for i in range(self.max_workers)
-            ]
 
     def submit(self, tasks: list[Task]) -> None:
         with self._lock:
