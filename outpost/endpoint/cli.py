@@ -145,8 +145,7 @@ def start(
     Connecting over https/wss trusts SSL_CERT_FILE or SSL_CERT_DIR when set (a site CA).
     """
     from outpost.endpoint.config import ConfigError
-    from outpost.endpoint.files import EndpointDirError
-    from outpost.endpoint.multi_user.config import MultiUserConfig
+    from outpost.endpoint.files import EndpointDirError, is_multi_user
 
     d = _dir(name)
     try:
@@ -156,7 +155,7 @@ def start(
     running = d.pid()
     if running is not None:
         raise click.ClickException(f"endpoint {name!r} is already running (pid {running})")
-    if isinstance(config, MultiUserConfig):
+    if is_multi_user(config):
         from outpost.endpoint.multi_user import cli as mu_cli
 
         mu_cli.preflight(config)
@@ -175,7 +174,7 @@ def start(
         client = Client(service_url)
         load_the_agent(config)
         _wait_for_service(client.service_url, wait_seconds)
-        if isinstance(config, MultiUserConfig):
+        if is_multi_user(config):
             from outpost.endpoint.multi_user import runner as mu_runner
             from outpost.endpoint.multi_user.template import TemplateError
 
@@ -192,7 +191,7 @@ def start(
     click.echo(reg.endpoint_id)
     sys.stdout.flush()
     _setup_logging(d, debug)
-    if isinstance(config, MultiUserConfig):
+    if is_multi_user(config):
         from outpost.endpoint.multi_user import runner as mu_runner
 
         mu_runner.serve(d, config, reg, owner)

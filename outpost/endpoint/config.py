@@ -131,5 +131,10 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path} is not valid YAML: {e}") from None
 
 
+def is_multi_user(data: Any) -> bool:
+    """A config file's contents (``read_yaml``) that mark a multi-user endpoint."""
+    return isinstance(data, dict) and data.get("multi_user") is True
+
+
 def load_config(path: Path) -> EndpointConfig:
     return parse_config(read_yaml(path), str(path))

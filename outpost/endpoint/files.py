@@ -15,8 +15,19 @@ from outpost.endpoint.default_config import DEFAULT_CONFIG_YAML
 from outpost.pidfile import PidFile
 
 if TYPE_CHECKING:  # the models (pydantic, YAML) load when a config is read
+    from typing_extensions import TypeIs
+
     from outpost.endpoint.config import EndpointConfig
     from outpost.endpoint.multi_user.config import MultiUserConfig
+
+
+def is_multi_user(config: EndpointConfig | MultiUserConfig) -> TypeIs[MultiUserConfig]:
+    """Whether ``EndpointDir.config()`` gave a multi-user config, without importing the
+    multi-user models (a single-user endpoint never needs them)."""
+    from outpost.endpoint.config import EndpointConfig
+
+    return not isinstance(config, EndpointConfig)
+
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 
@@ -59,17 +70,19 @@ class EndpointDir:
 
     def config(self) -> EndpointConfig | MultiUserConfig:
         """The endpoint's config: a multi-user one when it says ``multi_user: true``."""
-        from outpost.endpoint.config import load_config, read_yaml
-        from outpost.endpoint.multi_user.config import is_multi_user, load_multi_user
+        from outpost.endpoint.config import is_multi_user, parse_config, read_yaml
 
         if not self.exists():
             raise EndpointDirError(
                 f"no endpoint named {self.name!r}; "
                 f"create it with `outpost endpoint configure {self.name}`"
             )
-        if is_multi_user(read_yaml(self.config_path)):
+        data = read_yaml(self.config_path)
+        if is_multi_user(data):  # its models are imported only for a multi-user endpoint
+            from outpost.endpoint.multi_user.config import load_multi_user
+
             return load_multi_user(self.config_path)
-        return load_config(self.config_path)
+        return parse_config(data, str(self.config_path))
 
     def create_multi_user(self) -> list[Path]:
         if self.exists():

@@ -12,13 +12,15 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from outpost import __version__
 from outpost.endpoint.config import EndpointConfig
 from outpost.endpoint.files import EndpointDir
-from outpost.endpoint.multi_user.config import MultiUserConfig
 from outpost.sdk import Client
+
+if TYPE_CHECKING:  # for annotations: a single-user endpoint never loads these models
+    from outpost.endpoint.multi_user.config import MultiUserConfig
 
 
 @dataclass(frozen=True)

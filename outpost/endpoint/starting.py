@@ -32,9 +32,9 @@ def load_the_agent(config: Any) -> None:
     """What the agent runs on, loaded before the service is waited for and registered
     with (an endpoint and its service often start together): its modules, and the run
     details its workers are handed."""
-    from outpost.endpoint.multi_user.config import MultiUserConfig
+    from outpost.endpoint.files import is_multi_user
 
-    if isinstance(config, MultiUserConfig):
+    if is_multi_user(config):  # without importing the multi-user models
         return
     import outpost.endpoint.engines.processes  # noqa: F401
     import outpost.endpoint.runner  # noqa: F401

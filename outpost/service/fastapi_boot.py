@@ -34,6 +34,7 @@ def import_fastapi() -> None:
     """Import FastAPI (once per process), its OpenAPI models deferred. A no-op if FastAPI's
     OpenAPI models were imported already."""
     if MODELS in sys.modules:
+        _check_pydantic_v1_only_once_imported()
         return
     try:
         with _models_deferred():
@@ -44,6 +45,46 @@ def import_fastapi() -> None:
         for name in [m for m in sys.modules if m == "fastapi" or m.startswith("fastapi.")]:
             del sys.modules[name]
         import fastapi  # noqa: F401
+    _check_pydantic_v1_only_once_imported()
+
+
+#: Where FastAPI looks up its "is this a pydantic.v1 model?" checks (module, name).
+V1_CHECKS = (
+    ("fastapi._compat.shared", "is_pydantic_v1_model_class"),
+    ("fastapi._compat.shared", "is_pydantic_v1_model_instance"),
+    ("fastapi._compat", "is_pydantic_v1_model_instance"),
+    ("fastapi.encoders", "is_pydantic_v1_model_instance"),
+)
+
+
+def _check_pydantic_v1_only_once_imported() -> None:
+    """FastAPI's pydantic.v1 checks, answering False without importing ``pydantic.v1``
+    while it is not imported (no pydantic.v1 model can exist then). Left as they are if
+    FastAPI's layout is not the one expected."""
+    import importlib
+
+    try:
+        modules = {name: importlib.import_module(name) for name, _ in V1_CHECKS}
+    except ImportError:
+        return
+    if not all(callable(getattr(modules[m], f, None)) for m, f in V1_CHECKS):
+        return
+    for m, f in V1_CHECKS:
+        original = getattr(modules[m], f)
+        if getattr(original, "__wrapped__", None) is not None:
+            continue  # already wrapped (a second call)
+        setattr(modules[m], f, _unless_v1_unimported(original))
+
+
+def _unless_v1_unimported(check: Any) -> Any:
+    def v1_check(obj: Any) -> bool:
+        if "pydantic.v1" not in sys.modules:
+            return False
+        return bool(check(obj))
+
+    v1_check.__wrapped__ = check  # type: ignore[attr-defined]
+    v1_check.__name__ = check.__name__
+    return v1_check
 
 
 @contextmanager

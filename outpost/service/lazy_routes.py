@@ -2,16 +2,19 @@
 
 The web console and the admin routes are used rarely, by people, and importing them
 (their modules, forms, templates' helpers) and building their routes is ~5 % of the
-service's start-up CPU. ``LazyPart`` stands in the app's route list where the part's
-routes go; the first request whose path is the part's (``paths``: regular expressions
-that cover every route of the part, e.g. ``/console(/.*)?``) adds them there, in the same
-order, and is then dispatched again as if they had always been there (same matching,
-same 404 and 405 answers, same middleware, same authentication). ``load_all`` adds every
-part (the OpenAPI document lists their routes).
+service's start-up CPU; the routes of functions, task submission and status, and
+sign-in (``add_router``) are first asked for by a client after start-up. ``LazyPart``
+stands in the app's route list where the part's routes go; the first request whose path
+is the part's (``paths``: regular expressions that cover every route of the part, e.g.
+``/console(/.*)?``) adds them there, in the same order, and is then dispatched again as
+if they had always been there (same matching, same 404 and 405 answers, same middleware,
+same authentication). ``load_all`` adds every part (the OpenAPI document lists their
+routes).
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -86,3 +89,15 @@ def add_routes(app: FastAPI, router: APIRouter) -> None:
     ~1.5 ms a route, ~20 ms for the first request to ``/v3/endpoints``), which falls on
     an endpoint's registration, right after start-up."""
     app.router.routes.extend(router.routes)
+
+
+def add_router(app: FastAPI, module: str, paths: Iterable[str]) -> LazyPart:
+    """The routes of ``module``'s ``router``, imported and added (``add_routes``) when a
+    request first asks for one of ``paths``; the part is named after the module's last
+    component."""
+
+    def install(app: FastAPI) -> None:
+        add_routes(app, importlib.import_module(module).router)
+
+    return add(app, module.rsplit(".", 1)[-1], paths, install)
+

@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from outpost.endpoint.config import ConfigError, describe_errors, read_yaml
+from outpost.endpoint.config import is_multi_user as is_multi_user
 
 
 class AuthenticationPolicy(BaseModel):
@@ -147,10 +148,6 @@ class MultiUserConfig(BaseModel):
             "heartbeat_threshold": self.heartbeat_threshold,
             "idle_heartbeats_soft": self.idle_heartbeats_soft,
         }
-
-
-def is_multi_user(data: Any) -> bool:
-    return isinstance(data, dict) and data.get("multi_user") is True
 
 
 def parse_multi_user(data: Any, source: str, base: Path) -> MultiUserConfig:
