@@ -30,10 +30,10 @@ from outpost.common.records import (
     CloseChannel,
     CommandReply,
     EndpointLoad,
-    ResultRecord,
 )
 from outpost.service.broker import Consumer, ConsumerClosed
 from outpost.service.endpoint_load import load_of
+from outpost.service.result_intake import ResultIntake
 from outpost.service.runtime.presence import Holder
 from outpost.service.store import catalog
 from outpost.service.store import tasks as task_store
@@ -47,11 +47,6 @@ RUNNING_DELAY = 0.2
 TAKEOVER_PATIENCE = 30.0
 #: Beats on frames other than heartbeats are written at most this often.
 BEAT_EVERY = 1.0
-#: Seconds a ``result_ack`` waits for more stored results to acknowledge with it (the
-#: endpoint keeps results in its spool until then and resends them after a reconnect).
-RESULT_ACK_DELAY = 0.05
-#: Task ids acknowledged at once without waiting, and per ``result_ack`` frame at most.
-RESULT_ACK_BATCH = 5000
 #: Function ids whose code this connection has sent; the endpoint keeps more (4096).
 SENT_FUNCTIONS = 2048
 CLOSED = (WebSocketDisconnect, RuntimeError, OSError)
@@ -84,16 +79,17 @@ class EndpointSession:
         self._send_now: Callable[[bytes], bool] | None = ext.get("send")
         self._closing: str | None = None
         self._running_flush: asyncio.Task[None] | None = None
-        self._results: list[ResultRecord] = []
-        self._results_ready = asyncio.Event()
-        #: Results are being stored (by the store loop, or by the receive loop).
-        self._storing = False
-        #: Storing and pushing a result does not wait on the network (in-process broker
-        #: and fan-out, no AMQP result queues): the receive loop may do it itself.
-        self._store_in_place = not rt.broker.durable and rt.amqp is None
-        self._to_ack: list[str] = []
-        self._ack_ready = asyncio.Event()
-        self._receiving = True
+        #: Stores and acknowledges results. Storing and pushing a result waits on nothing
+        #: with the in-process broker and fan-out and no AMQP result queues: then the
+        #: receive loop may store them itself.
+        self.results = ResultIntake(
+            self.endpoint_id,
+            self.tasks,
+            rt.db,
+            in_place=not rt.broker.durable and rt.amqp is None,
+            send=self._send,
+            close=self.close,
+        )
         self._meta: dict[str, str] = {}
         self._last_beat = 0.0
         self._load = EndpointLoad()
@@ -125,16 +121,15 @@ class EndpointSession:
             else:
                 self.rt.user_endpoints.connected(self.endpoint_id)
             sender = asyncio.create_task(self._send_loop())
-            storer = asyncio.create_task(self._store_loop())
-            acker = asyncio.create_task(self._result_ack_loop())
+            storer = asyncio.create_task(self.results.store_loop())
+            acker = asyncio.create_task(self._ack_results())
             try:
                 await self._receive_loop()
             finally:
-                self._receiving = False
                 sender.cancel()
                 acker.cancel()
                 await asyncio.gather(sender, acker, return_exceptions=True)
-                self._results_ready.set()
+                self.results.stop()
                 await asyncio.gather(storer, return_exceptions=True)  # stores what is queued
                 if self._running_flush is not None:
                     self._running_flush.cancel()
@@ -287,21 +282,7 @@ class EndpointSession:
             records, problems = self.tasks.results(frame.results)
             for p in problems[:5]:
                 log.warning("endpoint %s: %s", self.endpoint_id, p)
-            if (
-                self._store_in_place
-                and not self._results
-                and not self._storing
-                and not self._results_ready.is_set()
-                and self.rt.db.writes_inline(len(records))
-            ):
-                # Nothing queued before these and the store idle: stored now, in this
-                # task (the write would block the event loop anyway), without waking
-                # the store loop for them.
-                self._results.extend(records)
-                await self._store_queued()
-            else:
-                self._results.extend(records)
-                self._results_ready.set()
+            await self.results.add(records)
         elif isinstance(frame, m.AckFrame):
             await self.tasks.accept(frame.task_ids, frame.known)
             if self._running_flush is None and len(self.tasks):
@@ -382,55 +363,8 @@ class EndpointSession:
             await self.rt.db.write(partial(task_store.mark_running, task_ids=ids, now=at))
 
     # -- results ---------------------------------------------------------------------
-    async def _store_loop(self) -> None:
-        """One task stores results, taking everything queued at once; at close it stores
-        what is left before the channel's tasks are given back."""
-        while self._receiving or self._results:
-            await self._results_ready.wait()
-            self._results_ready.clear()
-            if not await self._store_queued():
-                return
-
-    async def _store_queued(self) -> bool:
-        """Store the queued results, in order; False if that failed (the channel is
-        closing then, and the endpoint sends them again)."""
-        self._storing = True
+    async def _ack_results(self) -> None:
         try:
-            while self._results:
-                rows, self._results = self._results[:5000], self._results[5000:]
-                try:
-                    await self._store(rows)
-                except Exception:
-                    log.exception(
-                        "endpoint %s: storing results failed; closing the channel "
-                        "so the endpoint sends them again",
-                        self.endpoint_id,
-                    )
-                    self._results.clear()
-                    await self.close("internal error; please reconnect")
-                    return False
-            return True
-        finally:
-            self._storing = False
-
-    async def _store(self, rows: list[ResultRecord]) -> None:
-        if not rows:
-            return
-        await self.tasks.finish(rows)
-        # Stored: acknowledged a moment later, with others (if the channel closes first,
-        # the endpoint sends them again and they are acknowledged then).
-        self._to_ack.extend(r.task_id for r in rows)
-        self._ack_ready.set()
-
-    async def _result_ack_loop(self) -> None:
-        try:
-            while True:
-                await self._ack_ready.wait()
-                if len(self._to_ack) < RESULT_ACK_BATCH:
-                    await asyncio.sleep(RESULT_ACK_DELAY)
-                self._ack_ready.clear()
-                ids, self._to_ack = self._to_ack, []
-                for i in range(0, len(ids), RESULT_ACK_BATCH):
-                    await self._send(m.ResultAckFrame(task_ids=ids[i : i + RESULT_ACK_BATCH]))
+            await self.results.ack_loop()
         except CLOSED:
             return

@@ -1,5 +1,5 @@
 """The endpoint channel's writes: at once while the connection is idle, else through the
-ASGI send, in the order they were asked for; and where its results are stored."""
+ASGI send, in the order they were asked for."""
 
 import asyncio
 from types import SimpleNamespace
@@ -32,31 +32,17 @@ class FakeSocket:
         self.written.append(("asgi", data))
 
 
-class FakeLedger:
-    """The channel's ledger: results become records as they are; ``finish`` records."""
-
-    def __init__(self) -> None:
-        self.stored: list[list[str]] = []
-
-    def results(self, items: list[m.ResultItem]) -> tuple[list[Any], list[str]]:
-        return [SimpleNamespace(task_id=it.task_id) for it in items], []
-
-    async def finish(self, records: list[Any]) -> list[Any]:
-        self.stored.append([r.task_id for r in records])
-        return records
-
-
-def _session(ws: FakeSocket, inline: bool = True, durable: bool = False) -> EndpointSession:
+def _session(ws: FakeSocket) -> EndpointSession:
     async def beat(*args: Any) -> None:
         pass
 
-    ledger = FakeLedger()
+    ledger = SimpleNamespace()
     rt: Any = SimpleNamespace(
         ledger=SimpleNamespace(channel=lambda eid: ledger),
         settings=SimpleNamespace(heartbeat_threshold=30.0),
         presence=SimpleNamespace(beat=beat),
-        db=SimpleNamespace(writes_inline=lambda size: inline),
-        broker=SimpleNamespace(durable=durable),
+        db=SimpleNamespace(writes_inline=lambda size: True),
+        broker=SimpleNamespace(durable=False),
         amqp=None,
     )
     return EndpointSession(rt, ws, {"id": "6a1c1b52-8f43-4a8e-9d0e-5b8e1a0f0b11"})  # type: ignore[arg-type]
@@ -109,47 +95,5 @@ def test_nothing_overtakes_a_frame_waiting_for_the_asgi_send() -> None:
         assert [how for how, _ in ws.written] == ["asgi", "asgi"]
         await s._send(_frame(3))  # nothing pending: at once again
         assert ws.written[-1] == ("now", m.encode_frame(_frame(3)))
-
-    asyncio.run(main())
-
-
-def _results(*ids: str) -> m.ResultFrame:
-    return m.ResultFrame(results=[m.ResultItem(task_id=t, status="success") for t in ids])
-
-
-def test_results_are_stored_at_once_when_the_store_is_idle_and_writes_inline() -> None:
-    async def main() -> None:
-        s = _session(FakeSocket())
-        await s._handle(_results("a", "b"))
-        assert s.tasks.stored == [["a", "b"]]  # before _handle returned: no store loop here
-        assert s._to_ack == ["a", "b"] and not s._results and not s._results_ready.is_set()
-
-    asyncio.run(main())
-
-
-def test_results_wait_for_the_store_loop_when_writes_or_pushes_would_wait() -> None:
-    async def main(**how: bool) -> None:
-        s = _session(FakeSocket(), **how)
-        await s._handle(_results("a"))
-        assert s.tasks.stored == [] and s._results_ready.is_set()
-        s._receiving = False  # the store loop stores what is queued, then ends
-        await s._store_loop()
-        assert s.tasks.stored == [["a"]]
-
-    asyncio.run(main(inline=False))  # the writer's thread is busy
-    asyncio.run(main(durable=True))  # RabbitMQ: acks and fan-out go over the network
-
-
-def test_results_queued_before_are_stored_first() -> None:
-    async def main() -> None:
-        s = _session(FakeSocket())
-        await s._handle(_results("x"))  # nothing before it: stored at once
-        s._results.append(SimpleNamespace(task_id="queued"))  # type: ignore[arg-type]
-        s._results_ready.set()
-        await s._handle(_results("later"))  # not past the queued one
-        assert s.tasks.stored == [["x"]]
-        s._receiving = False
-        await s._store_loop()
-        assert s.tasks.stored == [["x"], ["queued", "later"]]
 
     asyncio.run(main())
