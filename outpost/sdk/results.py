@@ -14,7 +14,6 @@ as soon as a caller leaves something pending, or after ``HANDBACK_S`` without on
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -24,8 +23,9 @@ from typing import Any
 import msgpack
 from websockets.exceptions import WebSocketException
 
-from outpost.sdk.errors import OutpostAPIError, OutpostError
+from outpost.sdk.errors import OutpostError
 from outpost.sdk.http import Transport
+from outpost.sdk.replies import Answered, Reply, Submissions, no_answer
 from outpost.sdk.stream import Stream, open_stream
 from outpost.sdk.tls import ws_ssl
 
@@ -38,37 +38,6 @@ HANDBACK_S = 0.02
 
 class StreamUnavailable(Exception):
     """The stream cannot take a submission now (nothing was sent)."""
-
-
-#: Called with (answer, None) or (None, error) on the stream's thread.
-Answered = Callable[[Any, Exception | None], None]
-
-
-class _Reply:
-    def __init__(self, callback: Answered | None = None, timeout: float = 0.0) -> None:
-        #: Set when answered, for :meth:`ResultListener.submit`'s wait (a callback's
-        #: reply is never waited for: no Event to build).
-        self.done = threading.Event() if callback is None else None
-        #: Answered (or failed); read and written on the stream's thread only.
-        self.finished = False
-        self.answer: Any = None
-        self.error: Exception | None = None
-        #: For :meth:`ResultListener.submit_nowait`: called instead of being waited for.
-        self.callback = callback
-        self.timeout = timeout
-        self.deadline = time.monotonic() + timeout
-
-    def finish(self) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        if self.done is not None:
-            self.done.set()
-        if self.callback is not None:
-            try:
-                self.callback(self.answer, self.error)
-            except Exception:  # noqa: BLE001 - the stream must outlive a bad callback
-                log.exception("a submission's answer could not be handled")
 
 
 class ResultListener:
@@ -93,9 +62,7 @@ class ResultListener:
         self._failures = 0  # connection attempts that failed
         #: Counts connections made; a change means results may have been missed meanwhile.
         self.generation = 0
-        self._refs = itertools.count()
-        self._submits: dict[int, _Reply] = {}
-        self._next_expiry = 0.0  # when answers waited for by callbacks are next checked
+        self._submits = Submissions()
         self._thread: threading.Thread | None = None
         #: The connected service takes task payloads in their binary form over this
         #: stream (it said so when it confirmed a watch).
@@ -142,18 +109,18 @@ class ResultListener:
     def submit(self, endpoint_id: str, body: dict[str, Any], timeout: float = 120.0) -> Any:
         """Submit over the stream (cheaper than an HTTP request); same answer and errors as
         ``POST /v3/endpoints/{id}/submit``."""
-        reply = _Reply()
+        reply = Reply()
         ref = self._send_submit(endpoint_id, body, reply)
         assert reply.done is not None
         self._wake()  # nobody else waits to read this answer
         try:
             if not reply.done.wait(timeout):
-                raise OutpostError(_no_answer(timeout))
+                raise OutpostError(no_answer(timeout))
             if reply.error is not None:
                 raise reply.error
             return reply.answer
         finally:
-            self._submits.pop(ref, None)
+            self._submits.forget(ref)
 
     def submit_nowait(
         self, endpoint_id: str, body: dict[str, Any], answered: Answered, timeout: float = 120.0
@@ -161,9 +128,9 @@ class ResultListener:
         """Like :meth:`submit`, without waiting: ``answered(answer, error)`` is called on the
         stream's thread when the answer comes (or the connection breaks, or ``timeout``
         passes). Raises :class:`StreamUnavailable` if nothing was sent."""
-        self._send_submit(endpoint_id, body, _Reply(answered, timeout))
+        self._send_submit(endpoint_id, body, Reply(answered, timeout))
 
-    def _send_submit(self, endpoint_id: str, body: dict[str, Any], reply: _Reply) -> int:
+    def _send_submit(self, endpoint_id: str, body: dict[str, Any], reply: Reply) -> int:
         ws = self._ws
         if ws is None:
             raise StreamUnavailable("result stream not connected")
@@ -172,35 +139,14 @@ class ResultListener:
             # this submission goes over HTTP meanwhile.
             ws.close()
             raise StreamUnavailable("access token renewed; reconnecting the stream")
-        ref = next(self._refs)
-        self._submits[ref] = reply
+        ref = self._submits.add(reply)
         frame = {"type": "submit", "ref": ref, "endpoint_id": endpoint_id, "body": body}
         try:
             ws.send(msgpack.packb(frame, use_bin_type=True))
         except (WebSocketException, OSError) as e:
-            self._submits.pop(ref, None)
+            self._submits.forget(ref)
             raise StreamUnavailable(str(e)) from e  # not sent: safe to use HTTP instead
         return ref
-
-    def _fail_submits(self) -> None:
-        for ref, reply in list(self._submits.items()):
-            if not reply.finished:
-                if reply.callback is not None:
-                    self._submits.pop(ref, None)
-                reply.error = OutpostError(
-                    "the connection to the service broke during a submission; the tasks may "
-                    "have been accepted"
-                )
-                reply.finish()
-
-    def _expire_submits(self, now: float) -> None:
-        """Answers waited for by callbacks that did not come in time."""
-        self._next_expiry = now + 1.0
-        for ref, reply in list(self._submits.items()):
-            if reply.callback is not None and reply.deadline <= now and not reply.finished:
-                self._submits.pop(ref, None)
-                reply.error = OutpostError(_no_answer(reply.timeout))
-                reply.finish()
 
     def catch_up(self, group_id: str, task_ids: list[str]) -> None:
         """Ask again for results of these tasks (sent at once if already finished)."""
@@ -261,7 +207,7 @@ class ResultListener:
                 # handles frames while the submissions still unanswered fail.
                 with self._role:
                     self._ws = None
-                    self._fail_submits()
+                    self._submits.fail_all()
                 with self._changed:
                     self._watching.clear()
                     self._failures += 1
@@ -354,9 +300,7 @@ class ResultListener:
                 self._wake()
 
     def _handle(self, raw: bytes | str) -> None:
-        now = time.monotonic()
-        if now >= self._next_expiry:
-            self._expire_submits(now)
+        self._submits.expire(time.monotonic())
         if not raw:
             return
         frame = msgpack.unpackb(raw, raw=False) if isinstance(raw, bytes) else {}
@@ -370,20 +314,7 @@ class ResultListener:
                 self._watching.add(frame["task_group_id"])
                 self._changed.notify_all()
         elif kind in ("submitted", "submit_error"):
-            reply = self._submits.get(frame.get("ref"))  # type: ignore[arg-type]
-            if reply is not None:
-                if kind == "submitted":
-                    reply.answer = frame.get("answer")
-                else:
-                    reply.error = OutpostAPIError(
-                        int(frame.get("status", 400)),
-                        str(frame.get("code")),
-                        str(frame.get("reason")),
-                        frame,
-                    )
-                if reply.callback is not None:
-                    self._submits.pop(frame.get("ref"), None)  # type: ignore[arg-type]
-                reply.finish()
+            self._submits.answered(kind, frame)
         elif kind == "error":
             log.warning("result stream: %s", frame.get("reason"))
 
@@ -406,7 +337,3 @@ class ResultListener:
             ]
             if done:
                 self._on_results(done)
-
-
-def _no_answer(timeout: float) -> str:
-    return f"no answer to a submission within {timeout:.0f} s; the tasks may have been accepted"

@@ -11,7 +11,7 @@ import pytest
 from outpost.sdk.batch import Batch
 from outpost.sdk.client import user_runtime
 from outpost.sdk.executor import Executor
-from outpost.sdk.results import _Reply
+from outpost.sdk.replies import Reply
 
 
 def _rest_json(batch: Batch) -> dict[str, Any]:
@@ -52,12 +52,12 @@ def test_stream_body_matches_rest(config: Any, spec: Any) -> None:
 
 def test_a_callback_reply_finishes_without_an_event() -> None:
     seen: list[tuple[Any, Exception | None]] = []
-    cb = _Reply(lambda a, e: seen.append((a, e)), timeout=5)
+    cb = Reply(lambda a, e: seen.append((a, e)), timeout=5)
     assert cb.done is None and not cb.finished
     cb.answer = {"ok": 1}
     cb.finish()
     assert cb.finished and seen == [({"ok": 1}, None)]
-    waited = _Reply()
+    waited = Reply()
     assert waited.done is not None and not waited.done.is_set()
     waited.finish()
     assert waited.finished and waited.done.is_set()
