@@ -4,6 +4,8 @@ Run by ``compare.py`` with Outpost's Python for ``outpost`` and with the peers' 
 (``benchmarks/.venv-peers``) for ``dask``, ``celery`` and ``parsl``:
 
     _compare_run.py SYSTEM --workers N --counts JSON --out FILE --dir DIR
+    _compare_run.py SYSTEM --workers N --start-only --out FILE --dir DIR
+                                              (start, note the start-up, stop)
     _compare_run.py dask-cluster --workers N      (internal: holds a LocalCluster)
 
 Progress goes to stdout, one line at a time; the libraries' own logs to stderr.
@@ -334,6 +336,9 @@ def main() -> None:
     ap.add_argument("--counts", default="{}")
     ap.add_argument("--out")
     ap.add_argument("--dir")
+    ap.add_argument(
+        "--start-only", action="store_true", help="start the system, note its start-up, stop"
+    )
     args = ap.parse_args()
     if args.system == "dask-cluster":
         hold_dask_cluster(args.workers)
@@ -354,6 +359,14 @@ def main() -> None:
     t0 = time.perf_counter()
     system = SYSTEMS[args.system](args.workers, run_dir)
     started = time.perf_counter() - t0
+    if args.start_only:
+        try:
+            fig: dict[str, Any] = {"start_seconds": getattr(system, "start_seconds", started)}
+        finally:
+            say(f"stopping {args.system}")
+            system.stop()
+        Path(args.out).write_text(json.dumps(fig))
+        return
     try:
         tag = os.environ[TAG_VARIABLE]
 

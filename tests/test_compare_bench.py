@@ -4,6 +4,7 @@ result. No timing is asserted here; figures come from running the script."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -81,3 +82,48 @@ def test_driver_catches_wrong_results() -> None:
     w = _workloads()
     fig = w.run_workloads(_Threads(corrupt=True), _tiny(w), 2, lambda line: None, lambda: set())
     assert any("workload 3" in e for e in fig["errors"])
+
+
+def _compare() -> Any:
+    if str(BENCH) not in sys.path:
+        sys.path.append(str(BENCH))
+    name = "outpost_bench_compare"
+    spec = importlib.util.spec_from_file_location(name, BENCH / "compare.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_start_up_is_the_median_of_fresh_starts(monkeypatch: Any, tmp_path: Path) -> None:
+    c = _compare()
+    calls: list[tuple[str, bool]] = []
+    starts = iter([0.9, 2.5, 0.7])  # two start-only runs, then the full run
+
+    def fake_run(name: str, python: str, counts: Any, workers: int, run_dir: Path,
+                 label: str, start_only: bool = False) -> dict[str, Any]:  # fmt: skip
+        calls.append((label, start_only))
+        fig: dict[str, Any] = {"start_seconds": next(starts)}
+        if not start_only:
+            fig["payload_mb_s"] = 1.0
+        return fig
+
+    monkeypatch.setattr(c, "_run", fake_run)
+    fig = c.run_system("outpost", sys.executable, None, 2, tmp_path, starts=3)
+    assert calls == [("outpost-start1", True), ("outpost-start2", True), ("outpost", False)]
+    assert fig["start_samples"] == [0.9, 2.5, 0.7]
+    assert fig["start_seconds"] == 0.9
+    assert fig["payload_mb_s"] == 1.0
+
+
+def test_start_only_run_starts_and_stops_outpost(tmp_path: Path) -> None:
+    out = tmp_path / "start.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "_compare_run.py"), "outpost", "--workers", "1",
+         "--start-only", "--out", str(out), "--dir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=180, cwd=BENCH,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fig = json.loads(out.read_text())
+    assert set(fig) == {"start_seconds"} and fig["start_seconds"] > 0
+    assert "stopping outpost" in proc.stdout
