@@ -15,7 +15,8 @@ results are recorded. The whole loss/retry policy is here:
   e.g. of a batch handed over again after a replica died, the store says).
 - At start, a service with a broker that keeps nothing (embedded) queues the store's
   unfinished tasks again; a durable broker (RabbitMQ) still has them, so no replica
-  queues them again.
+  queues them again, except those of a submission stored and not yet published when its
+  replica died (``requeue.py``, which also has the table of a task's states).
 """
 
 from __future__ import annotations
