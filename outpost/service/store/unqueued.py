@@ -85,3 +85,17 @@ def waiting_tasks(conn: Connection, task_ids: list[str]) -> list[dict[str, Any]]
     ).mappings()
     found = {r["id"]: blobs.merge(dict(r), "payload", _WITH_PAYLOAD, conn=conn) for r in rows}
     return [found[t] for t in task_ids if t in found]
+
+
+def waiting_for(conn: Connection, endpoint_id: str) -> list[dict[str, Any]]:
+    """Every task of the endpoint no endpoint has taken (``waiting-for-ep``), wherever it
+    is: ``[{id, function_id, task_group_id}]``, oldest first."""
+    rows = conn.execute(
+        select(tasks.c.id, tasks.c.function_id, tasks.c.task_group_id)
+        .where(
+            tasks.c.endpoint_id == endpoint_id,
+            tasks.c.status == TaskState.WAITING_FOR_EP.value,
+        )
+        .order_by(tasks.c.created_at)
+    ).mappings()
+    return [dict(r) for r in rows]
