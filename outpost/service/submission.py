@@ -5,6 +5,7 @@ Shared by ``POST /v3/endpoints/{id}/submit`` and the result stream's ``submit`` 
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -25,6 +26,8 @@ from outpost.service.store import unqueued
 from outpost.service.store.accounts import identities_of
 from outpost.service.user_endpoints import check_policy
 from outpost.service.wiring import Runtime
+
+log = logging.getLogger(__name__)
 
 
 class SubmitRequest(BaseModel):
@@ -186,13 +189,23 @@ async def accept(
         # the client is told to submit again.
         await state.ledger.fail(eid, messages, TaskErrorCode.NOT_QUEUED, str(e))
         if durable:
-            await state.db.write(lambda c: unqueued.remove(c, [request_id]))
+            await _queued(state, request_id)
         raise
     if durable:
-        await state.db.write(lambda c: unqueued.remove(c, [request_id]))
+        await _queued(state, request_id)
     return {
         "request_id": request_id,
         "task_group_id": gid,
         "endpoint_id": addressed,
         "tasks": answer,
     }
+
+
+async def _queued(state: Runtime, request_id: str) -> None:
+    """The broker has the submission's tasks (or they failed): its row goes. If that
+    write fails, the tasks were accepted all the same: the sweep (runtime/requeue.py)
+    publishes them once more later, which the endpoint and the ledger take as a repeat."""
+    try:
+        await state.db.write(lambda c: unqueued.remove(c, [request_id]))
+    except Exception as e:  # noqa: BLE001 - the answer stands
+        log.warning("submission %s queued, its unqueued row not removed: %s", request_id, e)
