@@ -204,6 +204,37 @@ class Agent(ChannelOwner):
         self.on_frame_now(channel, frame)
 
     def on_frame_now(self, channel: Channel, frame: dict[str, Any]) -> None:
+        try:
+            self._handle(channel, frame)
+        except Exception as e:  # noqa: BLE001 - one frame must not end the endpoint
+            # Raised again, the frame would end the session and come back after the
+            # reconnect, for ever: its tasks are answered with the reason instead.
+            self._frame_failed(frame, e)
+
+    def _frame_failed(self, frame: dict[str, Any], e: Exception) -> None:
+        kind = frame.get("type")
+        raw = frame.get("tasks") if kind == m.TASK else None
+        ids = [
+            t["task_id"]
+            for t in (raw if isinstance(raw, list) else [])
+            if isinstance(t, dict) and isinstance(t.get("task_id"), str)
+        ]
+        # Tasks the engine took, or that have a result, are answered already.
+        open_ids = [t for t in dict.fromkeys(ids) if t not in self.held and t not in self.spool]
+        log.error(
+            "could not handle a %s frame from the service (%d task(s) in it failed): %s",
+            kind,
+            len(open_ids),
+            e,
+            exc_info=e,
+        )
+        if not open_ids:
+            return  # nothing in it to answer: dropped
+        msg = f"the endpoint could not take this task ({type(e).__name__}: {e})"
+        code = TaskErrorCode.EXECUTION
+        self._from_engine([_failed(Task(t, "", ""), code, msg) for t in open_ids])
+
+    def _handle(self, channel: Channel, frame: dict[str, Any]) -> None:
         kind = frame["type"]
         if kind == m.TASK:
             self._on_tasks(channel, frame["tasks"])
@@ -289,7 +320,13 @@ class Agent(ChannelOwner):
             fresh.append(t)
         if fresh:
             self.held.update(t.task_id for t in fresh)
-            self.engine.submit(fresh)
+            try:
+                self.engine.submit(fresh)
+            except Exception as e:  # noqa: BLE001 - the engine refused them: answered
+                log.error("the engine refused %d task(s): %s", len(fresh), e, exc_info=e)
+                self.held.difference_update(t.task_id for t in fresh)
+                msg = f"the endpoint could not take this task ({type(e).__name__}: {e})"
+                failed.extend(_failed(t, TaskErrorCode.EXECUTION, msg) for t in fresh)
         if ack:
             self._acks.extend(ack)
             self._known.extend(known)

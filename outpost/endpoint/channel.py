@@ -13,7 +13,8 @@ A :class:`Channel` keeps one WebSocket to the service open for its owner (a
 * hands every frame from the service to :meth:`ChannelOwner.on_frame`, in order; an
   owner whose handling never awaits (``frames_now``: the agent) gets each one from the
   socket's callback (:meth:`ChannelOwner.on_frame_now`) when nothing is queued before it,
-  without websockets' queue and a later turn of the loop;
+  without websockets' queue and a later turn of the loop; a frame the owner fails on is
+  logged and dropped (the connection stays: the service would only send it again);
 * :meth:`Channel.send_now` writes a frame without awaiting when nothing stands in the way
   (the agent's results), :meth:`Channel.send` otherwise.
 
@@ -140,7 +141,6 @@ class Channel:
         self._kept: list[Frame] = []
         self.connections = 0  # connections that got as far as the welcome
         self._in_frame = False  # the session's loop is inside the owner's on_frame
-        self._frame_error: Exception | None = None  # from a frame handled at once
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -323,6 +323,8 @@ class Channel:
                 self._in_frame = True
                 try:
                     await self.owner.on_frame(self, frame)
+                except Exception as e:  # noqa: BLE001 - see _frame_dropped
+                    self._frame_dropped(frame, e)
                 finally:
                     self._in_frame = False
         except ConnectionClosed as e:
@@ -333,9 +335,6 @@ class Channel:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        error, self._frame_error = self._frame_error, None
-        if error is not None:
-            raise error
 
     def _frame_now(self, raw: Data, ws: ClientConnection) -> bool:
         """A message from the socket's callback: handled now, unless the session's loop
@@ -349,10 +348,17 @@ class Channel:
             return True
         try:
             self.owner.on_frame_now(self, frame)
-        except Exception as e:  # raised by the session, as from on_frame
-            self._frame_error = e
-            asyncio.ensure_future(ws.close())
+        except Exception as e:  # noqa: BLE001 - see _frame_dropped
+            self._frame_dropped(frame, e)
         return True
+
+    def _frame_dropped(self, frame: Frame, e: Exception) -> None:
+        """The owner failed on a frame (it answers what it can itself, e.g. the agent
+        fails the tasks of it): logged and dropped. Ending the connection, or the
+        process, would not help: the service would send the same frame again."""
+        log.error(
+            "dropped a %s frame the endpoint could not handle: %s", frame.get("type"), e, exc_info=e
+        )
 
     def _task_done(self, task: asyncio.Task[None], ws: ClientConnection) -> None:
         """A per-connection task that fails (other than by the connection closing) must

@@ -20,6 +20,7 @@ from outpost.service.datadir import open_private
 from outpost.service.http_log import HTTPLogMiddleware
 from outpost.service.ratelimit import RateLimiter
 from outpost.service.routes import endpoints, sockets, version
+from outpost.service.runtime.requeue import requeue_loop
 from outpost.service.settings import ServiceSettings
 from outpost.service.store.db import make_engine, open_database
 from outpost.service.wiring import Seams, build_runtime
@@ -77,13 +78,16 @@ def create_app(settings: ServiceSettings, seams: Seams | None = None) -> FastAPI
         n = await rt.start()
         log.info("service ready (replica %s); %d unfinished tasks queued again", rt.replica_id, n)
         purger = asyncio.create_task(housekeeping.purge_loop(rt), name="outpost-retention")
+        # Tasks a replica stored and died before queuing (a durable broker only).
+        requeuer = asyncio.create_task(requeue_loop(rt.db, rt.broker), name="outpost-requeue")
         try:
             yield
         finally:
             app.state.stopping = True
-            purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await purger
+            for loop_task in (purger, requeuer):
+                loop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop_task
             await rt.commands.close_local("service stopping")
             await rt.stop()
             await authenticator(rt).close()

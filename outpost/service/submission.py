@@ -5,6 +5,7 @@ Shared by ``POST /v3/endpoints/{id}/submit`` and the result stream's ``submit`` 
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -21,9 +22,12 @@ from outpost.service.errors import APIError, not_found
 from outpost.service.routes import parse_uuid
 from outpost.service.routes.endpoints import endpoint_visible_to
 from outpost.service.store import tasks as task_store
+from outpost.service.store import unqueued
 from outpost.service.store.accounts import identities_of
 from outpost.service.user_endpoints import check_policy
 from outpost.service.wiring import Runtime
+
+log = logging.getLogger(__name__)
 
 
 class SubmitRequest(BaseModel):
@@ -145,12 +149,18 @@ async def accept(
     if state.amqp is not None:  # the group's AMQP result queue, before anything is stored
         await state.amqp.submit_accepted(uid, gid, body.create_queue)
 
+    # A durable broker: a row names these tasks until the broker has them, so that they
+    # are queued even if this replica dies in between (runtime/requeue.py).
+    durable = state.broker.durable
+
     def store(conn: Any) -> bool:
         if known_owner is None and not task_store.ensure_group(
             conn, gid, uid, body.create_queue, now
         ):
             return False
         task_store.insert_tasks(conn, rows)
+        if durable:
+            unqueued.add(conn, request_id, eid, [r["id"] for r in rows], now)
         return True
 
     if not state.broker.available():
@@ -178,10 +188,24 @@ async def accept(
         # Stored but not queued: recorded as failed (nothing is left waiting for ever), and
         # the client is told to submit again.
         await state.ledger.fail(eid, messages, TaskErrorCode.NOT_QUEUED, str(e))
+        if durable:
+            await _queued(state, request_id)
         raise
+    if durable:
+        await _queued(state, request_id)
     return {
         "request_id": request_id,
         "task_group_id": gid,
         "endpoint_id": addressed,
         "tasks": answer,
     }
+
+
+async def _queued(state: Runtime, request_id: str) -> None:
+    """The broker has the submission's tasks (or they failed): its row goes. If that
+    write fails, the tasks were accepted all the same: the sweep (runtime/requeue.py)
+    publishes them once more later, which the endpoint and the ledger take as a repeat."""
+    try:
+        await state.db.write(lambda c: unqueued.remove(c, [request_id]))
+    except Exception as e:  # noqa: BLE001 - the answer stands
+        log.warning("submission %s queued, its unqueued row not removed: %s", request_id, e)

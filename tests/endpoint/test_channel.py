@@ -517,7 +517,8 @@ async def test_frames_are_handled_at_once_when_nothing_waits_and_always_in_order
     """A frame that finds nothing queued before it is handed to ``on_frame_now`` from the
     socket's callback; frames that arrive while others wait (or while ``on_frame`` runs)
     are queued behind them: the owner sees every frame once, in the order sent. A frame
-    handled at once that raises ends the channel with that error, as ``on_frame``'s do."""
+    handled at once that raises is dropped (logged), as ``on_frame``'s are, and the
+    connection carries on (test_poison_frames.py)."""
     owner = NowRecorder()
 
     async def script(index: int, ws: ServerConnection) -> None:
@@ -532,12 +533,18 @@ async def test_frames_are_handled_at_once_when_nothing_waits_and_always_in_order
             await asyncio.sleep(0.02)
         await until(lambda: len(owner.frames) == 40, "the last frames")
         await ws.send(m.encode({"type": m.CANCEL, "task_ids": ["boom"]}))
+        await ws.send(m.encode({"type": m.CANCEL, "task_ids": ["d0"]}))
 
     fake.script = script
     ch = Channel(settings(fake, heartbeat_period=60.0), owner, "endpoint ep")
-    with pytest.raises(RuntimeError, match="boom"):
-        await asyncio.wait_for(ch.run(), DEADLINE_S)
+    run = asyncio.create_task(ch.run())
+    try:
+        await until(lambda: len(owner.frames) == 41, "the frame after the one that raised")
+        assert not run.done() and ch.connections == 1
+    finally:
+        ch.stop()
+        await asyncio.wait_for(run, DEADLINE_S)
     ids = [f["task_ids"][0] for f in owner.frames]
-    expected = [f"{k}{i}" for k, n in (("a", 20), ("b", 10), ("c", 10)) for i in range(n)]
+    expected = [f"{k}{i}" for k, n in (("a", 20), ("b", 10), ("c", 10), ("d", 1)) for i in range(n)]
     assert ids == expected
-    assert owner.how[:30] == ["queued"] * 30 and owner.how[30:] == ["now"] * 10
+    assert owner.how[:30] == ["queued"] * 30 and owner.how[30:] == ["now"] * 11

@@ -335,6 +335,40 @@ class ProcessPoolEngine(Engine):
 
     def _dispatch(self) -> None:
         """Hand queued tasks to live workers (any thread; takes the lock)."""
+        refused: list[TaskResult] = []
+        self._dispatch_locked(refused)
+        if refused:  # reported without the lock (the callback may submit again)
+            assert self._on_results is not None
+            self._on_results(refused)
+            self._dispatch()  # the rest of their batches went back to the queue
+
+    def _send(self, w: _Worker, batch: list[Task], refused: list[TaskResult]) -> bool:
+        """``w.send``; a task that cannot be pickled for the worker (e.g. a
+        resource_specification nested too deep) fails with the reason instead of
+        failing its whole batch, or the engine: the rest go back to the queue."""
+        try:
+            return w.send(batch)
+        except Exception:  # noqa: BLE001 - pickling; each task alone says which
+            pass
+        ok: list[Task] = []
+        for t in batch:
+            try:
+                pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as e:  # noqa: BLE001 - any pickling failure
+                msg = (
+                    f"the endpoint could not take this task: it cannot be handed to a worker "
+                    f"process ({type(e).__name__}: {e}); check its arguments and "
+                    "resource_specification"
+                )
+                log.warning("task %s refused: %s", t.task_id, msg)
+                code = TaskErrorCode.SERIALIZATION
+                refused.append(failure_result(t, code, f"{code}: {msg}", msg, details=False))
+            else:
+                ok.append(t)
+        self._queue.extendleft(reversed(ok))
+        return True  # nothing of it is left to put back
+
+    def _dispatch_locked(self, refused: list[TaskResult]) -> None:
         with self._lock:
             if not self._queue:
                 return
@@ -352,7 +386,7 @@ class ProcessPoolEngine(Engine):
                 if self._queue[0].suspect:
                     if not w.outstanding:
                         one = self._queue.popleft()
-                        if not w.send([one]):
+                        if not self._send(w, [one], refused):
                             self._queue.appendleft(one)
                     continue
                 room = cap - len(w.outstanding)
@@ -361,7 +395,7 @@ class ProcessPoolEngine(Engine):
                 batch: list[Task] = []
                 while self._queue and len(batch) < chunk and not self._queue[0].suspect:
                     batch.append(self._queue.popleft())
-                if batch and not w.send(batch):
+                if batch and not self._send(w, batch, refused):
                     self._queue.extendleft(reversed(batch))  # never sent: run elsewhere
 
 

@@ -14,8 +14,12 @@ again after a consumer died without settling all of it comes back whole, with
 ledger to skip (``runtime/ledger.py``), not the broker.
 
 ``drain`` and ``queued`` are for operations off the hot path (deleting an endpoint,
-failing a user endpoint's queue, status pages). Tasks a consumer holds (handed out, or
-in a batch it received) are neither drained nor counted as queued.
+failing a user endpoint's queue, status pages). ``drain`` takes every task waiting and
+not handed out: queued, given back, or in a batch a consumer of this broker instance
+received and has not handed out (RabbitMQ); a consumer in another process keeps its
+batches (``TaskLedger.fail_queued`` fails from the store what still waits). Deliveries
+handed out stay with their consumer, settled through their handles. ``queued`` counts
+what waits in the queue itself.
 
 Implementations: ``EmbeddedBroker`` (in-process, the default) and ``AmqpBroker``
 (RabbitMQ: durable queues, tasks in batch messages, publisher confirms). One contract test
@@ -98,7 +102,8 @@ class Broker(ABC):
 
     @abstractmethod
     async def drain(self, endpoint_id: str) -> list[TaskMessage]:
-        """Take every task queued for the endpoint and not delivered (to fail them)."""
+        """Take every task waiting for the endpoint and not handed out (to fail them),
+        including those in a batch this instance's consumer received."""
 
     @abstractmethod
     async def queued(self, endpoint_id: str) -> int:

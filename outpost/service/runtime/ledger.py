@@ -15,7 +15,8 @@ results are recorded. The whole loss/retry policy is here:
   e.g. of a batch handed over again after a replica died, the store says).
 - At start, a service with a broker that keeps nothing (embedded) queues the store's
   unfinished tasks again; a durable broker (RabbitMQ) still has them, so no replica
-  queues them again.
+  queues them again, except those of a submission stored and not yet published when its
+  replica died (``requeue.py``, which also has the table of a task's states).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from outpost.service import outcomes
 from outpost.service.broker import Broker, BrokerUnavailable, Delivery
 from outpost.service.runtime.db import Database
 from outpost.service.runtime.fanout import ResultFanout
-from outpost.service.store import blobs
+from outpost.service.store import blobs, unqueued
 from outpost.service.store import tasks as task_store
 from outpost.service.taskdoc import TaskDoc, result_doc, text_doc
 
@@ -134,8 +135,22 @@ class TaskLedger:
         )
 
     async def fail_queued(self, endpoint_id: str, code: TaskErrorCode, reason: str) -> int:
-        """Fail every task waiting in the endpoint's queue (deleted, could not start)."""
+        """Fail every task waiting for the endpoint (deleted, could not start): those the
+        broker drains, and those the store has waiting that it could not reach (a batch
+        on its way to the queue, or received by a consumer in another replica)."""
         waiting = await self.broker.drain(endpoint_id)
+        drained = {m.task_id for m in waiting}
+        rows = await self.db.read(unqueued.waiting_for, endpoint_id)
+        waiting += [
+            TaskMessage(
+                task_id=r["id"],
+                function_id=r["function_id"],
+                task_group_id=r["task_group_id"],
+                payload="",
+            )
+            for r in rows
+            if r["id"] not in drained
+        ]
         if waiting:
             await self.fail(endpoint_id, waiting, code, reason)
         return len(waiting)

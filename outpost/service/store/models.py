@@ -355,3 +355,26 @@ class EndpointPresence(Base):
     last_seen = __table__.c.last_seen
     threshold = __table__.c.threshold
     load = __table__.c.load
+
+
+class UnqueuedSubmission(Base):
+    """A submission stored and not yet known to be in the (durable) broker: written with
+    its tasks, removed once the broker has them. A row left behind (the replica died in
+    between) is how another replica finds tasks to queue (``runtime/requeue.py``);
+    ``lease_until``: a replica queuing them now holds the row until then."""
+
+    __tablename__ = "unqueued_submissions"
+    __table__ = Table(
+        "unqueued_submissions",
+        metadata,
+        _column("request_id", String(36), primary_key=True),
+        _column("endpoint_id", String(36), nullable=False),
+        _column("task_ids", JSON, nullable=False),
+        _column("created_at", Float, nullable=False),
+        _column("lease_until", Float),
+    )
+    request_id = __table__.c.request_id
+    endpoint_id = __table__.c.endpoint_id
+    task_ids = __table__.c.task_ids
+    created_at = __table__.c.created_at
+    lease_until = __table__.c.lease_until

@@ -139,6 +139,31 @@ async def test_drain_takes_what_is_queued_not_what_is_delivered(brokers: Replica
     assert await broker.drain(str(uuid.uuid4())) == []  # an unknown endpoint: nothing
 
 
+async def test_drain_takes_tasks_received_but_not_handed_out(brokers: Replicas) -> None:
+    """A batch bigger than the credit window: what the consumer has not handed out of it
+    waits as much as what is queued, so drain takes it; what is handed out stays with
+    the consumer, and what it gives back afterwards waits (and is drained) again."""
+    broker: Broker = await brokers()
+    eid, msgs = str(uuid.uuid4()), tasks(6)
+    await broker.publish(eid, msgs)  # one publish: one batch where the broker batches
+    consumer = await broker.consume(eid, prefetch=2)
+    held = await take(consumer, 2)
+    assert [d.message for d in held] == msgs[:2]
+    drained = await broker.drain(eid)
+    assert drained == msgs[2:]
+    assert await broker.queued(eid) == 0
+    await held[0].ack()
+    await held[1].requeue()  # given back: waiting again
+    assert await broker.drain(eid) == [msgs[1]]
+    with pytest.raises(TimeoutError):  # nothing is left to hand out
+        await asyncio.wait_for(consumer.get(10), 1.0)
+    await consumer.close()
+    other = await (await brokers()).consume(eid, prefetch=10)
+    with pytest.raises(TimeoutError):  # nor does anything come back after the close
+        await asyncio.wait_for(other.get(10), 1.0)
+    await other.close()
+
+
 async def test_a_durable_broker_keeps_tasks_across_connections(brokers: Replicas) -> None:
     a = await brokers()
     if not a.durable:

@@ -197,6 +197,26 @@ async def test_failing_the_queue_records_why(world: World) -> None:
     assert row["status"] == "failed" and "deleted" in row["exception"]
 
 
+async def test_failing_the_queue_fails_every_waiting_task_wherever_it_is(world: World) -> None:
+    """Queued, handed to a consumer and not yet to the endpoint, or stored and still on its
+    way to the broker: every task that waits is failed; one the endpoint took is not."""
+    queued, delivered, on_the_way, taken = (world.store(2) for _ in range(4))
+    await world.broker.publish(world.eid, delivered)
+    consumer, got = await deliveries(world, 2)
+    await world.broker.publish(world.eid, queued)
+    with world.db.engine.begin() as conn:
+        task_store.mark_running(conn, [m.task_id for m in taken], time.time())
+    n = await world.ledger.fail_queued(
+        world.eid, TaskErrorCode.ENDPOINT_DELETED, "the endpoint was deleted"
+    )
+    assert n == 6
+    for m in queued + delivered + on_the_way:
+        row = world.row(m.task_id)
+        assert row["status"] == "failed" and "deleted" in row["exception"], row
+    assert {world.row(m.task_id)["status"] for m in taken} == {"running"}
+    await consumer.close()
+
+
 async def test_a_batch_handed_over_again_after_a_replica_died_runs_nothing_twice(
     tmp_path: Path, brokers: Replicas
 ) -> None:

@@ -216,6 +216,22 @@ class _Consumer(Consumer):
         except UNAVAILABLE as e:  # the channel is gone: RabbitMQ delivers it again
             log.info("ack of a batch of %d lost (%s); its tasks are skipped", len(b.done), e)
 
+    async def take_buffered(self) -> list[TaskMessage]:
+        """Drain: the tasks received and not handed out, settled here for good (a batch
+        all of whose tasks are settled is acknowledged)."""
+        if self._closed:
+            return []
+        entries, self._buffer = list(self._buffer), deque()
+        out: list[TaskMessage] = []
+        for b, i, _again in entries:
+            if b.stale():  # RabbitMQ delivers it again: it is in the queue
+                self._open.discard(b)
+            elif not b.done[i]:
+                out.append(b.current[i])
+                await self.finish(b, i)
+        self._regulate()
+        return out
+
     def give_back(self, b: _Batch, index: int, message: TaskMessage | None) -> None:
         """A task back to the queue: while this consumer is its queue's active consumer,
         that is the front of its own buffer (the message stays unacknowledged)."""
@@ -236,6 +252,8 @@ class _Consumer(Consumer):
             return
         self._closed = True
         self._changed.set()
+        if self._broker._consumers.get(self._endpoint_id) is self:
+            del self._broker._consumers[self._endpoint_id]
         if self._qos_task is not None:
             self._qos_task.cancel()
         touched = [b for b in self._open if b.touched and b.left and not b.stale()]
@@ -267,6 +285,8 @@ class AmqpBroker(Broker):
     def __init__(self, rabbit: Rabbit) -> None:
         self.rabbit = rabbit
         self._declared: set[str] = set()
+        #: This process's consumer of each endpoint's queue (its buffer is drained too).
+        self._consumers: dict[str, _Consumer] = {}
 
     def available(self) -> bool:
         return self.rabbit.connected()
@@ -317,10 +337,16 @@ class AmqpBroker(Broker):
             await consumer.start(await self._declare(channel, endpoint_id), prefetch)
             return consumer
 
-        return await self.rabbit.call("starting a consumer", start())
+        consumer = await self.rabbit.call("starting a consumer", start())
+        self._consumers[endpoint_id] = consumer
+        return consumer
 
     async def drain(self, endpoint_id: str) -> list[TaskMessage]:
-        return await self.rabbit.call("draining a queue", self._drain(endpoint_id), 60.0)
+        # Tasks in a batch this process's consumer received and has not handed out are
+        # no longer in RabbitMQ's queue: taken from its buffer first.
+        consumer = self._consumers.get(endpoint_id)
+        held = await consumer.take_buffered() if consumer is not None else []
+        return held + await self.rabbit.call("draining a queue", self._drain(endpoint_id), 60.0)
 
     async def _drain(self, endpoint_id: str) -> list[TaskMessage]:
         out: list[TaskMessage] = []
