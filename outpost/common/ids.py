@@ -1,4 +1,5 @@
-"""Random (version 4) UUIDs as text, many at a time.
+"""UUIDs as text, many at a time: random (version 4), and time-ordered (version 7) for
+task ids.
 
 ``str(uuid.uuid4())`` builds a ``UUID`` object per id (an int, its checks, then the text
 from the int): about a tenth of the service's CPU time per task when tasks are submitted
@@ -10,6 +11,7 @@ bytes.
 from __future__ import annotations
 
 import os
+import time
 
 
 def uuid4_texts(n: int) -> list[str]:
@@ -19,6 +21,30 @@ def uuid4_texts(n: int) -> list[str]:
     for i in range(0, 16 * n, 16):
         raw[i + 6] = (raw[i + 6] & 0x0F) | 0x40  # version 4
         raw[i + 8] = (raw[i + 8] & 0x3F) | 0x80  # the RFC 4122 variant
+        h = raw[i : i + 16].hex()
+        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return out
+
+
+def uuid7_texts(n: int) -> list[str]:
+    """``n`` new time-ordered UUIDs (version 7, RFC 9562) in their usual text form: the
+    first 48 bits are the Unix time in milliseconds, the other 74 (all but the version
+    and variant bits) random, from one read of the OS's randomness.
+
+    Task ids: the store's index of task ids (a B-tree) then takes a batch of new tasks in
+    its last pages instead of one page per task scattered over the whole index. That
+    made a bulk submission write ~2.3 times as many bytes of SQLite log per task (every
+    page a commit touches is logged whole) and cost ~1.5 times the CPU in SQLite.
+    Clients see ordinary UUIDs; ids made within the same millisecond are in no
+    particular order among themselves, and a clock set back costs only locality.
+    """
+    head = (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF).to_bytes(6, "big")
+    raw = bytearray(os.urandom(16 * n))
+    out: list[str] = []
+    for i in range(0, 16 * n, 16):
+        raw[i : i + 6] = head
+        raw[i + 6] = (raw[i + 6] & 0x0F) | 0x70  # version 7
+        raw[i + 8] = (raw[i + 8] & 0x3F) | 0x80  # the RFC 4122 (9562) variant
         h = raw[i : i + 16].hex()
         out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
     return out
