@@ -38,6 +38,17 @@ _DETAILS: dict[str, str] | None = None
 #: Set for each task in a worker process (``Limits.set_task_env``), rewritten in place.
 _TASK_ID = TaskVariable("OUTPOST_TASK_ID")
 _SANDBOX_DIR = TaskVariable("OUTPOST_TASK_SANDBOX_DIR")
+#: This process's id for each result's details, asked once (``getpid`` is a system call
+#: each time: one per task), and again in a child after a fork.
+_PID = os.getpid()
+
+
+def _forked() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def run_details() -> dict[str, str]:
@@ -183,7 +194,7 @@ def run_task(task: Task, limits: Limits) -> TaskResult:
             **run_details(),
             "execution_start": start,
             "execution_end": end,
-            "pid": os.getpid(),
+            "pid": _PID,
             "python": sys.version.split()[0],
         },
     )

@@ -143,3 +143,22 @@ def test_no_arguments_still_refused_when_strategy_00_is_not_allowed() -> None:
 
     r = run_task(_task(nothing), Limits(allowed_serializers=(DEFAULT_CODE.identifier,)))
     assert r.status == "failed" and "not allowed" in r.exception
+
+
+def test_details_name_the_process_that_ran_the_task_also_after_a_fork() -> None:
+    r = run_task(_task(nothing), Limits())
+    assert r.details["pid"] == os.getpid()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own id in its results
+        try:
+            ok = run_task(_task(nothing), Limits()).details["pid"] == os.getpid()
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        assert os.read(read, 1) == b"1"
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
