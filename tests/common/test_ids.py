@@ -33,4 +33,5 @@ def test_uuid7_texts_are_time_ordered_version_7_uuids_in_their_usual_form() -> N
     assert min(later) > max(texts)
     # The rest is random: ids of one batch share the time, not their random bits.
     assert len({t[15:] for t in texts}) == 2000
+    assert {t[19] for t in texts} == set("89ab")  # the variant's digit keeps 2 random bits
     assert uuid7_texts(0) == []
