@@ -22,6 +22,7 @@ from outpost.common.pickling import (
     _b64_loads,
     _dill,
 )
+from outpost.common.plain_values import EMPTY_PAYLOAD
 
 HEADER_LEN = 3  # "00\n"
 
@@ -283,6 +284,8 @@ def pack_payload(
 ) -> str | bytes:
     """A task payload: packed serialized args and kwargs (text; with ``binary`` the
     binary form when they are large: ``binary_form.payload_as_text`` gives the text)."""
+    if type(args) is tuple and not args and type(kwargs) is dict and not kwargs:
+        return EMPTY_PAYLOAD
     if not binary:
         return pack_buffers([serialize(args, DEFAULT_DATA), serialize(kwargs, DEFAULT_DATA)])
     return binary_payload(args, kwargs)

@@ -17,6 +17,7 @@ from outpost import __version__
 from outpost.common.binary_form import payload_parts, serialize_data
 from outpost.common.errors import TaskErrorCode
 from outpost.common.packing import unpack_buffers
+from outpost.common.plain_values import EMPTY_ARGS, EMPTY_KWARGS, NONE_RESULT, loads_00
 from outpost.common.serialize import DEFAULT_CODE, deserialize, serialize
 from outpost.endpoint.records import Task, TaskResult
 from outpost.endpoint.task_env import TaskVariable
@@ -37,6 +38,17 @@ _DETAILS: dict[str, str] | None = None
 #: Set for each task in a worker process (``Limits.set_task_env``), rewritten in place.
 _TASK_ID = TaskVariable("OUTPOST_TASK_ID")
 _SANDBOX_DIR = TaskVariable("OUTPOST_TASK_SANDBOX_DIR")
+#: This process's id for each result's details, asked once (``getpid`` is a system call
+#: each time: one per task), and again in a child after a fork.
+_PID = os.getpid()
+
+
+def _forked() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def run_details() -> dict[str, str]:
@@ -114,8 +126,10 @@ def run_task(task: Task, limits: Limits) -> TaskResult:
     try:
         fn = _load_function(task, limits.allowed_serializers)
         args_s, kwargs_s = payload_parts(task.payload)
-        args = deserialize(args_s, limits.allowed_serializers)
-        kwargs = deserialize(kwargs_s, limits.allowed_serializers)
+        allowed = limits.allowed_serializers
+        plain = loads_00(allowed)  # no arguments: nothing to load (plain_values)
+        args = () if plain and args_s == EMPTY_ARGS else deserialize(args_s, allowed)
+        kwargs = {} if plain and kwargs_s == EMPTY_KWARGS else deserialize(kwargs_s, allowed)
     except Exception as e:  # noqa: BLE001
         text = f"{type(e).__name__}: {e}"
         if "globus_compute_sdk" in text:
@@ -153,7 +167,9 @@ def run_task(task: Task, limits: Limits) -> TaskResult:
     end = time.time()
     try:
         data: str | bytes
-        if callable(value):
+        if value is None:
+            data = NONE_RESULT  # what serialize_data(None) gives, made once
+        elif callable(value):
             data = serialize(value, DEFAULT_CODE)
         else:
             data = serialize_data(value, binary=task.binary_result)
@@ -178,7 +194,7 @@ def run_task(task: Task, limits: Limits) -> TaskResult:
             **run_details(),
             "execution_start": start,
             "execution_end": end,
-            "pid": os.getpid(),
+            "pid": _PID,
             "python": sys.version.split()[0],
         },
     )

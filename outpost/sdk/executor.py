@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from outpost.common.batching import next_batch, split_by_size
+from outpost.common.plain_values import NONE_RESULT
 from outpost.common.serialize import deserialize, pack_payload
 from outpost.sdk.batch import Batch
 from outpost.sdk.client import Client, user_runtime
@@ -291,7 +292,8 @@ class Executor(concurrent.futures.Executor):
                 continue
             try:
                 if doc.get("status") == "success":
-                    fut.set_result(deserialize(doc["result"]))
+                    result = doc["result"]
+                    fut.set_result(None if result == NONE_RESULT else deserialize(result))
                 else:
                     fut.set_exception(
                         TaskExecutionFailed(

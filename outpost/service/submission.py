@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from outpost.common.binary_form import unpack_binary_payload
 from outpost.common.errors import ErrorCode, SerializationError, TaskErrorCode
-from outpost.common.ids import uuid4_texts
+from outpost.common.ids import uuid7_texts
 from outpost.common.records import TaskMessage
 from outpost.common.states import TaskState
 from outpost.service.broker import BrokerUnavailable
@@ -105,8 +105,9 @@ async def accept(
     rows: list[dict[str, Any]] = []
     answer: dict[str, list[str]] = {}
     spec = body.resource_specification
-    # The tasks' ids and the answer's request_id, from one read of the OS's randomness.
-    new_ids = iter(uuid4_texts(sum(len(p) for p in body.tasks.values()) + 1))
+    # The tasks' ids and the answer's request_id, from one read of the OS's randomness;
+    # time-ordered, so the store's id index takes new tasks in its last pages.
+    new_ids = iter(uuid7_texts(sum(len(p) for p in body.tasks.values()) + 1))
     request_id = next(new_ids)
     waiting = TaskState.WAITING_FOR_EP.value
     for key, payloads in body.tasks.items():

@@ -112,5 +112,53 @@ def test_a_function_is_deserialized_once_per_worker(monkeypatch) -> None:
         t = Task(f"t{i}", task.function_id, _task(add, i).payload, task.function_code)
         r = run_task(t, Limits())
         assert deserialize(r.result) == i + 1
-    assert calls.count("01") == 1  # the function once; args and kwargs every time
-    assert calls.count("00") == 10
+    assert calls.count("01") == 1  # the function once; args every time
+    assert calls.count("00") == 5  # the empty kwargs' text is known (plain_values)
+
+
+def nothing():
+    return None
+
+
+def kwargs_seen(**kwargs):
+    kwargs["touched"] = True
+    return sorted(kwargs)
+
+
+def test_no_arguments_and_none_result_use_the_forms_made_once() -> None:
+    from outpost.common.plain_values import EMPTY_PAYLOAD, NONE_RESULT
+
+    t = _task(nothing)
+    assert t.payload == EMPTY_PAYLOAD
+    r = run_task(t, Limits())
+    assert r.status == "success" and r.result == NONE_RESULT and deserialize(r.result) is None
+    # Each call gets a dict of its own.
+    for _ in range(2):
+        r = run_task(_task(kwargs_seen), Limits())
+        assert deserialize(r.result) == ["touched"]
+
+
+def test_no_arguments_still_refused_when_strategy_00_is_not_allowed() -> None:
+    from outpost.common.serialize import DEFAULT_CODE
+
+    r = run_task(_task(nothing), Limits(allowed_serializers=(DEFAULT_CODE.identifier,)))
+    assert r.status == "failed" and "not allowed" in r.exception
+
+
+def test_details_name_the_process_that_ran_the_task_also_after_a_fork() -> None:
+    r = run_task(_task(nothing), Limits())
+    assert r.details["pid"] == os.getpid()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own id in its results
+        try:
+            ok = run_task(_task(nothing), Limits()).details["pid"] == os.getpid()
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        assert os.read(read, 1) == b"1"
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)

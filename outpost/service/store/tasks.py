@@ -150,8 +150,11 @@ def _json(value: Any) -> str | None:
 def insert_tasks(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert tasks (large payloads into ``task_blobs``); ``rows`` are not changed."""
     if rows:
-        rows, big = blobs.split(rows, "payload", blobs.PAYLOAD)
         driver = _sqlite_driver(conn)
+        big: list[dict[str, Any]] = []
+        if driver is None or not all(_small_text(r.get("payload")) for r in rows):
+            rows, big = blobs.split(rows, "payload", blobs.PAYLOAD)
+        # else every payload stays in its row (the common case): nothing to split
         if driver is None:
             conn.execute(_INSERT, rows)
         else:
@@ -213,6 +216,33 @@ def store_results(
         elif r["task_id"] not in known_fresh:
             continue
         fresh.append(r)
+    if not fresh:
+        return fresh
+    driver = _sqlite_driver(conn)
+    if driver is not None and all(_small_text(r.get("result")) for r in fresh):
+        # No result goes to task_blobs (the common case): the driver's rows straight
+        # from the results, without the per-result parameter maps and blobs.split.
+        driver.executemany(
+            _STORE_RESULT_SQL,
+            [
+                (
+                    r["status"],
+                    text_safe(r.get("result")),
+                    text_safe(r.get("exception")),
+                    _json(r.get("error_details")),
+                    _json(r.get("details")),
+                    r["completed_at"],
+                    r["task_id"],
+                    endpoint_id,
+                    *_DONE,
+                )
+                for r in fresh
+            ],
+        )
+        blobs.drop(
+            conn, blobs.PAYLOAD, [r["task_id"] for r in fresh if r["task_id"] not in small_payloads]
+        )
+        return fresh
     if fresh:
         params = [
             {
@@ -228,7 +258,6 @@ def store_results(
             for r in fresh
         ]
         params, big = blobs.split(params, "result", blobs.RESULT, id_key="task_id")
-        driver = _sqlite_driver(conn)
         if driver is None:
             conn.execute(_STORE_RESULT, params)
         else:
@@ -255,6 +284,11 @@ def store_results(
         )
         blobs.insert(conn, big)
     return fresh
+
+
+def _small_text(value: Any) -> bool:
+    """A result stored in the task's row as it is (text below ``blobs.BLOB_MIN``)."""
+    return value is None or (type(value) is str and len(value) < blobs.BLOB_MIN)
 
 
 def _safe(value: str | bytes | None) -> str | bytes | None:
