@@ -55,7 +55,7 @@ class LargeFrameReader(StreamReader):
             return
         super().feed_data(data)
 
-    def read_exact(self, n: int) -> Generator[None, None, bytearray]:
+    def read_exact(self, n: int) -> Generator[None, None, bytes | bytearray]:  # type: ignore[override]  # the frame parser takes either
         if n < LARGE_READ or len(self.buffer) >= n:
             return (yield from super().read_exact(n))
         self._collecting = True
@@ -74,7 +74,9 @@ class LargeFrameReader(StreamReader):
         if extra:
             last = memoryview(parts[-1])
             parts[-1], rest = last[: len(last) - extra], last[len(last) - extra :]
-        out = bytearray().join([head, *parts])
+        # bytes, not a bytearray: a reader that wants bytes (the SDK's stream,
+        # ``bytes(frame.data)``) then takes it as it is instead of copying it again.
+        out = b"".join([head, *parts])
         self.buffer = bytearray(rest)
         return out
 

@@ -92,9 +92,12 @@ def test_installed_protocols_talk_to_each_other() -> None:
     assert frame.data == big
     server.send_binary(big[::-1])
     for data in server.data_to_send():
-        client.receive_data(data)
+        for i in range(0, len(data), 65536):
+            client.receive_data(data[i : i + 65536])
     (frame,) = client.events_received()
     assert frame.data == big[::-1]
+    # bytes, as the chunks were joined: bytes(frame.data) (the SDK's stream) is no copy.
+    assert type(frame.data) is bytes and bytes(frame.data) is frame.data
     fed = ServerProtocol()
     fed.receive_data(b"GET / HTTP/1.1")  # a part of a request
     with pytest.raises(RuntimeError, match="received data"):
