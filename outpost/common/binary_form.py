@@ -18,7 +18,7 @@ from typing import Any
 
 from outpost.common.errors import SerializationError
 from outpost.common.packing import pack_buffers, unpack_buffers
-from outpost.common.pickling import _b64, _pickle_data, _unpickle
+from outpost.common.pickling import _b64, _pickle_parts, _unpickle
 
 #: The strategy-``00`` header, as text and in the binary form.
 DATA_HEADER = "00\n"
@@ -29,15 +29,18 @@ BINARY_MIN = 16 * 1024
 
 def serialize_data(obj: Any, binary: bool = False) -> str | bytes:
     """A data value (``00``): text, or with ``binary`` its binary form when large."""
-    data = _pickle_part(obj)
-    if binary and len(data) >= BINARY_MIN:
-        return BINARY_HEADER + data
-    return DATA_HEADER + _b64(data)
+    parts = _pickle_part(obj)
+    size = sum(len(p) for p in parts)
+    if binary and size >= BINARY_MIN:
+        return b"".join([BINARY_HEADER, *parts])  # the one copy of a large value
+    return DATA_HEADER + _b64(parts[0] if len(parts) == 1 else b"".join(parts))
 
 
-def _pickle_part(obj: Any) -> bytes:
+def _pickle_part(obj: Any) -> list[Any]:
+    """The pickle's pieces (``pickling._pickle_parts``: a large ``bytes`` inside is not
+    copied until the pieces are joined)."""
     try:
-        return _pickle_data(obj)
+        return _pickle_parts(obj)
     except Exception as e:
         raise SerializationError(
             f"cannot serialize {type(obj).__name__} with strategy 00: {type(e).__name__}: {e}"
@@ -61,11 +64,12 @@ def binary_payload(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | bytes
     """A task payload in its binary form if args and kwargs pickle to ``BINARY_MIN``
     bytes or more, else the text form."""
     parts = [_pickle_part(args), _pickle_part(kwargs)]
-    if sum(len(p) for p in parts) < BINARY_MIN:
-        return pack_buffers([DATA_HEADER + _b64(p) for p in parts])
-    pieces: list[bytes] = []
-    for p in parts:  # joined once: the pickles are copied once
-        pieces += [b"%d\n" % (len(BINARY_HEADER) + len(p)), BINARY_HEADER, p]
+    sizes = [sum(len(piece) for piece in p) for p in parts]
+    if sum(sizes) < BINARY_MIN:
+        return pack_buffers([DATA_HEADER + _b64(b"".join(p)) for p in parts])
+    pieces: list[Any] = []
+    for p, size in zip(parts, sizes, strict=True):  # joined once: one copy of each value
+        pieces += [b"%d\n" % (len(BINARY_HEADER) + size), BINARY_HEADER, *p]
     return b"".join(pieces)
 
 

@@ -43,6 +43,7 @@ from typing import Any
 import msgpack
 import msgspec
 
+from outpost.common import bigpack
 from outpost.common.batching import split_by_size
 
 TASK = "task"
@@ -235,6 +236,8 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 def encode(frame: dict[str, Any] | Frame) -> bytes:
     if isinstance(frame, Frame):
         return encode_frame(frame)
+    if frame.get("type") == RESULT:  # results: a large one copied once, not twice
+        return bigpack.packb(frame, depth=3)  # frame -> results -> result -> value
     return msgpack.packb(frame, use_bin_type=True)  # type: ignore[no-any-return]
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import binascii
 import pickle
+import threading
+from types import FunctionType
 from typing import Any
 
 #: dill's default protocol (``dill.settings["protocol"]``), which is pickle's default:
@@ -61,12 +63,73 @@ def _b64_loads(body: str) -> Any:
     return _unpickle(_unb64(body))
 
 
-def _pickle_data(obj: Any) -> bytes:
+class _ByValue(Exception):
+    """Raised by :class:`_DataPickler` on meeting something from ``__main__``."""
+
+
+class _DataPickler(pickle.Pickler):
+    """The C pickler, refusing (``_ByValue``) anything defined in ``__main__``: dill
+    pickles such functions and classes (and their instances) by value, which the
+    receiving side needs. ``reducer_override`` sees every object but the exact builtin
+    types (None, bools, numbers, str, bytes, list, tuple, dict, set): data made of
+    those costs nothing extra, and a large ``bytes`` is not scanned."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, type | FunctionType):
+            module = getattr(obj, "__module__", None)
+            # None: pickle would look for it in every module, __main__ too.
+            if module is None or module == "__main__":
+                raise _ByValue
+        elif type(obj).__module__ == "__main__":
+            raise _ByValue
+        return NotImplemented
+
+
+class _PartsSink:
+    """The file a pickler writes to: the pieces as written. A ``bytes`` of 64 KiB or
+    more is handed to ``write`` as the object itself (the C pickler streams it past its
+    own buffer), so it is not copied."""
+
+    __slots__ = ("parts", "write")
+
+    def __init__(self) -> None:
+        self.parts: list[Any] = []
+        self.write = self.parts.append
+
+
+class _Pickling(threading.local):
+    def __init__(self) -> None:
+        self.sink = _PartsSink()
+        self.pickler = _DataPickler(self.sink, _PROTOCOL)
+        self.busy = False
+
+
+_local = _Pickling()
+
+
+def _pickle_parts(obj: Any) -> list[Any]:
+    """The pickle of ``obj`` as pieces to join or write out in order: the C pickler's
+    bytes (large ``bytes`` values inside as the objects themselves, not copied), or
+    dill's (one piece) for what the C pickler cannot pickle or what comes from
+    ``__main__``. Joined, exactly what ``pickle.dumps``/dill give."""
+    state = _local
+    if state.busy:  # pickled again from inside a pickling (a __reduce__): a fresh one
+        state = _Pickling()
+    state.busy = True
     try:
-        data = pickle.dumps(obj, protocol=_PROTOCOL)
-    except Exception:  # noqa: BLE001 - dill handles what pickle cannot
-        return _dill().dumps(obj)  # type: ignore[no-any-return]
-    return _dill().dumps(obj) if b"__main__" in data else data
+        state.pickler.dump(obj)
+        return state.sink.parts[:]
+    except Exception:  # noqa: BLE001 - dill handles what pickle cannot (and __main__)
+        return [_dill().dumps(obj)]
+    finally:
+        state.sink.parts.clear()
+        state.pickler.clear_memo()
+        state.busy = False
+
+
+def _pickle_data(obj: Any) -> bytes:
+    parts = _pickle_parts(obj)
+    return parts[0] if len(parts) == 1 else b"".join(parts)  # type: ignore[no-any-return]
 
 
 def _unpickle(data: bytes | memoryview) -> Any:

@@ -34,6 +34,7 @@ from typing import Any
 
 import msgpack
 
+from outpost.common import bigpack
 from outpost.endpoint.records import TaskResult
 
 log = logging.getLogger(__name__)
@@ -49,13 +50,14 @@ _ADD = 1
 _REMOVE = 2
 
 
-def _pack(result: dict[str, Any]) -> bytes:
-    """The result's wire map as msgpack."""
+def _pack(result: dict[str, Any]) -> list[Any]:
+    """The result's wire map as msgpack, in pieces (``bigpack``: a large value is a
+    piece as it is, written out without being copied)."""
     try:
-        return msgpack.packb(result, use_bin_type=True)  # type: ignore[no-any-return]
+        return bigpack.pieces(result, depth=1)
     except (TypeError, ValueError):  # e.g. text with lone surrogates; keep what we can
         clean = {k: _clean(v) for k, v in result.items()}
-        return msgpack.packb(clean, use_bin_type=True)  # type: ignore[no-any-return]
+        return [msgpack.packb(clean, use_bin_type=True)]
 
 
 def _clean(value: Any) -> Any:
@@ -81,10 +83,15 @@ def _record_size(task_id: str, body_len: int) -> int:
     return _HEAD.size + len(task_id.encode("utf-8", "surrogateescape")) + body_len
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+def _write_all(fd: int, pieces: list[Any]) -> None:
+    """Write ``pieces`` in order (``writev``: not joined first)."""
+    views = [memoryview(p) for p in pieces]
+    while views:
+        n = os.writev(fd, views)
+        while views and n >= len(views[0]):
+            n -= len(views.pop(0))
+        if n:
+            views[0] = views[0][n:]
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -191,7 +198,7 @@ class ResultSpool:
             raise ValueError(f"task id {task_id!r} cannot name a spool file")
         return self.dir / (task_id + _SUFFIX)
 
-    def _write_file(self, task_id: str, body: bytes) -> None:
+    def _write_file(self, task_id: str, body: list[Any]) -> None:
         final = self._file(task_id)
         tmp = final.with_name(final.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -234,12 +241,12 @@ class ResultSpool:
         rows: list[tuple[str, bytes]] = []
         files: list[str] = []
         for r in results:
-            body = _pack(r.to_wire())
-            if len(body) >= FILE_MIN:
-                self._write_file(r.task_id, body)
+            pieces = _pack(r.to_wire())
+            if sum(len(p) for p in pieces) >= FILE_MIN:
+                self._write_file(r.task_id, pieces)
                 files.append(r.task_id)
             else:
-                rows.append((r.task_id, body))
+                rows.append((r.task_id, pieces[0] if len(pieces) == 1 else b"".join(pieces)))
         with self._lock:
             self._append(rows)
             self._files.update(files)

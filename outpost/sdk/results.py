@@ -23,6 +23,7 @@ from typing import Any
 import msgpack
 from websockets.exceptions import WebSocketException
 
+from outpost.common import bigpack
 from outpost.sdk.errors import OutpostError
 from outpost.sdk.http import Transport
 from outpost.sdk.replies import Answered, Reply, Submissions, no_answer
@@ -142,7 +143,7 @@ class ResultListener:
         ref = self._submits.add(reply)
         frame = {"type": "submit", "ref": ref, "endpoint_id": endpoint_id, "body": body}
         try:
-            ws.send(msgpack.packb(frame, use_bin_type=True))
+            ws.send(bigpack.packb(frame))  # a large payload copied once, not twice
         except (WebSocketException, OSError) as e:
             self._submits.forget(ref)
             raise StreamUnavailable(str(e)) from e  # not sent: safe to use HTTP instead

@@ -92,10 +92,54 @@ def test_installed_protocols_talk_to_each_other() -> None:
     assert frame.data == big
     server.send_binary(big[::-1])
     for data in server.data_to_send():
-        client.receive_data(data)
+        for i in range(0, len(data), 65536):
+            client.receive_data(data[i : i + 65536])
     (frame,) = client.events_received()
     assert frame.data == big[::-1]
+    # bytes, as the chunks were joined: bytes(frame.data) (the SDK's stream) is no copy.
+    assert type(frame.data) is bytes and bytes(frame.data) is frame.data
     fed = ServerProtocol()
     fed.receive_data(b"GET / HTTP/1.1")  # a part of a request
     with pytest.raises(RuntimeError, match="received data"):
         large_frames.install(fed)
+
+
+@pytest.mark.parametrize("size", [large_frames.LARGE_SEND - 1, large_frames.LARGE_SEND, 1_500_000])
+def test_large_frames_are_sent_as_websockets_would_send_them_without_copies(size) -> None:
+    """A server's large frame is websockets' own bytes (header, then the payload object
+    itself, not copied); a client's masked one is read back by the library's own,
+    uninstalled reader; text and fragmented frames too."""
+    big = os.urandom(size)
+    server = ServerProtocol(max_size=None)
+    large_frames.install(server)
+    from websockets.protocol import State
+
+    server.state = client_state = State.OPEN
+    server.send_binary(big)
+    writes = server.data_to_send()
+    assert b"".join(writes) == Frame(Opcode.BINARY, big).serialize(mask=False, extensions=[])
+    if size >= large_frames.LARGE_SEND:
+        assert writes[-1] is big
+    client = ClientProtocol(parse_uri("ws://h/"), max_size=None)
+    large_frames.install(client)
+    client.state = client_state
+    text = "é" * (size // 2)
+    client.send_binary(big)
+    client.send_text(text.encode())
+    client.send_binary(big, fin=False)
+    client.send_continuation(b"end", fin=True)
+    wire = b"".join(client.data_to_send())
+    frames: list[Frame] = []
+    reader = StreamReader()  # the library's reader, as the server's
+    reader.feed_data(wire)
+    reader.feed_eof()
+    for _ in range(4):
+        parser = Frame.parse(reader.read_exact, mask=True, max_size=None, extensions=[])
+        try:
+            next(parser)
+        except StopIteration as done:
+            frames.append(done.value)
+    assert not reader.buffer  # four frames, nothing more
+    assert [f.data for f in frames] == [big, text.encode(), big, b"end"]
+    assert [f.opcode for f in frames] == [Opcode.BINARY, Opcode.TEXT, Opcode.BINARY, Opcode.CONT]
+    assert [f.fin for f in frames] == [True, True, False, True]

@@ -196,3 +196,40 @@ def test_binary_form_of_a_large_task_payload() -> None:
     ):
         with pytest.raises(s.SerializationError, match=why):
             bf.unpack_binary_payload(bad)
+
+
+def test_pickle_pieces_are_the_c_picklers_bytes_and_main_goes_by_value() -> None:
+    """``_pickle_parts`` joined is exactly ``pickle.dumps`` (so dill's bytes, pinned
+    above) for data; a large ``bytes`` inside is a piece as it is (not copied, not
+    scanned); anything from ``__main__`` (function, class, instance, inside a
+    container) goes to dill, by value; a ``__reduce__`` that pickles is fine."""
+    import pickle
+    import types
+
+    import __main__
+    from outpost.common import pickling
+
+    big = bytes(range(256)) * 1000
+    for obj in [(), {}, (big,), {"k": [big, "s" * 70_000, 5]}, Point(2), [add, Point]]:
+        parts = pickling._pickle_parts(obj)
+        assert b"".join(parts) == pickle.dumps(obj, protocol=pickling._PROTOCOL)
+    assert any(p is big for p in pickling._pickle_parts((big,)))
+
+    ns: dict = {"__name__": "__main__"}  # defined as in a script: module __main__
+    exec("def main_fn(v):\n    return v * 3\n\nclass MainThing2:\n    v = 7\n", ns)
+    main_fn, cls = ns["main_fn"], ns["MainThing2"]
+    assert main_fn.__module__ == cls.__module__ == "__main__"
+    for obj in [main_fn, [1, (main_fn,)], cls, {"x": cls()}]:
+        data = pickling._pickle_data(obj)
+        assert not hasattr(__main__, "main_fn") and not hasattr(__main__, "MainThing2")
+        back = pickle.loads(data)  # by value: loads without __main__ holding them
+        assert back is not None
+    assert pickle.loads(pickling._pickle_data([1, (main_fn,)]))[1][0](2) == 6
+    assert pickle.loads(pickling._pickle_data({"x": cls()}))["x"].v == 7
+
+    class Nested:
+        def __reduce__(self):
+            return (pickle.loads, (pickling._pickle_data([big, 1]),))
+
+    assert pickle.loads(pickling._pickle_data((Nested(), big))) == ([big, 1], big)
+    assert isinstance(main_fn, types.FunctionType)

@@ -262,3 +262,59 @@ def test_a_workers_pipe_end_reads_messages_that_arrive_together_in_order() -> No
     with pytest.raises(EOFError):
         end.recv()
     r.close()
+
+
+def test_frame_reader_reads_mixed_sizes_into_their_own_buffers_byte_identical() -> None:
+    """Large messages (read straight into a buffer of their own) between small ones,
+    sizes either side of a pipe read, distinct contents: all whole, in order, identical;
+    the pipes are grown to 1 MiB where the system allows it."""
+    import fcntl
+    import multiprocessing as mp
+    import os
+    import select
+    import threading
+
+    from outpost.endpoint.engines._frames import (
+        PIPE_SIZE,
+        READ_SIZE,
+        FrameReader,
+        PipeEnd,
+        grow_pipe,
+    )
+
+    sizes = [5, READ_SIZE - 20, READ_SIZE + 1, 7, 1_000_000, 0, 3 * 1024 * 1024 + 3, 11]
+    msgs = [[{"i": i, "data": os.urandom(n)}] for i, n in enumerate(sizes)]
+    r, w = mp.Pipe(duplex=False)
+    grow_pipe(w.fileno())
+    assert fcntl.fcntl(r.fileno(), 1032) == PIPE_SIZE  # F_GETPIPE_SZ (root here)
+    end = PipeEnd(w.fileno())
+
+    def write_then_close() -> None:
+        for m in msgs:
+            end.send(m)
+        w.close()
+
+    writer = threading.Thread(target=write_then_close)
+    writer.start()
+    reader = FrameReader(r.fileno())
+    got: list = []
+    while not reader.eof:
+        select.select([r.fileno()], [], [], 60)
+        got.extend(reader.read())
+    writer.join()
+    assert got == msgs
+    r.close()
+
+
+def test_pieces_are_the_pickle_and_do_not_copy_a_large_bytes() -> None:
+    import pickle
+
+    from outpost.endpoint.engines._frames import Pieces, header
+
+    big = b"q" * 200_000
+    pieces = Pieces()
+    for obj in [None, [1, "a"], {"b": big, "c": [big[:10]]}, (big, big)]:
+        msg = pieces.message(obj)
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        assert b"".join(msg) == header(len(data)) + data
+    assert any(p is big for p in pieces.message([big]))  # written as it is, not copied

@@ -193,3 +193,37 @@ def test_an_unreadable_old_sqlite_spool_is_kept_aside_not_deleted(tmp_path) -> N
     assert len(s) == 0 and not path.exists()
     assert (tmp_path / "spool.db.unreadable").read_bytes() == b"this is not a database" * 100
     s.close()
+
+
+def test_a_large_binary_result_is_written_in_pieces_and_read_back_byte_identical(
+    tmp_path,
+) -> None:
+    """A large binary result (its binary form, bytes) goes to its file with writev, the
+    value not copied first: the file is exactly the msgpack of its wire map, and after a
+    reopen (an endpoint restart) the result is the same bytes, as is the result frame
+    sent for it (``messages.encode``)."""
+    import os
+
+    import msgpack
+
+    from outpost.common import messages as m
+    from outpost.endpoint import spool as spool_mod
+
+    path = tmp_path / "spool.db"
+    values = [b"00\n" + os.urandom(n) for n in (spool_mod.FILE_MIN, 1_000_000, 3_000_001)]
+    results = [
+        TaskResult(f"r{i}", "g", "success", result=v, details={"pid": i})
+        for i, v in enumerate(values)
+    ]
+    s = ResultSpool(path)
+    s.add(results)
+    for r in results:
+        wire = msgpack.packb(r.to_wire(), use_bin_type=True)
+        assert (s.dir / f"{r.task_id}.result").read_bytes() == wire
+    s.close()
+    s = ResultSpool(path)
+    again = sorted((r for chunk in s.all() for r in chunk), key=lambda r: r.task_id)
+    assert again == results and [r.result for r in again] == values
+    frame = {"type": m.RESULT, "results": [r.to_wire() for r in again]}
+    assert m.encode(frame) == msgpack.packb(frame, use_bin_type=True)
+    s.close()

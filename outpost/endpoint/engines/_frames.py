@@ -26,6 +26,74 @@ _LONG_LEN = struct.Struct("!Q")  # after a -1 length: lengths of 2 GiB or more
 READ_SIZE = 1 << 16
 #: Messages shorter than this are written with their header in one write.
 _JOIN_BELOW = 16384
+#: A pipe is grown to this (``F_SETPIPE_SZ``; Linux's limit for unprivileged users by
+#: default) so that a 1 MB message passes in one write and one read, not 16 of each.
+PIPE_SIZE = 1 << 20
+_F_SETPIPE_SZ = 1031
+#: At most this many buffers per ``writev`` (IOV_MAX is 1024 on Linux).
+_IOV_MAX = 512
+
+
+def grow_pipe(fd: int, size: int = PIPE_SIZE) -> None:
+    """Make the pipe ``fd`` hold ``size`` bytes if the system lets this user; otherwise
+    it keeps its size (a larger pipe only saves system calls)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
+    except (OSError, ImportError):
+        pass
+
+
+class _Sink:
+    """The pickler's file: ``write`` appends to a list."""
+
+    __slots__ = ("write",)
+
+    def __init__(self, parts: list[Any]) -> None:
+        self.write = parts.append
+
+
+class Pieces:
+    """A reusable pickler whose output is a list of pieces to write out in order: a
+    ``bytes`` of 64 KiB or more inside the object is one of them as it is (the C pickler
+    hands it to ``write`` without copying it into its buffer). Joined, the pieces are
+    exactly ``pickle.dumps(obj, HIGHEST_PROTOCOL)``. Not for two threads at once."""
+
+    def __init__(self) -> None:
+        self._parts: list[Any] = []
+        self._pickler = pickle.Pickler(_Sink(self._parts), pickle.HIGHEST_PROTOCOL)
+
+    def message(self, obj: Any) -> list[Any]:
+        """The framed message of ``obj``: its header, then the pickle's pieces."""
+        try:
+            self._pickler.dump(obj)
+            parts = self._parts[:]
+        finally:
+            self._parts.clear()
+            self._pickler.clear_memo()
+        n = sum(len(p) for p in parts)
+        if n < _JOIN_BELOW:
+            return [b"".join([header(n), *parts])]
+        return [header(n), *parts]
+
+
+def write_all(fd: int, pieces: list[Any]) -> None:
+    """Write ``pieces`` in order to the blocking ``fd`` (``writev``: not joined first)."""
+    if len(pieces) == 1:
+        view = memoryview(pieces[0])
+        while view:
+            view = view[os.write(fd, view) :]
+        return
+    views = [memoryview(p) for p in pieces]
+    first = 0
+    while first < len(views):
+        n = os.writev(fd, views[first : first + _IOV_MAX])
+        while first < len(views) and n >= len(views[first]):
+            n -= len(views[first])
+            first += 1
+        if n:
+            views[first] = views[first][n:]
 
 
 def header(n: int) -> bytes:
@@ -41,6 +109,7 @@ class PipeEnd:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self._buf = bytearray()
+        self._pieces: Pieces | None = None
 
     def _fill(self) -> None:
         chunk = os.read(self.fd, READ_SIZE)
@@ -85,17 +154,9 @@ class PipeEnd:
             got += k
 
     def send(self, obj: Any) -> None:
-        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        head = header(len(data))
-        if len(data) < _JOIN_BELOW:
-            self._write(memoryview(head + data))
-        else:
-            self._write(memoryview(head))
-            self._write(memoryview(data))
-
-    def _write(self, view: memoryview) -> None:
-        while view:
-            view = view[os.write(self.fd, view) :]
+        if self._pieces is None:
+            self._pieces = Pieces()
+        write_all(self.fd, self._pieces.message(obj))
 
 
 class FrameReader:
@@ -113,6 +174,11 @@ class FrameReader:
         self._scratch = bytearray(READ_SIZE)
         self._view = memoryview(self._scratch)
         self._buf = bytearray()  # the start of a message that has not all arrived
+        #: A large message being read straight into its own buffer, and how much of it
+        #: has come (``_big_view[:_big_have]``).
+        self._big: bytearray | None = None
+        self._big_view = memoryview(b"")
+        self._big_have = 0
         #: The writer closed its end (the process exited).
         self.eof = False
 
@@ -120,6 +186,10 @@ class FrameReader:
         """The messages that are complete now (reads until the pipe is empty)."""
         out: list[Any] = []
         while not self.eof:
+            if self._big is not None:
+                if not self._read_big(out):
+                    break
+                continue
             try:
                 n = os.readv(self.fd, [self._view])
             except BlockingIOError:
@@ -137,9 +207,52 @@ class FrameReader:
                 pos = _parse(self._view, n, out)
                 if pos < n:
                     self._buf += self._view[pos:n]
+            self._start_big()
             if n < READ_SIZE:
                 break  # a short read: the pipe is empty for now
         return out
+
+    def _start_big(self) -> None:
+        """If the partial message kept is large, give it its own buffer: the rest is
+        read into it, not appended chunk by chunk (a copy less of the message)."""
+        buf = self._buf
+        if len(buf) < _LEN.size:
+            return
+        (size,) = _LEN.unpack_from(buf, 0)
+        start = _LEN.size
+        if size == -1:
+            if len(buf) < start + _LONG_LEN.size:
+                return
+            (size,) = _LONG_LEN.unpack_from(buf, start)
+            start += _LONG_LEN.size
+        if size <= READ_SIZE:
+            return
+        big = bytearray(size)
+        have = len(buf) - start  # < size: a whole message would have been parsed
+        big[:have] = memoryview(buf)[start:]
+        del buf[:]
+        self._big, self._big_view, self._big_have = big, memoryview(big), have
+
+    def _read_big(self, out: list[Any]) -> bool:
+        """Read more of the large message (unpickled into ``out`` once whole); False
+        when the pipe is empty for now or closed."""
+        want = len(self._big_view) - self._big_have
+        try:
+            n = os.readv(self.fd, [self._big_view[self._big_have :]])
+        except BlockingIOError:
+            return False
+        except OSError:
+            self.eof = True
+            return False
+        if not n:
+            self.eof = True
+            return False
+        self._big_have += n
+        if self._big_have == len(self._big_view):
+            big = self._big
+            self._big, self._big_view = None, memoryview(b"")
+            out.append(pickle.loads(big))  # type: ignore[arg-type]
+        return n == want
 
     def _messages(self, buf: bytearray) -> list[Any]:
         out: list[Any] = []

@@ -21,7 +21,6 @@ import logging
 import math
 import multiprocessing as mp
 import os
-import pickle
 import queue
 import signal
 import threading
@@ -31,7 +30,7 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from outpost.common.errors import TaskErrorCode
-from outpost.endpoint.engines._frames import FrameReader, header
+from outpost.endpoint.engines._frames import FrameReader, Pieces, grow_pipe, write_all
 from outpost.endpoint.engines._spawn import WorkerProcess
 from outpost.endpoint.engines.base import Engine, EngineStatus, ResultCallback
 from outpost.endpoint.execution import Limits, failure_result
@@ -50,6 +49,9 @@ class _Worker:
         self.index = index
         task_r, self.task_w = mp.Pipe(duplex=False)
         self.result_r, result_w = mp.Pipe(duplex=False)
+        grow_pipe(self.task_w.fileno())  # a 1 MB message in one write, not 16
+        grow_pipe(self.result_r.fileno())
+        self._pieces = Pieces()  # used under the engine's lock only (``send``)
         self.proc = WorkerProcess(task_r, result_w, (limits, environment))
         try:
             self.proc.start(self.task_w)
@@ -65,7 +67,7 @@ class _Worker:
         self.dead = False
         #: Reads the result pipe on an event loop (None: the engine thread reads it).
         self.reader: FrameReader | None = None
-        self.feed: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.feed: queue.SimpleQueue[list[Any] | None] = queue.SimpleQueue()
         self.feeder = threading.Thread(target=self._feed, name=f"outpost-feed-{index}", daemon=True)
         self.feeder.start()
 
@@ -76,7 +78,7 @@ class _Worker:
                 if item is None:
                     self.task_w.send(None)
                     return
-                self.task_w.send_bytes(item)
+                write_all(self.task_w.fileno(), item)
             except (OSError, ValueError):
                 return  # the worker died; the engine's loop handles it
 
@@ -85,12 +87,13 @@ class _Worker:
         they could not be, because it died (it has not received them)."""
         # Records and plain data only (no descriptors or connections to reduce): the C
         # pickler alone, without multiprocessing's ForkingPickler (half the time).
-        data = pickle.dumps(tasks, protocol=pickle.HIGHEST_PROTOCOL)
-        if not self.outstanding and len(data) <= DIRECT_MAX_BYTES:
+        # A large payload is not copied into the pickle: written with writev.
+        data = self._pieces.message(tasks)
+        if not self.outstanding and len(data) == 1 and len(data[0]) <= DIRECT_MAX_BYTES:
             # Nothing outstanding: the worker has read everything sent before (it
             # answered it) and the feeder has nothing queued, so the pipe is empty.
             try:
-                _write_all(self.task_w.fileno(), header(len(data)) + data)
+                write_all(self.task_w.fileno(), data)
             except (OSError, ValueError):
                 self.dead = True  # its sentinel reports it; the tasks go elsewhere
                 return False
@@ -109,12 +112,6 @@ class _Worker:
         self.proc.join(timeout=5)
         for c in (self.task_w, self.result_r):
             c.close()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _death_reason(code: int | None) -> str:
