@@ -21,6 +21,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import pickle
 import queue
 import signal
 import threading
