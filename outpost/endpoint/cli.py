@@ -144,6 +144,9 @@ def start(
     MiB) keeping OUTPOST_LOG_BACKUPS files (default 5); SIGHUP reopens it (logrotate).
     Connecting over https/wss trusts SSL_CERT_FILE or SSL_CERT_DIR when set (a site CA).
     """
+    from outpost.common.startup_gc import pause_collector
+
+    resume_collector = pause_collector()  # until registered (see startup_gc)
     from outpost.endpoint.config import ConfigError
     from outpost.endpoint.files import EndpointDirError, is_multi_user
 
@@ -190,6 +193,7 @@ def start(
         raise click.ClickException(f"cannot register endpoint {name!r}: {e}") from None
     click.echo(reg.endpoint_id)
     sys.stdout.flush()
+    resume_collector()
     _setup_logging(d, debug)
     if is_multi_user(config):
         from outpost.endpoint.multi_user import runner as mu_runner

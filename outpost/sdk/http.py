@@ -20,7 +20,7 @@ import httpx
 from outpost import __version__
 from outpost.sdk.auth import BearerAuth, StaticToken, TokenSource
 from outpost.sdk.errors import OutpostAPIError, OutpostError
-from outpost.sdk.tls import client_ssl_context
+from outpost.sdk.tls import context_for
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_STATUS = frozenset({502, 503, 504})
@@ -51,8 +51,9 @@ class Transport:
             headers={"User-Agent": f"outpost-sdk/{__version__}"},
             auth=BearerAuth(self.source),
             timeout=timeout,
-            # Shared (see client_ssl_context); httpx would load a CA store per client.
-            verify=client_ssl_context(),
+            # Shared (see client_ssl_context), and no CA store loaded for a plain-http
+            # service (see context_for); httpx would load one per client.
+            verify=context_for(base_url),
         )
 
     def _backoff(self, attempt: int) -> float:

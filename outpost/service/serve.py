@@ -6,12 +6,11 @@ import gc
 import ipaddress
 import logging
 import ssl
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from outpost.common.startup_gc import collector_paused as collector_paused
 from outpost.service import logs
 from outpost.service.datadir import service_pidfile
 
@@ -47,23 +46,6 @@ def check_tls_files(settings: ServiceSettings) -> None:
         raise click.ClickException(
             f"cannot use TLS certificate {settings.tls_cert} with key {settings.tls_key}: {e}"
         ) from None
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Start-up (importing FastAPI, SQLAlchemy, pydantic and the routes, building the app)
-    makes ~150,000 objects that live as long as the process and almost no garbage: the
-    cyclic collector's passes over them are ~4 % of the service's start-up instructions.
-    It is off while the service starts; then those objects are moved out of its sight
-    (``gc.freeze``), so that full collections under load do not walk them again."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if was_enabled:
-            gc.enable()
 
 
 def serve(settings: ServiceSettings) -> None:

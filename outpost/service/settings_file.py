@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -26,7 +24,10 @@ def read_settings_file(path: Path, known: set[str]) -> dict[str, Any]:
         text = path.read_text()
     except OSError as e:
         raise SettingsFileError(f"cannot read settings file {path}: {e.strerror}") from None
-    import yaml  # only a service given a YAML settings file needs it
+    # Only a service given a settings file needs these (not imported at every start).
+    import tomllib
+
+    import yaml
 
     try:
         if path.suffix.lower() == ".toml":
@@ -41,6 +42,8 @@ def read_settings_file(path: Path, known: set[str]) -> dict[str, Any]:
     for key, value in data.items():
         name = str(key).replace("-", "_").lower()
         if name not in known:
+            import difflib
+
             close = difflib.get_close_matches(name, sorted(known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise SettingsFileError(f"settings file {path}: unknown setting {key!r}{hint}")
