@@ -10,7 +10,7 @@ import pytest
 
 from outpost.common.serialize import deserialize
 from outpost.endpoint import loops
-from outpost.endpoint.engines import ProcessPoolEngine, processes
+from outpost.endpoint.engines import ProcessPoolEngine, _pool_worker
 from outpost.endpoint.execution import Limits
 from tests.engine_tasks import die, pid, square
 from tests.engine_tasks import make_records as _tasks
@@ -99,7 +99,7 @@ def test_a_large_batch_for_an_idle_worker_goes_through_its_feeder(run) -> None:
     """A batch larger than a pipe could take at once is not written by the caller (that
     write could block the loop), yet it arrives whole."""
     engine = ProcessPoolEngine(1, Limits())
-    big = os.urandom(4 * processes.DIRECT_MAX_BYTES)
+    big = os.urandom(4 * _pool_worker.DIRECT_MAX_BYTES)
 
     async def body(submit, results):
         loop = asyncio.get_running_loop()

@@ -19,11 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import multiprocessing as mp
 import os
 import pickle
-import queue
-import signal
 import threading
 import time
 from collections import deque
@@ -31,97 +28,15 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from outpost.common.errors import TaskErrorCode
-from outpost.endpoint.engines._frames import FrameReader, Pieces, grow_pipe, write_all
-from outpost.endpoint.engines._spawn import WorkerProcess
+from outpost.endpoint.engines._frames import FrameReader
+from outpost.endpoint.engines._pool_worker import PoolWorker, death_reason
 from outpost.endpoint.engines.base import Engine, EngineStatus, ResultCallback
 from outpost.endpoint.execution import Limits, failure_result
 from outpost.endpoint.records import Task, TaskResult
 
 log = logging.getLogger(__name__)
-#: A batch this small, for a worker holding nothing (its task pipe is empty), is written
-#: at once by the caller: far below a pipe's capacity (64 KiB), so the write never waits.
-DIRECT_MAX_BYTES = 16 * 1024
 #: How long the engine thread waits for the loop to hand over a dead worker's pipe.
 HANDOVER_TIMEOUT = 5.0
-
-
-class _Worker:
-    def __init__(self, index: int, limits: Limits, environment: dict[str, str]) -> None:
-        self.index = index
-        task_r, self.task_w = mp.Pipe(duplex=False)
-        self.result_r, result_w = mp.Pipe(duplex=False)
-        grow_pipe(self.task_w.fileno())  # a 1 MB message in one write, not 16
-        grow_pipe(self.result_r.fileno())
-        self._pieces = Pieces()  # used under the engine's lock only (``send``)
-        self.proc = WorkerProcess(task_r, result_w, (limits, environment))
-        try:
-            self.proc.start(self.task_w)
-        except BaseException:
-            for c in (task_r, self.task_w, self.result_r, result_w):
-                c.close()
-            raise
-        self.started = time.monotonic()
-        task_r.close()
-        result_w.close()
-        self.outstanding: deque[Task] = deque()
-        #: Known to have died (set under the engine's lock): nothing more is sent to it.
-        self.dead = False
-        #: Reads the result pipe on an event loop (None: the engine thread reads it).
-        self.reader: FrameReader | None = None
-        self.feed: queue.SimpleQueue[list[Any] | None] = queue.SimpleQueue()
-        self.feeder = threading.Thread(target=self._feed, name=f"outpost-feed-{index}", daemon=True)
-        self.feeder.start()
-
-    def _feed(self) -> None:
-        while True:
-            item = self.feed.get()
-            try:
-                if item is None:
-                    self.task_w.send(None)
-                    return
-                write_all(self.task_w.fileno(), item)
-            except (OSError, ValueError):
-                return  # the worker died; the engine's loop handles it
-
-    def send(self, tasks: list[Task]) -> bool:
-        """Hand ``tasks`` to the worker (called with the engine's lock held); False if
-        they could not be, because it died (it has not received them)."""
-        # Records and plain data only (no descriptors or connections to reduce): the C
-        # pickler alone, without multiprocessing's ForkingPickler (half the time).
-        # A large payload is not copied into the pickle: written with writev.
-        data = self._pieces.message(tasks)
-        if not self.outstanding and len(data) == 1 and len(data[0]) <= DIRECT_MAX_BYTES:
-            # Nothing outstanding: the worker has read everything sent before (it
-            # answered it) and the feeder has nothing queued, so the pipe is empty.
-            try:
-                write_all(self.task_w.fileno(), data)
-            except (OSError, ValueError):
-                self.dead = True  # its sentinel reports it; the tasks go elsewhere
-                return False
-            self.outstanding.extend(tasks)
-            return True
-        self.outstanding.extend(tasks)
-        self.feed.put(data)
-        return True
-
-    def stop(self) -> None:
-        self.feed.put(None)
-
-    def kill(self) -> None:
-        if self.proc.is_alive():
-            self.proc.kill()
-        self.proc.join(timeout=5)
-        for c in (self.task_w, self.result_r):
-            c.close()
-
-
-def _death_reason(code: int | None) -> str:
-    if code is not None and code < 0:
-        try:
-            return f"killed by signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with code {code}"
 
 
 class ProcessPoolEngine(Engine):
@@ -136,7 +51,7 @@ class ProcessPoolEngine(Engine):
         self.limits = limits
         self.max_batch = max_batch
         self.environment = dict(environment or {})
-        self._workers: list[_Worker] = []
+        self._workers: list[PoolWorker] = []
         self._queue: deque[Task] = deque()
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
@@ -152,7 +67,9 @@ class ProcessPoolEngine(Engine):
             self._ev_loop = asyncio.get_running_loop()
         except RuntimeError:
             self._ev_loop = None
-        self._workers = [_Worker(i, self.limits, self.environment) for i in range(self.max_workers)]
+        self._workers = [
+            PoolWorker(i, self.limits, self.environment) for i in range(self.max_workers)
+        ]
         if self._ev_loop is not None:
             for w in self._workers:
                 self._attach(w)
@@ -165,29 +82,29 @@ class ProcessPoolEngine(Engine):
         self._dispatch()
 
     # -- results on the event loop ----------------------------------------------------
-    def _attach(self, w: _Worker) -> None:
+    def _attach(self, w: PoolWorker) -> None:
         assert self._ev_loop is not None
         w.reader = FrameReader(w.result_r.fileno())
         self._ev_loop.add_reader(w.reader.fd, self._readable, w)
 
-    def _readable(self, w: _Worker) -> None:
+    def _readable(self, w: PoolWorker) -> None:
         self._read(w)
         self._dispatch()
 
-    def _read(self, w: _Worker) -> None:
+    def _read(self, w: PoolWorker) -> None:
         assert w.reader is not None
         for results in w.reader.read():
             self._finished(w, results)
         if w.reader.eof:  # it died: stop watching (the engine thread replaces it)
             self._detach(w)
 
-    def _detach(self, w: _Worker) -> None:
+    def _detach(self, w: PoolWorker) -> None:
         if self._ev_loop is None or w.reader is None or w.reader.fd < 0:
             return
         self._ev_loop.remove_reader(w.reader.fd)
         w.reader.fd = -1
 
-    def _hand_over(self, dead: _Worker, done: threading.Event) -> None:
+    def _hand_over(self, dead: PoolWorker, done: threading.Event) -> None:
         """On the loop: read what a dead worker sent, then stop watching its pipe."""
         try:
             if dead.reader is not None and dead.reader.fd >= 0:
@@ -196,7 +113,7 @@ class ProcessPoolEngine(Engine):
         finally:
             done.set()
 
-    def _drain(self, dead: _Worker) -> None:
+    def _drain(self, dead: PoolWorker) -> None:
         """On the engine thread: read what a dead worker sent."""
         if dead.reader is not None:
             return  # read on the loop, or the loop is gone
@@ -245,7 +162,7 @@ class ProcessPoolEngine(Engine):
                 time.sleep(1.0)
 
     def _turn(self) -> None:
-        by_obj: dict[Any, tuple[str, _Worker]] = {}
+        by_obj: dict[Any, tuple[str, PoolWorker]] = {}
         for w in self._workers:
             if self._ev_loop is None:
                 by_obj[w.result_r] = ("results", w)
@@ -268,14 +185,14 @@ class ProcessPoolEngine(Engine):
                 self._replace(w)
         self._dispatch()
 
-    def _finished(self, w: _Worker, results: list[TaskResult]) -> None:
+    def _finished(self, w: PoolWorker, results: list[TaskResult]) -> None:
         with self._lock:
             done = {r.task_id for r in results}
             w.outstanding = deque(t for t in w.outstanding if t.task_id not in done)
         assert self._on_results is not None
         self._on_results(results)
 
-    def _replace(self, dead: _Worker) -> None:
+    def _replace(self, dead: PoolWorker) -> None:
         # Read whatever results it managed to send before dying: on the loop, if results
         # are read there (and only then is its pipe closed).
         with self._lock:
@@ -292,13 +209,13 @@ class ProcessPoolEngine(Engine):
         else:
             self._drain(dead)
         dead.proc.join(timeout=1)
-        reason = _death_reason(dead.proc.exitcode)
+        reason = death_reason(dead.proc.exitcode)
         if time.monotonic() - dead.started < 1.0:
             time.sleep(0.5)  # a worker that dies at once must not make a tight respawn loop
         log.warning("worker %d %s; starting a new one", dead.index, reason)
         # Start the new worker first: if that fails, everything stays as it was and the
         # engine loop tries again (the dead worker's sentinel is still ready).
-        fresh = _Worker(dead.index, self.limits, self.environment)
+        fresh = PoolWorker(dead.index, self.limits, self.environment)
         if handed_over:
             dead.kill()
         else:  # the loop may still watch its pipe: leave it open rather than close it
@@ -340,7 +257,7 @@ class ProcessPoolEngine(Engine):
             self._on_results(refused)
             self._dispatch()  # the rest of their batches went back to the queue
 
-    def _send(self, w: _Worker, batch: list[Task], refused: list[TaskResult]) -> bool:
+    def _send(self, w: PoolWorker, batch: list[Task], refused: list[TaskResult]) -> bool:
         """``w.send``; a task that cannot be pickled for the worker (e.g. a
         resource_specification nested too deep) fails with the reason instead of
         failing its whole batch, or the engine: the rest go back to the queue."""
