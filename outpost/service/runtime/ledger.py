@@ -26,6 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -162,19 +163,10 @@ class TaskLedger:
         rows = await self.db.read(task_store.unfinished_tasks)
         by_ep: dict[str, list[TaskMessage]] = {}
         for r in rows:
-            by_ep.setdefault(r["endpoint_id"], []).append(
-                TaskMessage(
-                    task_id=r["id"],
-                    function_id=r["function_id"],
-                    task_group_id=r["task_group_id"],
-                    payload=r["payload"],
-                    resource_specification=r["resource_specification"],
-                    retries=r["retries"],
-                    # Accepted before the restart: if the endpoint now takes it as new,
-                    # it had lost it.
-                    was_acked=r["status"] == "running",
-                )
-            )
+            # Accepted before the restart: if the endpoint now takes it as new, it had
+            # lost it.
+            msg = stored_message(r, was_acked=r["status"] == "running")
+            by_ep.setdefault(r["endpoint_id"], []).append(msg)
         for ep, msgs in by_ep.items():
             await self.broker.publish(ep, msgs)
         return len(rows)
@@ -310,3 +302,17 @@ class ChannelLedger:
                 await f.delivery.requeue(f.message)
                 n += 1
         return n
+
+
+def stored_message(row: Any, was_acked: bool = False) -> TaskMessage:
+    """The task message of a stored task (a row with ``id``, ``function_id``,
+    ``task_group_id``, ``payload``, ``resource_specification``, ``retries``)."""
+    return TaskMessage(
+        task_id=row["id"],
+        function_id=row["function_id"],
+        task_group_id=row["task_group_id"],
+        payload=row["payload"],
+        resource_specification=row["resource_specification"],
+        retries=row["retries"],
+        was_acked=was_acked,
+    )

@@ -33,9 +33,9 @@ import functools
 import logging
 import time
 
-from outpost.common.records import TaskMessage
 from outpost.service.broker import Broker
 from outpost.service.runtime.db import Database
+from outpost.service.runtime.ledger import stored_message
 from outpost.service.store import unqueued
 
 log = logging.getLogger(__name__)
@@ -54,17 +54,7 @@ async def requeue_once(db: Database, broker: Broker, grace: float = GRACE_S) -> 
     for row in rows:
         ids: list[str] = list(row["task_ids"])
         waiting = await db.read(unqueued.waiting_tasks, ids)
-        messages = [
-            TaskMessage(
-                task_id=r["id"],
-                function_id=r["function_id"],
-                task_group_id=r["task_group_id"],
-                payload=r["payload"],
-                resource_specification=r["resource_specification"],
-                retries=r["retries"],
-            )
-            for r in waiting
-        ]
+        messages = [stored_message(r) for r in waiting]
         if messages:
             await broker.publish(row["endpoint_id"], messages)
             log.warning(
