@@ -1,5 +1,6 @@
 """The ``outpost`` command: service users and tokens, login, endpoint lifecycle."""
 
+import gc
 import json
 import os
 import stat
@@ -100,8 +101,11 @@ def test_start_rejects_a_bad_config(tmp_path) -> None:
     (tmp_path / "home" / "x" / "config.yaml").write_text(
         "engine:\n  type: ThreadPoolEngine\n  workers: 2\n"
     )
+    assert gc.isenabled()
     r = runner.invoke(main, ["endpoint", "start", "x"])
     assert r.exit_code != 0 and "engine.workers: unknown option" in r.output
+    # The collector, paused while the endpoint starts, runs again when it does not.
+    assert gc.isenabled()
 
 
 def test_endpoint_detach_stop_restart_delete(tmp_path) -> None:

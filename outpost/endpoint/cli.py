@@ -147,53 +147,57 @@ def start(
     from outpost.common.startup_gc import pause_collector
 
     resume_collector = pause_collector()  # until registered (see startup_gc)
-    from outpost.endpoint.config import ConfigError
-    from outpost.endpoint.files import EndpointDirError, is_multi_user
-
-    d = _dir(name)
     try:
-        config = d.config()
-    except (ConfigError, EndpointDirError) as e:
-        raise click.ClickException(str(e)) from None
-    running = d.pid()
-    if running is not None:
-        raise click.ClickException(f"endpoint {name!r} is already running (pid {running})")
-    if is_multi_user(config):
-        from outpost.endpoint.multi_user import cli as mu_cli
+        from outpost.endpoint.config import ConfigError
+        from outpost.endpoint.files import EndpointDirError, is_multi_user
 
-        mu_cli.preflight(config)
-    if detach:
-        _start_detached(d, service_url, debug, wait_seconds)
-        return
-    from outpost.endpoint.starting import import_httpcore_without_trio, load_the_agent
-    from outpost.endpoint.starting import wait_for_service as _wait_for_service
-
-    import_httpcore_without_trio()
-    from outpost.sdk.client import Client
-    from outpost.sdk.errors import OutpostError
-
-    owner = ""
-    try:
-        client = Client(service_url)
-        load_the_agent(config)
-        _wait_for_service(client.service_url, wait_seconds)
+        d = _dir(name)
+        try:
+            config = d.config()
+        except (ConfigError, EndpointDirError) as e:
+            raise click.ClickException(str(e)) from None
+        running = d.pid()
+        if running is not None:
+            raise click.ClickException(f"endpoint {name!r} is already running (pid {running})")
         if is_multi_user(config):
-            from outpost.endpoint.multi_user import runner as mu_runner
-            from outpost.endpoint.multi_user.template import TemplateError
+            from outpost.endpoint.multi_user import cli as mu_cli
 
-            try:
-                reg, owner = mu_runner.register_multi_user(client, d, config)
-            except TemplateError as e:
-                raise click.ClickException(f"cannot register endpoint {name!r}: {e}") from None
-        else:
-            from outpost.endpoint.registration import register
+            mu_cli.preflight(config)
+        if detach:
+            _start_detached(d, service_url, debug, wait_seconds)
+            return
+        from outpost.endpoint.starting import import_httpcore_without_trio, load_the_agent
+        from outpost.endpoint.starting import wait_for_service as _wait_for_service
 
-            reg = register(client, d, config)
-    except OutpostError as e:
-        raise click.ClickException(f"cannot register endpoint {name!r}: {e}") from None
+        import_httpcore_without_trio()
+        from outpost.sdk.client import Client
+        from outpost.sdk.errors import OutpostError
+
+        owner = ""
+        try:
+            client = Client(service_url)
+            load_the_agent(config)
+            _wait_for_service(client.service_url, wait_seconds)
+            if is_multi_user(config):
+                from outpost.endpoint.multi_user import runner as mu_runner
+                from outpost.endpoint.multi_user.template import TemplateError
+
+                try:
+                    reg, owner = mu_runner.register_multi_user(client, d, config)
+                except TemplateError as e:
+                    raise click.ClickException(f"cannot register endpoint {name!r}: {e}") from None
+            else:
+                from outpost.endpoint.registration import register
+
+                reg = register(client, d, config)
+        except OutpostError as e:
+            raise click.ClickException(f"cannot register endpoint {name!r}: {e}") from None
+    finally:
+        # Registered, or not starting after all (an error, --detach): on again (an
+        # in-process caller, e.g. a test, carries on with the collector running).
+        resume_collector()
     click.echo(reg.endpoint_id)
     sys.stdout.flush()
-    resume_collector()
     _setup_logging(d, debug)
     if is_multi_user(config):
         from outpost.endpoint.multi_user import runner as mu_runner
