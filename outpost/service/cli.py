@@ -73,10 +73,11 @@ def start(config_file: Path | None, **flags: Any) -> None:
     brought up to date on start unless --no-auto-migrate. Unfinished tasks from a
     previous run are queued again.
     """
-    from outpost.service.serve import collector_paused, serve
+    from outpost.common.startup_gc import collector_paused
+    from outpost.service.serve import serve
 
     with database_errors():
-        with collector_paused():  # see serve.collector_paused
+        with collector_paused():  # see common/startup_gc.py
             settings = settings_from_cli(config_file, **flags)
         serve(settings)
 

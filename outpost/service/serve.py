@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from outpost.common.startup_gc import collector_paused as collector_paused
+from outpost.common.startup_gc import collector_paused
 from outpost.service import logs
 from outpost.service.datadir import service_pidfile
 
