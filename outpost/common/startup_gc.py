@@ -11,29 +11,19 @@ under load do not walk them again.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-
-
-def pause_collector() -> Callable[[], None]:
-    """Pause the collector; the function returned freezes what was made meanwhile and
-    runs the collector again (unless the caller had paused it already)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-
-    def resume() -> None:
-        gc.freeze()
-        if was_enabled:
-            gc.enable()
-
-    return resume
 
 
 @contextmanager
 def collector_paused() -> Iterator[None]:
-    """``pause_collector`` for a block; the collector runs again however it ends."""
-    resume = pause_collector()
+    """The collector off for a block; then what was made meanwhile is frozen and the
+    collector runs again (unless the caller had paused it already), however it ends."""
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
         yield
     finally:
-        resume()
+        gc.freeze()
+        if was_enabled:
+            gc.enable()

@@ -144,10 +144,10 @@ def start(
     MiB) keeping OUTPOST_LOG_BACKUPS files (default 5); SIGHUP reopens it (logrotate).
     Connecting over https/wss trusts SSL_CERT_FILE or SSL_CERT_DIR when set (a site CA).
     """
-    from outpost.common.startup_gc import pause_collector
+    from outpost.common.startup_gc import collector_paused
 
-    resume_collector = pause_collector()  # until registered (see startup_gc)
-    try:
+    # Off until registered, or until not starting after all (an error, --detach).
+    with collector_paused():
         from outpost.endpoint.config import ConfigError
         from outpost.endpoint.files import EndpointDirError, is_multi_user
 
@@ -192,10 +192,6 @@ def start(
                 reg = register(client, d, config)
         except OutpostError as e:
             raise click.ClickException(f"cannot register endpoint {name!r}: {e}") from None
-    finally:
-        # Registered, or not starting after all (an error, --detach): on again (an
-        # in-process caller, e.g. a test, carries on with the collector running).
-        resume_collector()
     click.echo(reg.endpoint_id)
     sys.stdout.flush()
     _setup_logging(d, debug)

@@ -1,7 +1,7 @@
-"""``pause_collector`` (the endpoint's start, until it has registered) and
-``collector_paused`` (the service's start, a block): the collector is off until
-``resume`` or the block's end, which freeze what start-up made and run it again; a
-failed start leaves it running too."""
+"""``collector_paused`` (the service's start; the endpoint's, until it has registered):
+the collector is off until the block's end, which freezes what start-up made and runs
+it again; a failed start leaves it running too (``tests/test_cli.py`` checks the
+endpoint's)."""
 
 from __future__ import annotations
 
@@ -9,32 +9,7 @@ import gc
 
 import pytest
 
-from outpost.common.startup_gc import collector_paused, pause_collector
-
-
-def test_paused_until_resumed_then_running_with_start_up_objects_frozen() -> None:
-    assert gc.isenabled()
-    frozen = gc.get_freeze_count()
-    try:
-        resume = pause_collector()
-        assert not gc.isenabled()
-        kept = [[] for _ in range(1000)]
-        resume()
-        assert gc.isenabled()
-        assert gc.get_freeze_count() >= frozen + len(kept)
-    finally:
-        gc.enable()
-        gc.unfreeze()
-
-
-def test_a_collector_paused_by_the_caller_stays_paused() -> None:
-    gc.disable()
-    try:
-        pause_collector()()
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
-        gc.unfreeze()
+from outpost.common.startup_gc import collector_paused
 
 
 def test_a_block_is_run_paused_and_the_collector_runs_after() -> None:
