@@ -13,16 +13,13 @@ written by another version of pickle): the comparison is only a shortcut.
 
 from __future__ import annotations
 
+from outpost.common.binary_form import serialize_data
 from outpost.common.packing import pack_buffers
-from outpost.common.pickling import _b64, _pickle_data
-
-#: Strategy ``00``'s text header (as ``binary_form.DATA_HEADER``).
-_HEADER = "00\n"
 
 #: The text of ``()``, of ``{}`` and of ``None`` (strategy ``00``).
-EMPTY_ARGS = _HEADER + _b64(_pickle_data(()))
-EMPTY_KWARGS = _HEADER + _b64(_pickle_data({}))
-NONE_RESULT = _HEADER + _b64(_pickle_data(None))
+EMPTY_ARGS = str(serialize_data(()))
+EMPTY_KWARGS = str(serialize_data({}))
+NONE_RESULT = str(serialize_data(None))
 #: A task payload with no arguments at all (``serialize.pack_payload((), {})``).
 EMPTY_PAYLOAD = pack_buffers([EMPTY_ARGS, EMPTY_KWARGS])
 
