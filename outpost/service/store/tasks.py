@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
@@ -219,31 +220,20 @@ def store_results(
     if not fresh:
         return fresh
     driver = _sqlite_driver(conn)
+    big: list[dict[str, Any]] = []
     if driver is not None and all(_small_text(r.get("result")) for r in fresh):
         # No result goes to task_blobs (the common case): the driver's rows straight
         # from the results, without the per-result parameter maps and blobs.split.
-        driver.executemany(
-            _STORE_RESULT_SQL,
-            [
-                (
-                    r["status"],
-                    text_safe(r.get("result")),
-                    text_safe(r.get("exception")),
-                    _json(r.get("error_details")),
-                    _json(r.get("details")),
-                    r["completed_at"],
-                    r["task_id"],
-                    endpoint_id,
-                    *_DONE,
-                )
+        _update_rows(
+            driver,
+            endpoint_id,
+            (
+                (r["status"], text_safe(r.get("result")), text_safe(r.get("exception")),
+                 r.get("error_details"), r.get("details"), r["completed_at"], r["task_id"])
                 for r in fresh
-            ],
-        )
-        blobs.drop(
-            conn, blobs.PAYLOAD, [r["task_id"] for r in fresh if r["task_id"] not in small_payloads]
-        )
-        return fresh
-    if fresh:
+            ),
+        )  # fmt: skip
+    else:
         params = [
             {
                 "ep": endpoint_id,
@@ -261,29 +251,34 @@ def store_results(
         if driver is None:
             conn.execute(_STORE_RESULT, params)
         else:
-            driver.executemany(
-                _STORE_RESULT_SQL,
-                [
-                    (
-                        p["status"],
-                        p["result"],
-                        p["exception"],
-                        _json(p["error_details"]),
-                        _json(p["details"]),
-                        p["completed_at"],
-                        p["task_id"],
-                        endpoint_id,
-                        *_DONE,
-                    )
+            _update_rows(
+                driver,
+                endpoint_id,
+                (
+                    (p["status"], p["result"], p["exception"], p["error_details"],
+                     p["details"], p["completed_at"], p["task_id"])
                     for p in params
-                ],
-            )
-        # The payload is not needed any more (the row's own is set to NULL above).
-        blobs.drop(
-            conn, blobs.PAYLOAD, [r["task_id"] for r in fresh if r["task_id"] not in small_payloads]
-        )
-        blobs.insert(conn, big)
+                ),
+            )  # fmt: skip
+    # The payload is not needed any more (the row's own is set to NULL above).
+    blobs.drop(
+        conn, blobs.PAYLOAD, [r["task_id"] for r in fresh if r["task_id"] not in small_payloads]
+    )
+    blobs.insert(conn, big)
     return fresh
+
+
+def _update_rows(driver: Any, endpoint_id: str, results: Iterable[tuple[Any, ...]]) -> None:
+    """``_STORE_RESULT_SQL`` through the SQLite driver for each (status, result,
+    exception, error_details, details, completed_at, task_id)."""
+    driver.executemany(
+        _STORE_RESULT_SQL,
+        [
+            (status, result, exc, _json(errors), _json(details), done_at, task_id,
+             endpoint_id, *_DONE)
+            for status, result, exc, errors, details, done_at, task_id in results
+        ],
+    )  # fmt: skip
 
 
 def _small_text(value: Any) -> bool:
