@@ -14,17 +14,20 @@ from typing import Any
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _workloads() -> Any:
+def _load(file: str, name: str) -> Any:
     # The benchmarks import each other by plain name (compare.py runs from their folder).
     if str(BENCH) not in sys.path:
         sys.path.append(str(BENCH))
-    name = "outpost_bench_workloads"
-    spec = importlib.util.spec_from_file_location(name, BENCH / "_workloads.py")
+    spec = importlib.util.spec_from_file_location(name, BENCH / file)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
+
+
+def _workloads() -> Any:
+    return _load("_workloads.py", "outpost_bench_workloads")
 
 
 class _Threads:
@@ -85,14 +88,7 @@ def test_driver_catches_wrong_results() -> None:
 
 
 def _compare() -> Any:
-    if str(BENCH) not in sys.path:
-        sys.path.append(str(BENCH))
-    name = "outpost_bench_compare"
-    spec = importlib.util.spec_from_file_location(name, BENCH / "compare.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _load("compare.py", "outpost_bench_compare")
 
 
 def test_start_up_is_the_median_of_fresh_starts(monkeypatch: Any, tmp_path: Path) -> None:
