@@ -85,7 +85,7 @@ class _DataPickler(pickle.Pickler):
         return NotImplemented
 
 
-class _PartsSink:
+class PartsSink:
     """The file a pickler writes to: the pieces as written. A ``bytes`` of 64 KiB or
     more is handed to ``write`` as the object itself (the C pickler streams it past its
     own buffer), so it is not copied."""
@@ -99,7 +99,7 @@ class _PartsSink:
 
 class _Pickling(threading.local):
     def __init__(self) -> None:
-        self.sink = _PartsSink()
+        self.sink = PartsSink()
         self.pickler = _DataPickler(self.sink, _PROTOCOL)
         self.busy = False
 

@@ -20,6 +20,8 @@ import pickle
 import struct
 from typing import Any
 
+from outpost.common.pickling import PartsSink
+
 _LEN = struct.Struct("!i")
 _LONG_LEN = struct.Struct("!Q")  # after a -1 length: lengths of 2 GiB or more
 #: A pipe holds 64 KiB unless resized: a read returns no more than that.
@@ -45,15 +47,6 @@ def grow_pipe(fd: int, size: int = PIPE_SIZE) -> None:
         pass
 
 
-class _Sink:
-    """The pickler's file: ``write`` appends to a list."""
-
-    __slots__ = ("write",)
-
-    def __init__(self, parts: list[Any]) -> None:
-        self.write = parts.append
-
-
 class Pieces:
     """A reusable pickler whose output is a list of pieces to write out in order: a
     ``bytes`` of 64 KiB or more inside the object is one of them as it is (the C pickler
@@ -61,16 +54,16 @@ class Pieces:
     exactly ``pickle.dumps(obj, HIGHEST_PROTOCOL)``. Not for two threads at once."""
 
     def __init__(self) -> None:
-        self._parts: list[Any] = []
-        self._pickler = pickle.Pickler(_Sink(self._parts), pickle.HIGHEST_PROTOCOL)
+        self._parts = PartsSink()
+        self._pickler = pickle.Pickler(self._parts, pickle.HIGHEST_PROTOCOL)
 
     def message(self, obj: Any) -> list[Any]:
         """The framed message of ``obj``: its header, then the pickle's pieces."""
         try:
             self._pickler.dump(obj)
-            parts = self._parts[:]
+            parts = self._parts.parts[:]
         finally:
-            self._parts.clear()
+            self._parts.parts.clear()
             self._pickler.clear_memo()
         n = sum(len(p) for p in parts)
         if n < _JOIN_BELOW:
